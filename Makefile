@@ -1,0 +1,48 @@
+# cell: the two commands a newcomer needs are `make run` and `make test`.
+# Everything this Makefile needs that a fresh machine may lack, it installs (`make deps`).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+GUEST_OUT := guests/target/wasm32-wasip2/release
+CELL := target/debug/cell
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps guests build run test lint unit bench clean
+
+all: build
+
+## Install missing tools: the wasm32-wasip2 target, rustfmt/clippy, the capnp compiler.
+deps:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@command -v capnp >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq capnproto; }
+
+## Build the guests (staged: some embed others) and the host.
+guests: deps
+	bash guests/build.sh >/dev/null
+
+build: guests
+	$(CARGO) build
+
+## Build everything and run the demo pid0.
+run: build
+	$(CELL) run $(GUEST_OUT)/pid0.wasm
+
+## Formatting, lints (host and guests), unit and integration tests.
+test: build lint
+	$(CARGO) test --all-targets
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	cd guests && $(CARGO) fmt --all -- --check
+	cd guests && CARGO_TARGET_DIR=$$PWD/target $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
+
+## Benchmarks (release build); never part of `make test`.
+bench: guests
+	$(CARGO) bench
+
+clean:
+	$(CARGO) clean
+	rm -rf guests/target

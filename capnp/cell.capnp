@@ -1,0 +1,207 @@
+# The capability interface between the cell host and its guests.
+#
+# A guest's stdin/stdout carry one two-party Cap'n Proto RPC connection; the host is the server
+# side and bootstraps a `Session`. Everything a guest may do beyond pure computation comes through
+# that Session, and only if the guest's parent (or, for pid0, the operator) granted it.
+#
+# Conventions:
+# - Calls fail with a Cap'n Proto exception whose text starts with a stable, machine-readable
+#   reason word followed by ':' (e.g. "not-granted: executor", "denied: connect 10.0.0.1:80",
+#   "bad-wasm: not a component", "limit: max-procs 64 reached", "dead: process 3 has exited").
+# - A capability dies with the process it belongs to: calls on it afterwards fail with "dead: …".
+
+@0x82e2c8207d94532d;
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap
+
+interface Session {
+  # The bootstrap capability of one process: the only door to its authority.
+
+  info @0 () -> (info :ProcessInfo);
+  # Who am I: pid, parent, depth and the names of the grants this process holds.
+
+  executor @1 () -> (executor :Executor);
+  # Fails with "not-granted: executor" unless this process was granted one.
+
+  network @2 () -> (network :Network);
+  # Fails with "not-granted: network" unless this process was granted one.
+
+  sockets @3 () -> (sockets :List(Socket));
+  # The sockets handed to this process by its parent in `Grants.sockets`, in the same order.
+
+  terminal @4 () -> (input :ByteStream, output :ByteStream);
+  # The operator's terminal (host stdin/stdout), for an interactive pid0 started with `--tty`.
+  # Fails with "not-granted: terminal" otherwise.
+}
+
+struct ProcessInfo {
+  pid @0 :UInt32;
+  parent @1 :UInt32;     # pid0's parent is reported as 0, like init's
+  depth @2 :UInt32;      # pid0 is at depth 0, its children at 1, ...
+  grants @3 :List(Text); # e.g. ["executor", "network"]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+interface Executor {
+  spawn @0 (request :SpawnRequest) -> (process :Process);
+  # Starts a child component from `request.wasm`. Errors ("bad-wasm: …", "missing-import: …",
+  # "limit: …") are returned to the caller; they never affect the caller or its siblings.
+
+  echo @1 (message :Text) -> (response :Text);
+  # Diagnostics: returns `message` unchanged.
+}
+
+struct SpawnRequest {
+  wasm @0 :Data;              # a WASI preview-2 component (not a core module)
+  name @1 :Text;              # argv[0] and the name used in logs; "child" when empty
+  args @2 :List(Text);        # argv[1..]
+  env @3 :List(EnvVar);       # the child's entire environment: nothing is inherited
+  grants @4 :Grants;
+  stderr @5 :StderrMode;
+  mode @6 :ProcessMode;
+  limits @7 :Limits;          # requested limits; each is clamped to what the parent holds
+}
+
+struct EnvVar {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+struct Grants {
+  # What the child may do. Nothing is granted unless named here.
+  executor @0 :Bool;          # the child gets an Executor of its own (same limits, one level down)
+  network @1 :Network;        # null: no network; otherwise a Network this process holds
+  sockets @2 :List(Socket);   # sockets handed over to the child (see Session.sockets)
+}
+
+struct Socket {
+  union {
+    tcpStream @0 :TcpStream;
+    tcpListener @1 :TcpListener;
+    udpSocket @2 :UdpSocket;
+  }
+}
+
+enum StderrMode {
+  forward @0;   # copied to the host's stderr, each line prefixed with "[pid N] "
+  capture @1;   # kept in a bounded buffer, read with Process.stderr(); overflow is dropped
+  discard @2;
+}
+
+enum ProcessMode {
+  rpc @0;       # stdin/stdout carry this child's own RPC connection (a cell guest)
+  plain @1;     # an ordinary WASI program: stdin/stdout are ByteStreams on its Process
+}
+
+struct Limits {
+  # Zero means "the same as the parent". A value above the parent's is clamped down to it.
+  maxMemoryBytes @0 :UInt64;  # all linear memories and tables of the child's store together
+  timeoutMs @1 :UInt64;       # wall-clock deadline from spawn
+  fuel @2 :UInt64;            # CPU fuel, when the host runs with fuel metering
+  maxProcs @3 :UInt32;        # live processes in the child's subtree, itself included
+  maxDepth @4 :UInt32;        # how many levels below the child may still be spawned
+}
+
+interface Process {
+  pid @0 () -> (pid :UInt32);
+
+  wait @1 () -> (status :ExitStatus);
+  # Resolves when the process has ended (immediately if it already has).
+
+  kill @2 () -> ();
+  # Terminates the process and its whole subtree; works even while it spins or blocks.
+
+  stderr @3 () -> (stream :ByteStream);
+  # The captured stderr; fails with "not-captured: …" unless spawned with `stderr = capture`.
+
+  stdin @4 () -> (stream :ByteStream);
+  stdout @5 () -> (stream :ByteStream);
+  # A plain child's stdin/stdout; fail with "not-plain: …" for an RPC child.
+}
+
+struct ExitStatus {
+  union {
+    exited @0 :Int32;             # the program returned; its exit code (0 = success)
+    trapped @1 :Text;             # a wasm trap, with its message
+    killed @2 :KilledBy;
+    timedOut @3 :Void;            # its wall-clock deadline passed
+    outOfMemory @4 :Void;         # it tried to grow memory past its limit
+    outOfFuel @5 :Void;
+    protocolViolation @6 :Text;   # it broke its RPC channel (e.g. wrote garbage on stdout)
+  }
+}
+
+enum KilledBy {
+  parent @0;     # Process.kill from the holder of its Process capability
+  cascade @1;    # its parent (or an ancestor) ended, taking the subtree with it
+  operator @2;   # the host was told to stop (SIGINT/SIGTERM)
+}
+
+interface ByteStream {
+  read @0 (maxBytes :UInt32) -> (data :Data);
+  # Waits for at least one byte; returns at most `maxBytes` (capped by the host).
+  # An empty result means end of stream.
+
+  write @1 (data :Data) -> ();
+  # Resolves once the data is accepted; a slow reader slows the writer (backpressure).
+
+  close @2 () -> ();
+  # Ends the writing side (for a TCP stream: shutdown of the write half).
+}
+
+# ---------------------------------------------------------------------------------------------
+# Network
+
+interface Network {
+  connect @0 (host :Text, port :UInt16) -> (stream :TcpStream);
+  # `host` is an IP address or a DNS name; a name is resolved by the host and only addresses the
+  # policy allows are tried.
+
+  listen @1 (address :Text, port :UInt16, backlog :UInt32) -> (listener :TcpListener);
+  bindUdp @2 (address :Text, port :UInt16) -> (socket :UdpSocket);
+
+  restrict @3 (policy :NetPolicy) -> (network :Network);
+  # A Network allowing only what both this one and `policy` allow. It can never widen.
+
+  policy @4 () -> (policy :NetPolicy);
+  # The effective policy of this capability.
+}
+
+struct NetPolicy {
+  rules @0 :List(NetRule);
+}
+
+struct NetRule {
+  op @0 :NetOp;
+  host @1 :Text;      # a CIDR ("10.1.0.0/16", "::1/128"), an IP address, or a DNS name
+  portLow @2 :UInt16;
+  portHigh @3 :UInt16; # inclusive; equal to portLow for a single port
+}
+
+enum NetOp {
+  connect @0;
+  listen @1;
+  udp @2;
+}
+
+interface TcpStream extends(ByteStream) {
+  localAddress @0 () -> (address :Text);
+  peerAddress @1 () -> (address :Text);
+}
+
+interface TcpListener {
+  accept @0 () -> (stream :TcpStream, peer :Text);
+  localAddress @1 () -> (address :Text);
+}
+
+interface UdpSocket {
+  send @0 (host :Text, port :UInt16, data :Data) -> ();
+  recv @1 () -> (host :Text, port :UInt16, data :Data);
+  # Waits for a datagram. The receive queue is bounded; datagrams arriving when it is full are
+  # dropped and counted.
+  localAddress @2 () -> (address :Text);
+  dropped @3 () -> (count :UInt64);
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds every guest, in stages: some guests embed others' wasm with `include_bytes!`, so those
+# must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
+#
+#   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#   stage 2: child-echo                                         (embeds child-leaf)
+#   stage 3: relay pid0                                         (embed child-echo)
+#   stage 4: scenarios                                          (embeds the leaves and relay)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+# The embedding paths assume guests/target, whatever the caller's environment says.
+export CARGO_TARGET_DIR="$PWD/target"
+
+build() {
+    cargo build --release --target wasm32-wasip2 "$@"
+}
+
+build -p child-leaf -p child-trap -p child-garbage -p child-silent
+build -p child-echo
+build -p relay -p pid0
+build -p scenarios
+
+ls -l target/wasm32-wasip2/release/*.wasm

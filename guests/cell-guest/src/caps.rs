@@ -1,0 +1,643 @@
+//! Typed, ergonomic wrappers over the capabilities of `cell.capnp`.
+//!
+//! Every call returns `anyhow::Result`, with context naming the call: nothing that comes from the
+//! host is trusted to be well-formed (no `unwrap`). Host errors are Cap'n Proto exceptions whose
+//! text starts with a reason word (`bad-wasm: …`, `not-granted: …`); they are kept, downcastable
+//! to [`capnp::Error`], as the root cause of the returned error.
+//!
+//! The raw clients stay reachable (`Caps::session`, `Executor::client`, `Process::client`, …)
+//! for anything these helpers do not cover.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+
+use crate::cell_capnp::{
+    byte_stream, executor, exit_status, network, process, session, tcp_listener, tcp_stream,
+    udp_socket, KilledBy, ProcessMode, StderrMode,
+};
+
+/// Converts a length to the `u32` Cap'n Proto list sizes use.
+fn list_len(len: usize, what: &str) -> Result<u32> {
+    u32::try_from(len).map_err(|_| anyhow!("too many {what}: {len}"))
+}
+
+/// Reads a text field as an owned `String`.
+fn text(t: capnp::Result<capnp::text::Reader<'_>>, what: &str) -> Result<String> {
+    let t = t.with_context(|| format!("reading {what}"))?;
+    t.to_string()
+        .with_context(|| format!("{what} is not UTF-8"))
+}
+
+/// The capabilities this process holds: its `Session` with the host.
+///
+/// Cheap to clone (it is a reference-counted capability).
+#[derive(Clone)]
+pub struct Caps {
+    session: session::Client,
+}
+
+/// Who this process is (the answer of `Session.info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub pid: u32,
+    /// pid0's parent is reported as 0.
+    pub parent: u32,
+    /// pid0 is at depth 0, its children at 1, ...
+    pub depth: u32,
+    /// The names of the grants this process holds, e.g. `["executor", "network"]`.
+    pub grants: Vec<String>,
+}
+
+/// A socket handed to this process by its parent (see `Session.sockets`).
+#[derive(Clone)]
+pub enum Socket {
+    TcpStream(tcp_stream::Client),
+    TcpListener(tcp_listener::Client),
+    UdpSocket(udp_socket::Client),
+}
+
+/// The operator's terminal, for an interactive pid0 started with `--tty`.
+#[derive(Clone)]
+pub struct Terminal {
+    pub input: ByteStream,
+    pub output: ByteStream,
+}
+
+impl Caps {
+    pub(crate) fn new(session: session::Client) -> Self {
+        Caps { session }
+    }
+
+    /// The raw bootstrap capability.
+    pub fn session(&self) -> &session::Client {
+        &self.session
+    }
+
+    /// Who am I: pid, parent, depth and grants.
+    pub async fn info(&self) -> Result<Info> {
+        let response = self
+            .session
+            .info_request()
+            .send()
+            .promise
+            .await
+            .context("session.info")?;
+        let info = response
+            .get()
+            .and_then(|r| r.get_info())
+            .context("session.info: reading the response")?;
+        let grants = info
+            .get_grants()
+            .context("session.info: reading grants")?
+            .iter()
+            .map(|g| text(g, "a grant name"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Info {
+            pid: info.get_pid(),
+            parent: info.get_parent(),
+            depth: info.get_depth(),
+            grants,
+        })
+    }
+
+    /// This process's Executor; fails ("not-granted: executor") unless its parent granted one.
+    pub async fn executor(&self) -> Result<Executor> {
+        let response = self
+            .session
+            .executor_request()
+            .send()
+            .promise
+            .await
+            .context("session.executor")?;
+        let client = response
+            .get()
+            .and_then(|r| r.get_executor())
+            .context("session.executor: reading the response")?;
+        Ok(Executor { client })
+    }
+
+    /// This process's Network; fails ("not-granted: network") unless it was granted one.
+    pub async fn network(&self) -> Result<network::Client> {
+        let response = self
+            .session
+            .network_request()
+            .send()
+            .promise
+            .await
+            .context("session.network")?;
+        response
+            .get()
+            .and_then(|r| r.get_network())
+            .context("session.network: reading the response")
+    }
+
+    /// The sockets handed to this process by its parent, in the order they were granted.
+    pub async fn sockets(&self) -> Result<Vec<Socket>> {
+        let response = self
+            .session
+            .sockets_request()
+            .send()
+            .promise
+            .await
+            .context("session.sockets")?;
+        let list = response
+            .get()
+            .and_then(|r| r.get_sockets())
+            .context("session.sockets: reading the response")?;
+        let mut sockets = Vec::with_capacity(list.len() as usize);
+        for socket in list.iter() {
+            use crate::cell_capnp::socket::Which;
+            let socket = match socket.which() {
+                Ok(Which::TcpStream(c)) => Socket::TcpStream(c?),
+                Ok(Which::TcpListener(c)) => Socket::TcpListener(c?),
+                Ok(Which::UdpSocket(c)) => Socket::UdpSocket(c?),
+                Err(e) => return Err(e).context("session.sockets: unknown socket kind"),
+            };
+            sockets.push(socket);
+        }
+        Ok(sockets)
+    }
+
+    /// The operator's terminal; fails ("not-granted: terminal") unless pid0 runs with `--tty`.
+    pub async fn terminal(&self) -> Result<Terminal> {
+        let response = self
+            .session
+            .terminal_request()
+            .send()
+            .promise
+            .await
+            .context("session.terminal")?;
+        let r = response
+            .get()
+            .context("session.terminal: reading the response")?;
+        Ok(Terminal {
+            input: ByteStream::new(r.get_input().context("session.terminal: input")?),
+            output: ByteStream::new(r.get_output().context("session.terminal: output")?),
+        })
+    }
+
+    /// Starts building a child from `wasm` (a WASI preview-2 component), spawned through this
+    /// process's Executor. Without an Executor grant, `start()` fails with "not-granted: …".
+    pub fn spawn<'a>(&self, wasm: &'a [u8]) -> SpawnBuilder<'a> {
+        // Pipelined: the Executor is requested and used in the same round trip.
+        let executor = self
+            .session
+            .executor_request()
+            .send()
+            .pipeline
+            .get_executor();
+        SpawnBuilder::new(executor, wasm)
+    }
+}
+
+/// The right to start child processes (`Executor` in the schema).
+#[derive(Clone)]
+pub struct Executor {
+    client: executor::Client,
+}
+
+impl Executor {
+    /// Wraps a raw client.
+    pub fn new(client: executor::Client) -> Self {
+        Executor { client }
+    }
+
+    /// The raw capability.
+    pub fn client(&self) -> &executor::Client {
+        &self.client
+    }
+
+    /// Diagnostics: the host returns `message` unchanged.
+    pub async fn echo(&self, message: &str) -> Result<String> {
+        let mut request = self.client.echo_request();
+        request.get().set_message(message);
+        let response = request.send().promise.await.context("executor.echo")?;
+        text(
+            response.get().and_then(|r| r.get_response()),
+            "executor.echo response",
+        )
+    }
+
+    /// Starts building a child from `wasm` (a WASI preview-2 component).
+    pub fn spawn<'a>(&self, wasm: &'a [u8]) -> SpawnBuilder<'a> {
+        SpawnBuilder::new(self.client.clone(), wasm)
+    }
+}
+
+/// Builds a `SpawnRequest`. Everything not set is left at the schema's default: name "child",
+/// no args, empty environment, no grants, stderr forwarded, RPC mode, the parent's limits.
+#[must_use = "a spawn does nothing until `start().await`"]
+pub struct SpawnBuilder<'a> {
+    executor: executor::Client,
+    wasm: &'a [u8],
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    grant_executor: bool,
+    network: Option<network::Client>,
+    sockets: Vec<Socket>,
+    stderr: StderrMode,
+    mode: ProcessMode,
+    max_memory_bytes: u64,
+    timeout_ms: u64,
+    fuel: u64,
+    max_procs: u32,
+    max_depth: u32,
+}
+
+impl<'a> SpawnBuilder<'a> {
+    fn new(executor: executor::Client, wasm: &'a [u8]) -> Self {
+        SpawnBuilder {
+            executor,
+            wasm,
+            name: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            grant_executor: false,
+            network: None,
+            sockets: Vec::new(),
+            stderr: StderrMode::Forward,
+            mode: ProcessMode::Rpc,
+            max_memory_bytes: 0,
+            timeout_ms: 0,
+            fuel: 0,
+            max_procs: 0,
+            max_depth: 0,
+        }
+    }
+
+    /// argv[0] and the name used in the host's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Appends one argument (argv[1..]).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable; the child inherits nothing else.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives the child an Executor of its own (it may then spawn, one level further down).
+    pub fn grant_executor(mut self, grant: bool) -> Self {
+        self.grant_executor = grant;
+        self
+    }
+
+    /// Gives the child a Network (one this process holds, possibly restricted).
+    pub fn grant_network(mut self, network: network::Client) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// Hands a socket over to the child (it gets them, in order, from `Session.sockets`).
+    pub fn grant_socket(mut self, socket: Socket) -> Self {
+        self.sockets.push(socket);
+        self
+    }
+
+    /// Where the child's stderr goes (default: forwarded to the host's stderr).
+    pub fn stderr(mut self, mode: StderrMode) -> Self {
+        self.stderr = mode;
+        self
+    }
+
+    /// `Rpc` (a cell guest, the default) or `Plain` (an ordinary WASI program).
+    pub fn mode(mut self, mode: ProcessMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Memory limit for the child; clamped to this process's own.
+    pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
+        self.max_memory_bytes = bytes;
+        self
+    }
+
+    /// Wall-clock deadline from spawn; clamped to this process's own.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// CPU fuel, when the host meters fuel; clamped to this process's own.
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = fuel;
+        self
+    }
+
+    /// Live processes in the child's subtree, itself included.
+    pub fn max_procs(mut self, n: u32) -> Self {
+        self.max_procs = n;
+        self
+    }
+
+    /// How many levels below the child may still be spawned.
+    pub fn max_depth(mut self, n: u32) -> Self {
+        self.max_depth = n;
+        self
+    }
+
+    /// Sends the spawn request; resolves once the child runs (or the host refused it).
+    pub async fn start(self) -> Result<Process> {
+        let label = if self.name.is_empty() {
+            "child"
+        } else {
+            &self.name
+        };
+        let label = label.to_string();
+        let mut request = self.executor.spawn_request();
+        self.fill(request.get().init_request())
+            .with_context(|| format!("spawn {label}: building the request"))?;
+        let spawned = request.send();
+        // Pipelined with the spawn: no extra round trip.
+        let pid = spawned.pipeline.get_process().pid_request().send().promise;
+        let response = spawned
+            .promise
+            .await
+            .with_context(|| format!("spawn {label}"))?;
+        let client = response
+            .get()
+            .and_then(|r| r.get_process())
+            .with_context(|| format!("spawn {label}: reading the response"))?;
+        let pid = pid
+            .await
+            .and_then(|r| Ok(r.get()?.get_pid()))
+            .with_context(|| format!("spawn {label}: process.pid"))?;
+        Ok(Process { client, pid })
+    }
+
+    fn fill(&self, mut r: crate::cell_capnp::spawn_request::Builder<'_>) -> Result<()> {
+        r.set_wasm(self.wasm);
+        r.set_name(self.name.as_str());
+        let mut args = r.reborrow().init_args(list_len(self.args.len(), "args")?);
+        for (i, arg) in self.args.iter().enumerate() {
+            args.set(i as u32, arg.as_str());
+        }
+        let mut env = r.reborrow().init_env(list_len(self.env.len(), "env vars")?);
+        for (i, (key, value)) in self.env.iter().enumerate() {
+            let mut var = env.reborrow().get(i as u32);
+            var.set_key(key.as_str());
+            var.set_value(value.as_str());
+        }
+        {
+            let mut grants = r.reborrow().init_grants();
+            grants.set_executor(self.grant_executor);
+            if let Some(network) = &self.network {
+                grants.set_network(network.clone());
+            }
+            let mut sockets = grants.init_sockets(list_len(self.sockets.len(), "sockets")?);
+            for (i, socket) in self.sockets.iter().enumerate() {
+                let mut s = sockets.reborrow().get(i as u32);
+                match socket {
+                    Socket::TcpStream(c) => s.set_tcp_stream(c.clone()),
+                    Socket::TcpListener(c) => s.set_tcp_listener(c.clone()),
+                    Socket::UdpSocket(c) => s.set_udp_socket(c.clone()),
+                }
+            }
+        }
+        r.set_stderr(self.stderr);
+        r.set_mode(self.mode);
+        let mut limits = r.init_limits();
+        limits.set_max_memory_bytes(self.max_memory_bytes);
+        limits.set_timeout_ms(self.timeout_ms);
+        limits.set_fuel(self.fuel);
+        limits.set_max_procs(self.max_procs);
+        limits.set_max_depth(self.max_depth);
+        Ok(())
+    }
+}
+
+/// How a process ended (`ExitStatus` in the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The program returned; its exit code (0 = success).
+    Exited(i32),
+    /// A wasm trap, with its message.
+    Trapped(String),
+    Killed(KilledBy),
+    /// Its wall-clock deadline passed.
+    TimedOut,
+    /// It tried to grow memory past its limit.
+    OutOfMemory,
+    OutOfFuel,
+    /// It broke its RPC channel (e.g. wrote garbage on stdout).
+    ProtocolViolation(String),
+}
+
+impl ExitStatus {
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+
+    fn read(status: exit_status::Reader<'_>) -> Result<Self> {
+        use exit_status::Which;
+        Ok(match status.which().context("unknown exit status")? {
+            Which::Exited(code) => ExitStatus::Exited(code),
+            Which::Trapped(t) => ExitStatus::Trapped(text(t, "trap message")?),
+            Which::Killed(by) => ExitStatus::Killed(by.context("unknown killer")?),
+            Which::TimedOut(()) => ExitStatus::TimedOut,
+            Which::OutOfMemory(()) => ExitStatus::OutOfMemory,
+            Which::OutOfFuel(()) => ExitStatus::OutOfFuel,
+            Which::ProtocolViolation(t) => {
+                ExitStatus::ProtocolViolation(text(t, "protocol violation")?)
+            }
+        })
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exited({code})"),
+            ExitStatus::Trapped(msg) => write!(f, "trapped: {msg}"),
+            ExitStatus::Killed(KilledBy::Parent) => write!(f, "killed by its parent"),
+            ExitStatus::Killed(KilledBy::Cascade) => write!(f, "killed with its parent"),
+            ExitStatus::Killed(KilledBy::Operator) => write!(f, "killed by the operator"),
+            ExitStatus::TimedOut => write!(f, "timed out"),
+            ExitStatus::OutOfMemory => write!(f, "out of memory"),
+            ExitStatus::OutOfFuel => write!(f, "out of fuel"),
+            ExitStatus::ProtocolViolation(msg) => write!(f, "protocol violation: {msg}"),
+        }
+    }
+}
+
+/// A child process (`Process` in the schema). Dropping it does not stop the child.
+#[derive(Clone)]
+pub struct Process {
+    client: process::Client,
+    pid: u32,
+}
+
+impl Process {
+    /// The raw capability.
+    pub fn client(&self) -> &process::Client {
+        &self.client
+    }
+
+    /// The child's pid (fetched once, at spawn).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until the child has ended.
+    pub async fn wait(&self) -> Result<ExitStatus> {
+        let pid = self.pid;
+        let response = self
+            .client
+            .wait_request()
+            .send()
+            .promise
+            .await
+            .with_context(|| format!("process {pid}: wait"))?;
+        let status = response
+            .get()
+            .and_then(|r| r.get_status())
+            .with_context(|| format!("process {pid}: wait: reading the response"))?;
+        ExitStatus::read(status).with_context(|| format!("process {pid}: wait"))
+    }
+
+    /// Terminates the child and its whole subtree.
+    pub async fn kill(&self) -> Result<()> {
+        self.client
+            .kill_request()
+            .send()
+            .promise
+            .await
+            .with_context(|| format!("process {}: kill", self.pid))?;
+        Ok(())
+    }
+
+    /// The captured stderr (only for a child spawned with `StderrMode::Capture`).
+    pub async fn stderr(&self) -> Result<ByteStream> {
+        let response = self
+            .client
+            .stderr_request()
+            .send()
+            .promise
+            .await
+            .with_context(|| format!("process {}: stderr", self.pid))?;
+        let stream = response
+            .get()
+            .and_then(|r| r.get_stream())
+            .with_context(|| format!("process {}: stderr: reading the response", self.pid))?;
+        Ok(ByteStream::new(stream))
+    }
+
+    /// Reads the captured stderr until it ends (which is once the child has exited).
+    pub async fn read_stderr_to_end(&self) -> Result<Vec<u8>> {
+        self.stderr().await?.read_to_end().await
+    }
+
+    /// A plain child's stdin (fails with "not-plain: …" for an RPC child).
+    pub async fn stdin(&self) -> Result<ByteStream> {
+        let response = self
+            .client
+            .stdin_request()
+            .send()
+            .promise
+            .await
+            .with_context(|| format!("process {}: stdin", self.pid))?;
+        let stream = response
+            .get()
+            .and_then(|r| r.get_stream())
+            .with_context(|| format!("process {}: stdin: reading the response", self.pid))?;
+        Ok(ByteStream::new(stream))
+    }
+
+    /// A plain child's stdout (fails with "not-plain: …" for an RPC child).
+    pub async fn stdout(&self) -> Result<ByteStream> {
+        let response = self
+            .client
+            .stdout_request()
+            .send()
+            .promise
+            .await
+            .with_context(|| format!("process {}: stdout", self.pid))?;
+        let stream = response
+            .get()
+            .and_then(|r| r.get_stream())
+            .with_context(|| format!("process {}: stdout: reading the response", self.pid))?;
+        Ok(ByteStream::new(stream))
+    }
+}
+
+/// A byte stream held by the host (`ByteStream` in the schema).
+#[derive(Clone)]
+pub struct ByteStream {
+    client: byte_stream::Client,
+}
+
+impl ByteStream {
+    /// Wraps a raw client.
+    pub fn new(client: byte_stream::Client) -> Self {
+        ByteStream { client }
+    }
+
+    /// The raw capability.
+    pub fn client(&self) -> &byte_stream::Client {
+        &self.client
+    }
+
+    /// Waits for at least one byte and returns at most `max_bytes`; empty means end of stream.
+    pub async fn read(&self, max_bytes: u32) -> Result<Vec<u8>> {
+        let mut request = self.client.read_request();
+        request.get().set_max_bytes(max_bytes);
+        let response = request.send().promise.await.context("bytestream.read")?;
+        let data = response
+            .get()
+            .and_then(|r| r.get_data())
+            .context("bytestream.read: reading the response")?;
+        Ok(data.to_vec())
+    }
+
+    /// Reads until end of stream.
+    pub async fn read_to_end(&self) -> Result<Vec<u8>> {
+        let mut all = Vec::new();
+        loop {
+            let chunk = self.read(64 * 1024).await?;
+            if chunk.is_empty() {
+                return Ok(all);
+            }
+            all.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Writes `data`; resolves once the host accepted it.
+    pub async fn write(&self, data: &[u8]) -> Result<()> {
+        let mut request = self.client.write_request();
+        request.get().set_data(data);
+        request.send().promise.await.context("bytestream.write")?;
+        Ok(())
+    }
+
+    /// Ends the writing side.
+    pub async fn close(&self) -> Result<()> {
+        self.client
+            .close_request()
+            .send()
+            .promise
+            .await
+            .context("bytestream.close")?;
+        Ok(())
+    }
+}

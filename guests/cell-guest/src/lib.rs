@@ -1,0 +1,143 @@
+//! The guest side of cell: write a guest as an async function of its capabilities.
+//!
+//! ```no_run
+//! // fn main() {
+//! cell_guest::run(|caps| async move {
+//!     let info = caps.info().await?;
+//!     cell_guest::log!("hello from pid {} at depth {}", info.pid, info.depth);
+//!     let executor = caps.executor().await?; // only if the parent granted one
+//!     assert_eq!(executor.echo("hi").await?, "hi");
+//!     Ok(())
+//! })
+//! // }
+//! ```
+//!
+//! A guest is a WASI preview-2 component whose stdin/stdout carry one two-party Cap'n Proto RPC
+//! connection to the host (the host serves a `Session` as the bootstrap capability; the guest is
+//! the client). stderr is the guest's log. Consequences:
+//!
+//! - **Never use `std::io::stdin()`/`stdout()`** (or `println!`): stdout *is* the RPC stream,
+//!   and std's blocking stdio deadlocks against the RPC system. Log with [`log!`] / [`log`].
+//! - Everything runs on one thread, driven by the small poll loop in [`run`]; async code must
+//!   not block (use [`sleep`], not `std::thread::sleep`).
+//! - The process ends through [`exit`] (WASI `exit-with-code`), which reports the exact code;
+//!   std's `process::exit(n)` turns every non-zero code into 1 on wasm32-wasip2.
+
+mod caps;
+mod runtime;
+mod stdio;
+
+/// The Rust bindings of `capnp/cell.capnp`, for raw access to the capabilities.
+#[allow(clippy::all, missing_docs, unused)]
+pub mod cell_capnp {
+    include!(concat!(env!("OUT_DIR"), "/cell_capnp.rs"));
+}
+
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use anyhow::Context as _;
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use futures::FutureExt as _;
+
+pub use caps::{
+    ByteStream, Caps, Executor, ExitStatus, Info, Process, Socket, SpawnBuilder, Terminal,
+};
+pub use cell_capnp::{KilledBy, ProcessMode, StderrMode};
+pub use runtime::{sleep, timeout, Elapsed, Sleep};
+
+// Re-exported so guests can name the types in the raw API without extra dependencies.
+pub use anyhow;
+pub use capnp;
+pub use capnp_rpc;
+
+/// Runs a guest: connects to the host, hands `f` its [`Caps`] and drives the resulting future
+/// together with the RPC connection until it completes, then exits the process.
+///
+/// `Ok(())` exits with code 0; `Err(e)` prints `error: {e:#}` to stderr and exits with code 1.
+/// For any other code, call [`exit`].
+pub fn run<F, Fut>(f: F) -> !
+where
+    F: FnOnce(Caps) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let network = twoparty::VatNetwork::new(
+        futures::io::BufReader::new(stdio::StdinReader),
+        futures::io::BufWriter::new(stdio::StdoutWriter::default()),
+        rpc_twoparty_capnp::Side::Client,
+        capnp::message::ReaderOptions::new(),
+    );
+    let mut rpc = RpcSystem::new(Box::new(network), None);
+    let session = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
+    // The RPC system ends when the host closes our stdin (or the connection breaks); calls
+    // still in flight then fail with "disconnected", which the user code sees as errors.
+    let mut rpc: Option<Pin<Box<dyn Future<Output = ()>>>> = Some(Box::pin(rpc.map(|r| {
+        if let Err(e) = r {
+            log(&format!("cell-guest: RPC connection failed: {e}"));
+        }
+    })));
+    let mut user = std::pin::pin!(f(Caps::new(session)));
+    let result = match runtime::run_until(user.as_mut(), &mut rpc) {
+        Ok(result) => result,
+        Err(runtime::Stuck) => Err(anyhow::anyhow!(
+            "the guest is waiting for something that can never happen \
+             (the RPC connection has ended and no timer is running)"
+        )),
+    };
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log(&format!("error: {e:#}"));
+            1
+        }
+    };
+    // Exit with the user future and the RPC system still alive: nothing is torn down inside
+    // the guest (no capability releases racing a closing connection); the host cleans up.
+    exit(code)
+}
+
+/// Ends the process now with exit code `code` (reported exactly to the parent).
+pub fn exit(code: u8) -> ! {
+    wasip2::cli::exit::exit_with_code(code);
+    // exit-with-code does not return; if a host ever did, trapping is the only honest outcome.
+    std::process::abort()
+}
+
+/// Writes `message` and a newline to stderr (the guest's log), ignoring errors: a guest whose
+/// stderr is discarded or closed must not fail because of logging (`eprintln!` would panic).
+pub fn log(message: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(message.as_bytes());
+    let _ = stderr.write_all(b"\n");
+    let _ = stderr.flush();
+}
+
+/// `format!`-style logging to stderr, one line per call: `log!("pid {}", info.pid)`.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::log(&::std::format!($($arg)*))
+    };
+}
+
+/// The value following the command-line flag `name` (e.g. `arg::<u32>("--depth")` for
+/// `--depth 3`), parsed; `Ok(None)` when the flag is absent.
+pub fn arg<T>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let value = args
+        .get(i + 1)
+        .with_context(|| format!("{name} needs a value"))?;
+    let parsed = value
+        .parse()
+        .with_context(|| format!("{name} {value}: invalid value"))?;
+    Ok(Some(parsed))
+}

@@ -1,0 +1,319 @@
+//! The wasmtime engine, the linker every process shares, and the cache of compiled components.
+//!
+//! Compiling a component costs ~1000x instantiating it, so every component is compiled at most
+//! once per run (the in-memory [`ComponentCache`], keyed by content hash, holding ready-to-
+//! instantiate `CommandPre`s) and, with a cache directory, at most once per machine (wasmtime's
+//! own on-disk cache). Compilation runs on a blocking thread so one guest's spawn never stalls
+//! its siblings on the supervisor thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::{types::ComponentItem, Component, Linker};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi::p2::bindings::{CommandPre, LinkOptions};
+
+use crate::limits::{COMPONENT_CACHE_ENTRIES, EPOCH_TICK};
+use crate::process::ProcState;
+
+/// How the engine is set up; fixed for a run.
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// Directory of wasmtime's on-disk compile cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// Meter CPU fuel (costs some speed; enabled only when a fuel limit is set).
+    pub fuel: bool,
+}
+
+/// The WASI packages cell links, with the versions in `wit/`. A component importing anything
+/// else cannot run under cell; see [`missing_import`].
+pub const PROVIDED_PACKAGES: &[&str] = &[
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+];
+
+/// The SHA-256 of a component's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentHash(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &hex::encode(&self.0[..6]))
+    }
+}
+
+/// A compiled component, pre-linked and ready to instantiate into a new store.
+pub struct LoadedComponent {
+    pub hash: ContentHash,
+    pub size: usize,
+    pub pre: CommandPre<ProcState>,
+}
+
+/// Why bytes could not become a runnable component. Returned to whoever supplied the bytes.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly binary (no \\0asm header)")]
+    NotWasm,
+    #[error("this is a core wasm module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("component imports `{0}`, which cell does not provide (cell provides wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets at 0.2)")]
+    MissingImport(String),
+    #[error("component cannot be linked: {0}")]
+    Link(String),
+    #[error("component is not a command (it must export wasi:cli/run): {0}")]
+    NotCommand(String),
+}
+
+/// The engine, linker and caches, shared by every process of a run.
+pub struct CellEngine {
+    engine: Engine,
+    linker: Linker<ProcState>,
+    cache: RefCell<ComponentCache>,
+    _ticker: EpochTicker,
+}
+
+impl CellEngine {
+    /// Builds the engine: component model, async, epoch interruption, optional fuel and disk
+    /// cache, and a linker with exactly the WASI interfaces in [`PROVIDED_PACKAGES`].
+    ///
+    /// # Errors
+    /// The cache directory cannot be created, or wasmtime rejects the configuration.
+    pub fn new(cfg: &EngineConfig) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(cfg.fuel);
+        if let Some(dir) = &cfg.cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating cache directory {}", dir.display()))?;
+            let mut cache_cfg = wasmtime::CacheConfig::new();
+            cache_cfg.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache_cfg).map_err(|e| {
+                anyhow::anyhow!("opening compile cache in {}: {e}", dir.display())
+            })?;
+            config.cache(Some(cache));
+        }
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        // WASI 0.2.12 includes `exit-with-code` (exact exit codes; std's `exit(n)` on wasip2
+        // reports every non-zero code as 1), so the default link options are complete.
+        wasmtime_wasi::p2::add_to_linker_with_options_async(&mut linker, &LinkOptions::default())
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        Ok(CellEngine {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache: RefCell::new(ComponentCache::default()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Components compiled (or loaded from the disk cache) so far in this run.
+    pub fn compiled_count(&self) -> u64 {
+        self.cache.borrow().compiled
+    }
+
+    /// Turns bytes into a runnable component, compiling at most once per content hash.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming why the bytes cannot run.
+    pub async fn load(&self, bytes: Arc<[u8]>) -> Result<Rc<LoadedComponent>, LoadError> {
+        check_header(&bytes)?;
+        let hash = ContentHash::of(&bytes);
+        if let Some(hit) = self.cache.borrow_mut().get(&hash) {
+            tracing::debug!(target: "cell::engine", %hash, "component cache hit");
+            return Ok(hit);
+        }
+        let engine = self.engine.clone();
+        let compile_bytes = bytes.clone();
+        let started = std::time::Instant::now();
+        let component =
+            tokio::task::spawn_blocking(move || Component::new(&engine, &*compile_bytes))
+                .await
+                .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(name) = missing_import(&self.engine, &component) {
+            return Err(LoadError::MissingImport(name));
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::NotCommand(format!("{e:#}")))?;
+        let loaded = Rc::new(LoadedComponent {
+            hash,
+            size: bytes.len(),
+            pre,
+        });
+        tracing::info!(target: "cell::engine", %hash, size = bytes.len(), ms = started.elapsed().as_millis() as u64, "compiled component");
+        // Two concurrent loads of the same bytes may both compile; the second insert wins and
+        // both results are equivalent. Counting both keeps the counter honest.
+        self.cache.borrow_mut().insert(hash, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// Rejects non-wasm bytes and core modules before handing bytes to the compiler, so the error
+/// says what is wrong instead of a parser offset.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8: version (u16) and layer (u16); layer 0 is a core module, 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+/// The first import of `component` that cell does not link, if any.
+///
+/// Names are compared by package (`wasi:cli`) and major version 0.2, as wasmtime's linker
+/// accepts any 0.2.x import for the 0.2 interfaces it provides.
+pub fn missing_import(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter(|(_, item)| !matches!(item.ty, ComponentItem::Type(_)))
+        .map(|(name, _)| name.to_string())
+        .find(|name| !is_provided(name))
+}
+
+fn is_provided(import: &str) -> bool {
+    let (path, version) = import.split_once('@').unwrap_or((import, ""));
+    let package = path.split('/').next().unwrap_or(path);
+    PROVIDED_PACKAGES.contains(&package) && (version.is_empty() || version.starts_with("0.2."))
+}
+
+/// In-memory cache of compiled components, bounded to [`COMPONENT_CACHE_ENTRIES`] (least
+/// recently used evicted first), so a guest spawning endless distinct blobs cannot grow it.
+#[derive(Default)]
+struct ComponentCache {
+    entries: HashMap<ContentHash, (u64, Rc<LoadedComponent>)>,
+    clock: u64,
+    compiled: u64,
+}
+
+impl ComponentCache {
+    fn get(&mut self, hash: &ContentHash) -> Option<Rc<LoadedComponent>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(hash).map(|(used, c)| {
+            *used = clock;
+            c.clone()
+        })
+    }
+
+    fn insert(&mut self, hash: ContentHash, c: Rc<LoadedComponent>) {
+        self.compiled += 1;
+        if self.entries.len() >= COMPONENT_CACHE_ENTRIES {
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(h, _)| *h) {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        self.entries.insert(hash, (self.clock, c));
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a plain thread, so running guests yield
+/// regularly (fairness, kill and deadline checks). Stops when dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cell-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the epoch thread ({e}); guests will not be preempted");
+        }
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_names_the_problem() {
+        assert!(matches!(check_header(b"not wasm"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn provided_imports() {
+        assert!(is_provided("wasi:cli/environment@0.2.0"));
+        assert!(is_provided("wasi:io/streams@0.2.12"));
+        assert!(!is_provided("wasi:http/outgoing-handler@0.2.0"));
+        assert!(!is_provided("wasi:cli/environment@0.3.0"));
+        assert!(!is_provided("my:custom/thing"));
+    }
+
+    /// `wit/` documents the world cell provides; keep it and [`PROVIDED_PACKAGES`] in step.
+    #[test]
+    fn provided_packages_match_wit() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/wit/deps");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("package ") {
+                    found.push(rest.split('@').next().unwrap().to_string());
+                }
+            }
+        }
+        found.sort();
+        let mut expected: Vec<_> = PROVIDED_PACKAGES.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+}

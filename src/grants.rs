@@ -1,0 +1,38 @@
+//! `Grants`: the whole authority of one process, beyond pure computation.
+//!
+//! Deny by default, said once: `Grants::default()` grants nothing. A process receives only what
+//! its parent names in `SpawnRequest.grants` (for pid0: what the operator names on the command
+//! line), and a parent can only pass on what it holds.
+
+/// What one process may do through its `Session`.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// May spawn children (an `Executor`). Default: no — a guest cannot start code.
+    pub executor: bool,
+    /// The operator's terminal as ByteStreams (`--tty`, pid0 only). Default: no.
+    pub terminal: bool,
+}
+
+impl Grants {
+    /// Names of the granted capabilities, as `Session.info` reports them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.executor {
+            names.push("executor");
+        }
+        if self.terminal {
+            names.push("terminal");
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_grants_nothing() {
+        assert!(Grants::default().names().is_empty());
+    }
+}

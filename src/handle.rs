@@ -1,0 +1,124 @@
+//! `ProcessHandle`: the shared, long-lived face of one process.
+//!
+//! Held by the process table, by the task running the process, and by every `Process`
+//! capability that names it. It outlives the process: `wait` on a handle of a process that
+//! ended long ago returns its status at once.
+
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::engine::ContentHash;
+use crate::stderr::CapturedStderr;
+use crate::status::{ExitStatus, KilledBy};
+use crate::table::Pid;
+use crate::transport::{PipeReader, PipeWriter};
+
+/// Fixed facts about a process.
+#[derive(Clone, Debug)]
+pub struct ProcessInfo {
+    pub pid: Pid,
+    pub parent: Option<Pid>,
+    pub name: String,
+    pub depth: u32,
+    pub hash: Option<ContentHash>,
+}
+
+impl ProcessInfo {
+    #[cfg(test)]
+    pub fn test(pid: Pid, parent: Option<Pid>) -> Self {
+        ProcessInfo {
+            pid,
+            parent,
+            name: format!("p{pid}"),
+            depth: 0,
+            hash: None,
+        }
+    }
+}
+
+/// The host ends of a plain (non-RPC) child's stdin and stdout.
+#[derive(Clone)]
+pub struct PlainStdio {
+    pub stdin: PipeWriter,
+    pub stdout: PipeReader,
+}
+
+pub struct ProcessHandle {
+    pub pid: Pid,
+    pub parent: Option<Pid>,
+    pub info: ProcessInfo,
+    pub started: Instant,
+    /// Set exactly once, by the task running the process.
+    status: watch::Sender<Option<ExitStatus>>,
+    /// The first kill request wins; later ones are ignored.
+    kill: watch::Sender<Option<KilledBy>>,
+    /// Present when spawned with `stderr = capture`.
+    pub stderr: Option<CapturedStderr>,
+    /// Present for a plain child.
+    pub plain: Option<PlainStdio>,
+}
+
+impl ProcessHandle {
+    pub fn new(info: ProcessInfo) -> Self {
+        ProcessHandle {
+            pid: info.pid,
+            parent: info.parent,
+            info,
+            started: Instant::now(),
+            status: watch::channel(None).0,
+            kill: watch::channel(None).0,
+            stderr: None,
+            plain: None,
+        }
+    }
+
+    /// The status, once the process has ended.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the process has ended.
+    pub async fn wait(&self) -> ExitStatus {
+        let mut rx = self.status.subscribe();
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone() {
+                return s;
+            }
+            // The sender lives in `self`, so the channel cannot close while we wait.
+            if rx.changed().await.is_err() {
+                return ExitStatus::Killed(KilledBy::Cascade);
+            }
+        }
+    }
+
+    /// Asks the process to stop. Idempotent; a no-op once it has ended.
+    pub fn kill(&self, by: KilledBy) {
+        self.kill.send_if_modified(|k| {
+            if k.is_none() {
+                *k = Some(by);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves with the reason once a kill was requested.
+    pub async fn killed(&self) -> KilledBy {
+        let mut rx = self.kill.subscribe();
+        loop {
+            if let Some(by) = *rx.borrow_and_update() {
+                return by;
+            }
+            if rx.changed().await.is_err() {
+                return KilledBy::Cascade;
+            }
+        }
+    }
+
+    /// Records the final status. Only the process's own task calls this.
+    pub(crate) fn set_status(&self, status: ExitStatus) {
+        self.status.send_replace(Some(status));
+    }
+}

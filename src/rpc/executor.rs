@@ -1,0 +1,120 @@
+//! `Executor`: spawning children. The request is read and checked here; the supervisor does
+//! the spawning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capnp::capability::Rc;
+
+use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
+use crate::grants::Grants;
+use crate::limits::LimitRequest;
+use crate::rpc::failed;
+use crate::rpc::process::ProcessServer;
+use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
+use crate::table::Pid;
+
+pub struct ExecutorServer {
+    sup: Supervisor,
+    /// The process this executor belongs to: the parent of everything it spawns.
+    owner: Pid,
+}
+
+impl ExecutorServer {
+    pub fn new(sup: Supervisor, owner: Pid) -> Self {
+        ExecutorServer { sup, owner }
+    }
+}
+
+fn spawn_error(e: SpawnError) -> capnp::Error {
+    failed(e.reason(), e)
+}
+
+/// The parts of a spawn request, copied out of the message.
+struct SpawnArgs {
+    wasm: Arc<[u8]>,
+    spec: ProcessSpec,
+    limits: LimitRequest,
+}
+
+fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
+    let name = req.get_name()?.to_str()?;
+    let name = if name.is_empty() { "child" } else { name }.to_string();
+    let args = req
+        .get_args()?
+        .iter()
+        .map(|a| Ok(a?.to_str()?.to_string()))
+        .collect::<capnp::Result<Vec<_>>>()?;
+    let env = req
+        .get_env()?
+        .iter()
+        .map(|kv| Ok((kv.get_key()?.to_string()?, kv.get_value()?.to_string()?)))
+        .collect::<capnp::Result<Vec<_>>>()?;
+    let grants_in = req.get_grants()?;
+    let grants = Grants {
+        executor: grants_in.get_executor(),
+        terminal: false,
+    };
+    let stderr = match req.get_stderr()? {
+        WireStderr::Forward => StderrMode::Forward,
+        WireStderr::Capture => StderrMode::Capture,
+        WireStderr::Discard => StderrMode::Discard,
+    };
+    let stdio = match req.get_mode()? {
+        ProcessMode::Rpc => StdioMode::Rpc,
+        ProcessMode::Plain => StdioMode::Plain,
+    };
+    let l = req.get_limits()?;
+    let nonzero = |v: u64| (v != 0).then_some(v);
+    let limits = LimitRequest {
+        max_memory: nonzero(l.get_max_memory_bytes()),
+        timeout: nonzero(l.get_timeout_ms()).map(Duration::from_millis),
+        fuel: nonzero(l.get_fuel()),
+        max_procs: (l.get_max_procs() != 0).then_some(l.get_max_procs()),
+        max_depth: (l.get_max_depth() != 0).then_some(l.get_max_depth()),
+    };
+    Ok(SpawnArgs {
+        wasm: Arc::from(req.get_wasm()?),
+        spec: ProcessSpec {
+            name,
+            args,
+            env,
+            grants,
+            stderr,
+            stdio,
+        },
+        limits,
+    })
+}
+
+impl executor::Server for ExecutorServer {
+    async fn spawn(
+        self: Rc<Self>,
+        params: executor::SpawnParams,
+        mut results: executor::SpawnResults,
+    ) -> Result<(), capnp::Error> {
+        self.sup.ensure_running(self.owner).map_err(spawn_error)?;
+        let args = read_request(params.get()?.get_request()?)?;
+        drop(params);
+        let handle = self
+            .sup
+            .spawn_child(self.owner, args.wasm, args.spec, &args.limits)
+            .await
+            .map_err(spawn_error)?;
+        results
+            .get()
+            .set_process(capnp_rpc::new_client(ProcessServer::new(handle)));
+        Ok(())
+    }
+
+    async fn echo(
+        self: Rc<Self>,
+        params: executor::EchoParams,
+        mut results: executor::EchoResults,
+    ) -> Result<(), capnp::Error> {
+        self.sup.ensure_running(self.owner).map_err(spawn_error)?;
+        let message = params.get()?.get_message()?;
+        results.get().set_response(message);
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! The host side of each guest's RPC connection: one two-party capnp-rpc system per process,
+//! over that process's stdio pipes, bootstrapping a [`session::SessionServer`].
+//!
+//! One file per capability server. Servers reach the supervisor only through its public
+//! methods; the supervisor reaches this module only through [`serve`].
+
+pub mod executor;
+pub mod process;
+pub mod session;
+pub mod stream;
+
+use std::fmt::Display;
+
+use capnp::message::ReaderOptions;
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::{twoparty, RpcSystem};
+
+use crate::grants::Grants;
+use crate::supervisor::Supervisor;
+use crate::table::Pid;
+use crate::transport::{HostReader, HostWriter};
+
+/// The host ends of a guest's stdio, and the bound on what may arrive through them.
+pub struct Transport {
+    /// The guest's stdout.
+    pub from_guest: HostReader,
+    /// The guest's stdin.
+    pub to_guest: HostWriter,
+    /// Largest message accepted from the guest (capnp traversal limit).
+    pub max_message_bytes: u64,
+}
+
+/// A guest's RPC connection, ready to run. Owned by the guest's process task and dropped with
+/// it, which drops every capability the guest held.
+pub struct Connection {
+    system: RpcSystem<Side>,
+}
+
+impl Connection {
+    /// Serves the connection until it ends. An error means the guest broke the protocol.
+    pub async fn run(self) -> Result<(), capnp::Error> {
+        self.system.await
+    }
+}
+
+/// Builds the RPC connection of process `pid`, bootstrapping its `Session`.
+pub fn serve(sup: Supervisor, pid: Pid, grants: Grants, transport: Transport) -> Connection {
+    let mut options = ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(
+            usize::try_from(transport.max_message_bytes / 8).unwrap_or(usize::MAX),
+        ))
+        .nesting_limit(64);
+    let network = twoparty::VatNetwork::new(
+        transport.from_guest,
+        transport.to_guest,
+        Side::Server,
+        options,
+    );
+    let session: crate::cell_capnp::session::Client =
+        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants));
+    Connection {
+        system: RpcSystem::new(Box::new(network), Some(session.client)),
+    }
+}
+
+/// An RPC error with a stable reason word, e.g. `not-granted: executor`.
+pub(crate) fn failed(reason: &str, detail: impl Display) -> capnp::Error {
+    capnp::Error::failed(format!("{reason}: {detail}"))
+}

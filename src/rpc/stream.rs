@@ -1,0 +1,79 @@
+//! `ByteStream` over a host pipe end: captured stderr, plain children's stdio, the terminal.
+//!
+//! Calls on one stream are served one at a time (reads queue behind reads, writes behind
+//! writes), which keeps byte order and means each pipe end has a single waiter.
+
+use capnp::capability::Rc;
+use tokio::sync::Mutex;
+
+use crate::cell_capnp::byte_stream;
+use crate::limits::MAX_READ_CHUNK;
+use crate::rpc::failed;
+use crate::transport::{PipeReader, PipeWriter};
+
+pub struct ByteStreamServer {
+    reader: Option<Mutex<PipeReader>>,
+    writer: Option<Mutex<PipeWriter>>,
+}
+
+impl ByteStreamServer {
+    pub fn reader(r: PipeReader) -> Self {
+        ByteStreamServer {
+            reader: Some(Mutex::new(r)),
+            writer: None,
+        }
+    }
+
+    pub fn writer(w: PipeWriter) -> Self {
+        ByteStreamServer {
+            reader: None,
+            writer: Some(Mutex::new(w)),
+        }
+    }
+}
+
+impl byte_stream::Server for ByteStreamServer {
+    async fn read(
+        self: Rc<Self>,
+        params: byte_stream::ReadParams,
+        mut results: byte_stream::ReadResults,
+    ) -> Result<(), capnp::Error> {
+        let max = (params.get()?.get_max_bytes() as usize).min(MAX_READ_CHUNK);
+        let reader = self
+            .reader
+            .as_ref()
+            .ok_or_else(|| failed("unsupported", "this stream is write-only"))?;
+        let data = reader.lock().await.read(max).await;
+        results.get().set_data(&data);
+        Ok(())
+    }
+
+    async fn write(
+        self: Rc<Self>,
+        params: byte_stream::WriteParams,
+        _: byte_stream::WriteResults,
+    ) -> Result<(), capnp::Error> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| failed("unsupported", "this stream is read-only"))?;
+        let data = params.get()?.get_data()?;
+        writer
+            .lock()
+            .await
+            .write_all(data)
+            .await
+            .map_err(|e| failed("closed", e))
+    }
+
+    async fn close(
+        self: Rc<Self>,
+        _: byte_stream::CloseParams,
+        _: byte_stream::CloseResults,
+    ) -> Result<(), capnp::Error> {
+        if let Some(w) = &self.writer {
+            w.lock().await.close();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! `cell run`: boot pid0 from a file, serve it until it ends, tear the tree down, and say how
+//! it went. The library entry point; the binary only parses flags and maps the outcome to an
+//! exit code.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::engine::{CellEngine, EngineConfig, LoadError};
+use crate::grants::Grants;
+use crate::limits::{Limits, TEARDOWN_GRACE};
+use crate::status::{ExitStatus, KilledBy};
+use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
+
+/// Exit codes of `cell` itself. Any other code is pid0's own exit code, passed through.
+pub mod exit_code {
+    /// pid0 ran past `--timeout` (as `timeout(1)`).
+    pub const TIMED_OUT: u8 = 124;
+    /// `cell` could not do its job: bad flags, or a failure of the host itself.
+    pub const HOST_ERROR: u8 = 125;
+    /// The wasm file is not a runnable component (not wasm, core module, missing import,
+    /// instantiation failed).
+    pub const CANNOT_RUN: u8 = 126;
+    /// The wasm file could not be read.
+    pub const NOT_FOUND: u8 = 127;
+    /// pid0 trapped (as `wasmtime run`, 128 + SIGABRT), ran out of memory or fuel, or broke its
+    /// RPC channel.
+    pub const TRAPPED: u8 = 134;
+    /// pid0 was killed other than by a signal to `cell`.
+    pub const KILLED: u8 = 137;
+}
+
+/// What `cell run` runs, with what authority and within what limits.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub wasm: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub engine: EngineConfig,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    /// The signal that stopped the run, if the operator sent one.
+    pub signal: Option<i32>,
+    /// Components compiled (not found in the in-memory cache) during the run.
+    pub compiled: u64,
+}
+
+impl RunOutcome {
+    /// The exit code `cell` should end with.
+    pub fn exit_code(&self) -> u8 {
+        if let Some(sig) = self.signal {
+            return (128 + sig).clamp(0, 255) as u8;
+        }
+        match &self.status {
+            ExitStatus::Exited(code) => (*code & 0xff) as u8,
+            ExitStatus::TimedOut => exit_code::TIMED_OUT,
+            ExitStatus::Killed(_) => exit_code::KILLED,
+            ExitStatus::Trapped(_)
+            | ExitStatus::OutOfMemory
+            | ExitStatus::OutOfFuel
+            | ExitStatus::ProtocolViolation(_) => exit_code::TRAPPED,
+        }
+    }
+}
+
+/// Why pid0 could not be started.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {path}: {source}")]
+    Load { path: PathBuf, source: LoadError },
+    #[error("cannot start {path}: {source}")]
+    Start { path: PathBuf, source: SpawnError },
+    #[error(transparent)]
+    Host(#[from] anyhow::Error),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Read { .. } => exit_code::NOT_FOUND,
+            RunError::Load { .. } | RunError::Start { .. } => exit_code::CANNOT_RUN,
+            RunError::Host(_) => exit_code::HOST_ERROR,
+        }
+    }
+}
+
+/// Runs pid0 to completion. Must be called inside a `tokio::task::LocalSet` on a
+/// current-thread runtime.
+///
+/// `shutdown` resolves with a signal number when the operator asks to stop; the whole tree is
+/// then killed (`killed by the operator`) and the outcome carries the signal.
+///
+/// # Errors
+/// [`RunError`] when pid0 cannot be started; once started, every ending is an [`RunOutcome`].
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl Future<Output = i32>,
+) -> Result<RunOutcome, RunError> {
+    let path = config.wasm.clone();
+    let bytes = std::fs::read(&path).map_err(|source| RunError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let engine = CellEngine::new(&config.engine)?;
+    let sup = Supervisor::new(engine);
+    let component = sup
+        .engine()
+        .load(Arc::from(bytes))
+        .await
+        .map_err(|source| RunError::Load {
+            path: path.clone(),
+            source,
+        })?;
+    let spec = ProcessSpec {
+        name: program_name(&path),
+        args: config.args,
+        env: config.env,
+        grants: config.grants,
+        stderr: StderrMode::Inherit,
+        stdio: StdioMode::Rpc,
+    };
+    let pid0 = sup
+        .spawn_root(component, spec, config.limits)
+        .await
+        .map_err(|source| RunError::Start {
+            path: path.clone(),
+            source,
+        })?;
+
+    tokio::pin!(shutdown);
+    let (status, signal) = tokio::select! {
+        status = pid0.wait() => (status, None),
+        sig = &mut shutdown => {
+            sup.kill_all(KilledBy::Operator);
+            (pid0.wait().await, Some(sig))
+        }
+    };
+    // pid0's exit takes its subtree with it (cascade); wait for the tree to unwind.
+    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
+        tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
+    }
+    Ok(RunOutcome {
+        status,
+        signal,
+        compiled: sup.engine().compiled_count(),
+    })
+}
+
+/// argv[0] for pid0: the file name, as a shell would pass it.
+fn program_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pid0".into())
+}

@@ -1,0 +1,185 @@
+//! Where a child's stderr goes. It is always drained, never left to fill: a child blocked on a
+//! full stderr would look hung. The three sinks never apply backpressure:
+//!
+//! - [`forward`]: copied to the host's stderr line by line, each line prefixed `[pid N] `.
+//! - [`capture`]: kept in a bounded buffer the parent reads through `Process.stderr()`; bytes
+//!   arriving while the buffer is full are dropped and counted, so a flood costs the host at
+//!   most the buffer's size.
+//! - discard: `wasmtime_wasi::cli::empty()`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{OutputStream, StreamError, StreamResult};
+
+use crate::limits::STDERR_LINE_MAX;
+use crate::transport::{pipe, PipeReader, PipeWriter};
+
+/// A guest may always write this much at once to a non-blocking sink.
+const SINK_BUDGET: usize = 64 * 1024;
+
+/// Forwards a child's stderr to the host's, prefixed with its pid.
+pub fn forward(pid: u32) -> Box<dyn StdoutStream> {
+    Box::new(ForwardSink(Arc::new(Mutex::new(LineForwarder {
+        prefix: format!("[pid {pid}] "),
+        partial: Vec::new(),
+    }))))
+}
+
+/// Captures a child's stderr into a buffer of `capacity` bytes.
+pub fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
+    let (writer, reader) = pipe(capacity);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let sink = CaptureSink {
+        writer,
+        dropped: dropped.clone(),
+    };
+    (Box::new(sink), CapturedStderr { reader, dropped })
+}
+
+/// The reading side of a captured stderr.
+#[derive(Clone)]
+pub struct CapturedStderr {
+    pub reader: PipeReader,
+    dropped: Arc<AtomicU64>,
+}
+
+impl CapturedStderr {
+    /// Bytes lost because the buffer was full when they arrived.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct LineForwarder {
+    prefix: String,
+    partial: Vec<u8>,
+}
+
+impl LineForwarder {
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&data[..=nl]);
+            self.emit();
+            data = &data[nl + 1..];
+        }
+        self.partial.extend_from_slice(data);
+        if self.partial.len() >= STDERR_LINE_MAX {
+            self.partial.push(b'\n');
+            self.emit();
+        }
+    }
+
+    fn emit(&mut self) {
+        if self.partial.is_empty() {
+            return;
+        }
+        let mut line = Vec::with_capacity(self.prefix.len() + self.partial.len());
+        line.extend_from_slice(self.prefix.as_bytes());
+        line.append(&mut self.partial);
+        // The host's stderr failing (closed terminal) must not fail the guest.
+        let _ = std::io::stderr().lock().write_all(&line);
+    }
+}
+
+impl Drop for LineForwarder {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.partial.push(b'\n');
+            self.emit();
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ForwardSink(Arc<Mutex<LineForwarder>>);
+
+impl IsTerminal for ForwardSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for ForwardSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for ForwardSink {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for ForwardSink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > SINK_BUDGET {
+            return Err(StreamError::trap("write exceeds the check-write budget"));
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(SINK_BUDGET)
+    }
+}
+
+#[derive(Clone)]
+struct CaptureSink {
+    writer: PipeWriter,
+    dropped: Arc<AtomicU64>,
+}
+
+impl IsTerminal for CaptureSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CaptureSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for CaptureSink {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CaptureSink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > SINK_BUDGET {
+            return Err(StreamError::trap("write exceeds the check-write budget"));
+        }
+        // A reader that went away (parent dropped the stream) just means nobody listens.
+        let taken = self.writer.try_write_now(&bytes).unwrap_or(bytes.len());
+        let lost = (bytes.len() - taken) as u64;
+        if lost > 0 {
+            self.dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(SINK_BUDGET)
+    }
+}

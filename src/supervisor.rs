@@ -1,0 +1,401 @@
+//! The supervisor: starts processes, runs each on the shared single-threaded runtime, and
+//! ends them — by themselves, by kill, by deadline, by protocol violation or by cascade.
+//!
+//! Threading: everything here lives on one current-thread tokio runtime inside a `LocalSet`
+//! (`Rc`/`RefCell`, no locks). Wasmtime's async stdio streams would hop threads on a
+//! multi-threaded runtime, which a spike measured at ~10x slower per call. Compilation is the one
+//! thing pushed to a blocking thread. Guests yield every epoch tick, so one spinning guest cannot
+//! starve the others.
+//!
+//! Ownership: the table owns a `ProcessHandle` per live process; each process's task owns its
+//! `Store` and its RPC system; capabilities own only handles. When a process's task ends, its
+//! store and RPC connection are dropped, its children are killed (cascade), and its entry is
+//! reaped once its subtree is gone.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
+use wasmtime::Store;
+
+use crate::engine::{CellEngine, LoadError, LoadedComponent};
+use crate::grants::Grants;
+use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
+use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
+use crate::process::{build_store, classify, ProcState, StoreSpec};
+use crate::rpc;
+use crate::status::{ExitStatus, KilledBy};
+use crate::stderr;
+use crate::table::{Pid, ProcessTable};
+use crate::transport::pipe;
+
+/// Where a process's stderr goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StderrMode {
+    /// The host's own stderr, untouched (pid0).
+    Inherit,
+    /// The host's stderr, each line prefixed with `[pid N] `.
+    Forward,
+    /// A bounded buffer read through `Process.stderr()`.
+    Capture,
+    Discard,
+}
+
+/// How a process's stdin/stdout are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdioMode {
+    /// Its own RPC connection to the host (a cell guest).
+    Rpc,
+    /// Plain byte streams, exposed on its `Process` capability.
+    Plain,
+}
+
+/// What a new process is, apart from its code.
+#[derive(Clone, Debug)]
+pub struct ProcessSpec {
+    /// argv[0]; also the name in logs.
+    pub name: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub grants: Grants,
+    pub stderr: StderrMode,
+    pub stdio: StdioMode,
+}
+
+/// Why a spawn failed. Returned to the caller of `spawn`; never affects anyone else.
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error("process {0} has exited")]
+    Dead(Pid),
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+impl SpawnError {
+    /// The stable reason word that prefixes the error on the wire (see capnp/cell.capnp).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpawnError::Load(LoadError::MissingImport(_)) => "missing-import",
+            SpawnError::Load(_) => "bad-wasm",
+            SpawnError::Limit(_) => "limit",
+            SpawnError::Dead(_) => "dead",
+            SpawnError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Supervisor(Rc<Inner>);
+
+struct Inner {
+    engine: CellEngine,
+    table: RefCell<ProcessTable>,
+    /// The number of table entries, for waiting until a tree is gone.
+    live: watch::Sender<usize>,
+}
+
+impl Supervisor {
+    pub fn new(engine: CellEngine) -> Self {
+        Supervisor(Rc::new(Inner {
+            engine,
+            table: RefCell::new(ProcessTable::default()),
+            live: watch::channel(0).0,
+        }))
+    }
+
+    pub fn engine(&self) -> &CellEngine {
+        &self.0.engine
+    }
+
+    /// Facts about a live (possibly exited but not reaped) process.
+    pub fn info(&self, pid: Pid) -> Option<ProcessInfo> {
+        self.0.table.borrow().get(pid).map(|e| e.handle.info.clone())
+    }
+
+    /// Fails with [`SpawnError::Dead`] unless `pid` is running: capabilities die with their
+    /// process.
+    pub fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {
+        match self.0.table.borrow().running(pid) {
+            Some(_) => Ok(()),
+            None => Err(SpawnError::Dead(pid)),
+        }
+    }
+
+    /// Starts pid0 from a loaded component. Resolves once it is instantiated.
+    ///
+    /// # Errors
+    /// [`SpawnError::Instantiate`] when the component cannot be instantiated.
+    pub async fn spawn_root(
+        &self,
+        component: Rc<LoadedComponent>,
+        spec: ProcessSpec,
+        limits: Limits,
+    ) -> Result<Rc<ProcessHandle>, SpawnError> {
+        self.start(None, 0, component, spec, limits).await
+    }
+
+    /// Starts a child of `parent`, with limits derived from the parent's. Resolves once the child
+    /// is instantiated.
+    ///
+    /// # Errors
+    /// The parent is not running, a limit refuses the spawn, or the bytes cannot be loaded or
+    /// instantiated.
+    pub async fn spawn_child(
+        &self,
+        parent: Pid,
+        wasm: Arc<[u8]>,
+        spec: ProcessSpec,
+        request: &LimitRequest,
+    ) -> Result<Rc<ProcessHandle>, SpawnError> {
+        let (limits, depth) = self.child_limits(parent, request, wasm.len())?;
+        let component = self.0.engine.load(wasm).await?;
+        // The parent may have ended, or its subtree filled up, while the code compiled.
+        self.child_limits(parent, request, component.size)?;
+        self.start(Some(parent), depth, component, spec, limits).await
+    }
+
+    fn child_limits(
+        &self,
+        parent: Pid,
+        request: &LimitRequest,
+        wasm_len: usize,
+    ) -> Result<(Limits, u32), SpawnError> {
+        let table = self.0.table.borrow();
+        let entry = table.running(parent).ok_or(SpawnError::Dead(parent))?;
+        let size = wasm_len as u64;
+        if size > entry.limits.max_wasm_bytes {
+            return Err(LimitError::WasmSize {
+                size,
+                limit: entry.limits.max_wasm_bytes,
+            }
+            .into());
+        }
+        let limits = entry.limits.for_child(request)?;
+        table.check_room(parent)?;
+        Ok((limits, entry.handle.info.depth + 1))
+    }
+
+    /// Registers a process, starts its task, and waits until it is instantiated.
+    async fn start(
+        &self,
+        parent: Option<Pid>,
+        depth: u32,
+        component: Rc<LoadedComponent>,
+        spec: ProcessSpec,
+        limits: Limits,
+    ) -> Result<Rc<ProcessHandle>, SpawnError> {
+        let pid = self.0.table.borrow_mut().next_pid();
+        let info = ProcessInfo {
+            pid,
+            parent,
+            name: spec.name.clone(),
+            depth,
+            hash: Some(component.hash),
+        };
+        let (stdin_w, stdin_r) = pipe(PIPE_CAPACITY);
+        let (stdout_w, stdout_r) = pipe(PIPE_CAPACITY);
+        let mut handle = ProcessHandle::new(info);
+        let stderr_sink = match spec.stderr {
+            StderrMode::Inherit => Box::new(wasmtime_wasi::cli::stderr()) as _,
+            StderrMode::Forward => stderr::forward(pid),
+            StderrMode::Discard => Box::new(tokio::io::empty()) as _,
+            StderrMode::Capture => {
+                let cap = usize::try_from(limits.stderr_capture_bytes).unwrap_or(usize::MAX);
+                let (sink, captured) = stderr::capture(cap);
+                handle.stderr = Some(captured);
+                sink
+            }
+        };
+        let mut argv = vec![spec.name.clone()];
+        argv.extend(spec.args.iter().cloned());
+        let store = build_store(
+            &self.0.engine,
+            StoreSpec {
+                argv,
+                env: spec.env.clone(),
+                stdin: stdin_r.into_guest(),
+                stdout: stdout_w.into_guest(),
+                stderr: stderr_sink,
+                limits: limits.clone(),
+            },
+        );
+        let connection = match spec.stdio {
+            StdioMode::Rpc => Some(rpc::serve(
+                self.clone(),
+                pid,
+                spec.grants.clone(),
+                rpc::Transport {
+                    from_guest: stdout_r.into_host(),
+                    to_guest: stdin_w.into_host(),
+                    max_message_bytes: limits.max_message_bytes,
+                },
+            )),
+            StdioMode::Plain => {
+                handle.plain = Some(PlainStdio {
+                    stdin: stdin_w,
+                    stdout: stdout_r,
+                });
+                None
+            }
+        };
+        let handle = Rc::new(handle);
+        let timeout = limits.timeout;
+        self.0.table.borrow_mut().insert(handle.clone(), limits);
+        self.publish_live();
+
+        let (started_tx, started_rx) = oneshot::channel();
+        let span = tracing::info_span!("proc", pid, name = %spec.name);
+        let task = ProcessTask {
+            sup: self.clone(),
+            handle: handle.clone(),
+            component,
+            store,
+            connection,
+            timeout,
+            started: started_tx,
+        };
+        tokio::task::spawn_local(task.run().instrument(span));
+        match started_rx.await {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(msg)) => Err(SpawnError::Instantiate(msg)),
+            Err(_) => Err(SpawnError::Instantiate("process task ended early".into())),
+        }
+    }
+
+    /// Records that a process ended, terminates its children, and reaps what can be reaped.
+    fn finish(&self, handle: &ProcessHandle, status: ExitStatus) {
+        tracing::info!(target: "cell::proc", pid = handle.pid, %status, "process ended");
+        handle.set_status(status);
+        let orphans = self.0.table.borrow_mut().mark_exited(handle.pid);
+        for child in orphans {
+            child.kill(KilledBy::Cascade);
+        }
+        self.0.table.borrow_mut().reap(handle.pid);
+        self.publish_live();
+    }
+
+    fn publish_live(&self) {
+        let n = self.0.table.borrow().len();
+        self.0.live.send_replace(n);
+    }
+
+    /// Kills every running process (e.g. on SIGINT) with the given reason.
+    pub fn kill_all(&self, by: KilledBy) {
+        let running = self.0.table.borrow().running_handles();
+        for h in running {
+            h.kill(by);
+        }
+    }
+
+    /// Waits until every process has been reaped, or `grace` has passed.
+    /// Returns whether the table is empty.
+    pub async fn wait_all_reaped(&self, grace: Duration) -> bool {
+        let mut rx = self.0.live.subscribe();
+        let emptied = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
+        emptied.is_ok()
+    }
+}
+
+/// How the run of one process ended, before it is turned into an [`ExitStatus`].
+enum Ending {
+    Finished(wasmtime::Result<Result<(), ()>>),
+    Stopped(ExitStatus),
+}
+
+type RpcFuture = Pin<Box<dyn Future<Output = Result<(), capnp::Error>>>>;
+
+/// The task that runs one process from instantiation to reaping.
+struct ProcessTask {
+    sup: Supervisor,
+    handle: Rc<ProcessHandle>,
+    component: Rc<LoadedComponent>,
+    store: Store<ProcState>,
+    connection: Option<rpc::Connection>,
+    timeout: Option<Duration>,
+    /// Told once instantiation succeeded or failed, so `spawn` can answer.
+    started: oneshot::Sender<Result<(), String>>,
+}
+
+impl ProcessTask {
+    async fn run(mut self) {
+        let status = self.drive().await;
+        // Drop the store first: that closes the guest's ends of its pipes.
+        let ProcessTask { sup, handle, store, .. } = self;
+        drop(store);
+        sup.finish(&handle, status);
+    }
+
+    async fn drive(&mut self) -> ExitStatus {
+        let handle = self.handle.clone();
+        let timeout = self.timeout;
+        let stop = async move {
+            tokio::select! {
+                by = handle.killed() => ExitStatus::Killed(by),
+                () = sleep_or_forever(timeout) => ExitStatus::TimedOut,
+            }
+        };
+        tokio::pin!(stop);
+
+        let instantiated = tokio::select! {
+            biased;
+            s = &mut stop => Err(s),
+            r = self.component.pre.instantiate_async(&mut self.store) => {
+                r.map_err(|e| classify(Err(e), &self.store))
+            }
+        };
+        let (started, _) = oneshot::channel();
+        let started = std::mem::replace(&mut self.started, started);
+        let command = match instantiated {
+            Ok(c) => {
+                let _ = started.send(Ok(()));
+                c
+            }
+            Err(status) => {
+                let _ = started.send(Err(status.to_string()));
+                return status;
+            }
+        };
+
+        let mut rpc: RpcFuture = match self.connection.take() {
+            Some(c) => Box::pin(c.run()),
+            None => Box::pin(std::future::pending()),
+        };
+        let mut rpc_open = true;
+        let ending = {
+            let run = command.wasi_cli_run().call_run(&mut self.store);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    biased;
+                    s = &mut stop => break Ending::Stopped(s),
+                    r = &mut run => break Ending::Finished(r),
+                    r = &mut rpc, if rpc_open => match r {
+                        Ok(()) => rpc_open = false,
+                        Err(e) => break Ending::Stopped(ExitStatus::ProtocolViolation(e.to_string())),
+                    },
+                }
+            }
+        };
+        match ending {
+            Ending::Finished(r) => classify(r, &self.store),
+            Ending::Stopped(s) => s,
+        }
+    }
+}
+
+async fn sleep_or_forever(timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
+    }
+}

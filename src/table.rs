@@ -1,0 +1,194 @@
+//! The process table: who is alive, who is whose parent, and how many processes each subtree
+//! holds. Pure bookkeeping, no I/O; the supervisor drives it.
+//!
+//! Lifecycle of an entry: inserted when a process starts (`Running`); marked `Exited` when its
+//! task ends; removed ("reaped") once it has exited *and* all its children have been reaped.
+//! Keeping an exited parent until its subtree is gone keeps every subtree count exact.
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+use crate::handle::ProcessHandle;
+use crate::limits::{LimitError, Limits};
+
+pub type Pid = u32;
+
+/// One row of the table.
+pub struct Entry {
+    pub handle: Rc<ProcessHandle>,
+    pub limits: Limits,
+    children: BTreeSet<Pid>,
+    /// Unreaped processes in this subtree, this one included.
+    subtree: u32,
+    exited: bool,
+}
+
+#[derive(Default)]
+pub struct ProcessTable {
+    entries: HashMap<Pid, Entry>,
+    next_pid: Pid,
+}
+
+impl ProcessTable {
+    /// The pid the next process will get. Pids are never reused within a run.
+    pub fn next_pid(&mut self) -> Pid {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        pid
+    }
+
+    pub fn get(&self, pid: Pid) -> Option<&Entry> {
+        self.entries.get(&pid)
+    }
+
+    /// A running (not exited) process.
+    pub fn running(&self, pid: Pid) -> Option<&Entry> {
+        self.entries.get(&pid).filter(|e| !e.exited)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Checks that one more process fits under `parent` in every ancestor's `max_procs`.
+    ///
+    /// # Errors
+    /// [`LimitError::Procs`] naming the ancestor whose subtree is full.
+    pub fn check_room(&self, parent: Pid) -> Result<(), LimitError> {
+        let mut at = Some(parent);
+        while let Some(pid) = at {
+            let Some(e) = self.entries.get(&pid) else { break };
+            if e.subtree >= e.limits.max_procs {
+                return Err(LimitError::Procs {
+                    pid,
+                    limit: e.limits.max_procs,
+                });
+            }
+            at = e.handle.parent;
+        }
+        Ok(())
+    }
+
+    /// Adds a started process under its parent (if any).
+    pub fn insert(&mut self, handle: Rc<ProcessHandle>, limits: Limits) {
+        let pid = handle.pid;
+        let parent = handle.parent;
+        self.entries.insert(
+            pid,
+            Entry {
+                handle,
+                limits,
+                children: BTreeSet::new(),
+                subtree: 1,
+                exited: false,
+            },
+        );
+        if let Some(p) = parent {
+            if let Some(e) = self.entries.get_mut(&p) {
+                e.children.insert(pid);
+            }
+        }
+        self.adjust_ancestors(parent, 1);
+    }
+
+    /// Marks `pid` exited; returns its children, which the caller must terminate.
+    pub fn mark_exited(&mut self, pid: Pid) -> Vec<Rc<ProcessHandle>> {
+        let Some(e) = self.entries.get_mut(&pid) else {
+            return Vec::new();
+        };
+        e.exited = true;
+        let children: Vec<Pid> = e.children.iter().copied().collect();
+        children
+            .iter()
+            .filter_map(|c| self.entries.get(c).map(|e| e.handle.clone()))
+            .collect()
+    }
+
+    /// Removes `pid` and then its ancestors, as far as each has exited and has no children.
+    pub fn reap(&mut self, pid: Pid) {
+        let mut at = Some(pid);
+        while let Some(p) = at {
+            let reapable = self
+                .entries
+                .get(&p)
+                .is_some_and(|e| e.exited && e.children.is_empty());
+            if !reapable {
+                return;
+            }
+            let parent = self.entries.remove(&p).and_then(|e| e.handle.parent);
+            if let Some(parent) = parent {
+                if let Some(pe) = self.entries.get_mut(&parent) {
+                    pe.children.remove(&p);
+                }
+            }
+            self.adjust_ancestors(parent, -1);
+            at = parent;
+        }
+    }
+
+    /// Every process that has not exited yet.
+    pub fn running_handles(&self) -> Vec<Rc<ProcessHandle>> {
+        self.entries
+            .values()
+            .filter(|e| !e.exited)
+            .map(|e| e.handle.clone())
+            .collect()
+    }
+
+    fn adjust_ancestors(&mut self, mut at: Option<Pid>, delta: i32) {
+        while let Some(pid) = at {
+            let Some(e) = self.entries.get_mut(&pid) else { return };
+            e.subtree = e.subtree.saturating_add_signed(delta);
+            at = e.handle.parent;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::ProcessInfo;
+
+    fn add(t: &mut ProcessTable, parent: Option<Pid>, max_procs: u32) -> Pid {
+        let pid = t.next_pid();
+        let info = ProcessInfo::test(pid, parent);
+        let limits = Limits {
+            max_procs,
+            ..Limits::default()
+        };
+        t.insert(Rc::new(ProcessHandle::new(info)), limits);
+        pid
+    }
+
+    #[test]
+    fn subtree_limit_counts_all_descendants() {
+        let mut t = ProcessTable::default();
+        let root = add(&mut t, None, 3);
+        let a = add(&mut t, Some(root), 10);
+        assert!(t.check_room(a).is_ok());
+        add(&mut t, Some(a), 10);
+        // root now holds 3 processes: root, a, a's child.
+        assert_eq!(t.check_room(a), Err(LimitError::Procs { pid: root, limit: 3 }));
+    }
+
+    #[test]
+    fn exited_parent_is_kept_until_children_are_reaped() {
+        let mut t = ProcessTable::default();
+        let root = add(&mut t, None, 10);
+        let a = add(&mut t, Some(root), 10);
+        let b = add(&mut t, Some(a), 10);
+        let orphans = t.mark_exited(a);
+        assert_eq!(orphans.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![b]);
+        t.reap(a);
+        assert!(t.get(a).is_some(), "a still has a live child");
+        t.mark_exited(b);
+        t.reap(b);
+        assert!(t.get(a).is_none() && t.get(b).is_none());
+        assert_eq!(t.len(), 1);
+        assert!(t.check_room(root).is_ok());
+    }
+}

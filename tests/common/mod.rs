@@ -1,0 +1,130 @@
+//! Shared harness for the integration tests: run the real `cell` binary on real guests built
+//! from `guests/` (by `make test`, through `guests/build.sh`).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest any single `cell` run may take in a test before it is killed and the test fails.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Path of a guest's wasm, failing with a hint if the guests were not built.
+pub fn guest(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("guests/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`make guests`)",
+        path.display()
+    );
+    path
+}
+
+/// A compile cache shared by all tests of one `cargo test` run.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cell-cache")
+}
+
+/// What a finished `cell` process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Panics with the whole stderr unless `cell` exited with `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code; stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics with the whole stderr unless it contains `needle`.
+    pub fn assert_stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}; stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Lines of stderr containing `needle`.
+    pub fn stderr_lines_with(&self, needle: &str) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.contains(needle)).collect()
+    }
+}
+
+/// A `cell` command with a clean environment: no RUST_LOG from the caller's shell.
+pub fn cell() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cell"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// `cell run --cache-dir <shared> <wasm> <args...>`.
+pub fn cell_run(wasm: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = cell();
+    cmd.arg("run").arg("--cache-dir").arg(cache_dir()).arg(wasm).args(args);
+    cmd
+}
+
+/// Runs `cmd` to completion (killing it after [`RUN_TIMEOUT`]) and collects its output.
+pub fn finish(mut cmd: Command) -> Finished {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait on cell") {
+            break Some(s);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!("cell did not finish within {RUN_TIMEOUT:?}; stderr:\n{stderr}");
+    };
+    Finished {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut r) = r {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            s = String::from_utf8_lossy(&buf).into_owned();
+        }
+        s
+    })
+}
+
+/// Runs the `scenarios` guest as pid0 with `args` and returns the finished run.
+pub fn scenario(args: &[&str]) -> Finished {
+    finish(cell_run(&guest("scenarios"), args))
+}
