@@ -114,9 +114,8 @@ impl CellEngine {
                 .with_context(|| format!("creating cache directory {}", dir.display()))?;
             let mut cache_cfg = wasmtime::CacheConfig::new();
             cache_cfg.with_directory(dir);
-            let cache = wasmtime::Cache::new(cache_cfg).map_err(|e| {
-                anyhow::anyhow!("opening compile cache in {}: {e}", dir.display())
-            })?;
+            let cache = wasmtime::Cache::new(cache_cfg)
+                .map_err(|e| anyhow::anyhow!("opening compile cache in {}: {e}", dir.display()))?;
             config.cache(Some(cache));
         }
         let engine =
@@ -169,7 +168,8 @@ impl CellEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::NotCommand(format!("{e:#}")))?;
+        let pre =
+            CommandPre::new(instance_pre).map_err(|e| LoadError::NotCommand(format!("{e:#}")))?;
         let loaded = Rc::new(LoadedComponent {
             hash,
             size: bytes.len(),
@@ -238,7 +238,12 @@ impl ComponentCache {
     fn insert(&mut self, hash: ContentHash, c: Rc<LoadedComponent>) {
         self.compiled += 1;
         if self.entries.len() >= COMPONENT_CACHE_ENTRIES {
-            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(h, _)| *h) {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(h, _)| *h)
+            {
                 self.entries.remove(&oldest);
             }
         }
@@ -285,7 +290,10 @@ mod tests {
     #[test]
     fn header_check_names_the_problem() {
         assert!(matches!(check_header(b"not wasm"), Err(LoadError::NotWasm)));
-        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 

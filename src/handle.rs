@@ -9,8 +9,8 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::engine::ContentHash;
-use crate::stderr::CapturedStderr;
 use crate::status::{ExitStatus, KilledBy};
+use crate::stderr::CapturedStderr;
 use crate::table::Pid;
 use crate::transport::{PipeReader, PipeWriter};
 

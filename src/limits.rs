@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(child.max_memory, 1 << 20);
         assert_eq!(child.timeout, Some(Duration::from_secs(1)));
         assert_eq!(child.max_depth, 0);
-        assert_eq!(child.for_child(&LimitRequest::default()), Err(LimitError::Depth));
+        assert_eq!(
+            child.for_child(&LimitRequest::default()),
+            Err(LimitError::Depth)
+        );
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub fn classify(outcome: wasmtime::Result<Result<(), ()>>, store: &Store<ProcSta
 fn describe_trap(trap: &Trap, err: &wasmtime::Error) -> String {
     let frame = err
         .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(str::to_owned)));
+        .and_then(|bt| {
+            bt.frames()
+                .iter()
+                .find_map(|f| f.func_name().map(str::to_owned))
+        });
     match frame {
         Some(func) => format!("{trap} in {func}"),
         None => trap.to_string(),

@@ -119,7 +119,11 @@ impl Supervisor {
 
     /// Facts about a live (possibly exited but not reaped) process.
     pub fn info(&self, pid: Pid) -> Option<ProcessInfo> {
-        self.0.table.borrow().get(pid).map(|e| e.handle.info.clone())
+        self.0
+            .table
+            .borrow()
+            .get(pid)
+            .map(|e| e.handle.info.clone())
     }
 
     /// Fails with [`SpawnError::Dead`] unless `pid` is running: capabilities die with their
@@ -161,7 +165,8 @@ impl Supervisor {
         let component = self.0.engine.load(wasm).await?;
         // The parent may have ended, or its subtree filled up, while the code compiled.
         self.child_limits(parent, request, component.size)?;
-        self.start(Some(parent), depth, component, spec, limits).await
+        self.start(Some(parent), depth, component, spec, limits)
+            .await
     }
 
     fn child_limits(
@@ -330,7 +335,9 @@ impl ProcessTask {
     async fn run(mut self) {
         let status = self.drive().await;
         // Drop the store first: that closes the guest's ends of its pipes.
-        let ProcessTask { sup, handle, store, .. } = self;
+        let ProcessTask {
+            sup, handle, store, ..
+        } = self;
         drop(store);
         sup.finish(&handle, status);
     }

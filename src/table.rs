@@ -61,7 +61,9 @@ impl ProcessTable {
     pub fn check_room(&self, parent: Pid) -> Result<(), LimitError> {
         let mut at = Some(parent);
         while let Some(pid) = at {
-            let Some(e) = self.entries.get(&pid) else { break };
+            let Some(e) = self.entries.get(&pid) else {
+                break;
+            };
             if e.subtree >= e.limits.max_procs {
                 return Err(LimitError::Procs {
                     pid,
@@ -141,7 +143,9 @@ impl ProcessTable {
 
     fn adjust_ancestors(&mut self, mut at: Option<Pid>, delta: i32) {
         while let Some(pid) = at {
-            let Some(e) = self.entries.get_mut(&pid) else { return };
+            let Some(e) = self.entries.get_mut(&pid) else {
+                return;
+            };
             e.subtree = e.subtree.saturating_add_signed(delta);
             at = e.handle.parent;
         }
@@ -172,7 +176,13 @@ mod tests {
         assert!(t.check_room(a).is_ok());
         add(&mut t, Some(a), 10);
         // root now holds 3 processes: root, a, a's child.
-        assert_eq!(t.check_room(a), Err(LimitError::Procs { pid: root, limit: 3 }));
+        assert_eq!(
+            t.check_room(a),
+            Err(LimitError::Procs {
+                pid: root,
+                limit: 3
+            })
+        );
     }
 
     #[test]

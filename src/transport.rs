@@ -452,7 +452,10 @@ mod tests {
         let mut host = r.into_host();
         let mut guest = w.into_guest();
         assert_eq!(guest.check_write().ok(), Some(4));
-        assert!(guest.write(Bytes::from_static(b"abcde")).is_err(), "past budget");
+        assert!(
+            guest.write(Bytes::from_static(b"abcde")).is_err(),
+            "past budget"
+        );
         guest.write(Bytes::from_static(b"abcd")).ok();
         assert_eq!(guest.check_write().ok(), Some(0));
         let mut buf = [0u8; 8];

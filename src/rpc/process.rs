@@ -58,7 +58,10 @@ impl process::Server for ProcessServer {
         let captured = self.handle.stderr.as_ref().ok_or_else(|| {
             failed(
                 "not-captured",
-                format!("pid {} was not spawned with stderr = capture", self.handle.pid),
+                format!(
+                    "pid {} was not spawned with stderr = capture",
+                    self.handle.pid
+                ),
             )
         })?;
         results
@@ -103,7 +106,10 @@ impl ProcessServer {
         self.handle.plain.as_ref().ok_or_else(|| {
             failed(
                 "not-plain",
-                format!("pid {} is an RPC guest; its stdio is its RPC channel", self.handle.pid),
+                format!(
+                    "pid {} is an RPC guest; its stdio is its RPC channel",
+                    self.handle.pid
+                ),
             )
         })
     }

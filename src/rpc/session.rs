@@ -55,10 +55,12 @@ impl session::Server for SessionServer {
         if !self.grants.executor {
             return Err(Self::not_granted("executor"));
         }
-        results.get().set_executor(capnp_rpc::new_client(ExecutorServer::new(
-            self.sup.clone(),
-            self.pid,
-        )));
+        results
+            .get()
+            .set_executor(capnp_rpc::new_client(ExecutorServer::new(
+                self.sup.clone(),
+                self.pid,
+            )));
         Ok(())
     }
 

@@ -1,13 +1,18 @@
 //! Command-line interface: clap definitions and turning flags into typed configuration.
 //! Flag structs hold no logic beyond parsing; [`Cli::execute`] does the work.
+//!
+//! `cell run`'s flags come in groups, one file each, flattened into [`RunArgs`]:
+//! [`grants`] (what pid0 may do), [`limits`] (how much it may use), [`cache`] (compile cache).
+
+pub mod cache;
+pub mod grants;
+pub mod limits;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineConfig;
-use crate::grants::Grants;
-use crate::limits::Limits;
 use crate::run::{self, RunConfig, RunError};
 
 /// cell: run WebAssembly components with no ambient authority.
@@ -32,71 +37,43 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Set an environment variable for pid0 (repeatable). Nothing is inherited from the host.
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub grants: grants::GrantArgs,
 
-    /// Directory of the on-disk compile cache [default: $XDG_CACHE_HOME/cell or ~/.cache/cell].
-    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: limits::LimitArgs,
 
-    /// Do not use the on-disk compile cache.
-    #[arg(long)]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub cache: cache::CacheArgs,
 
     /// The component to run as pid0 (a WASI 0.2 command component).
     #[arg(value_name = "WASM")]
     pub wasm: PathBuf,
 
     /// Arguments passed to pid0 (argv[1..]).
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub args: Vec<String>,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(format!("empty variable name in {s:?}")),
-        Some((k, v)) => Ok((k.to_string(), v.to_string())),
-        None => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
-}
-
-/// The default on-disk cache directory, if the environment names a home.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("cell"))
 }
 
 impl RunArgs {
     pub fn into_config(self) -> RunConfig {
-        let cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.or_else(default_cache_dir)
-        };
+        let limits = self.limits.into_limits();
         RunConfig {
             wasm: self.wasm,
             args: self.args,
-            env: self.env,
-            grants: Grants {
-                executor: true,
-                terminal: false,
-            },
-            limits: Limits::default(),
+            env: self.grants.env.clone(),
+            grants: self.grants.into_grants(),
             engine: EngineConfig {
-                cache_dir,
-                fuel: false,
+                cache_dir: self.cache.dir(),
+                fuel: limits.fuel.is_some(),
             },
+            limits,
         }
     }
-}
-
-/// What the binary should do after a command finished.
-pub enum Finished {
-    Code(u8),
 }
 
 impl Cli {
