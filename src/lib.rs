@@ -14,6 +14,7 @@
 //! - [`handle`]: `ProcessHandle`, the shared face of one process (status, kill, stdio ends).
 //! - [`process`]: one process's store: building it from grants/limits, classifying outcomes.
 //! - [`grants`]: what a process may do; deny by default.
+//! - [`net`]: network policy (`NetPolicy`: deny by default, special ranges, attenuation).
 //! - [`limits`]: per-process limits, how children's derive from parents', fixed buffer bounds.
 //! - [`status`]: `ExitStatus`, how a process ended.
 //! - [`transport`]: bounded in-memory pipes between guest stdio and the host.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod grants;
 pub mod handle;
 pub mod limits;
+pub mod net;
 pub mod process;
 pub mod rpc;
 pub mod run;

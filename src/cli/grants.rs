@@ -23,7 +23,7 @@ impl GrantArgs {
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(format!("empty variable name in {s:?}")),
+        Some(("", _)) => Err(format!("empty variable name in {s:?}")),
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
         None => Err(format!("expected KEY=VALUE, got {s:?}")),
     }

@@ -1,0 +1,2202 @@
+//! `NetPolicy`: the deny-by-default rule set deciding which socket operations a guest may perform.
+//!
+//! The same decision function answers for sockets the host opens on the guest's behalf (RPC
+//! capabilities) and for the guest's own `wasi:sockets`, so there is exactly one place where
+//! network authority is granted.
+//!
+//! # Threat model
+//!
+//! A sandboxed guest wants to reach something it was not meant to: the cloud metadata service
+//! (`169.254.169.254`, which hands out credentials), services bound to localhost, or the private
+//! network the host sits in. The operator, meanwhile, wants to write broad rules such as
+//! `connect=0.0.0.0/0:443` ("the internet on 443") without granting any of that by accident.
+//! Hence:
+//!
+//! * **Deny by default.** An empty policy ([`NetPolicy::deny_all`], also `Default`) allows
+//!   nothing; every permission is a [`NetRule`].
+//! * **Special ranges must be named explicitly.** Loopback, private, link-local, multicast and the
+//!   other ranges in [`SpecialRange`] are never covered by a rule that merely *contains* them. A
+//!   rule covers an address in a special range only if the rule's CIDR lies entirely inside the
+//!   (innermost) special range holding that address: `127.0.0.1/32`, `127.0.0.0/8` and
+//!   `10.1.0.0/16` name a special range; `0.0.0.0/0`, `::/0`, `*` and `96.0.0.0/3` do not. A rule
+//!   that *partially* overlaps a special range therefore covers only its part outside special
+//!   ranges: `169.0.0.0/8` covers `169.1.2.3` but not `169.254.169.254`.
+//!   Nested special ranges are handled the same way, innermost first: `0.0.0.0/8` names "this
+//!   network" but not the unspecified address `0.0.0.0` (which Linux treats as localhost), and
+//!   `240.0.0.0/4` does not name the broadcast address `255.255.255.255`.
+//! * **One address, one answer.** IPv6 spellings of an IPv4 address are canonicalised to IPv4 before
+//!   any check (see [`canonical_ip`]), so `::ffff:127.0.0.1` is judged exactly like `127.0.0.1`:
+//!   it cannot slip past a rule that excludes loopback, and a rule allowing `127.0.0.1:8080`
+//!   allows `[::ffff:127.0.0.1]:8080` too.
+//! * **Translated addresses are checked twice.** A NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`)
+//!   address is a real IPv6 destination that a gateway turns into an IPv4 one. It must be allowed
+//!   as IPv6 by the rules *and*, if the embedded IPv4 address is special, that IPv4 address must
+//!   itself be allowed (i.e. named explicitly) for the same operation and port. So
+//!   `64:ff9b::a9fe:a9fe` (metadata through NAT64) is denied under `[::/0]`.
+//!
+//! # Operations and ports
+//!
+//! * [`NetOp::Connect`]: open a TCP connection to the address. Port 0 is never a valid
+//!   destination: such requests are denied and `connect=…:0` does not parse.
+//! * [`NetOp::Listen`]: bind a TCP listener to the (local) address. Listening on `0.0.0.0` or `::`
+//!   (all interfaces) is the *unspecified* special range and needs e.g. `listen=0.0.0.0:8080`.
+//! * [`NetOp::Udp`]: bind a UDP socket to, or send to, the address; the host checks each address it
+//!   is asked to use. A guest that binds an ephemeral port on all interfaces and talks to a DNS
+//!   server needs `udp=0.0.0.0:0` and `udp=9.9.9.9:53`.
+//!
+//! For listen and udp, port 0 means "let the OS pick" (ephemeral). Such a request is allowed iff
+//! some rule for that operation and address has a port range containing 0: `listen=127.0.0.1:0`
+//! allows only ephemeral ports, `listen=127.0.0.1:*` (`*` is `0-65535`) allows ephemeral and any
+//! fixed port, `listen=127.0.0.1:8080` does not allow an ephemeral one. The port the OS then
+//! picks is not checked again: the guest asked for "any port" and that is what was granted.
+//!
+//! # Host names
+//!
+//! A [`Target::Host`] rule (`connect=example.com:443`, or a wildcard `*.example.com`, which
+//! matches any name with at least one more label but not `example.com` itself) never matches an
+//! IP address in [`NetPolicy::allows`]. The host resolves names itself: it asks
+//! [`NetPolicy::allows_name`] (or [`NetPolicy::host_rules_for`]) whether it may resolve the name,
+//! and then [`NetPolicy::allows_resolved`] for each address it got. A resolved address is allowed
+//! if a CIDR rule allows it (exactly as in `allows`), or if a matching name rule exists and the
+//! address is not special. A name that resolves to `127.0.0.1` or `169.254.169.254` is therefore
+//! denied unless a CIDR rule names that range for the same operation and port; DNS cannot be used
+//! to launder a special address. When [`NetPolicy::has_name_rules`] is false for an operation,
+//! the caller should not resolve names for it at all.
+//!
+//! Name resolution is itself treated as a permission: a DNS query leaves the sandbox, and a
+//! guest-chosen name (`<secret>.attacker.example`) is an exfiltration channel even when no
+//! connection follows. This matters for [`NetPolicy::intersect`].
+//!
+//! # Intersection and the never-widen invariant
+//!
+//! [`NetPolicy::intersect`] computes the policy a child gets when it asks for `request` from a
+//! parent holding `grant`: `grant.intersect(&request)`. Invariant: **the result never allows
+//! anything that either side denies**, for every question the policy answers (`allows`,
+//! `allows_name`, `allows_resolved`). It is computed as a flat rule list (pairwise intersection of
+//! rules) rather than a chain of policies that must all agree, so that [`NetPolicy::rules`] and
+//! `Display` show what is *actually* allowed and a decision can cite the single rule that allowed
+//! it. The result is exact, not merely a subset, for `allows` and `allows_name`; see
+//! [`NetPolicy::intersect`] for the argument and for the one deliberate narrowing (name rules
+//! only survive against name rules).
+//!
+//! # Rule syntax (`--net`)
+//!
+//! `OP=HOST:PORT` where `OP` is `connect`, `listen` or `udp`; `HOST` is an IPv4 address or CIDR
+//! (`127.0.0.1`, `93.184.0.0/16`), a bracketed IPv6 address or CIDR (`[::1]`,
+//! `[2001:db8::/32]`), a host name (`example.com`, `*.example.com`) or `*` (every address, which
+//! by the rules above still never covers a special range); `PORT` is `N`, `N-M` or `*`. The
+//! `Display` of a [`NetRule`] prints this syntax back.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+// ------------------------------------------------------------------------------------------------
+// Operations, ports, targets, rules
+// ------------------------------------------------------------------------------------------------
+
+/// A kind of socket operation a rule can grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetOp {
+    /// Open a TCP connection to a remote address.
+    Connect,
+    /// Bind a TCP listener to a local address.
+    Listen,
+    /// Bind a UDP socket to, or exchange datagrams with, an address.
+    Udp,
+}
+
+impl NetOp {
+    /// Every operation, in syntax order.
+    pub const ALL: [NetOp; 3] = [NetOp::Connect, NetOp::Listen, NetOp::Udp];
+
+    /// The rule-syntax spelling: `connect`, `listen` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetOp::Connect => "connect",
+            NetOp::Listen => "listen",
+            NetOp::Udp => "udp",
+        }
+    }
+
+    /// Port 0 means "let the OS pick" for listen/udp, but is never a connect destination.
+    fn accepts_port(self, port: u16) -> bool {
+        !(self == NetOp::Connect && port == 0)
+    }
+}
+
+impl fmt::Display for NetOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetOp {
+    type Err = RuleErrorKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NetOp::ALL
+            .into_iter()
+            .find(|op| op.as_str() == s)
+            .ok_or_else(|| RuleErrorKind::UnknownOp(s.to_string()))
+    }
+}
+
+/// An inclusive port range. `*` (= `0-65535`) is [`PortRange::ANY`]; see the module docs for
+/// what port 0 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// Lowest port in the range.
+    pub low: u16,
+    /// Highest port in the range (inclusive).
+    pub high: u16,
+}
+
+impl PortRange {
+    /// Every port, including 0 ("ephemeral" for listen/udp).
+    pub const ANY: PortRange = PortRange {
+        low: 0,
+        high: u16::MAX,
+    };
+
+    /// The range holding only `port`.
+    pub const fn single(port: u16) -> Self {
+        PortRange {
+            low: port,
+            high: port,
+        }
+    }
+
+    /// `low..=high`, or `None` if the range is reversed.
+    pub fn new(low: u16, high: u16) -> Option<Self> {
+        (low <= high).then_some(PortRange { low, high })
+    }
+
+    /// Whether `port` lies in the range.
+    pub fn contains(self, port: u16) -> bool {
+        self.low <= port && port <= self.high
+    }
+
+    /// Whether every port of `other` lies in `self`.
+    pub fn covers(self, other: PortRange) -> bool {
+        self.low <= other.low && other.high <= self.high
+    }
+
+    /// The ports in both ranges, if any.
+    pub fn intersect(self, other: PortRange) -> Option<PortRange> {
+        PortRange::new(self.low.max(other.low), self.high.min(other.high))
+    }
+
+    /// Whether this is `*`.
+    pub fn is_any(self) -> bool {
+        self == PortRange::ANY
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any() {
+            f.write_str("*")
+        } else if self.low == self.high {
+            write!(f, "{}", self.low)
+        } else {
+            write!(f, "{}-{}", self.low, self.high)
+        }
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = RuleErrorKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(RuleErrorKind::MissingPort);
+        }
+        if s == "*" {
+            return Ok(PortRange::ANY);
+        }
+        let bad = || RuleErrorKind::BadPort(s.to_string());
+        match s.split_once('-') {
+            None => parse_port(s).map(PortRange::single).ok_or_else(bad),
+            Some((low, high)) => {
+                let low = parse_port(low).ok_or_else(bad)?;
+                let high = parse_port(high).ok_or_else(bad)?;
+                PortRange::new(low, high).ok_or(RuleErrorKind::ReversedPorts(low, high))
+            }
+        }
+    }
+}
+
+/// Digits only: `u16::from_str` would also accept `+80`.
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// What a rule is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `*`: every address, IPv4 and IPv6. Like any broad rule it never covers a special range.
+    Any,
+    /// An address range. A bare address is a /32 or /128.
+    Cidr(IpNet),
+    /// A DNS name, lowercase ASCII without trailing dot, or a wildcard `*.example.com` (any name
+    /// with at least one more label). Never matches an address directly; see the module docs.
+    Host(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Any => f.write_str("*"),
+            Target::Host(name) => f.write_str(name),
+            Target::Cidr(IpNet::V4(net)) if net.prefix_len() == 32 => write!(f, "{}", net.addr()),
+            Target::Cidr(IpNet::V4(net)) => write!(f, "{net}"),
+            Target::Cidr(IpNet::V6(net)) if net.prefix_len() == 128 => {
+                write!(f, "[{}]", net.addr())
+            }
+            Target::Cidr(IpNet::V6(net)) => write!(f, "[{net}]"),
+        }
+    }
+}
+
+/// One permission: `op` on `target` for `ports`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NetRule {
+    /// The operation granted.
+    pub op: NetOp,
+    /// The addresses (or name) it is granted for.
+    pub target: Target,
+    /// The ports it is granted for.
+    pub ports: PortRange,
+}
+
+impl NetRule {
+    /// A rule from its parts (no validation: build from [`parse_rule`] for user input).
+    pub fn new(op: NetOp, target: Target, ports: PortRange) -> Self {
+        NetRule { op, target, ports }
+    }
+
+    fn applies_to(&self, op: NetOp, port: u16) -> bool {
+        self.op == op && self.ports.contains(port) && op.accepts_port(port)
+    }
+}
+
+impl fmt::Display for NetRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}:{}", self.op, self.target, self.ports)
+    }
+}
+
+impl FromStr for NetRule {
+    type Err = RuleParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_rule(s)
+    }
+}
+
+/// Serialised as its rule syntax, e.g. `"connect=127.0.0.1:8080"`.
+impl Serialize for NetRule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NetRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_rule(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Parsing
+// ------------------------------------------------------------------------------------------------
+
+/// A `--net` rule that did not parse. Displays as
+/// `bad --net rule "connect=10.0.0.0/33:80": invalid CIDR "10.0.0.0/33" (prefix length 33 > 32)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad --net rule {rule:?}: {kind}")]
+pub struct RuleParseError {
+    /// The whole rule as given.
+    pub rule: String,
+    /// What is wrong with it, naming the bad part.
+    pub kind: RuleErrorKind,
+}
+
+/// What is wrong with a `--net` rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleErrorKind {
+    /// No `=` between operation and target.
+    #[error("missing \"=\" (write OP=HOST:PORT, e.g. connect=example.com:443)")]
+    MissingEquals,
+    /// The operation is not one of connect, listen, udp.
+    #[error("unknown operation {0:?} (expected connect, listen or udp)")]
+    UnknownOp(String),
+    /// Nothing before the port.
+    #[error("missing address or host name (write OP=HOST:PORT)")]
+    MissingTarget,
+    /// No `:PORT`.
+    #[error("missing port (write HOST:PORT, PORT may be N, N-M or *)")]
+    MissingPort,
+    /// Something other than `:PORT` after a bracketed IPv6 address.
+    #[error("expected \":PORT\" after \"]\" but found {0:?}")]
+    JunkAfterBracket(String),
+    /// The port is not `N`, `N-M` or `*`.
+    #[error("invalid port {0:?} (PORT may be N, N-M or *, with N at most 65535)")]
+    BadPort(String),
+    /// `N-M` with `N > M`.
+    #[error("port range {0}-{1} is reversed")]
+    ReversedPorts(u16, u16),
+    /// `connect=…:0`.
+    #[error("port 0 means \"let the OS pick\" and only makes sense for listen and udp")]
+    ConnectPortZero,
+    /// A malformed address or CIDR.
+    #[error("invalid CIDR {text:?} ({why})")]
+    BadCidr {
+        /// The offending part.
+        text: String,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// A CIDR whose address has bits set beyond the prefix, e.g. `10.0.0.1/8`.
+    #[error("CIDR {text:?} has host bits set (did you mean {suggestion}?)")]
+    HostBits {
+        /// The offending part.
+        text: String,
+        /// The CIDR with host bits cleared.
+        suggestion: String,
+    },
+    /// An IPv6 address without brackets, which would be ambiguous with the port.
+    #[error("IPv6 address in {0:?} must be in brackets, e.g. [::1]:443 or [2001:db8::/32]:443")]
+    UnbracketedIpv6(String),
+    /// `[` without `]`.
+    #[error("unclosed \"[\" in {0:?}")]
+    UnclosedBracket(String),
+    /// A malformed host name.
+    #[error("invalid host name {text:?} ({why})")]
+    BadHost {
+        /// The offending part.
+        text: String,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// `listen=NAME:…`: a listener binds a local address, which a DNS name does not denote.
+    #[error("listen rules need a local address, not the host name {0:?}")]
+    ListenOnHost(String),
+}
+
+/// Parse one `--net` rule, e.g. `connect=93.184.0.0/16:443`, `listen=127.0.0.1:0`,
+/// `connect=[::1]:443`, `connect=*.example.com:443`, `udp=127.0.0.1:*`.
+///
+/// Host names are lowercased and lose a trailing dot; IPv4-mapped IPv6 CIDRs
+/// (`[::ffff:127.0.0.1]`) are stored as IPv4. `parse_rule(&rule.to_string())` gives `rule` back.
+///
+/// # Errors
+///
+/// A [`RuleParseError`] quoting the rule and naming the bad part.
+pub fn parse_rule(s: &str) -> Result<NetRule, RuleParseError> {
+    parse_rule_kind(s).map_err(|kind| RuleParseError {
+        rule: s.to_string(),
+        kind,
+    })
+}
+
+fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
+    let (op, rest) = s.split_once('=').ok_or(RuleErrorKind::MissingEquals)?;
+    let op: NetOp = op.parse()?;
+    let (host, port) = split_host_port(rest)?;
+    let ports: PortRange = port.parse()?;
+    let target = match host {
+        HostPart::Bracketed(inner) => parse_bracketed(inner)?,
+        HostPart::Plain(text) => parse_plain_target(text)?,
+    };
+    if op == NetOp::Connect && ports == PortRange::single(0) {
+        return Err(RuleErrorKind::ConnectPortZero);
+    }
+    if let (NetOp::Listen, Target::Host(name)) = (op, &target) {
+        return Err(RuleErrorKind::ListenOnHost(name.clone()));
+    }
+    Ok(NetRule { op, target, ports })
+}
+
+enum HostPart<'a> {
+    Bracketed(&'a str),
+    Plain(&'a str),
+}
+
+/// Split `HOST:PORT` / `[V6]:PORT`. The port is after the *last* colon of a plain host; a plain
+/// host with a colon left in it is an unbracketed IPv6 address.
+fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleErrorKind> {
+    if let Some(after_open) = rest.strip_prefix('[') {
+        let (inner, after) = after_open
+            .split_once(']')
+            .ok_or_else(|| RuleErrorKind::UnclosedBracket(rest.to_string()))?;
+        if after.is_empty() {
+            return Err(RuleErrorKind::MissingPort);
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| RuleErrorKind::JunkAfterBracket(after.to_string()))?;
+        return Ok((HostPart::Bracketed(inner), port));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or(RuleErrorKind::MissingPort)?;
+    if host.contains(':') {
+        return Err(RuleErrorKind::UnbracketedIpv6(rest.to_string()));
+    }
+    if host.is_empty() {
+        return Err(RuleErrorKind::MissingTarget);
+    }
+    Ok((HostPart::Plain(host), port))
+}
+
+fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
+    if inner.is_empty() {
+        return Err(RuleErrorKind::MissingTarget);
+    }
+    let net = parse_cidr(inner)?;
+    if !matches!(net, IpNet::V6(_)) {
+        return Err(RuleErrorKind::BadCidr {
+            text: inner.to_string(),
+            why: "brackets are for IPv6; write IPv4 addresses without them".to_string(),
+        });
+    }
+    Ok(Target::Cidr(canonical_net(net)))
+}
+
+fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
+    if text == "*" {
+        return Ok(Target::Any);
+    }
+    if text.contains('/') || text.parse::<Ipv4Addr>().is_ok() {
+        let net = parse_cidr(text)?;
+        if matches!(net, IpNet::V6(_)) {
+            return Err(RuleErrorKind::UnbracketedIpv6(text.to_string()));
+        }
+        return Ok(Target::Cidr(net));
+    }
+    normalize_host_name(text, true)
+        .map(Target::Host)
+        .map_err(|why| RuleErrorKind::BadHost {
+            text: text.to_string(),
+            why: why.to_string(),
+        })
+}
+
+/// `ADDR` or `ADDR/LEN` (either family), rejecting host bits and over-long prefixes.
+fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
+    let bad = |why: String| RuleErrorKind::BadCidr {
+        text: text.to_string(),
+        why,
+    };
+    let (addr_text, len_text) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr_text
+        .parse()
+        .map_err(|_| bad(format!("{addr_text:?} is not an IP address")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len_text {
+        None => max,
+        Some(l) => parse_prefix_len(l).ok_or_else(|| bad(format!("bad prefix length {l:?}")))?,
+    };
+    if len > max {
+        return Err(bad(format!("prefix length {len} > {max}")));
+    }
+    let net = IpNet::new(addr, len).map_err(|_| bad(format!("prefix length {len} > {max}")))?;
+    if net.trunc() != net {
+        return Err(RuleErrorKind::HostBits {
+            text: text.to_string(),
+            suggestion: Target::Cidr(net.trunc()).to_string(),
+        });
+    }
+    Ok(net)
+}
+
+fn parse_prefix_len(s: &str) -> Option<u8> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Lowercase, drop one trailing dot, validate. `wildcard_ok` allows a leading `*.` label.
+fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let base = match name.strip_prefix("*.") {
+        Some(base) if wildcard_ok => base,
+        Some(_) => return Err("wildcards are only allowed in rules"),
+        None => name.as_str(),
+    };
+    validate_dns_name(base)?;
+    Ok(name)
+}
+
+fn validate_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        validate_label(label)?;
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("all-numeric last label: not a DNS name, and not a valid IPv4 address either");
+    }
+    Ok(())
+}
+
+fn validate_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() {
+        return Err("empty label");
+    }
+    if label.len() > 63 {
+        return Err("label longer than 63 characters");
+    }
+    if label.contains('*') {
+        return Err("\"*\" is only allowed as the whole first label, e.g. *.example.com");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("only letters, digits, '-' and '_' are allowed; write IDNs in punycode");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("a label cannot start or end with '-'");
+    }
+    Ok(())
+}
+
+/// Whether every name matched by `q` (a name or `*.` wildcard) is matched by `p`.
+/// For a plain name `q` this is simply "`p` matches `q`".
+fn name_covers(p: &str, q: &str) -> bool {
+    if p == q {
+        return true;
+    }
+    match p.strip_prefix('*') {
+        // `suffix` starts with '.', so matching respects label boundaries.
+        Some(suffix) => q.len() > suffix.len() && q.ends_with(suffix),
+        None => false,
+    }
+}
+
+/// The names matched by both patterns, as one pattern. Two patterns either nest or are disjoint
+/// (a name matching `*.a` and `*.b` makes one of `a`, `b` a suffix of the other), so this is exact.
+fn intersect_names(a: &str, b: &str) -> Option<String> {
+    if name_covers(a, b) {
+        Some(b.to_string())
+    } else if name_covers(b, a) {
+        Some(a.to_string())
+    } else {
+        None
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Special ranges and canonical addresses
+// ------------------------------------------------------------------------------------------------
+
+/// An address range a broad rule never covers: reaching it needs a rule that names it.
+///
+/// Deliberately *not* special: the documentation ranges (`192.0.2.0/24`, `198.51.100.0/24`,
+/// `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20`), which are unroutable and harmless;
+/// `192.88.99.0/24`; Teredo `2001::/32` (its embedded addresses are those of a public relay and
+/// an obfuscated, NATed client, so nothing local is reachable through it). IPv4-mapped and
+/// IPv4-compatible IPv6 addresses are not listed because they are canonicalised to IPv4 first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecialRange {
+    /// `0.0.0.0/32`, `::/128`: "any interface"; connecting to it reaches localhost on Linux.
+    Unspecified,
+    /// `0.0.0.0/8` (RFC 791 "this network"), apart from `0.0.0.0` itself.
+    ThisNetwork,
+    /// `127.0.0.0/8`, `::1/128`.
+    Loopback,
+    /// RFC 1918: `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`.
+    Private,
+    /// `100.64.0.0/10` (RFC 6598 shared address space, carrier-grade NAT).
+    SharedCgnat,
+    /// `169.254.0.0/16` (including the cloud metadata service `169.254.169.254`), `fe80::/10`.
+    LinkLocal,
+    /// `192.0.0.0/24` (IETF protocol assignments: DS-Lite, NAT64 discovery, …).
+    IetfProtocol,
+    /// `198.18.0.0/15`, `2001:2::/48` (benchmarking networks).
+    Benchmarking,
+    /// `224.0.0.0/4`, `ff00::/8`.
+    Multicast,
+    /// `255.255.255.255/32`.
+    Broadcast,
+    /// `240.0.0.0/4` (reserved for future use), apart from the broadcast address.
+    Reserved,
+    /// `fc00::/7` (unique local addresses; AWS serves metadata at `fd00:ec2::254`).
+    UniqueLocal,
+    /// `fec0::/10` (deprecated site-local addresses, still routed locally by some stacks).
+    SiteLocal,
+    /// `100::/64` (discard-only).
+    Discard,
+    /// `64:ff9b:1::/48` (local-use NAT64 prefix, translated by a translator inside the site).
+    LocalNat64,
+}
+
+impl SpecialRange {
+    /// A short description used in audit messages ("link-local").
+    pub fn description(self) -> &'static str {
+        match self {
+            SpecialRange::Unspecified => "unspecified",
+            SpecialRange::ThisNetwork => "\"this network\" (0.0.0.0/8)",
+            SpecialRange::Loopback => "loopback",
+            SpecialRange::Private => "private (RFC 1918)",
+            SpecialRange::SharedCgnat => "shared/CGNAT (100.64.0.0/10)",
+            SpecialRange::LinkLocal => "link-local",
+            SpecialRange::IetfProtocol => "IETF protocol assignment (192.0.0.0/24)",
+            SpecialRange::Benchmarking => "benchmarking",
+            SpecialRange::Multicast => "multicast",
+            SpecialRange::Broadcast => "broadcast",
+            SpecialRange::Reserved => "reserved (240.0.0.0/4)",
+            SpecialRange::UniqueLocal => "unique-local (fc00::/7)",
+            SpecialRange::SiteLocal => "site-local (fec0::/10)",
+            SpecialRange::Discard => "discard-only (100::/64)",
+            SpecialRange::LocalNat64 => "local-use NAT64 (64:ff9b:1::/48)",
+        }
+    }
+}
+
+impl fmt::Display for SpecialRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+const fn v4net(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
+    IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), len)
+}
+
+const fn v6net(segments: [u16; 8], len: u8) -> IpNet {
+    let [a, b, c, d, e, f, g, h] = segments;
+    IpNet::new_assert(IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), len)
+}
+
+/// The special ranges. They form a laminar family (any two are nested or disjoint, as CIDRs
+/// always are); an address belongs to its *innermost* range. A test checks the table.
+const SPECIAL_RANGES: &[(IpNet, SpecialRange)] = &[
+    (v4net(0, 0, 0, 0, 32), SpecialRange::Unspecified),
+    (v4net(0, 0, 0, 0, 8), SpecialRange::ThisNetwork),
+    (v4net(10, 0, 0, 0, 8), SpecialRange::Private),
+    (v4net(100, 64, 0, 0, 10), SpecialRange::SharedCgnat),
+    (v4net(127, 0, 0, 0, 8), SpecialRange::Loopback),
+    (v4net(169, 254, 0, 0, 16), SpecialRange::LinkLocal),
+    (v4net(172, 16, 0, 0, 12), SpecialRange::Private),
+    (v4net(192, 0, 0, 0, 24), SpecialRange::IetfProtocol),
+    (v4net(192, 168, 0, 0, 16), SpecialRange::Private),
+    (v4net(198, 18, 0, 0, 15), SpecialRange::Benchmarking),
+    (v4net(224, 0, 0, 0, 4), SpecialRange::Multicast),
+    (v4net(240, 0, 0, 0, 4), SpecialRange::Reserved),
+    (v4net(255, 255, 255, 255, 32), SpecialRange::Broadcast),
+    (
+        v6net([0, 0, 0, 0, 0, 0, 0, 0], 128),
+        SpecialRange::Unspecified,
+    ),
+    (v6net([0, 0, 0, 0, 0, 0, 0, 1], 128), SpecialRange::Loopback),
+    (
+        v6net([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        SpecialRange::LocalNat64,
+    ),
+    (
+        v6net([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+        SpecialRange::Discard,
+    ),
+    (
+        v6net([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
+        SpecialRange::Benchmarking,
+    ),
+    (
+        v6net([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        SpecialRange::UniqueLocal,
+    ),
+    (
+        v6net([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        SpecialRange::LinkLocal,
+    ),
+    (
+        v6net([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+        SpecialRange::SiteLocal,
+    ),
+    (
+        v6net([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        SpecialRange::Multicast,
+    ),
+];
+
+/// The innermost special range containing `net` (a range containing a single address, for a
+/// /32 or /128). Callers pass canonical nets.
+fn innermost_special(net: IpNet) -> Option<(IpNet, SpecialRange)> {
+    SPECIAL_RANGES
+        .iter()
+        .filter(|(range, _)| range.contains(&net))
+        .max_by_key(|(range, _)| range.prefix_len())
+        .copied()
+}
+
+fn special_entry(ip: IpAddr) -> Option<(IpNet, SpecialRange)> {
+    innermost_special(IpNet::from(ip))
+}
+
+/// The special range `ip` is in, after canonicalisation (so `::ffff:10.0.0.1` is private).
+/// Does not look inside NAT64/6to4 addresses; [`NetPolicy`] checks those separately.
+pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
+    special_entry(canonical_ip(ip)).map(|(_, range)| range)
+}
+
+/// The address every check is made against: IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible
+/// (`::a.b.c.d`, except `::` and `::1`, which are IPv6 unspecified/loopback) addresses become the
+/// IPv4 address they denote; everything else is unchanged.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None if is_ipv4_compatible(v6) => IpAddr::V4(low32(v6)),
+            None => ip,
+        },
+    }
+}
+
+fn is_ipv4_compatible(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    s[..6].iter().all(|&x| x == 0) && u128::from(v6) > 1
+}
+
+fn low32(v6: Ipv6Addr) -> Ipv4Addr {
+    let o = v6.octets();
+    Ipv4Addr::new(o[12], o[13], o[14], o[15])
+}
+
+/// The IPv4 address a gateway would translate `ip` to: NAT64 well-known prefix `64:ff9b::/96`
+/// (low 32 bits) and 6to4 `2002::/16` (bits 16..48).
+fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let s = v6.segments();
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(low32(v6))
+    } else if s[0] == 0x2002 {
+        let [a, b] = s[1].to_be_bytes();
+        let [c, d] = s[2].to_be_bytes();
+        Some(Ipv4Addr::new(a, b, c, d))
+    } else {
+        None
+    }
+}
+
+/// A rule CIDR as the checks see it: truncated, and an IPv4-mapped IPv6 CIDR (prefix >= 96
+/// inside `::ffff:0:0/96`) turned into the IPv4 CIDR it denotes, matching [`canonical_ip`].
+/// IPv4-compatible CIDRs are left alone (and so match nothing); write IPv4 rules as IPv4.
+fn canonical_net(net: IpNet) -> IpNet {
+    let net = net.trunc();
+    let IpNet::V6(v6) = net else { return net };
+    match v6.addr().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+        }
+        _ => net,
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Decisions
+// ------------------------------------------------------------------------------------------------
+
+/// Why a request was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// No rule covers the operation, address and port.
+    NoRule,
+    /// The address is in a special range that only broad rules (or, for a resolved name, only a
+    /// name rule) matched; none named it.
+    SpecialRange(SpecialRange),
+    /// A NAT64/6to4 address whose embedded IPv4 address is special and not named by any rule.
+    EmbeddedSpecialRange {
+        /// The embedded address's range.
+        range: SpecialRange,
+        /// The embedded IPv4 address.
+        embedded: Ipv4Addr,
+    },
+    /// Port 0 is never a connect destination.
+    ConnectPortZero,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::NoRule => f.write_str("no rule allows it"),
+            DenyReason::SpecialRange(range) => {
+                write!(f, "{range} address not named by any rule")
+            }
+            DenyReason::EmbeddedSpecialRange { range, embedded } => write!(
+                f,
+                "embeds {range} IPv4 address {embedded}, which is not named by any rule"
+            ),
+            DenyReason::ConnectPortZero => f.write_str("port 0 is not a connect destination"),
+        }
+    }
+}
+
+/// The answer to one request, with enough context for an audit line. `Display` gives e.g.
+/// `allow connect 127.0.0.1:8080 by rule 2 (connect=127.0.0.1:8080)` or
+/// `deny connect 169.254.169.254:80: link-local address not named by any rule`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// The operation asked for.
+    pub op: NetOp,
+    /// The host name asked for, for [`NetPolicy::allows_resolved`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The address asked for, as given.
+    pub ip: IpAddr,
+    /// The port asked for.
+    pub port: u16,
+    /// The address actually checked, when canonicalisation changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_ip: Option<IpAddr>,
+    /// Index into [`NetPolicy::rules`] of the rule that allowed the request.
+    pub rule: Option<usize>,
+    /// That rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<NetRule>,
+    /// Why the request was denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DenyReason>,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.allowed { "allow" } else { "deny" };
+        write!(f, "{verdict} {} ", self.op)?;
+        match &self.name {
+            Some(name) => write!(f, "{name}:{} via {}", self.port, self.ip)?,
+            None => write!(f, "{}", SocketAddr::new(self.ip, self.port))?,
+        }
+        if let Some(canonical) = self.canonical_ip {
+            write!(f, " (as {canonical})")?;
+        }
+        if let (Some(index), Some(rule)) = (self.rule, &self.matched) {
+            write!(f, " by rule {index} ({rule})")?;
+        }
+        if let Some(reason) = &self.reason {
+            write!(f, ": {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The policy
+// ------------------------------------------------------------------------------------------------
+
+/// A deny-by-default set of [`NetRule`]s; see the module docs for the semantics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPolicy {
+    rules: Vec<NetRule>,
+}
+
+/// How a rule's target relates to a (canonical) address.
+#[derive(PartialEq, Eq)]
+enum Coverage {
+    /// The target does not contain the address (or is a host name).
+    No,
+    /// The target contains the address but it is special and the target does not name it.
+    Broad,
+    /// The target covers the address.
+    Yes,
+}
+
+fn coverage(target: &Target, ip: IpAddr, special: Option<(IpNet, SpecialRange)>) -> Coverage {
+    let named = |net: IpNet| special.is_none_or(|(range, _)| range.contains(&net));
+    match target {
+        Target::Host(_) => Coverage::No,
+        Target::Any if special.is_some() => Coverage::Broad,
+        Target::Any => Coverage::Yes,
+        Target::Cidr(net) => {
+            let net = canonical_net(*net);
+            if !net.contains(&ip) {
+                Coverage::No
+            } else if named(net) {
+                Coverage::Yes
+            } else {
+                Coverage::Broad
+            }
+        }
+    }
+}
+
+impl NetPolicy {
+    /// The policy that allows nothing (also `NetPolicy::default()`).
+    pub fn deny_all() -> Self {
+        NetPolicy { rules: Vec::new() }
+    }
+
+    /// A policy from rules, kept in the given order (decisions cite rules by index).
+    pub fn new(rules: Vec<NetRule>) -> Self {
+        NetPolicy { rules }
+    }
+
+    /// Parse `--net` rules; the first bad one is the error.
+    ///
+    /// # Errors
+    ///
+    /// The [`RuleParseError`] of the first rule that does not parse.
+    pub fn parse<I, S>(specs: I) -> Result<Self, RuleParseError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        specs
+            .into_iter()
+            .map(|s| parse_rule(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(NetPolicy::new)
+    }
+
+    /// The rules, in the order decisions index them.
+    pub fn rules(&self) -> &[NetRule] {
+        &self.rules
+    }
+
+    /// Whether the policy has no rules and so allows nothing.
+    pub fn is_deny_all(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// May the guest perform `op` on `ip:port`? Only address rules apply; host-name rules are for
+    /// [`NetPolicy::allows_resolved`].
+    pub fn allows(&self, op: NetOp, ip: IpAddr, port: u16) -> Decision {
+        self.decision(op, None, ip, port, self.check_ip(op, ip, port))
+    }
+
+    /// The name rules granting `op` on `name:port` (name compared case-insensitively, trailing
+    /// dot ignored; an invalid name matches nothing), with their indices.
+    pub fn host_rules_for<'a>(
+        &'a self,
+        op: NetOp,
+        name: &str,
+        port: u16,
+    ) -> impl Iterator<Item = (usize, &'a NetRule)> + 'a {
+        let query = normalize_host_name(name, false).ok();
+        self.rules.iter().enumerate().filter(move |(_, rule)| {
+            rule.applies_to(op, port) && rule_matches_name(rule, query.as_deref())
+        })
+    }
+
+    /// May the host resolve `name` in order to perform `op` on port `port`?
+    pub fn allows_name(&self, op: NetOp, name: &str, port: u16) -> bool {
+        self.host_rules_for(op, name, port).next().is_some()
+    }
+
+    /// May the host resolve `name` for any operation or port? For lookups that carry neither,
+    /// such as `wasi:sockets/ip-name-lookup`.
+    pub fn may_resolve(&self, name: &str) -> bool {
+        let query = normalize_host_name(name, false).ok();
+        self.rules
+            .iter()
+            .any(|rule| rule_matches_name(rule, query.as_deref()))
+    }
+
+    /// Whether any name rule exists for `op`; if not, the caller should not resolve names for it.
+    pub fn has_name_rules(&self, op: NetOp) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.op == op && matches!(rule.target, Target::Host(_)))
+    }
+
+    /// May the guest, having asked for `name`, perform `op` on `ip:port`, where `ip` is an address
+    /// the host resolved `name` to? Yes if an address rule allows `ip` (as in
+    /// [`NetPolicy::allows`]), or if a name rule matches and `ip` (and any IPv4 address embedded
+    /// in it) is not special: a name rule never grants a special range.
+    pub fn allows_resolved(&self, op: NetOp, name: &str, ip: IpAddr, port: u16) -> Decision {
+        let result = match self.check_ip(op, ip, port) {
+            Ok(index) => Ok(index),
+            Err(DenyReason::ConnectPortZero) => Err(DenyReason::ConnectPortZero),
+            Err(by_ip) => match self.host_rules_for(op, name, port).next() {
+                None => Err(by_ip),
+                Some((index, _)) => special_reason(ip).map_or(Ok(index), Err),
+            },
+        };
+        self.decision(op, Some(name.to_string()), ip, port, result)
+    }
+
+    /// The policy allowing what both `self` and `other` allow; used as
+    /// `parent_grant.intersect(&child_request)`.
+    ///
+    /// **Never widens**: every rule of the result is the intersection of one rule of each side,
+    /// so anything it allows, each side allows. It is **exact** for [`NetPolicy::allows`] and
+    /// [`NetPolicy::allows_name`]:
+    ///
+    /// * address rules: two CIDRs nest or are disjoint, so their intersection is the smaller one;
+    ///   ports and operations intersect likewise. What makes it subtle is explicitness: the
+    ///   smaller CIDR may name a special range that the larger one does not (child
+    ///   `127.0.0.1/32` under parent `0.0.0.0/0`). Then the pair yields nothing: every special
+    ///   address the smaller CIDR covers is in that range, which the larger one does not name
+    ///   (see `narrow`). So the result covers exactly the addresses both rules cover.
+    /// * name rules intersect only with name rules (`*.example.com` with `api.example.com` gives
+    ///   `api.example.com`). A name rule against an address rule yields nothing: keeping
+    ///   `example.com` from a child request under a parent holding only `93.184.0.0/16` would
+    ///   let the child make DNS queries (for names it chose, e.g. `*.attacker.example`) that the
+    ///   parent could not, and DNS is an exfiltration channel. As `intersect` is symmetric the
+    ///   same applies the other way round (parent `example.com:443`, child `0.0.0.0/0:443` gives
+    ///   no name rule). This is the one place the result is narrower than "both allow": for
+    ///   [`NetPolicy::allows_resolved`] it is exact whenever both sides allow resolving the
+    ///   name, which is the only case a caller that resolves only when `allows_name` is true can
+    ///   ask about.
+    ///
+    /// Rules made redundant by another rule of the result are dropped; intersecting with
+    /// [`NetPolicy::deny_all`] gives `deny_all`.
+    pub fn intersect(&self, other: &NetPolicy) -> NetPolicy {
+        let rules = self
+            .rules
+            .iter()
+            .flat_map(|a| {
+                other
+                    .rules
+                    .iter()
+                    .filter_map(move |b| intersect_rules(a, b))
+            })
+            .collect();
+        NetPolicy::new(prune_redundant(rules))
+    }
+
+    /// Address check shared by `allows` and `allows_resolved`: the rule index, or why not.
+    fn check_ip(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
+        if !op.accepts_port(port) {
+            return Err(DenyReason::ConnectPortZero);
+        }
+        let ip = canonical_ip(ip);
+        let index = self.match_address(op, ip, port)?;
+        if let Some(embedded) = embedded_ipv4(ip) {
+            if let Some((_, range)) = special_entry(IpAddr::V4(embedded)) {
+                self.match_address(op, IpAddr::V4(embedded), port)
+                    .map_err(|_| DenyReason::EmbeddedSpecialRange { range, embedded })?;
+            }
+        }
+        Ok(index)
+    }
+
+    /// The first address rule covering canonical `ip`; if none, whether a broad rule would have.
+    fn match_address(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
+        let special = special_entry(ip);
+        let mut broad_match = false;
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.applies_to(op, port) {
+                continue;
+            }
+            match coverage(&rule.target, ip, special) {
+                Coverage::Yes => return Ok(index),
+                Coverage::Broad => broad_match = true,
+                Coverage::No => {}
+            }
+        }
+        match special {
+            Some((_, range)) if broad_match => Err(DenyReason::SpecialRange(range)),
+            _ => Err(DenyReason::NoRule),
+        }
+    }
+
+    fn decision(
+        &self,
+        op: NetOp,
+        name: Option<String>,
+        ip: IpAddr,
+        port: u16,
+        result: Result<usize, DenyReason>,
+    ) -> Decision {
+        let canonical = canonical_ip(ip);
+        Decision {
+            allowed: result.is_ok(),
+            op,
+            name,
+            ip,
+            port,
+            canonical_ip: (canonical != ip).then_some(canonical),
+            rule: result.ok(),
+            matched: result.ok().and_then(|i| self.rules.get(i)).cloned(),
+            reason: result.err(),
+        }
+    }
+}
+
+impl From<Vec<NetRule>> for NetPolicy {
+    fn from(rules: Vec<NetRule>) -> Self {
+        NetPolicy::new(rules)
+    }
+}
+
+impl FromIterator<NetRule> for NetPolicy {
+    fn from_iter<I: IntoIterator<Item = NetRule>>(iter: I) -> Self {
+        NetPolicy::new(iter.into_iter().collect())
+    }
+}
+
+/// `deny all`, or the rules separated by `, `.
+impl fmt::Display for NetPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rules.is_empty() {
+            return f.write_str("deny all");
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{rule}")?;
+        }
+        Ok(())
+    }
+}
+
+fn rule_matches_name(rule: &NetRule, query: Option<&str>) -> bool {
+    match (&rule.target, query) {
+        (Target::Host(pattern), Some(name)) => name_covers(pattern, name),
+        _ => false,
+    }
+}
+
+/// Why a resolved address may not be reached through a name rule, if it may not.
+fn special_reason(ip: IpAddr) -> Option<DenyReason> {
+    let ip = canonical_ip(ip);
+    if let Some((_, range)) = special_entry(ip) {
+        return Some(DenyReason::SpecialRange(range));
+    }
+    let embedded = embedded_ipv4(ip)?;
+    special_entry(IpAddr::V4(embedded))
+        .map(|(_, range)| DenyReason::EmbeddedSpecialRange { range, embedded })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Intersection
+// ------------------------------------------------------------------------------------------------
+
+/// The rule covering exactly what both `a` and `b` cover, if they overlap at all.
+fn intersect_rules(a: &NetRule, b: &NetRule) -> Option<NetRule> {
+    if a.op != b.op {
+        return None;
+    }
+    let ports = a.ports.intersect(b.ports)?;
+    if a.op == NetOp::Connect && ports == PortRange::single(0) {
+        return None; // connect to port 0 is never allowed anyway
+    }
+    let target = intersect_targets(&a.target, &b.target)?;
+    Some(NetRule::new(a.op, target, ports))
+}
+
+fn intersect_targets(a: &Target, b: &Target) -> Option<Target> {
+    match (a, b) {
+        (Target::Any, Target::Any) => Some(Target::Any),
+        (Target::Host(x), Target::Host(y)) => intersect_names(x, y).map(Target::Host),
+        (Target::Any, Target::Cidr(n)) | (Target::Cidr(n), Target::Any) => {
+            narrow(canonical_net(*n), None).map(Target::Cidr)
+        }
+        (Target::Cidr(x), Target::Cidr(y)) => {
+            let (x, y) = (canonical_net(*x), canonical_net(*y));
+            let narrowed = if y.contains(&x) {
+                narrow(x, Some(y))
+            } else if x.contains(&y) {
+                narrow(y, Some(x))
+            } else {
+                None
+            };
+            narrowed.map(Target::Cidr)
+        }
+        _ => None,
+    }
+}
+
+/// `small` as intersected with `large` (`None` = `*`), where `small` lies inside `large`.
+///
+/// Special ranges nest, so an address in `small` either lies in a special range strictly inside
+/// `small` (which `small` does not name, so it does not cover the address, and neither does the
+/// result) or has as innermost range `T`, the innermost special range containing `small`, if any.
+/// `small` names `T`; `large` covers those addresses iff it lies inside `T` too. So the result
+/// is `small` unchanged or nothing.
+fn narrow(small: IpNet, large: Option<IpNet>) -> Option<IpNet> {
+    match innermost_special(small) {
+        Some((range, _)) if !large.is_some_and(|l| range.contains(&l)) => None,
+        _ => Some(small),
+    }
+}
+
+/// Drop rules another rule already covers (and duplicates). Dropping a rule can only narrow a
+/// policy; `subsumes` makes sure it does not.
+fn prune_redundant(rules: Vec<NetRule>) -> Vec<NetRule> {
+    let mut kept: Vec<NetRule> = Vec::new();
+    for rule in rules {
+        if kept.iter().any(|k| subsumes(k, &rule)) {
+            continue;
+        }
+        kept.retain(|k| !subsumes(&rule, k));
+        kept.push(rule);
+    }
+    kept
+}
+
+/// Whether everything `a` allows (through any query) `b` allows too.
+fn subsumes(b: &NetRule, a: &NetRule) -> bool {
+    b.op == a.op && b.ports.covers(a.ports) && target_subsumes(&b.target, &a.target)
+}
+
+fn target_subsumes(b: &Target, a: &Target) -> bool {
+    match (b, a) {
+        (Target::Any, Target::Any) => true,
+        (Target::Any, Target::Cidr(an)) => innermost_special(canonical_net(*an)).is_none(),
+        (Target::Cidr(bn), Target::Cidr(an)) => {
+            let (bn, an) = (canonical_net(*bn), canonical_net(*an));
+            // `a` covers a special address only if it lies inside the address's innermost range,
+            // which then contains `a`'s innermost range, which must hold `b` for `b` to name it.
+            bn.contains(&an) && innermost_special(an).is_none_or(|(range, _)| range.contains(&bn))
+        }
+        (Target::Host(p), Target::Host(q)) => name_covers(p, q),
+        _ => false,
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &[&str]) -> NetPolicy {
+        NetPolicy::parse(rules).expect("test rules parse")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address parses")
+    }
+
+    fn allowed(p: &NetPolicy, op: NetOp, addr: &str, port: u16) -> bool {
+        p.allows(op, ip(addr), port).allowed
+    }
+
+    fn connect(p: &NetPolicy, addr: &str, port: u16) -> bool {
+        allowed(p, NetOp::Connect, addr, port)
+    }
+
+    fn parse_err(s: &str) -> RuleErrorKind {
+        parse_rule(s).expect_err("rule should not parse").kind
+    }
+
+    /// One address in every special range, with the range it should be reported as.
+    const SPECIAL_SAMPLES: &[(&str, SpecialRange)] = &[
+        ("127.0.0.1", SpecialRange::Loopback),
+        ("127.255.0.9", SpecialRange::Loopback),
+        ("::1", SpecialRange::Loopback),
+        ("0.0.0.0", SpecialRange::Unspecified),
+        ("::", SpecialRange::Unspecified),
+        ("0.1.2.3", SpecialRange::ThisNetwork),
+        ("10.1.2.3", SpecialRange::Private),
+        ("172.16.0.1", SpecialRange::Private),
+        ("172.31.255.254", SpecialRange::Private),
+        ("192.168.1.1", SpecialRange::Private),
+        ("100.64.0.1", SpecialRange::SharedCgnat),
+        ("100.127.255.254", SpecialRange::SharedCgnat),
+        ("169.254.169.254", SpecialRange::LinkLocal),
+        ("169.254.0.1", SpecialRange::LinkLocal),
+        ("fe80::1", SpecialRange::LinkLocal),
+        ("224.0.0.1", SpecialRange::Multicast),
+        ("239.255.255.250", SpecialRange::Multicast),
+        ("ff02::1", SpecialRange::Multicast),
+        ("255.255.255.255", SpecialRange::Broadcast),
+        ("240.0.0.1", SpecialRange::Reserved),
+        ("fc00::1", SpecialRange::UniqueLocal),
+        ("fd00:ec2::254", SpecialRange::UniqueLocal),
+        ("fec0::1", SpecialRange::SiteLocal),
+        ("192.0.0.8", SpecialRange::IetfProtocol),
+        ("198.18.0.1", SpecialRange::Benchmarking),
+        ("198.19.255.1", SpecialRange::Benchmarking),
+        ("2001:2::1", SpecialRange::Benchmarking),
+        ("100::1", SpecialRange::Discard),
+        ("64:ff9b:1::1", SpecialRange::LocalNat64),
+        // IPv6 spellings of special IPv4 addresses.
+        ("::ffff:127.0.0.1", SpecialRange::Loopback),
+        ("::ffff:169.254.169.254", SpecialRange::LinkLocal),
+        ("::ffff:10.0.0.1", SpecialRange::Private),
+        ("::127.0.0.1", SpecialRange::Loopback),
+        ("::ffff:0.0.0.0", SpecialRange::Unspecified),
+    ];
+
+    const PUBLIC_SAMPLES: &[&str] = &[
+        "93.184.216.34",
+        "8.8.8.8",
+        "1.1.1.1",
+        "169.1.2.3",
+        "172.32.0.1",
+        "100.128.0.1",
+        "192.0.2.1", // documentation: deliberately public
+        "2606:4700::1111",
+        "2001:db8::1", // documentation: deliberately public
+        "::ffff:93.184.216.34",
+    ];
+
+    // ----- special ranges -----------------------------------------------------------------
+
+    #[test]
+    fn special_range_table_is_laminar_and_canonical() {
+        for (i, (a, _)) in SPECIAL_RANGES.iter().enumerate() {
+            assert_eq!(*a, a.trunc(), "{a} has host bits");
+            assert_eq!(*a, canonical_net(*a), "{a} is not canonical");
+            for (b, _) in &SPECIAL_RANGES[i + 1..] {
+                let disjoint = !a.contains(&b.network()) && !b.contains(&a.network());
+                assert!(
+                    a.contains(b) || b.contains(a) || disjoint,
+                    "{a} and {b} overlap partially"
+                );
+                assert_ne!(a, b, "duplicate range");
+            }
+        }
+    }
+
+    #[test]
+    fn every_special_range_denied_under_broad_rules() {
+        let broad = policy(&[
+            "connect=0.0.0.0/0:*",
+            "connect=[::/0]:*",
+            "connect=*:*",
+            "listen=0.0.0.0/0:*",
+            "listen=[::/0]:*",
+            "udp=*:*",
+        ]);
+        for &(addr, range) in SPECIAL_SAMPLES {
+            for op in NetOp::ALL {
+                let d = broad.allows(op, ip(addr), 80);
+                assert!(!d.allowed, "{addr} allowed for {op}: {d}");
+                assert_eq!(d.reason, Some(DenyReason::SpecialRange(range)), "{addr}");
+            }
+        }
+        for &addr in PUBLIC_SAMPLES {
+            assert!(connect(&broad, addr, 443), "{addr} should be public");
+        }
+    }
+
+    #[test]
+    fn special_range_helper_canonicalises() {
+        for &(addr, range) in SPECIAL_SAMPLES {
+            assert_eq!(special_range(ip(addr)), Some(range), "{addr}");
+        }
+        for &addr in PUBLIC_SAMPLES {
+            assert_eq!(special_range(ip(addr)), None, "{addr}");
+        }
+    }
+
+    #[test]
+    fn deny_all_denies_everything_and_is_default() {
+        let p = NetPolicy::default();
+        assert_eq!(p, NetPolicy::deny_all());
+        assert!(p.is_deny_all());
+        for &addr in PUBLIC_SAMPLES {
+            let d = p.allows(NetOp::Connect, ip(addr), 443);
+            assert!(!d.allowed);
+            assert_eq!(d.reason, Some(DenyReason::NoRule));
+        }
+        for &(addr, _) in SPECIAL_SAMPLES {
+            assert_eq!(
+                p.allows(NetOp::Listen, ip(addr), 0).reason,
+                Some(DenyReason::NoRule)
+            );
+        }
+        assert!(!p.has_name_rules(NetOp::Connect));
+        assert_eq!(p.to_string(), "deny all");
+    }
+
+    #[test]
+    fn every_special_range_allowed_when_named() {
+        for &(addr, _) in SPECIAL_SAMPLES {
+            let canonical = canonical_ip(ip(addr));
+            let rule = NetRule::new(
+                NetOp::Connect,
+                Target::Cidr(IpNet::from(canonical)),
+                PortRange::single(80),
+            );
+            let p = NetPolicy::new(vec![rule]);
+            assert!(connect(&p, addr, 80), "{addr} named but denied");
+            assert!(!connect(&p, addr, 81), "{addr} allowed on another port");
+        }
+    }
+
+    #[test]
+    fn explicitly_named_loopback_allows_only_its_port() {
+        let p = policy(&["connect=93.184.0.0/16:443", "connect=127.0.0.1:8080"]);
+        let d = p.allows(NetOp::Connect, ip("127.0.0.1"), 8080);
+        assert!(d.allowed);
+        assert_eq!(d.rule, Some(1));
+        assert!(!connect(&p, "127.0.0.1", 8081));
+        assert!(!connect(&p, "127.0.0.2", 8080));
+        assert!(!allowed(&p, NetOp::Listen, "127.0.0.1", 8080));
+        assert!(!allowed(&p, NetOp::Udp, "127.0.0.1", 8080));
+    }
+
+    #[test]
+    fn named_loopback_range_covers_the_range() {
+        let p = policy(&["connect=127.0.0.0/8:*"]);
+        assert!(connect(&p, "127.1.2.3", 22));
+        assert!(connect(&p, "::ffff:127.1.2.3", 22));
+        assert!(
+            !connect(&p, "::1", 22),
+            "IPv6 loopback is not named by 127/8"
+        );
+    }
+
+    #[test]
+    fn mapped_and_v6_loopback_denied_under_rule_for_other_port() {
+        let p = policy(&[
+            "connect=127.0.0.1:8080",
+            "connect=0.0.0.0/0:*",
+            "connect=*:*",
+        ]);
+        assert!(!connect(&p, "::ffff:127.0.0.1", 9090));
+        assert!(!connect(&p, "::1", 9090));
+        assert!(!connect(&p, "::1", 8080), "::1 is not 127.0.0.1");
+        assert!(!connect(&p, "::127.0.0.1", 9090));
+    }
+
+    #[test]
+    fn mapped_loopback_allowed_under_v4_rule() {
+        let p = policy(&["connect=127.0.0.1:8080"]);
+        let d = p.allows(NetOp::Connect, ip("::ffff:127.0.0.1"), 8080);
+        assert!(d.allowed, "{d}");
+        assert_eq!(d.canonical_ip, Some(ip("127.0.0.1")));
+        assert_eq!(
+            d.to_string(),
+            "allow connect [::ffff:127.0.0.1]:8080 (as 127.0.0.1) by rule 0 (connect=127.0.0.1:8080)"
+        );
+        // A rule written in mapped form is the same rule.
+        let mapped = policy(&["connect=[::ffff:127.0.0.1]:8080"]);
+        assert_eq!(mapped, p);
+        assert!(connect(&mapped, "127.0.0.1", 8080));
+    }
+
+    #[test]
+    fn v6_rules_do_not_cover_mapped_v4() {
+        let p = policy(&["connect=[::/0]:443"]);
+        assert!(connect(&p, "2606:4700::1111", 443));
+        assert!(!connect(&p, "::ffff:93.184.216.34", 443), "that is IPv4");
+    }
+
+    #[test]
+    fn metadata_address() {
+        let meta = "169.254.169.254";
+        let d = policy(&["connect=0.0.0.0/0:*"]).allows(NetOp::Connect, ip(meta), 80);
+        assert!(!d.allowed);
+        assert_eq!(
+            d.to_string(),
+            "deny connect 169.254.169.254:80: link-local address not named by any rule"
+        );
+        let partial = policy(&["connect=169.0.0.0/8:*"]);
+        assert!(
+            !connect(&partial, meta, 80),
+            "partial overlap must not name it"
+        );
+        assert!(
+            connect(&partial, "169.1.2.3", 80),
+            "the public part is covered"
+        );
+        let named = policy(&["connect=169.254.169.254/32:80"]);
+        assert!(connect(&named, meta, 80));
+        assert!(!connect(&named, "169.254.169.253", 80));
+        assert!(connect(&policy(&["connect=169.254.0.0/16:80"]), meta, 80));
+    }
+
+    #[test]
+    fn nested_special_ranges_are_named_innermost_first() {
+        let this_net = policy(&["connect=0.0.0.0/8:*"]);
+        assert!(connect(&this_net, "0.1.2.3", 80));
+        assert!(
+            !connect(&this_net, "0.0.0.0", 80),
+            "unspecified is not named"
+        );
+        let reserved = policy(&["udp=240.0.0.0/4:*"]);
+        assert!(allowed(&reserved, NetOp::Udp, "240.1.2.3", 9));
+        assert!(!allowed(&reserved, NetOp::Udp, "255.255.255.255", 9));
+        let bcast = policy(&["udp=255.255.255.255:9"]);
+        assert!(allowed(&bcast, NetOp::Udp, "255.255.255.255", 9));
+    }
+
+    #[test]
+    fn private_range_named_by_subnet() {
+        let p = policy(&["connect=10.1.0.0/16:5432", "connect=8.0.0.0/6:5432"]);
+        assert!(connect(&p, "10.1.2.3", 5432));
+        assert!(
+            !connect(&p, "10.2.0.1", 5432),
+            "8/6 contains 10/8 but does not name it"
+        );
+        assert!(connect(&p, "9.1.2.3", 5432));
+    }
+
+    #[test]
+    fn unspecified_listen_needs_explicit_rule() {
+        let broad = policy(&["listen=0.0.0.0/0:*", "listen=[::/0]:*"]);
+        assert!(!allowed(&broad, NetOp::Listen, "0.0.0.0", 8080));
+        assert!(!allowed(&broad, NetOp::Listen, "::", 8080));
+        let named = policy(&["listen=0.0.0.0:8080", "listen=[::]:8080"]);
+        assert!(allowed(&named, NetOp::Listen, "0.0.0.0", 8080));
+        assert!(allowed(&named, NetOp::Listen, "::", 8080));
+    }
+
+    #[test]
+    fn nat64_and_6to4_embedded_addresses() {
+        let v6 = policy(&["connect=[::/0]:*"]);
+        // Embedded public IPv4: the IPv6 rule decides.
+        assert!(connect(&v6, "64:ff9b::5db8:d822", 443)); // 93.184.216.34
+        assert!(connect(&v6, "2002:5db8:d822::1", 443));
+        // Embedded special IPv4: denied unless the IPv4 address is named.
+        for addr in ["64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::1"] {
+            let d = v6.allows(NetOp::Connect, ip(addr), 80);
+            assert!(!d.allowed, "{addr}");
+            assert!(
+                matches!(d.reason, Some(DenyReason::EmbeddedSpecialRange { .. })),
+                "{d}"
+            );
+        }
+        let d = v6.allows(NetOp::Connect, ip("64:ff9b::a9fe:a9fe"), 80);
+        assert_eq!(
+            d.to_string(),
+            "deny connect [64:ff9b::a9fe:a9fe]:80: embeds link-local IPv4 address \
+             169.254.169.254, which is not named by any rule"
+        );
+        let named = policy(&["connect=[::/0]:*", "connect=127.0.0.1:80"]);
+        assert!(connect(&named, "64:ff9b::7f00:1", 80));
+        assert!(!connect(&named, "64:ff9b::7f00:1", 81));
+        // An IPv4 rule alone does not allow the IPv6 (translated) address.
+        assert!(!connect(
+            &policy(&["connect=127.0.0.1:80"]),
+            "64:ff9b::7f00:1",
+            80
+        ));
+    }
+
+    // ----- ports ----------------------------------------------------------------------------
+
+    #[test]
+    fn port_zero_means_ephemeral_for_listen_and_udp() {
+        let eph = policy(&["listen=127.0.0.1:0", "udp=0.0.0.0:0"]);
+        assert!(allowed(&eph, NetOp::Listen, "127.0.0.1", 0));
+        assert!(!allowed(&eph, NetOp::Listen, "127.0.0.1", 8080));
+        assert!(allowed(&eph, NetOp::Udp, "0.0.0.0", 0));
+        assert!(!allowed(&eph, NetOp::Udp, "0.0.0.0", 53));
+        let any = policy(&["listen=127.0.0.1:*"]);
+        assert!(allowed(&any, NetOp::Listen, "127.0.0.1", 0), "* contains 0");
+        assert!(allowed(&any, NetOp::Listen, "127.0.0.1", 8080));
+        let fixed = policy(&["listen=127.0.0.1:8080"]);
+        assert!(!allowed(&fixed, NetOp::Listen, "127.0.0.1", 0));
+        let range = policy(&["listen=127.0.0.1:0-1024"]);
+        assert!(allowed(&range, NetOp::Listen, "127.0.0.1", 0));
+    }
+
+    #[test]
+    fn connect_to_port_zero_is_always_denied() {
+        let p = policy(&["connect=*:*", "connect=127.0.0.1:0-10"]);
+        for addr in ["93.184.216.34", "127.0.0.1"] {
+            let d = p.allows(NetOp::Connect, ip(addr), 0);
+            assert!(!d.allowed);
+            assert_eq!(d.reason, Some(DenyReason::ConnectPortZero));
+        }
+        let names = policy(&["connect=example.com:*"]);
+        assert!(!names.allows_name(NetOp::Connect, "example.com", 0));
+        assert_eq!(
+            parse_err("connect=1.2.3.4:0"),
+            RuleErrorKind::ConnectPortZero
+        );
+    }
+
+    #[test]
+    fn port_ranges() {
+        let p = policy(&["connect=93.184.0.0/16:8000-8100"]);
+        assert!(connect(&p, "93.184.216.34", 8000));
+        assert!(connect(&p, "93.184.216.34", 8100));
+        assert!(!connect(&p, "93.184.216.34", 7999));
+        assert!(!connect(&p, "93.184.216.34", 8101));
+        assert_eq!(
+            PortRange::single(80).intersect(PortRange::new(1, 100).expect("range")),
+            Some(PortRange::single(80))
+        );
+        assert_eq!(PortRange::single(80).intersect(PortRange::single(81)), None);
+    }
+
+    // ----- names ----------------------------------------------------------------------------
+
+    #[test]
+    fn host_rules_never_match_addresses_directly() {
+        let p = policy(&["connect=example.com:443"]);
+        assert!(!connect(&p, "93.184.216.34", 443));
+        assert!(p.has_name_rules(NetOp::Connect));
+        assert!(!p.has_name_rules(NetOp::Udp));
+        assert!(!policy(&["connect=0.0.0.0/0:443"]).has_name_rules(NetOp::Connect));
+    }
+
+    #[test]
+    fn name_matching_is_normalised() {
+        let p = policy(&["connect=Example.COM.:443", "udp=example.com:53"]);
+        assert_eq!(p.rules()[0].target, Target::Host("example.com".into()));
+        assert!(p.allows_name(NetOp::Connect, "EXAMPLE.com.", 443));
+        assert!(!p.allows_name(NetOp::Connect, "example.com", 80));
+        assert!(!p.allows_name(NetOp::Connect, "www.example.com", 443));
+        assert!(!p.allows_name(NetOp::Connect, "example.com.evil", 443));
+        assert!(!p.allows_name(NetOp::Connect, "bad..name", 443));
+        assert!(!p.allows_name(NetOp::Connect, "*.example.com", 443));
+        let hits: Vec<usize> = p
+            .host_rules_for(NetOp::Udp, "example.com", 53)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(hits, vec![1]);
+        assert!(p.may_resolve("example.com"));
+        assert!(!p.may_resolve("example.org"));
+    }
+
+    #[test]
+    fn wildcard_names() {
+        let p = policy(&["connect=*.example.com:443"]);
+        assert!(p.allows_name(NetOp::Connect, "api.example.com", 443));
+        assert!(p.allows_name(NetOp::Connect, "a.b.example.com", 443));
+        assert!(!p.allows_name(NetOp::Connect, "example.com", 443));
+        assert!(!p.allows_name(NetOp::Connect, "badexample.com", 443));
+        assert!(!p.allows_name(NetOp::Connect, "example.com.evil.net", 443));
+    }
+
+    #[test]
+    fn resolved_addresses() {
+        let p = policy(&["connect=example.com:443"]);
+        let ok = p.allows_resolved(NetOp::Connect, "example.com", ip("93.184.216.34"), 443);
+        assert!(ok.allowed);
+        assert_eq!(ok.rule, Some(0));
+        assert_eq!(
+            ok.to_string(),
+            "allow connect example.com:443 via 93.184.216.34 by rule 0 (connect=example.com:443)"
+        );
+        // DNS cannot launder special addresses.
+        for &(addr, _) in SPECIAL_SAMPLES {
+            let d = p.allows_resolved(NetOp::Connect, "example.com", ip(addr), 443);
+            assert!(!d.allowed, "{d}");
+        }
+        let d = p.allows_resolved(NetOp::Connect, "example.com", ip("169.254.169.254"), 443);
+        assert_eq!(
+            d.to_string(),
+            "deny connect example.com:443 via 169.254.169.254: \
+             link-local address not named by any rule"
+        );
+        let nat64 = p.allows_resolved(NetOp::Connect, "example.com", ip("64:ff9b::7f00:1"), 443);
+        assert!(matches!(
+            nat64.reason,
+            Some(DenyReason::EmbeddedSpecialRange { .. })
+        ));
+        // Wrong name, port or op.
+        assert!(
+            !p.allows_resolved(NetOp::Connect, "example.org", ip("93.184.216.34"), 443)
+                .allowed
+        );
+        assert!(
+            !p.allows_resolved(NetOp::Connect, "example.com", ip("93.184.216.34"), 80)
+                .allowed
+        );
+        assert!(
+            !p.allows_resolved(NetOp::Udp, "example.com", ip("93.184.216.34"), 443)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn resolved_special_address_needs_explicit_cidr_for_same_op_and_port() {
+        let p = policy(&[
+            "connect=internal.corp:443",
+            "connect=10.0.0.0/8:22",
+            "connect=10.1.0.0/16:443",
+        ]);
+        let d = p.allows_resolved(NetOp::Connect, "internal.corp", ip("10.1.2.3"), 443);
+        assert!(d.allowed);
+        assert_eq!(d.rule, Some(2), "the CIDR rule naming the range allowed it");
+        assert!(
+            !p.allows_resolved(NetOp::Connect, "internal.corp", ip("10.2.0.1"), 443)
+                .allowed
+        );
+        // CIDR rules apply to resolved addresses as normal.
+        let cidr = policy(&["connect=93.184.0.0/16:443"]);
+        assert!(
+            cidr.allows_resolved(NetOp::Connect, "example.com", ip("93.184.216.34"), 443)
+                .allowed
+        );
+    }
+
+    // ----- intersection ---------------------------------------------------------------------
+
+    /// Probe addresses for the exhaustive intersection checks.
+    fn probe_ips() -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = SPECIAL_SAMPLES.iter().map(|(a, _)| ip(a)).collect();
+        ips.extend(PUBLIC_SAMPLES.iter().map(|a| ip(a)));
+        for extra in [
+            "93.184.1.1",
+            "127.0.0.2",
+            "10.1.0.1",
+            "10.2.0.1",
+            "0.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::5db8:d822",
+            "2002:a9fe:a9fe::1",
+            "2001:db8:1::1",
+            "::ffff:10.1.0.1",
+        ] {
+            ips.push(ip(extra));
+        }
+        ips
+    }
+
+    const PROBE_PORTS: &[u16] = &[0, 22, 80, 443, 8080, 8081, 65535];
+    const PROBE_NAMES: &[&str] = &["example.com", "api.example.com", "a.b.example.com", "x.org"];
+
+    /// Checks `intersect` against the semantics: exact for `allows` and `allows_name`, never
+    /// wider for `allows_resolved` and exact there when both sides may resolve the name.
+    fn check_intersection(p: &NetPolicy, q: &NetPolicy, ips: &[IpAddr]) {
+        let r = p.intersect(q);
+        for op in NetOp::ALL {
+            // Without name rules on either side `allows_resolved` is `allows`, checked below.
+            let names = if p.has_name_rules(op) || q.has_name_rules(op) {
+                PROBE_NAMES
+            } else {
+                &[]
+            };
+            for &port in PROBE_PORTS {
+                for name in PROBE_NAMES {
+                    assert_eq!(
+                        r.allows_name(op, name, port),
+                        p.allows_name(op, name, port) && q.allows_name(op, name, port),
+                        "{op} {name}:{port}: {p} ∩ {q} = {r}"
+                    );
+                }
+                for &addr in ips {
+                    let (a, b, both) = (
+                        p.allows(op, addr, port).allowed,
+                        q.allows(op, addr, port).allowed,
+                        r.allows(op, addr, port).allowed,
+                    );
+                    assert_eq!(both, a && b, "{op} {addr}:{port}: {p} ∩ {q} = {r}");
+                }
+                for name in names {
+                    let exact = p.allows_name(op, name, port) && q.allows_name(op, name, port);
+                    for &addr in ips {
+                        let (a, b, both) = (
+                            p.allows_resolved(op, name, addr, port).allowed,
+                            q.allows_resolved(op, name, addr, port).allowed,
+                            r.allows_resolved(op, name, addr, port).allowed,
+                        );
+                        assert!(!both || (a && b), "widened {op} {name}/{addr}:{port}: {r}");
+                        if exact {
+                            assert_eq!(both, a && b, "{op} {name}/{addr}:{port}: {r}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn sample_policies() -> Vec<NetPolicy> {
+        [
+            &[][..],
+            &["connect=0.0.0.0/0:*"],
+            &["connect=*:*", "listen=*:*", "udp=*:*"],
+            &["connect=[::/0]:443", "connect=0.0.0.0/0:443"],
+            &["connect=127.0.0.1:8080"],
+            &["connect=127.0.0.0/8:*"],
+            &["connect=0.0.0.0/8:80", "connect=0.0.0.0:80"],
+            &[
+                "connect=93.184.0.0/16:443",
+                "connect=93.184.216.0/24:80-8080",
+            ],
+            &["connect=10.0.0.0/8:*", "connect=10.1.0.0/16:443"],
+            &["connect=169.0.0.0/8:*", "connect=169.254.169.254:80"],
+            &["connect=example.com:443", "connect=*.example.com:*"],
+            &["connect=api.example.com:443", "connect=0.0.0.0/0:443"],
+            &["connect=internal.corp:443", "connect=10.1.0.0/16:443"],
+            &[
+                "listen=127.0.0.1:0",
+                "listen=127.0.0.1:8080",
+                "udp=0.0.0.0:0",
+            ],
+            &["listen=127.0.0.1:*", "udp=*:53", "udp=0.0.0.0:*"],
+            &[
+                "connect=[::1]:8080",
+                "connect=[fc00::/7]:*",
+                "connect=[2001:db8::/32]:443",
+            ],
+        ]
+        .iter()
+        .map(|rules| policy(rules))
+        .collect()
+    }
+
+    #[test]
+    fn intersection_is_exact_on_all_sample_pairs() {
+        let (samples, ips) = (sample_policies(), probe_ips());
+        for p in &samples {
+            for q in &samples {
+                check_intersection(p, q, &ips);
+            }
+        }
+    }
+
+    #[test]
+    fn intersection_never_names_loopback_the_parent_did_not() {
+        let parent = policy(&["connect=0.0.0.0/0:*"]);
+        let child = policy(&["connect=127.0.0.1/32:8080"]);
+        let r = parent.intersect(&child);
+        assert!(!connect(&r, "127.0.0.1", 8080), "{r}");
+        assert!(r.is_deny_all(), "{r}");
+        // The other way round too, and via `*`.
+        assert!(child.intersect(&parent).is_deny_all());
+        assert!(policy(&["connect=*:*"]).intersect(&child).is_deny_all());
+        // A parent that does name loopback passes the narrower child request through.
+        let named = policy(&["connect=127.0.0.0/8:*"]).intersect(&child);
+        assert_eq!(named, child);
+    }
+
+    #[test]
+    fn intersection_respects_nested_special_ranges() {
+        let parent = policy(&["connect=0.0.0.0/8:80"]);
+        let child = policy(&["connect=0.0.0.0/30:80", "connect=0.0.0.0:80"]);
+        let r = parent.intersect(&child);
+        assert_eq!(r.to_string(), "connect=0.0.0.0/30:80");
+        assert!(
+            !connect(&r, "0.0.0.0", 80),
+            "the parent never named 0.0.0.0"
+        );
+        assert!(connect(&r, "0.0.0.1", 80));
+        assert!(connect(&r, "0.0.0.3", 80));
+        assert_eq!(parent.intersect(&parent), parent);
+    }
+
+    #[test]
+    fn intersection_of_cidrs_and_ports() {
+        let parent = policy(&["connect=93.184.0.0/16:1-1024", "connect=[::/0]:443"]);
+        let child = policy(&["connect=93.184.216.0/24:*", "connect=0.0.0.0/0:443-8443"]);
+        let r = parent.intersect(&child);
+        assert_eq!(
+            r.to_string(),
+            "connect=93.184.216.0/24:1-1024, connect=93.184.0.0/16:443-1024"
+        );
+        assert!(!connect(&r, "2606:4700::1111", 443));
+        let same = parent.intersect(&parent);
+        assert_eq!(same, parent, "P ∩ P = P");
+    }
+
+    #[test]
+    fn intersection_of_names() {
+        let parent = policy(&["connect=*.example.com:443"]);
+        let child = policy(&["connect=api.example.com:*", "connect=other.org:443"]);
+        let r = parent.intersect(&child);
+        assert_eq!(r.to_string(), "connect=api.example.com:443");
+        // parent names, child asks for a CIDR: no name rule survives (the child did not ask to
+        // resolve names), and no address either.
+        let r = policy(&["connect=example.com:443"]).intersect(&policy(&["connect=0.0.0.0/0:443"]));
+        assert!(r.is_deny_all(), "{r}");
+        // parent CIDR, child name: resolving the child's chosen name would widen DNS.
+        let r = policy(&["connect=93.184.0.0/16:443"])
+            .intersect(&policy(&["connect=*.attacker.example:443"]));
+        assert!(!r.has_name_rules(NetOp::Connect));
+        assert!(!r.allows_name(NetOp::Connect, "secret.attacker.example", 443));
+        assert!(
+            !r.allows_resolved(
+                NetOp::Connect,
+                "secret.attacker.example",
+                ip("8.8.8.8"),
+                443
+            )
+            .allowed
+        );
+    }
+
+    #[test]
+    fn intersection_with_deny_all_is_deny_all() {
+        for p in sample_policies() {
+            assert_eq!(p.intersect(&NetPolicy::deny_all()), NetPolicy::deny_all());
+            assert_eq!(NetPolicy::deny_all().intersect(&p), NetPolicy::deny_all());
+        }
+    }
+
+    #[test]
+    fn intersection_is_idempotent_semantically() {
+        let ips = probe_ips();
+        for p in sample_policies() {
+            check_intersection(&p, &p, &ips);
+            let pp = p.intersect(&p);
+            assert!(pp.rules().len() <= p.rules().len(), "{p} ∩ {p} = {pp}");
+        }
+    }
+
+    // ----- parsing and display --------------------------------------------------------------
+
+    #[test]
+    fn parses_every_form() {
+        let cases: &[(&str, NetOp, Target, PortRange)] = &[
+            (
+                "connect=93.184.0.0/16:443",
+                NetOp::Connect,
+                Target::Cidr(v4net(93, 184, 0, 0, 16)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=127.0.0.1:8000-8100",
+                NetOp::Connect,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange {
+                    low: 8000,
+                    high: 8100,
+                },
+            ),
+            (
+                "listen=127.0.0.1:0",
+                NetOp::Listen,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange::single(0),
+            ),
+            (
+                "udp=127.0.0.1:*",
+                NetOp::Udp,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange::ANY,
+            ),
+            (
+                "connect=[::1]:443",
+                NetOp::Connect,
+                Target::Cidr(v6net([0, 0, 0, 0, 0, 0, 0, 1], 128)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=[2001:db8::/32]:443",
+                NetOp::Connect,
+                Target::Cidr(v6net([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=example.com:443",
+                NetOp::Connect,
+                Target::Host("example.com".into()),
+                PortRange::single(443),
+            ),
+            (
+                "connect=*.example.com:443",
+                NetOp::Connect,
+                Target::Host("*.example.com".into()),
+                PortRange::single(443),
+            ),
+            (
+                "connect=*:443",
+                NetOp::Connect,
+                Target::Any,
+                PortRange::single(443),
+            ),
+            (
+                "udp=0-65535.example:0-65535",
+                NetOp::Udp,
+                Target::Host("0-65535.example".into()),
+                PortRange::ANY,
+            ),
+        ];
+        for (text, op, target, ports) in cases {
+            let rule: NetRule = text.parse().expect("parses");
+            assert_eq!(rule, NetRule::new(*op, target.clone(), *ports), "{text}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "connect=93.184.0.0/16:443",
+            "connect=127.0.0.1:8000-8100",
+            "listen=127.0.0.1:0",
+            "udp=127.0.0.1:*",
+            "connect=[::1]:443",
+            "connect=[2001:db8::/32]:443",
+            "connect=[::]:1",
+            "connect=example.com:443",
+            "connect=*.example.com:443",
+            "connect=*:443",
+            "udp=0.0.0.0/0:53",
+        ] {
+            let rule = parse_rule(text).expect("parses");
+            assert_eq!(rule.to_string(), text);
+            assert_eq!(parse_rule(&rule.to_string()), Ok(rule));
+        }
+        // Non-canonical spellings parse to canonical rules that round-trip from then on.
+        for (text, canonical) in [
+            ("connect=127.0.0.1/32:0-65535", "connect=127.0.0.1:*"),
+            ("connect=[::ffff:10.0.0.0/104]:80", "connect=10.0.0.0/8:80"),
+            ("connect=Example.Com.:80-80", "connect=example.com:80"),
+            ("connect=[::1/128]:443", "connect=[::1]:443"),
+        ] {
+            let rule = parse_rule(text).expect("parses");
+            assert_eq!(rule.to_string(), canonical, "{text}");
+            assert_eq!(parse_rule(canonical), Ok(rule));
+        }
+        for samples in sample_policies() {
+            for rule in samples.rules() {
+                assert_eq!(parse_rule(&rule.to_string()).as_ref(), Ok(rule));
+            }
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_bad_part() {
+        let full = parse_rule("connect=10.0.0.0/33:80").expect_err("bad prefix");
+        assert_eq!(
+            full.to_string(),
+            "bad --net rule \"connect=10.0.0.0/33:80\": invalid CIDR \"10.0.0.0/33\" \
+             (prefix length 33 > 32)"
+        );
+        let msg = |s: &str| parse_rule(s).expect_err("should fail").to_string();
+        assert!(msg("conect=1.2.3.4:80")
+            .ends_with("unknown operation \"conect\" (expected connect, listen or udp)"));
+        assert!(msg("connect=example.com")
+            .ends_with("missing port (write HOST:PORT, PORT may be N, N-M or *)"));
+        assert!(msg("connect=1.2.3.4:90-80").ends_with("port range 90-80 is reversed"));
+
+        let cases: &[(&str, RuleErrorKind)] = &[
+            ("connect", RuleErrorKind::MissingEquals),
+            ("", RuleErrorKind::MissingEquals),
+            (
+                "Connect=1.2.3.4:80",
+                RuleErrorKind::UnknownOp("Connect".into()),
+            ),
+            ("connect=1.2.3.4", RuleErrorKind::MissingPort),
+            ("connect=1.2.3.4:", RuleErrorKind::MissingPort),
+            ("connect=[::1]", RuleErrorKind::MissingPort),
+            ("connect=[::1]:", RuleErrorKind::MissingPort),
+            ("connect=:80", RuleErrorKind::MissingTarget),
+            ("connect=[]:80", RuleErrorKind::MissingTarget),
+            (
+                "connect=[::1]443",
+                RuleErrorKind::JunkAfterBracket("443".into()),
+            ),
+            (
+                "connect=[::1:443",
+                RuleErrorKind::UnclosedBracket("[::1:443".into()),
+            ),
+            (
+                "connect=::1:443",
+                RuleErrorKind::UnbracketedIpv6("::1:443".into()),
+            ),
+            (
+                "connect=1.2.3.4:http",
+                RuleErrorKind::BadPort("http".into()),
+            ),
+            (
+                "connect=1.2.3.4:65536",
+                RuleErrorKind::BadPort("65536".into()),
+            ),
+            ("connect=1.2.3.4:+80", RuleErrorKind::BadPort("+80".into())),
+            ("connect=1.2.3.4:80-", RuleErrorKind::BadPort("80-".into())),
+            ("connect=1.2.3.4:-80", RuleErrorKind::BadPort("-80".into())),
+            (
+                "connect=1.2.3.4:1-2-3",
+                RuleErrorKind::BadPort("1-2-3".into()),
+            ),
+            (
+                "connect=1.2.3.4:90-80",
+                RuleErrorKind::ReversedPorts(90, 80),
+            ),
+            ("connect=1.2.3.4:0", RuleErrorKind::ConnectPortZero),
+            (
+                "listen=example.com:80",
+                RuleErrorKind::ListenOnHost("example.com".into()),
+            ),
+            (
+                "connect=10.0.0.1/8:80",
+                RuleErrorKind::HostBits {
+                    text: "10.0.0.1/8".into(),
+                    suggestion: "10.0.0.0/8".into(),
+                },
+            ),
+            (
+                "connect=[2001:db8::1/32]:80",
+                RuleErrorKind::HostBits {
+                    text: "2001:db8::1/32".into(),
+                    suggestion: "[2001:db8::/32]".into(),
+                },
+            ),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(&parse_err(text), kind, "{text}");
+        }
+        for text in [
+            "connect=10.0.0.0/33:80",
+            "connect=[::/129]:80",
+            "connect=10.0.0/8:80",
+            "connect=10.0.0.0/x:80",
+            "connect=10.0.0.0/:80",
+            "connect=[1.2.3.4]:80",
+            "connect=[example.com]:80",
+        ] {
+            assert!(
+                matches!(parse_err(text), RuleErrorKind::BadCidr { .. }),
+                "{text}: {:?}",
+                parse_err(text)
+            );
+        }
+        for text in [
+            "connect=10.0.0.256:80",
+            "connect=1.2.3:80",
+            "connect=exa mple.com:80",
+            "connect=exa..com:80",
+            "connect=-bad.com:80",
+            "connect=a.*.com:80",
+            "connect=**.com:80",
+            "connect=bücher.de:80",
+            "connect=.:80",
+        ] {
+            assert!(
+                matches!(parse_err(text), RuleErrorKind::BadHost { .. }),
+                "{text}: {:?}",
+                parse_err(text)
+            );
+        }
+        let long_label = format!("connect={}.com:80", "a".repeat(64));
+        assert!(matches!(
+            parse_err(&long_label),
+            RuleErrorKind::BadHost { .. }
+        ));
+    }
+
+    // ----- serialisation --------------------------------------------------------------------
+
+    #[test]
+    fn serialises_for_audit_lines() {
+        let p = policy(&["connect=127.0.0.1:8080", "connect=example.com:443"]);
+        let json = serde_json::to_string(&p).expect("serialises");
+        assert_eq!(
+            json,
+            r#"{"rules":["connect=127.0.0.1:8080","connect=example.com:443"]}"#
+        );
+        let back: NetPolicy = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, p);
+
+        let allow = p.allows(NetOp::Connect, ip("127.0.0.1"), 8080);
+        assert_eq!(
+            serde_json::to_string(&allow).expect("serialises"),
+            r#"{"allowed":true,"op":"connect","ip":"127.0.0.1","port":8080,"rule":0,"matched":"connect=127.0.0.1:8080"}"#
+        );
+        let deny = p.allows_resolved(NetOp::Connect, "example.com", ip("::ffff:10.0.0.1"), 443);
+        assert_eq!(
+            serde_json::to_string(&deny).expect("serialises"),
+            r#"{"allowed":false,"op":"connect","name":"example.com","ip":"::ffff:10.0.0.1","port":443,"canonical_ip":"10.0.0.1","rule":null,"reason":{"special_range":"private"}}"#
+        );
+        assert!(serde_json::from_str::<NetPolicy>(r#"{"rules":["connect=x"]}"#).is_err());
+    }
+}
