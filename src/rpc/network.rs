@@ -551,10 +551,15 @@ fn write_policy(policy: &NetPolicy, out: net_policy::Builder<'_>) {
     for (i, rule) in rules.iter().enumerate() {
         let mut r = list.reborrow().get(i as u32);
         r.set_op(op_to_wire(rule.op));
+        // The `--net` spelling without IPv6 brackets: `127.0.0.1`, `::1`, `10.0.0.0/8`.
         let host = match &rule.target {
-            Target::Any => "*".to_string(),
-            Target::Host(name) => name.clone(),
-            Target::Cidr(net) => net.to_string(),
+            Target::Cidr(_) => rule
+                .target
+                .to_string()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            other => other.to_string(),
         };
         r.set_host(host.as_str());
         r.set_port_low(rule.ports.low);
