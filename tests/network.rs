@@ -269,9 +269,10 @@ fn connects_allowed_and_denied_on_both_paths_and_all_audited() {
         "std-no-dns", "localhost",
         "bad-grant",
         "max-sockets", "127.0.0.1", &a_s,
+        "listen-deny", "127.0.0.1", "0",       // a connect grant is not a listen grant
     ];
     let done = probe(&rules, Some(&audit), &checks);
-    done.assert_stderr_has("--- 18 passed, 0 failed");
+    done.assert_stderr_has("--- 19 passed, 0 failed");
 
     let lines = audit_lines(&audit);
     use serde_json::json;
@@ -340,7 +341,16 @@ fn connects_allowed_and_denied_on_both_paths_and_all_audited() {
             .filter(|l| l["allowed"] == false && l["via"] == via)
             .count()
     };
-    assert_eq!(denials("rpc"), 8);
+    assert_eq!(denials("rpc"), 9);
+    assert_audited(
+        &lines,
+        &[
+            ("op", json!("listen")),
+            ("ip", json!("127.0.0.1")),
+            ("port", json!(0)),
+            ("allowed", json!(false)),
+        ],
+    );
     assert_eq!(denials("wasi"), 2);
     for l in &lines {
         assert!(l["ts"].as_f64().unwrap() > 1.6e9, "{l}");
@@ -513,14 +523,14 @@ fn inetd_hands_each_connection_to_a_fresh_child() {
 }
 
 #[test]
-fn a_listener_closes_when_its_owner_exits() {
+fn listeners_close_with_their_owner_and_can_be_handed_to_a_child() {
     probe(
         &[
             "listen=127.0.0.1:0".to_string(),
             "connect=127.0.0.1:*".to_string(),
         ],
         None,
-        &["owner-exit"],
+        &["owner-exit", "pass-listener"],
     );
 }
 

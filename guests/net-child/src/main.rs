@@ -7,10 +7,12 @@
 //! - `no-grant`           `Session.network()` must fail with not-granted
 //! - `listen-once`        listen on 127.0.0.1:0, print `net-child: listening on ADDR`, accept
 //!   one connection, write "bye", close, exit
+//! - `accept-granted`     accept one connection on the listener in `Session.sockets()[0]`
+//!   (no Network needed), write "bye", close, exit
 
 use anyhow::{bail, Result};
-use cell_guest::net::{Network, Rule};
-use cell_guest::{log, ExitStatus, ProcessMode, StderrMode};
+use cell_guest::net::{Network, Rule, TcpListener};
+use cell_guest::{log, ExitStatus, ProcessMode, Socket, StderrMode};
 
 static NET_STD: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -125,6 +127,15 @@ fn main() {
                 );
             }
             Some("listen-once") => listen_once(&caps).await?,
+            Some("accept-granted") => {
+                let Some(Socket::TcpListener(l)) = caps.sockets().await?.into_iter().next() else {
+                    bail!("expected a TcpListener in Session.sockets()");
+                };
+                let (stream, peer) = TcpListener::new(l).accept().await?;
+                stream.bytes().write(b"bye").await?;
+                stream.bytes().close().await?;
+                log!("net-child: served {peer} on a granted listener");
+            }
             other => bail!("unknown mode {other:?}"),
         }
         if report.failed > 0 {

@@ -18,13 +18,16 @@
 //!   counted and at most the queue bound is kept (needs `udp=127.0.0.1:*`)
 //! - `max-sockets HOST PORT` connecting past the socket budget fails with `limit: max-sockets`
 //! - `bad-grant`             granting a guest-made Network to a child is refused (`bad-grant`)
+//! - `listen-deny ADDR PORT` `Network.listen` fails with `denied: …`
+//! - `pass-listener`         a listener this process opened, handed to a child in
+//!   `grants.sockets`, accepts for the child (needs `listen=127.0.0.1:0`, `connect=127.0.0.1:*`)
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use cell_guest::cell_capnp::network;
 use cell_guest::net::{Network, Rule};
-use cell_guest::{log, Caps, ExitStatus, ProcessMode, StderrMode};
+use cell_guest::{log, Caps, ExitStatus, ProcessMode, Socket, StderrMode};
 
 static NET_STD: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -195,6 +198,16 @@ impl Probe {
                 );
             }
             "owner-exit" => self.owner_exit().await?,
+            "pass-listener" => self.pass_listener().await?,
+            "listen-deny" => {
+                let (addr, port) = (next()?, next()?.parse::<u16>()?);
+                let r = self.network.listen(&addr, port, 4).await;
+                let e = err_text(&r);
+                self.report.check(
+                    e.contains("denied:"),
+                    format!("listen {addr}:{port} denied: {e}"),
+                );
+            }
             "udp" => self.udp().await?,
             "max-sockets" => {
                 let (host, port) = (next()?, next()?.parse::<u16>()?);
@@ -287,6 +300,36 @@ impl Probe {
         self.report.check(
             e.contains("connect-failed"),
             format!("listener closed with its owner: connect {addr}: {e}"),
+        );
+        Ok(())
+    }
+
+    async fn pass_listener(&mut self) -> Result<()> {
+        let listener = self.network.listen("127.0.0.1", 0, 4).await?;
+        let addr = listener.local_address().await?;
+        let child = self
+            .caps
+            .spawn(NET_CHILD)
+            .name("net-child")
+            .arg("accept-granted")
+            .grant_socket(Socket::TcpListener(listener.client().clone()))
+            .start()
+            .await?;
+        drop(listener);
+        let (host, port) = addr.rsplit_once(':').context("listen address")?;
+        let stream = self.network.connect(host, port.parse()?).await?;
+        let reply = stream.bytes().read_to_end().await?;
+        self.report.check(
+            reply == b"bye",
+            format!(
+                "child accepted on the granted listener {addr}: {:?}",
+                String::from_utf8_lossy(&reply)
+            ),
+        );
+        let status = child.wait().await?;
+        self.report.check(
+            status.success(),
+            format!("child with a granted listener {status}"),
         );
         Ok(())
     }
