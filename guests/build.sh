@@ -3,8 +3,11 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#            net-std net-fetch inetd-echo
 #   stage 2: child-echo                                         (embeds child-leaf)
+#            net-child                                          (embeds net-std)
 #   stage 3: relay pid0                                         (embed child-echo)
+#            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -16,9 +19,10 @@ build() {
     cargo build --release --target wasm32-wasip2 "$@"
 }
 
-build -p child-leaf -p child-trap -p child-garbage -p child-silent
-build -p child-echo
-build -p relay -p pid0
+build -p child-leaf -p child-trap -p child-garbage -p child-silent \
+    -p net-std -p net-fetch -p inetd-echo
+build -p child-echo -p net-child
+build -p relay -p pid0 -p inetd -p net-probe
 build -p scenarios
 
 ls -l target/wasm32-wasip2/release/*.wasm

@@ -4,6 +4,9 @@
 //! its parent names in `SpawnRequest.grants` (for pid0: what the operator names on the command
 //! line), and a parent can only pass on what it holds.
 
+use crate::net::policy::NetPolicy;
+use crate::rpc::network::SocketGrant;
+
 /// What one process may do through its `Session`.
 #[derive(Clone, Debug, Default)]
 pub struct Grants {
@@ -11,6 +14,11 @@ pub struct Grants {
     pub executor: bool,
     /// The operator's terminal as ByteStreams (`--tty`, pid0 only). Default: no.
     pub terminal: bool,
+    /// The network policy of its `Network`, applied to RPC sockets and to its own
+    /// `wasi:sockets` alike. Default: none — no sockets of any kind, no DNS.
+    pub network: Option<NetPolicy>,
+    /// Open sockets handed over by the parent (`Session.sockets`). Default: none.
+    pub sockets: Vec<SocketGrant>,
 }
 
 impl Grants {
@@ -22,6 +30,12 @@ impl Grants {
         }
         if self.terminal {
             names.push("terminal");
+        }
+        if self.network.is_some() {
+            names.push("network");
+        }
+        if !self.sockets.is_empty() {
+            names.push("sockets");
         }
         names
     }

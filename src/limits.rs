@@ -21,6 +21,19 @@ pub const COMPONENT_CACHE_ENTRIES: usize = 64;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How long the host waits for killed processes to unwind when the run ends.
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest single `TcpStream.write` the host accepts; a guest writes more in several calls.
+pub const NET_MAX_WRITE: usize = 1 << 20;
+/// Datagrams a `UdpSocket` keeps for its guest; more arriving while it is full are dropped and
+/// counted. With [`UDP_MAX_DATAGRAM`], at most 4 MiB per socket.
+pub const UDP_RECV_QUEUE: usize = 64;
+/// Largest UDP datagram sent or received (the IPv4 maximum payload, rounded up).
+pub const UDP_MAX_DATAGRAM: usize = 64 * 1024;
+/// Largest listen backlog a guest may ask for.
+pub const MAX_LISTEN_BACKLOG: u32 = 1024;
+/// Addresses of one resolved host name the host considers (and audits) per connect.
+pub const MAX_RESOLVED_ADDRS: usize = 16;
+/// How long one connection attempt of `Network.connect` may take.
+pub const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The limits one process runs under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,6 +56,8 @@ pub struct Limits {
     pub max_outstanding_calls: u32,
     /// Bytes of stderr kept for a child spawned with `stderr = capture`.
     pub stderr_capture_bytes: u64,
+    /// Sockets this process may hold open through RPC at once (streams, listeners, UDP).
+    pub max_sockets: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +73,7 @@ impl Default for Limits {
             max_message_bytes: 64 << 20,
             max_outstanding_calls: 1024,
             stderr_capture_bytes: 64 << 10,
+            max_sockets: 64,
         }
     }
 }

@@ -13,6 +13,8 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::CellEngine;
 use crate::limits::{Limits, MemoryLimiter};
+use crate::net::audit::Audit;
+use crate::net::policy::NetPolicy;
 use crate::status::ExitStatus;
 use crate::transport::{GuestInput, GuestOutput};
 
@@ -41,9 +43,16 @@ pub struct StoreSpec {
     pub stdout: GuestOutput,
     pub stderr: Box<dyn StdoutStream>,
     pub limits: Limits,
+    /// The process's pid, for audit records.
+    pub pid: u32,
+    /// Its network grant: `None` leaves `wasi:sockets` entirely disabled.
+    pub network: Option<NetPolicy>,
+    /// Where its `wasi:sockets` decisions are recorded.
+    pub audit: Audit,
 }
 
-/// Builds a store with no ambient authority: no preopens, no sockets, only the given env.
+/// Builds a store with no ambient authority: no preopens, only the given env, and sockets only
+/// within the network grant (see [`crate::net::wasi`]).
 pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> Store<ProcState> {
     let mut b = WasiCtxBuilder::new();
     b.args(&spec.argv)
@@ -53,6 +62,9 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> Store<ProcState> {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    if let Some(policy) = &spec.network {
+        crate::net::wasi::apply(&mut b, policy, spec.pid, spec.audit.clone());
+    }
     b.stderr(BoxedStdout(spec.stderr));
     let state = ProcState {
         wasi: b.build(),

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::engine::{CellEngine, EngineConfig, LoadError};
 use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
+use crate::net::audit::Audit;
 use crate::status::{ExitStatus, KilledBy};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 
@@ -41,6 +42,8 @@ pub struct RunConfig {
     pub grants: Grants,
     pub limits: Limits,
     pub engine: EngineConfig,
+    /// `--audit FILE`: network decisions as JSON lines.
+    pub audit: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -115,7 +118,12 @@ pub async fn run(
         source,
     })?;
     let engine = CellEngine::new(&config.engine)?;
-    let sup = Supervisor::new(engine);
+    let audit = match &config.audit {
+        Some(file) => Audit::to_file(file)
+            .map_err(|e| anyhow::anyhow!("cannot create the audit file {}: {e}", file.display()))?,
+        None => Audit::tracing_only(),
+    };
+    let sup = Supervisor::with_audit(engine, audit);
     let component = sup
         .engine()
         .load(Arc::from(bytes))

@@ -28,6 +28,7 @@ use crate::engine::{CellEngine, LoadError, LoadedComponent};
 use crate::grants::Grants;
 use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
+use crate::net::audit::Audit;
 use crate::process::{build_store, classify, ProcState, StoreSpec};
 use crate::rpc;
 use crate::status::{ExitStatus, KilledBy};
@@ -102,15 +103,28 @@ struct Inner {
     table: RefCell<ProcessTable>,
     /// The number of table entries, for waiting until a tree is gone.
     live: watch::Sender<usize>,
+    /// Where every process's network decisions are recorded.
+    audit: Audit,
 }
 
 impl Supervisor {
     pub fn new(engine: CellEngine) -> Self {
+        Self::with_audit(engine, Audit::tracing_only())
+    }
+
+    /// A supervisor recording network decisions to `audit`.
+    pub fn with_audit(engine: CellEngine, audit: Audit) -> Self {
         Supervisor(Rc::new(Inner {
             engine,
             table: RefCell::new(ProcessTable::default()),
             live: watch::channel(0).0,
+            audit,
         }))
+    }
+
+    /// The network audit sink of this run.
+    pub fn audit(&self) -> &Audit {
+        &self.0.audit
     }
 
     pub fn engine(&self) -> &CellEngine {
@@ -232,6 +246,9 @@ impl Supervisor {
                 stdout: stdout_w.into_guest(),
                 stderr: stderr_sink,
                 limits: limits.clone(),
+                pid,
+                network: spec.grants.network.clone(),
+                audit: self.0.audit.clone(),
             },
         );
         let connection = match spec.stdio {
@@ -244,6 +261,7 @@ impl Supervisor {
                     to_guest: stdin_w.into_host(),
                     max_message_bytes: limits.max_message_bytes,
                 },
+                limits.max_sockets,
             )),
             StdioMode::Plain => {
                 handle.plain = Some(PlainStdio {

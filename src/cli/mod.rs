@@ -62,7 +62,9 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn into_config(self) -> RunConfig {
         let limits = self.limits.into_limits();
+        let audit = self.grants.audit.clone();
         RunConfig {
+            audit,
             wasm: self.wasm,
             args: self.args,
             env: self.grants.env.clone(),

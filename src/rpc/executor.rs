@@ -10,6 +10,7 @@ use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as Wire
 use crate::grants::Grants;
 use crate::limits::LimitRequest;
 use crate::rpc::failed;
+use crate::rpc::network::{NetCaps, NetGrantRequest};
 use crate::rpc::process::ProcessServer;
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 use crate::table::Pid;
@@ -18,11 +19,13 @@ pub struct ExecutorServer {
     sup: Supervisor,
     /// The process this executor belongs to: the parent of everything it spawns.
     owner: Pid,
+    /// The owner's network context, to recognise the Network and sockets it grants.
+    net: NetCaps,
 }
 
 impl ExecutorServer {
-    pub fn new(sup: Supervisor, owner: Pid) -> Self {
-        ExecutorServer { sup, owner }
+    pub fn new(sup: Supervisor, owner: Pid, net: NetCaps) -> Self {
+        ExecutorServer { sup, owner, net }
     }
 }
 
@@ -53,7 +56,7 @@ fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
     let grants_in = req.get_grants()?;
     let grants = Grants {
         executor: grants_in.get_executor(),
-        terminal: false,
+        ..Grants::default()
     };
     let stderr = match req.get_stderr()? {
         WireStderr::Forward => StderrMode::Forward,
@@ -94,8 +97,15 @@ impl executor::Server for ExecutorServer {
         mut results: executor::SpawnResults,
     ) -> Result<(), capnp::Error> {
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
-        let args = read_request(params.get()?.get_request()?)?;
+        let request = params.get()?.get_request()?;
+        let mut args = read_request(request)?;
+        let net_grants = NetGrantRequest::read(request.get_grants()?)?;
         drop(params);
+        // The child's network is the policy of a Network this process was issued (a new server
+        // with the same policy is made for the child), never a guest-made object.
+        let (network, sockets) = self.net.resolve_grants(net_grants).await?;
+        args.spec.grants.network = network;
+        args.spec.grants.sockets = sockets;
         let handle = self
             .sup
             .spawn_child(self.owner, args.wasm, args.spec, &args.limits)

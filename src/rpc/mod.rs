@@ -5,9 +5,12 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod network;
 pub mod process;
 pub mod session;
 pub mod stream;
+pub mod tcp;
+pub mod udp;
 
 use std::fmt::Display;
 
@@ -43,8 +46,15 @@ impl Connection {
     }
 }
 
-/// Builds the RPC connection of process `pid`, bootstrapping its `Session`.
-pub fn serve(sup: Supervisor, pid: Pid, grants: Grants, transport: Transport) -> Connection {
+/// Builds the RPC connection of process `pid`, bootstrapping its `Session`. The process may hold
+/// `max_sockets` sockets open through RPC at once.
+pub fn serve(
+    sup: Supervisor,
+    pid: Pid,
+    grants: Grants,
+    transport: Transport,
+    max_sockets: u32,
+) -> Connection {
     let mut options = ReaderOptions::new();
     options
         .traversal_limit_in_words(Some(
@@ -57,8 +67,9 @@ pub fn serve(sup: Supervisor, pid: Pid, grants: Grants, transport: Transport) ->
         Side::Server,
         options,
     );
+    let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets);
     let session: crate::cell_capnp::session::Client =
-        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants));
+        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net));
     Connection {
         system: RpcSystem::new(Box::new(network), Some(session.client)),
     }

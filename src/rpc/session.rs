@@ -6,6 +6,7 @@ use crate::cell_capnp::session;
 use crate::grants::Grants;
 use crate::rpc::executor::ExecutorServer;
 use crate::rpc::failed;
+use crate::rpc::network::NetCaps;
 use crate::supervisor::Supervisor;
 use crate::table::Pid;
 
@@ -13,11 +14,18 @@ pub struct SessionServer {
     sup: Supervisor,
     pid: Pid,
     grants: Grants,
+    /// This connection's network context: issues (and later recognises) Network and sockets.
+    net: NetCaps,
 }
 
 impl SessionServer {
-    pub fn new(sup: Supervisor, pid: Pid, grants: Grants) -> Self {
-        SessionServer { sup, pid, grants }
+    pub fn new(sup: Supervisor, pid: Pid, grants: Grants, net: NetCaps) -> Self {
+        SessionServer {
+            sup,
+            pid,
+            grants,
+            net,
+        }
     }
 
     fn not_granted(what: &str) -> capnp::Error {
@@ -60,6 +68,7 @@ impl session::Server for SessionServer {
             .set_executor(capnp_rpc::new_client(ExecutorServer::new(
                 self.sup.clone(),
                 self.pid,
+                self.net.clone(),
             )));
         Ok(())
     }
@@ -67,9 +76,15 @@ impl session::Server for SessionServer {
     async fn network(
         self: Rc<Self>,
         _: session::NetworkParams,
-        _: session::NetworkResults,
+        mut results: session::NetworkResults,
     ) -> Result<(), capnp::Error> {
-        Err(Self::not_granted("network"))
+        let policy = self
+            .grants
+            .network
+            .clone()
+            .ok_or_else(|| Self::not_granted("network"))?;
+        results.get().set_network(self.net.network(policy));
+        Ok(())
     }
 
     async fn sockets(
@@ -77,7 +92,11 @@ impl session::Server for SessionServer {
         _: session::SocketsParams,
         mut results: session::SocketsResults,
     ) -> Result<(), capnp::Error> {
-        results.get().init_sockets(0);
+        let granted = &self.grants.sockets;
+        let mut list = results.get().init_sockets(granted.len() as u32);
+        for (i, grant) in granted.iter().enumerate() {
+            self.net.socket_client(grant, list.reborrow().get(i as u32));
+        }
         Ok(())
     }
 

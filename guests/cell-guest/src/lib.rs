@@ -24,6 +24,7 @@
 //!   std's `process::exit(n)` turns every non-zero code into 1 on wasm32-wasip2.
 
 mod caps;
+pub mod net;
 mod runtime;
 mod stdio;
 

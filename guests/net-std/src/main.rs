@@ -1,0 +1,89 @@
+//! net-std: an ordinary WASI program using plain `std::net`, with no cell SDK — to show that a
+//! guest's own `wasi:sockets` work inside exactly its network grant and nowhere else.
+//!
+//! It never touches stdout (as pid0, stdout is the RPC channel). Each mode prints one
+//! `net-std: …` line on stderr and exits 0 when the expectation held, 1 otherwise:
+//!
+//! - `connect ADDR MSG`  connect to ADDR (`ip:port`), send MSG, shut down the write half, and
+//!   expect MSG back (the test servers echo)
+//! - `deny ADDR`         expect the connect to ADDR to fail
+//! - `no-dns NAME`       expect resolving NAME to fail (no DNS in wasi:sockets)
+//! - `no-udp`            expect binding a UDP socket on 127.0.0.1 to fail
+//! - `listen`            listen on 127.0.0.1:0, print `net-std: listening on ADDR`, accept one
+//!   connection, echo it back uppercased, exit
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+
+fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "net-std: {line}");
+    let _ = err.flush();
+}
+
+fn round_trip(addr: &str, msg: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(msg.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+fn serve_once() -> std::io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    say(&format!("listening on {}", listener.local_addr()?));
+    let (mut s, peer) = listener.accept()?;
+    say(&format!("accepted {peer}"));
+    let mut data = Vec::new();
+    s.read_to_end(&mut data)?;
+    s.write_all(&data.to_ascii_uppercase())?;
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let arg = |i: usize| args.get(i).map(String::as_str).ok_or("missing argument");
+    match arg(1)? {
+        "connect" => {
+            let (addr, msg) = (arg(2)?, arg(3)?);
+            match round_trip(addr, msg) {
+                Ok(reply) if reply == msg => Ok(format!("round trip to {addr}: {reply}")),
+                Ok(reply) => Err(format!("{addr} answered {reply:?}, expected {msg:?}")),
+                Err(e) => Err(format!("connect {addr}: {e}")),
+            }
+        }
+        "deny" => {
+            let addr = arg(2)?;
+            match TcpStream::connect(addr) {
+                Ok(_) => Err(format!("connected to {addr}, which should be denied")),
+                Err(e) => Ok(format!("connect {addr} refused: {e}")),
+            }
+        }
+        "no-dns" => {
+            let name = arg(2)?;
+            match (name, 80).to_socket_addrs() {
+                Ok(addrs) => Err(format!("resolved {name}: {:?}", addrs.collect::<Vec<_>>())),
+                Err(e) => Ok(format!("no lookup of {name}: {e}")),
+            }
+        }
+        "no-udp" => match UdpSocket::bind("127.0.0.1:0") {
+            Ok(s) => Err(format!("bound UDP {:?}", s.local_addr())),
+            Err(e) => Ok(format!("no UDP: {e}")),
+        },
+        "listen" => serve_once()
+            .map(|()| "served one connection".to_string())
+            .map_err(|e| format!("listen: {e}")),
+        other => Err(format!("unknown mode {other:?}")),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match run(&args) {
+        Ok(line) => say(&format!("ok: {line}")),
+        Err(line) => {
+            say(&format!("fail: {line}"));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! `Network`: the capability to open sockets, scoped by a [`NetPolicy`].
+//!
+//! Every request is checked against the policy *before* any socket is created or any name is
+//! resolved, and every decision is audited ([`crate::net::audit`]). Denials fail with
+//! `denied: <decision>` (e.g. `denied: deny connect 10.0.0.1:80: private (RFC 1918) address not
+//! named by any rule`).
+//!
+//! Per connection (= per process) state lives in [`NetCaps`]: the capability server sets that
+//! let the host recognise a `Network` or socket it issued when a guest hands one back in
+//! `Executor.spawn` (a guest-made object implementing the interface is refused with
+//! `bad-grant: …`), and the process's socket budget (`max-sockets`).
+//!
+//! `restrict` yields `policy ∩ requested` ([`NetPolicy::intersect`]): a request for more than
+//! this Network allows is *clamped* (silently narrowed), never refused and never widened.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use capnp::capability::Rc as CapRc;
+use capnp_rpc::CapabilityServerSet;
+
+use crate::cell_capnp::NetOp as WireOp;
+use crate::cell_capnp::{
+    grants, net_policy, network, socket, tcp_listener, tcp_stream, udp_socket,
+};
+use crate::limits::{MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT};
+use crate::net::audit::{Audit, AuditEvent, Via};
+use crate::net::policy::{parse_rule, Decision, NetOp, NetPolicy, NetRule, Target};
+use crate::rpc::failed;
+use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
+use crate::rpc::udp::{UdpInner, UdpSocketServer};
+use crate::table::Pid;
+
+/// The reason text for a name that no rule lets the host resolve.
+pub const NO_NAME_RULES: &str = "no rule allows name lookups";
+
+/// How many capabilities may be issued between two sweeps of a server set's dead entries.
+const SET_GC_EVERY: u32 = 256;
+
+/// A capability server set that sweeps its dead (weak) entries now and then, so a long-running
+/// process that accepts many connections does not grow the set without bound.
+struct Issued<S, C: capnp::capability::FromServer<S>> {
+    set: RefCell<CapabilityServerSet<S, C>>,
+    since_gc: Cell<u32>,
+}
+
+impl<S, C> Issued<S, C>
+where
+    C: capnp::capability::FromServer<S> + capnp::capability::FromClientHook,
+{
+    fn new() -> Self {
+        Issued {
+            set: RefCell::new(CapabilityServerSet::new()),
+            since_gc: Cell::new(0),
+        }
+    }
+
+    fn issue(&self, server: S) -> C {
+        let mut set = self.set.borrow_mut();
+        let n = self.since_gc.get() + 1;
+        if n >= SET_GC_EVERY {
+            set.gc();
+            self.since_gc.set(0);
+        } else {
+            self.since_gc.set(n);
+        }
+        set.new_client(server)
+    }
+
+    /// The server behind `client` if this connection issued it. Resolves promises first; the
+    /// set is borrowed only for the synchronous lookup.
+    async fn recognise(&self, client: C) -> Option<Rc<S>> {
+        let resolved = capnp::capability::get_resolved_cap(client).await;
+        self.set.borrow().get_local_server_of_resolved(&resolved)
+    }
+}
+
+/// Counts the sockets a process holds open through RPC. Each socket holds a [`SocketPermit`]
+/// for as long as it is open; dropping the socket returns it.
+pub struct SocketBudget {
+    open: Rc<Cell<u32>>,
+    max: u32,
+}
+
+/// One slot of a [`SocketBudget`].
+pub struct SocketPermit {
+    open: Rc<Cell<u32>>,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+}
+
+impl SocketBudget {
+    fn new(max: u32) -> Self {
+        SocketBudget {
+            open: Rc::new(Cell::new(0)),
+            max,
+        }
+    }
+
+    /// A permit for one more socket, or `limit: max-sockets N reached`.
+    pub fn acquire(&self) -> Result<SocketPermit, capnp::Error> {
+        let open = self.open.get();
+        if open >= self.max {
+            return Err(failed("limit", format!("max-sockets {} reached", self.max)));
+        }
+        self.open.set(open + 1);
+        Ok(SocketPermit {
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// A socket handed from one process to another in `Grants.sockets`: the open socket itself,
+/// shared by every process that holds it, and closed when the last holder lets go (at the
+/// latest when the last holder exits).
+#[derive(Clone)]
+pub enum SocketGrant {
+    TcpStream(Rc<StreamInner>),
+    TcpListener(Rc<ListenerInner>),
+    UdpSocket(Rc<UdpInner>),
+}
+
+impl std::fmt::Debug for SocketGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketGrant::TcpStream(s) => write!(f, "TcpStream({})", s.peer),
+            SocketGrant::TcpListener(l) => write!(f, "TcpListener({})", l.local),
+            SocketGrant::UdpSocket(u) => write!(f, "UdpSocket({})", u.local),
+        }
+    }
+}
+
+/// The network side of one process's RPC connection: who it is, where decisions are audited,
+/// its socket budget, and the capabilities it was issued.
+#[derive(Clone)]
+pub struct NetCaps(Rc<NetCapsInner>);
+
+struct NetCapsInner {
+    pid: Pid,
+    audit: Audit,
+    budget: SocketBudget,
+    networks: Issued<NetworkServer, network::Client>,
+    streams: Issued<TcpStreamServer, tcp_stream::Client>,
+    listeners: Issued<TcpListenerServer, tcp_listener::Client>,
+    udp: Issued<UdpSocketServer, udp_socket::Client>,
+}
+
+impl NetCaps {
+    /// The network context of process `pid`, allowed `max_sockets` open RPC sockets.
+    pub fn new(pid: Pid, audit: Audit, max_sockets: u32) -> Self {
+        NetCaps(Rc::new(NetCapsInner {
+            pid,
+            audit,
+            budget: SocketBudget::new(max_sockets),
+            networks: Issued::new(),
+            streams: Issued::new(),
+            listeners: Issued::new(),
+            udp: Issued::new(),
+        }))
+    }
+
+    /// The process this context belongs to.
+    pub fn pid(&self) -> Pid {
+        self.0.pid
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &Audit {
+        &self.0.audit
+    }
+
+    /// Records a policy decision made for this process over RPC.
+    pub fn record(&self, decision: &Decision) {
+        self.0.audit.decision(self.0.pid, Via::Rpc, decision);
+    }
+
+    /// A slot for one more open socket.
+    pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
+        self.0.budget.acquire()
+    }
+
+    /// A new `Network` capability with `policy`, recognisable by this connection.
+    pub fn network(&self, policy: NetPolicy) -> network::Client {
+        self.0.networks.issue(NetworkServer {
+            policy: Rc::new(policy),
+            net: self.clone(),
+        })
+    }
+
+    /// A `TcpStream` capability for an open stream.
+    pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
+        self.0.streams.issue(TcpStreamServer::new(inner))
+    }
+
+    /// A `TcpListener` capability for an open listener; its accepted streams are issued here.
+    pub fn listener(&self, inner: Rc<ListenerInner>) -> tcp_listener::Client {
+        self.0
+            .listeners
+            .issue(TcpListenerServer::new(inner, self.clone()))
+    }
+
+    /// A `UdpSocket` capability for a bound socket.
+    pub fn udp(&self, inner: Rc<UdpInner>) -> udp_socket::Client {
+        self.0.udp.issue(UdpSocketServer::new(inner, self.clone()))
+    }
+
+    /// The capability for a socket handed to this process.
+    pub fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
+        match grant {
+            SocketGrant::TcpStream(s) => out.set_tcp_stream(self.stream(s.clone())),
+            SocketGrant::TcpListener(l) => out.set_tcp_listener(self.listener(l.clone())),
+            SocketGrant::UdpSocket(u) => out.set_udp_socket(self.udp(u.clone())),
+        }
+    }
+
+    /// The network part of a spawn request, resolved: the policy of the granted `Network` (which
+    /// must be one this connection issued) and the granted sockets (likewise).
+    ///
+    /// # Errors
+    /// `bad-grant: …` for a capability this host did not issue to this process.
+    pub async fn resolve_grants(
+        &self,
+        request: NetGrantRequest,
+    ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {
+        let network =
+            match request.network {
+                None => None,
+                Some(client) => {
+                    let server =
+                        self.0.networks.recognise(client).await.ok_or_else(|| {
+                            failed("bad-grant", "not a Network issued by this host")
+                        })?;
+                    Some(NetPolicy::clone(&server.policy))
+                }
+            };
+        let mut sockets = Vec::with_capacity(request.sockets.len());
+        for socket in request.sockets {
+            let grant = match socket {
+                WireSocket::TcpStream(c) => self
+                    .0
+                    .streams
+                    .recognise(c)
+                    .await
+                    .map(|s| SocketGrant::TcpStream(s.inner.clone())),
+                WireSocket::TcpListener(c) => self
+                    .0
+                    .listeners
+                    .recognise(c)
+                    .await
+                    .map(|l| SocketGrant::TcpListener(l.inner.clone())),
+                WireSocket::UdpSocket(c) => self
+                    .0
+                    .udp
+                    .recognise(c)
+                    .await
+                    .map(|u| SocketGrant::UdpSocket(u.inner.clone())),
+            };
+            sockets.push(
+                grant.ok_or_else(|| failed("bad-grant", "not a socket issued by this host"))?,
+            );
+        }
+        Ok((network, sockets))
+    }
+}
+
+enum WireSocket {
+    TcpStream(tcp_stream::Client),
+    TcpListener(tcp_listener::Client),
+    UdpSocket(udp_socket::Client),
+}
+
+/// The capabilities named in a spawn request's grants, copied out of the message so the
+/// request can be released before they are resolved.
+pub struct NetGrantRequest {
+    network: Option<network::Client>,
+    sockets: Vec<WireSocket>,
+}
+
+impl NetGrantRequest {
+    /// Reads `grants.network` (null = no network) and `grants.sockets`.
+    pub fn read(grants: grants::Reader<'_>) -> capnp::Result<Self> {
+        let network = if grants.has_network() {
+            Some(grants.get_network()?)
+        } else {
+            None
+        };
+        let mut sockets = Vec::new();
+        for s in grants.get_sockets()?.iter() {
+            use crate::cell_capnp::socket::Which;
+            sockets.push(match s.which()? {
+                Which::TcpStream(c) => WireSocket::TcpStream(c?),
+                Which::TcpListener(c) => WireSocket::TcpListener(c?),
+                Which::UdpSocket(c) => WireSocket::UdpSocket(c?),
+            });
+        }
+        Ok(NetGrantRequest { network, sockets })
+    }
+}
+
+/// The server of one `Network` capability.
+pub struct NetworkServer {
+    policy: Rc<NetPolicy>,
+    net: NetCaps,
+}
+
+/// An address as a guest writes it: `127.0.0.1`, `::1` or `[::1]`.
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    inner.parse().ok()
+}
+
+fn denied(decision: &Decision) -> capnp::Error {
+    failed("denied", decision)
+}
+
+impl NetworkServer {
+    /// Checks `op` on `ip:port`, audits, and fails with `denied: …` unless allowed.
+    fn check(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<(), capnp::Error> {
+        let decision = self.policy.allows(op, ip, port);
+        self.net.record(&decision);
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(denied(&decision))
+        }
+    }
+
+    /// The addresses `host:port` may be connected to, in the order to try them. For a name,
+    /// resolves it only if a name rule lets the host do so, and keeps only the resolved
+    /// addresses the policy allows.
+    async fn connect_targets(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, capnp::Error> {
+        if let Some(ip) = parse_ip(host) {
+            self.check(NetOp::Connect, ip, port)?;
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let deny_name = |reason: &str| {
+            self.net.audit().event(AuditEvent::denied(
+                self.net.pid(),
+                Via::Rpc,
+                "connect",
+                Some(host),
+                port,
+                reason,
+            ));
+            failed("denied", reason)
+        };
+        if !self.policy.has_name_rules(NetOp::Connect) {
+            return Err(deny_name(NO_NAME_RULES));
+        }
+        if !self.policy.allows_name(NetOp::Connect, host, port) {
+            return Err(deny_name(&format!(
+                "connect {host}:{port}: no rule allows this name and port"
+            )));
+        }
+        let resolved = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| failed("unresolvable", format!("{host}: {e}")))?;
+        let mut allowed = Vec::new();
+        let mut last = None;
+        for addr in resolved.take(MAX_RESOLVED_ADDRS) {
+            let decision = self
+                .policy
+                .allows_resolved(NetOp::Connect, host, addr.ip(), port);
+            self.net.record(&decision);
+            if decision.allowed {
+                allowed.push(addr);
+            } else {
+                last = Some(decision);
+            }
+        }
+        match (allowed.is_empty(), last) {
+            (false, _) => Ok(allowed),
+            (true, Some(decision)) => Err(denied(&decision)),
+            (true, None) => Err(failed("unresolvable", format!("{host}: no addresses"))),
+        }
+    }
+}
+
+async fn connect_any(targets: &[SocketAddr]) -> Result<tokio::net::TcpStream, capnp::Error> {
+    let mut last_err = None;
+    for addr in targets {
+        match tokio::time::timeout(NET_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
+        {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last_err = Some(format!("{addr}: {e}")),
+            Err(_) => last_err = Some(format!("{addr}: timed out")),
+        }
+    }
+    Err(failed(
+        "connect-failed",
+        last_err.unwrap_or_else(|| "no address to try".into()),
+    ))
+}
+
+impl network::Server for NetworkServer {
+    async fn connect(
+        self: CapRc<Self>,
+        params: network::ConnectParams,
+        mut results: network::ConnectResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let host = p.get_host()?.to_str()?.to_string();
+        let port = p.get_port();
+        drop(params);
+        // Policy first, then the budget, then (and only then) the network.
+        let targets = self.connect_targets(&host, port).await?;
+        let permit = self.net.acquire_socket()?;
+        let stream = connect_any(&targets).await?;
+        let inner = StreamInner::new(stream, permit).map_err(|e| failed("connect-failed", e))?;
+        results.get().set_stream(self.net.stream(Rc::new(inner)));
+        Ok(())
+    }
+
+    async fn listen(
+        self: CapRc<Self>,
+        params: network::ListenParams,
+        mut results: network::ListenResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let address = p.get_address()?.to_str()?;
+        let ip = parse_ip(address)
+            .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))?;
+        let port = p.get_port();
+        let backlog = p.get_backlog().clamp(1, MAX_LISTEN_BACKLOG);
+        drop(params);
+        self.check(NetOp::Listen, ip, port)?;
+        let permit = self.net.acquire_socket()?;
+        let inner = ListenerInner::bind(SocketAddr::new(ip, port), backlog, permit)
+            .map_err(|e| failed("listen-failed", e))?;
+        results
+            .get()
+            .set_listener(self.net.listener(Rc::new(inner)));
+        Ok(())
+    }
+
+    async fn bind_udp(
+        self: CapRc<Self>,
+        params: network::BindUdpParams,
+        mut results: network::BindUdpResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let address = p.get_address()?.to_str()?;
+        let ip = parse_ip(address)
+            .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))?;
+        let port = p.get_port();
+        drop(params);
+        self.check(NetOp::Udp, ip, port)?;
+        let permit = self.net.acquire_socket()?;
+        let inner = UdpInner::bind(SocketAddr::new(ip, port), self.policy.clone(), permit)
+            .await
+            .map_err(|e| failed("bind-failed", e))?;
+        results.get().set_socket(self.net.udp(inner));
+        Ok(())
+    }
+
+    async fn restrict(
+        self: CapRc<Self>,
+        params: network::RestrictParams,
+        mut results: network::RestrictResults,
+    ) -> Result<(), capnp::Error> {
+        let requested = read_policy(params.get()?.get_policy()?)?;
+        let narrowed = self.policy.intersect(&requested);
+        tracing::debug!(
+            target: "cell::audit",
+            pid = self.net.pid(),
+            "restrict: {} ∩ {} = {}",
+            self.policy,
+            requested,
+            narrowed
+        );
+        results.get().set_network(self.net.network(narrowed));
+        Ok(())
+    }
+
+    async fn policy(
+        self: CapRc<Self>,
+        _: network::PolicyParams,
+        mut results: network::PolicyResults,
+    ) -> Result<(), capnp::Error> {
+        write_policy(&self.policy, results.get().init_policy());
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Schema <-> policy
+// ------------------------------------------------------------------------------------------------
+
+fn op_from_wire(op: WireOp) -> NetOp {
+    match op {
+        WireOp::Connect => NetOp::Connect,
+        WireOp::Listen => NetOp::Listen,
+        WireOp::Udp => NetOp::Udp,
+    }
+}
+
+fn op_to_wire(op: NetOp) -> WireOp {
+    match op {
+        NetOp::Connect => WireOp::Connect,
+        NetOp::Listen => WireOp::Listen,
+        NetOp::Udp => WireOp::Udp,
+    }
+}
+
+/// A wire rule, validated exactly like a `--net` rule (by printing it in that syntax and
+/// parsing it), so both paths accept the same rules.
+///
+/// # Errors
+/// `bad-policy: …` naming the bad part.
+pub fn rule_from_wire(rule: crate::cell_capnp::net_rule::Reader<'_>) -> capnp::Result<NetRule> {
+    let op = op_from_wire(rule.get_op()?);
+    let host = rule.get_host()?.to_str()?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let (low, high) = (rule.get_port_low(), rule.get_port_high());
+    let ports = if low == high {
+        low.to_string()
+    } else {
+        format!("{low}-{high}")
+    };
+    parse_rule(&format!("{op}={host}:{ports}")).map_err(|e| failed("bad-policy", e))
+}
+
+fn read_policy(policy: net_policy::Reader<'_>) -> capnp::Result<NetPolicy> {
+    policy
+        .get_rules()?
+        .iter()
+        .map(rule_from_wire)
+        .collect::<capnp::Result<Vec<_>>>()
+        .map(NetPolicy::new)
+}
+
+fn write_policy(policy: &NetPolicy, out: net_policy::Builder<'_>) {
+    let rules = policy.rules();
+    let mut list = out.init_rules(rules.len() as u32);
+    for (i, rule) in rules.iter().enumerate() {
+        let mut r = list.reborrow().get(i as u32);
+        r.set_op(op_to_wire(rule.op));
+        // The `--net` spelling without IPv6 brackets: `127.0.0.1`, `::1`, `10.0.0.0/8`.
+        let host = match &rule.target {
+            Target::Cidr(_) => rule
+                .target
+                .to_string()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            other => other.to_string(),
+        };
+        r.set_host(host.as_str());
+        r.set_port_low(rule.ports.low);
+        r.set_port_high(rule.ports.high);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counts_and_refuses() {
+        let budget = SocketBudget::new(2);
+        let a = budget.acquire().unwrap();
+        let _b = budget.acquire().unwrap();
+        let err = budget.acquire().err().unwrap();
+        assert!(
+            err.to_string().contains("limit: max-sockets 2 reached"),
+            "{err}"
+        );
+        drop(a);
+        assert!(budget.acquire().is_ok());
+    }
+
+    #[test]
+    fn wire_rules_round_trip() {
+        let policy = NetPolicy::parse([
+            "connect=127.0.0.1:8080",
+            "connect=[::1]:443",
+            "connect=[2001:db8::/32]:1-1024",
+            "listen=127.0.0.1:0",
+            "udp=*:*",
+            "connect=*.example.com:443",
+        ])
+        .unwrap();
+        let mut message = capnp::message::Builder::new_default();
+        write_policy(&policy, message.init_root());
+        let reader = message
+            .get_root_as_reader::<net_policy::Reader<'_>>()
+            .unwrap();
+        assert_eq!(read_policy(reader).unwrap(), policy);
+    }
+
+    #[test]
+    fn parses_guest_addresses() {
+        assert_eq!(parse_ip("127.0.0.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(parse_ip("[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("::1"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("localhost"), None);
+    }
+}

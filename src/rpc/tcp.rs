@@ -1,0 +1,231 @@
+//! `TcpStream` and `TcpListener`: open TCP sockets as capabilities.
+//!
+//! The socket itself (`StreamInner`, `ListenerInner`) is shared by every process it was handed
+//! to (see `SocketGrant`) and closed when the last capability to it is dropped — at the latest
+//! when the last holder exits, because a process's capabilities live in its RPC connection,
+//! which is dropped when it ends. Each open socket holds one slot of the budget of the process
+//! that opened (or accepted) it.
+//!
+//! Bounds: a read returns at most [`MAX_READ_CHUNK`] bytes; a write carries at most
+//! [`NET_MAX_WRITE`] bytes and resolves only once the kernel took them (backpressure). Calls on
+//! one stream are served one at a time per direction, so at most one read buffer and one write
+//! buffer per stream are in flight.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use capnp::capability::Rc as CapRc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Mutex;
+
+use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
+use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
+use crate::rpc::failed;
+use crate::rpc::network::{NetCaps, SocketPermit};
+
+/// An open TCP connection.
+pub struct StreamInner {
+    reader: Mutex<OwnedReadHalf>,
+    writer: Mutex<OwnedWriteHalf>,
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    _permit: SocketPermit,
+}
+
+impl StreamInner {
+    /// Wraps a connected stream, holding `permit` until it is closed.
+    ///
+    /// # Errors
+    /// The stream's addresses cannot be read (it was already reset).
+    pub fn new(stream: TcpStream, permit: SocketPermit) -> std::io::Result<Self> {
+        let local = stream.local_addr()?;
+        let peer = stream.peer_addr()?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Ok(StreamInner {
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            local,
+            peer,
+            _permit: permit,
+        })
+    }
+}
+
+/// The server of one `TcpStream` capability.
+pub struct TcpStreamServer {
+    pub(crate) inner: Rc<StreamInner>,
+}
+
+impl TcpStreamServer {
+    pub fn new(inner: Rc<StreamInner>) -> Self {
+        TcpStreamServer { inner }
+    }
+}
+
+impl byte_stream::Server for TcpStreamServer {
+    async fn read(
+        self: CapRc<Self>,
+        params: byte_stream::ReadParams,
+        mut results: byte_stream::ReadResults,
+    ) -> Result<(), capnp::Error> {
+        let asked = params.get()?.get_max_bytes() as usize;
+        let max = if asked == 0 {
+            MAX_READ_CHUNK
+        } else {
+            asked.min(MAX_READ_CHUNK)
+        };
+        let mut buf = vec![0u8; max];
+        let n = self
+            .inner
+            .reader
+            .lock()
+            .await
+            .read(&mut buf)
+            .await
+            .map_err(|e| failed("io", e))?;
+        results.get().set_data(&buf[..n]);
+        Ok(())
+    }
+
+    async fn write(
+        self: CapRc<Self>,
+        params: byte_stream::WriteParams,
+        _: byte_stream::WriteResults,
+    ) -> Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?;
+        if data.len() > NET_MAX_WRITE {
+            return Err(failed(
+                "limit",
+                format!(
+                    "write of {} bytes exceeds the {NET_MAX_WRITE}-byte maximum",
+                    data.len()
+                ),
+            ));
+        }
+        self.inner
+            .writer
+            .lock()
+            .await
+            .write_all(data)
+            .await
+            .map_err(|e| failed("closed", e))
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: byte_stream::CloseParams,
+        _: byte_stream::CloseResults,
+    ) -> Result<(), capnp::Error> {
+        self.inner
+            .writer
+            .lock()
+            .await
+            .shutdown()
+            .await
+            .map_err(|e| failed("io", e))
+    }
+}
+
+impl tcp_stream::Server for TcpStreamServer {
+    async fn local_address(
+        self: CapRc<Self>,
+        _: tcp_stream::LocalAddressParams,
+        mut results: tcp_stream::LocalAddressResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_address(self.inner.local.to_string().as_str());
+        Ok(())
+    }
+
+    async fn peer_address(
+        self: CapRc<Self>,
+        _: tcp_stream::PeerAddressParams,
+        mut results: tcp_stream::PeerAddressResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_address(self.inner.peer.to_string().as_str());
+        Ok(())
+    }
+}
+
+/// A listening TCP socket.
+pub struct ListenerInner {
+    listener: TcpListener,
+    pub(crate) local: SocketAddr,
+    _permit: SocketPermit,
+}
+
+impl ListenerInner {
+    /// Binds and listens on `addr` (the policy was checked by the caller).
+    ///
+    /// # Errors
+    /// The bind or listen system call failed (address in use, not local, ...).
+    pub fn bind(addr: SocketAddr, backlog: u32, permit: SocketPermit) -> std::io::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(backlog)?;
+        let local = listener.local_addr()?;
+        Ok(ListenerInner {
+            listener,
+            local,
+            _permit: permit,
+        })
+    }
+}
+
+/// The server of one `TcpListener` capability; accepted streams count against, and are issued
+/// in, the connection of the process holding this capability.
+pub struct TcpListenerServer {
+    pub(crate) inner: Rc<ListenerInner>,
+    net: NetCaps,
+}
+
+impl TcpListenerServer {
+    pub fn new(inner: Rc<ListenerInner>, net: NetCaps) -> Self {
+        TcpListenerServer { inner, net }
+    }
+}
+
+impl tcp_listener::Server for TcpListenerServer {
+    async fn accept(
+        self: CapRc<Self>,
+        _: tcp_listener::AcceptParams,
+        mut results: tcp_listener::AcceptResults,
+    ) -> Result<(), capnp::Error> {
+        let (stream, peer) = self
+            .inner
+            .listener
+            .accept()
+            .await
+            .map_err(|e| failed("io", e))?;
+        // Over budget: the connection is closed (dropped) and the caller told why.
+        let permit = self.net.acquire_socket()?;
+        let inner = StreamInner::new(stream, permit).map_err(|e| failed("io", e))?;
+        tracing::debug!(target: "cell::audit", pid = self.net.pid(), "accept {peer} on {}", self.inner.local);
+        let mut r = results.get();
+        r.set_stream(self.net.stream(Rc::new(inner)));
+        r.set_peer(peer.to_string().as_str());
+        Ok(())
+    }
+
+    async fn local_address(
+        self: CapRc<Self>,
+        _: tcp_listener::LocalAddressParams,
+        mut results: tcp_listener::LocalAddressResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_address(self.inner.local.to_string().as_str());
+        Ok(())
+    }
+}
