@@ -3,7 +3,9 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#            hello upper tty-echo                               (embed nothing)
 #   stage 2: child-echo                                         (embeds child-leaf)
+#            pipe-pid0                                          (embeds upper)
 #   stage 3: relay pid0                                         (embed child-echo)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
@@ -16,8 +18,8 @@ build() {
     cargo build --release --target wasm32-wasip2 "$@"
 }
 
-build -p child-leaf -p child-trap -p child-garbage -p child-silent
-build -p child-echo
+build -p child-leaf -p child-trap -p child-garbage -p child-silent -p hello -p upper -p tty-echo
+build -p child-echo -p pipe-pid0
 build -p relay -p pid0
 build -p scenarios
 

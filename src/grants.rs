@@ -3,6 +3,11 @@
 //! Deny by default, said once: `Grants::default()` grants nothing. A process receives only what
 //! its parent names in `SpawnRequest.grants` (for pid0: what the operator names on the command
 //! line), and a parent can only pass on what it holds.
+//!
+//! Directories ([`DirGrant`]) are granted by the operator to pid0 only: `SpawnRequest` has no
+//! field for them, so children never see a host directory.
+
+use std::path::PathBuf;
 
 /// What one process may do through its `Session`.
 #[derive(Clone, Debug, Default)]
@@ -11,6 +16,21 @@ pub struct Grants {
     pub executor: bool,
     /// The operator's terminal as ByteStreams (`--tty`, pid0 only). Default: no.
     pub terminal: bool,
+    /// Host directories preopened in the process's WASI filesystem (`--dir`, `--dir-rw`; pid0
+    /// only). Default: none.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// One host directory made visible to a guest through a WASI preopen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The name the guest opens it by (its preopen path).
+    pub guest: String,
+    /// Whether the guest may create, change and delete files under it. Otherwise it may only
+    /// read.
+    pub writable: bool,
 }
 
 impl Grants {
@@ -22,6 +42,9 @@ impl Grants {
         }
         if self.terminal {
             names.push("terminal");
+        }
+        if !self.dirs.is_empty() {
+            names.push("dirs");
         }
         names
     }
