@@ -68,8 +68,11 @@ pub fn inspect(engine: &CellEngine, file: &str, bytes: &[u8]) -> Result<Inspecti
             provided: None,
         })
         .collect();
-    let imports_interface =
-        |iface: &str| imports.iter().any(|i| i.name.starts_with(iface) && i.kind == "instance");
+    let imports_interface = |iface: &str| {
+        imports
+            .iter()
+            .any(|i| i.name.starts_with(iface) && i.kind == "instance")
+    };
     let rpc_guest = imports_interface("wasi:cli/stdin@")
         && imports_interface("wasi:cli/stdout@")
         && contains(bytes, SDK_MARKER);
@@ -77,7 +80,9 @@ pub fn inspect(engine: &CellEngine, file: &str, bytes: &[u8]) -> Result<Inspecti
         file: file.to_string(),
         size: bytes.len() as u64,
         sha256: ContentHash::of(bytes).to_string(),
-        command: exports.iter().any(|e| e.name.starts_with("wasi:cli/run@0.2.")),
+        command: exports
+            .iter()
+            .any(|e| e.name.starts_with("wasi:cli/run@0.2.")),
         rpc_guest,
         missing_import: missing_import(wt, &component),
         imports,

@@ -113,7 +113,10 @@ mod tests {
         let tmp = std::env::temp_dir();
         let host = tmp.to_str().unwrap();
         let g = parse_dir(&format!("{host}::/data"), false).unwrap();
-        assert_eq!((g.host.as_path(), g.guest.as_str()), (tmp.as_path(), "/data"));
+        assert_eq!(
+            (g.host.as_path(), g.guest.as_str()),
+            (tmp.as_path(), "/data")
+        );
         let g = parse_dir(host, true).unwrap();
         assert_eq!(g.guest, host);
         assert!(g.writable);

@@ -92,8 +92,12 @@ impl session::Server for SessionServer {
         }
         let host = self.sup.host_stdio();
         let mut out = results.get();
-        out.set_input(capnp_rpc::new_client(ByteStreamServer::reader(host.input())));
-        out.set_output(capnp_rpc::new_client(ByteStreamServer::writer(host.output())));
+        out.set_input(capnp_rpc::new_client(ByteStreamServer::reader(
+            host.input(),
+        )));
+        out.set_output(capnp_rpc::new_client(ByteStreamServer::writer(
+            host.output(),
+        )));
         Ok(())
     }
 }
