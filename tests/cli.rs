@@ -519,7 +519,7 @@ fn inspect_bad_files() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Exit codes of `cell` itself (124, 137, 130 and 143 are produced by the limits tests).
+// Exit codes of `cell` itself (124 and 137 are produced by the limits tests).
 
 #[test]
 fn exit_code_125_for_a_bad_flag() {
@@ -570,6 +570,53 @@ fn exit_code_134_for_a_trap_and_pid0_codes_pass_through() {
     // An RPC pid0's own code, exactly.
     finish(cell_run(&guest("child-silent"), &["3"])).assert_code(3);
     finish(cell_run(&guest("child-silent"), &["0"])).assert_code(0);
+}
+
+/// Starts `hello cat` in plain mode, waits until it echoed a line (so cell is serving it and
+/// its signal handlers are installed), sends `signal`, and returns how cell ended.
+fn stopped_by(signal: &str) -> Finished {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut child = hello(&[], &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping\n").unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    drop(stdin);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Finished {
+        code,
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+#[test]
+fn exit_codes_130_and_143_for_signals_to_cell() {
+    stopped_by("-INT")
+        .assert_code(130)
+        .assert_stderr_has("cell: stopped by signal 2");
+    stopped_by("-TERM")
+        .assert_code(143)
+        .assert_stderr_has("cell: stopped by signal 15");
 }
 
 // ---------------------------------------------------------------------------------------------

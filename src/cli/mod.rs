@@ -74,7 +74,7 @@ Exit status:
   127  the file cannot be read
   134  pid0 trapped, ran out of memory or fuel, or broke its RPC channel
   137  pid0 was killed (other than by a signal to cell)
-  130  cell got SIGINT (128+2); 143: SIGTERM (128+15)")]
+  130  cell was stopped by SIGINT (128+2), 143 by SIGTERM (128+15)")]
 pub struct RunArgs {
     /// Run an ordinary WASI program (no RPC): its stdin, stdout and stderr are cell's own,
     /// as with `wasmtime run`.
