@@ -160,7 +160,7 @@ impl CellEngine {
     }
 
     /// Compiles bytes on the calling thread (through the disk cache, when enabled), without
-    /// linking: for `cell compile` and `cell inspect`, which must not need a runtime.
+    /// linking: for `cell compile` and `cell inspect`, which run no guest.
     ///
     /// # Errors
     /// [`LoadError::NotWasm`], [`LoadError::CoreModule`] or [`LoadError::Invalid`].

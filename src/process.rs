@@ -130,14 +130,12 @@ pub fn classify(outcome: wasmtime::Result<Result<(), ()>>, store: &Store<ProcSta
         Ok(Err(())) => return ExitStatus::Exited(1),
         Err(e) => e,
     };
-    if err.downcast_ref::<I32Exit>().is_none() {
-        // The one-line status is what the operator sees; the whole story (with the wasm
-        // backtrace) only with -v.
-        tracing::info!(target: "cell::proc", "guest failed: {err:?}");
-    }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return ExitStatus::Exited(exit.0);
     }
+    // The one-line status is what the operator sees; the whole story (with the wasm backtrace)
+    // only with -v.
+    tracing::info!(target: "cell::proc", "guest failed: {err:?}");
     if store.data().limiter.hit() {
         // The guest was refused memory and then died: that refusal is the cause.
         return ExitStatus::OutOfMemory;
