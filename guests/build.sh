@@ -3,9 +3,10 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
-#            net-std net-fetch inetd-echo
+#            net-std net-fetch inetd-echo hello upper tty-echo
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
+#            pipe-pid0                                          (embeds upper)
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
@@ -20,8 +21,8 @@ build() {
 }
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent \
-    -p net-std -p net-fetch -p inetd-echo
-build -p child-echo -p net-child
+    -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo
+build -p child-echo -p net-child -p pipe-pid0
 build -p relay -p pid0 -p inetd -p net-probe
 build -p scenarios
 

@@ -94,6 +94,8 @@ pub struct CellEngine {
     engine: Engine,
     linker: Linker<ProcState>,
     cache: RefCell<ComponentCache>,
+    /// wasmtime's on-disk cache, when enabled (kept to read its hit/miss counters).
+    disk_cache: Option<wasmtime::Cache>,
     _ticker: EpochTicker,
 }
 
@@ -109,6 +111,7 @@ impl CellEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(cfg.fuel);
+        let mut disk_cache = None;
         if let Some(dir) = &cfg.cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating cache directory {}", dir.display()))?;
@@ -116,7 +119,8 @@ impl CellEngine {
             cache_cfg.with_directory(dir);
             let cache = wasmtime::Cache::new(cache_cfg)
                 .map_err(|e| anyhow::anyhow!("opening compile cache in {}: {e}", dir.display()))?;
-            config.cache(Some(cache));
+            config.cache(Some(cache.clone()));
+            disk_cache = Some(cache);
         }
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e}"))?;
@@ -130,6 +134,7 @@ impl CellEngine {
             engine,
             linker,
             cache: RefCell::new(ComponentCache::default()),
+            disk_cache,
         })
     }
 
@@ -140,6 +145,28 @@ impl CellEngine {
     /// Components compiled (or loaded from the disk cache) so far in this run.
     pub fn compiled_count(&self) -> u64 {
         self.cache.borrow().compiled
+    }
+
+    /// What wasmtime's on-disk compile cache did so far: hits are compilations avoided.
+    pub fn compile_cache_stats(&self) -> crate::report::CompileCacheStats {
+        match &self.disk_cache {
+            Some(c) => crate::report::CompileCacheStats {
+                enabled: true,
+                hits: c.cache_hits() as u64,
+                misses: c.cache_misses() as u64,
+            },
+            None => crate::report::CompileCacheStats::default(),
+        }
+    }
+
+    /// Compiles bytes on the calling thread (through the disk cache, when enabled), without
+    /// linking: for `cell compile` and `cell inspect`, which run no guest.
+    ///
+    /// # Errors
+    /// [`LoadError::NotWasm`], [`LoadError::CoreModule`] or [`LoadError::Invalid`].
+    pub fn compile_blocking(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        check_header(bytes)?;
+        Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
     }
 
     /// Turns bytes into a runnable component, compiling at most once per content hash.
@@ -210,7 +237,8 @@ pub fn missing_import(engine: &Engine, component: &Component) -> Option<String> 
         .find(|name| !is_provided(name))
 }
 
-fn is_provided(import: &str) -> bool {
+/// Whether cell links `import` (a name like `wasi:cli/stdin@0.2.6`).
+pub fn is_provided(import: &str) -> bool {
     let (path, version) = import.split_once('@').unwrap_or((import, ""));
     let package = path.split('/').next().unwrap_or(path);
     PROVIDED_PACKAGES.contains(&package) && (version.is_empty() || version.starts_with("0.2."))

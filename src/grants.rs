@@ -3,6 +3,11 @@
 //! Deny by default, said once: `Grants::default()` grants nothing. A process receives only what
 //! its parent names in `SpawnRequest.grants` (for pid0: what the operator names on the command
 //! line), and a parent can only pass on what it holds.
+//!
+//! Directories ([`DirGrant`]) are granted by the operator to pid0 only: `SpawnRequest` has no
+//! field for them, so children never see a host directory.
+
+use std::path::PathBuf;
 
 use crate::net::policy::NetPolicy;
 use crate::rpc::network::SocketGrant;
@@ -19,6 +24,21 @@ pub struct Grants {
     pub network: Option<NetPolicy>,
     /// Open sockets handed over by the parent (`Session.sockets`). Default: none.
     pub sockets: Vec<SocketGrant>,
+    /// Host directories preopened in the process's WASI filesystem (`--dir`, `--dir-rw`; pid0
+    /// only). Default: none.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// One host directory made visible to a guest through a WASI preopen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The name the guest opens it by (its preopen path).
+    pub guest: String,
+    /// Whether the guest may create, change and delete files under it. Otherwise it may only
+    /// read.
+    pub writable: bool,
 }
 
 impl Grants {
@@ -36,6 +56,9 @@ impl Grants {
         }
         if !self.sockets.is_empty() {
             names.push("sockets");
+        }
+        if !self.dirs.is_empty() {
+            names.push("dirs");
         }
         names
     }

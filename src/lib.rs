@@ -14,20 +14,27 @@
 //! - [`handle`]: `ProcessHandle`, the shared face of one process (status, kill, stdio ends).
 //! - [`process`]: one process's store: building it from grants/limits, classifying outcomes.
 //! - [`grants`]: what a process may do; deny by default.
+//! - [`hoststdio`]: the host's own stdin/stdout lent to a guest (plain pid0, `--tty`), through
+//!   plain threads.
 //! - [`net`]: network policy (`NetPolicy`: deny by default, special ranges, attenuation).
 //! - [`limits`]: per-process limits, how children's derive from parents', fixed buffer bounds.
 //! - [`status`]: `ExitStatus`, how a process ended.
 //! - [`transport`]: bounded in-memory pipes between guest stdio and the host.
 //! - [`stderr`]: where a child's stderr goes (forwarded, captured, discarded).
+//! - [`report`]: the JSON run report (`--report`) and what the supervisor records for it.
+//! - [`inspect`]: `cell inspect`: what a component imports and exports.
 //! - [`rpc`]: the capability servers, one file each, and the per-process RPC connection.
 
 pub mod cli;
 pub mod engine;
 pub mod grants;
 pub mod handle;
+pub mod hoststdio;
+pub mod inspect;
 pub mod limits;
 pub mod net;
 pub mod process;
+pub mod report;
 pub mod rpc;
 pub mod run;
 pub mod status;

@@ -19,6 +19,8 @@ pub const STDERR_LINE_MAX: usize = 4 * 1024;
 pub const COMPONENT_CACHE_ENTRIES: usize = 64;
 /// Epoch tick: how often a running guest yields to its siblings and checks for kills.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How many ended processes the run report lists; later ones are only counted.
+pub const PROCESS_HISTORY: usize = 10_000;
 /// How long the host waits for killed processes to unwind when the run ends.
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest single `TcpStream.write` the host accepts; a guest writes more in several calls.
@@ -140,6 +142,8 @@ fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 pub struct MemoryLimiter {
     limit: usize,
     used: usize,
+    /// The largest `used` has been (for the run report).
+    peak: usize,
     hit: bool,
 }
 
@@ -151,6 +155,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
+            peak: 0,
             hit: false,
         }
     }
@@ -165,6 +170,11 @@ impl MemoryLimiter {
         self.used
     }
 
+    /// The most bytes in use at any one time so far.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
     fn grow(&mut self, current: usize, desired: usize) -> bool {
         let next = self.used.saturating_sub(current).saturating_add(desired);
         if next > self.limit {
@@ -172,6 +182,7 @@ impl MemoryLimiter {
             return false;
         }
         self.used = next;
+        self.peak = self.peak.max(next);
         true
     }
 }

@@ -7,22 +7,44 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
-use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::CellEngine;
+use crate::grants::DirGrant;
 use crate::limits::{Limits, MemoryLimiter};
 use crate::net::audit::Audit;
 use crate::net::policy::NetPolicy;
 use crate::status::ExitStatus;
-use crate::transport::{GuestInput, GuestOutput};
 
 /// The data of one process's store.
 pub struct ProcState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The fuel the store started with, when metered (to report how much was used).
+    fuel_budget: Option<u64>,
+}
+
+/// What a process used, read from its store when it ends (for the run report).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// The most linear memory and table bytes it held at once.
+    pub peak_memory: u64,
+    /// Fuel consumed, when metered.
+    pub fuel_used: Option<u64>,
+}
+
+/// What `store` used so far.
+pub fn usage(store: &Store<ProcState>) -> Usage {
+    let state = store.data();
+    Usage {
+        peak_memory: state.limiter.peak() as u64,
+        fuel_used: state
+            .fuel_budget
+            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+    }
 }
 
 impl WasiView for ProcState {
@@ -39,9 +61,11 @@ pub struct StoreSpec {
     /// argv[0] followed by the arguments.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub stdin: GuestInput,
-    pub stdout: GuestOutput,
+    pub stdin: Box<dyn StdinStream>,
+    pub stdout: Box<dyn StdoutStream>,
     pub stderr: Box<dyn StdoutStream>,
+    /// Host directories preopened for the guest (pid0's `--dir`/`--dir-rw`); empty for others.
+    pub dirs: Vec<DirGrant>,
     pub limits: Limits,
     /// The process's pid, for audit records.
     pub pid: u32,
@@ -51,25 +75,38 @@ pub struct StoreSpec {
     pub audit: Audit,
 }
 
-/// Builds a store with no ambient authority: no preopens, only the given env, and sockets only
-/// within the network grant (see [`crate::net::wasi`]).
-pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> Store<ProcState> {
+/// Builds a store with no ambient authority: only the given env, only the preopens in
+/// `spec.dirs`, and sockets only within the network grant (see [`crate::net::wasi`]).
+///
+/// # Errors
+/// A granted directory cannot be opened (it vanished since the command line was checked).
+pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store<ProcState>> {
     let mut b = WasiCtxBuilder::new();
     b.args(&spec.argv)
         .envs(&spec.env)
-        .stdin(spec.stdin)
-        .stdout(spec.stdout)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
     if let Some(policy) = &spec.network {
         crate::net::wasi::apply(&mut b, policy, spec.pid, spec.audit.clone());
     }
+    b.stdin(BoxedStdin(spec.stdin));
+    b.stdout(BoxedStdout(spec.stdout));
     b.stderr(BoxedStdout(spec.stderr));
+    for dir in &spec.dirs {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        b.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.host.display()))?;
+    }
     let state = ProcState {
         wasi: b.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.limits.max_memory),
+        fuel_budget: spec.limits.fuel,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -82,7 +119,7 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> Store<ProcState> {
         // ignored.
         let _ = store.set_fuel(fuel);
     }
-    store
+    Ok(store)
 }
 
 /// Instantiates the component in `store` and runs its `wasi:cli/run` export to completion.
@@ -107,6 +144,9 @@ pub fn classify(outcome: wasmtime::Result<Result<(), ()>>, store: &Store<ProcSta
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return ExitStatus::Exited(exit.0);
     }
+    // The one-line status is what the operator sees; the whole story (with the wasm backtrace)
+    // only with -v.
+    tracing::info!(target: "cell::proc", "guest failed: {err:?}");
     if store.data().limiter.hit() {
         // The guest was refused memory and then died: that refusal is the cause.
         return ExitStatus::OutOfMemory;
@@ -135,6 +175,24 @@ fn describe_trap(trap: &Trap, err: &wasmtime::Error) -> String {
 
 fn one_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// Adapts a boxed stdin stream to the `impl StdinStream` the WASI builder takes.
+struct BoxedStdin(Box<dyn StdinStream>);
+
+impl wasmtime_wasi::cli::IsTerminal for BoxedStdin {
+    fn is_terminal(&self) -> bool {
+        self.0.is_terminal()
+    }
+}
+
+impl StdinStream for BoxedStdin {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi_io::streams::InputStream> {
+        self.0.p2_stream()
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.0.async_stream()
+    }
 }
 
 /// Adapts a boxed stdout stream to the `impl StdoutStream` the WASI builder takes.

@@ -12,6 +12,7 @@ use crate::engine::{CellEngine, EngineConfig, LoadError};
 use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
+use crate::report::{Report, SCHEMA};
 use crate::status::{ExitStatus, KilledBy};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 
@@ -44,6 +45,8 @@ pub struct RunConfig {
     pub engine: EngineConfig,
     /// `--audit FILE`: network decisions as JSON lines.
     pub audit: Option<PathBuf>,
+    /// Run an ordinary WASI program with the host's stdio instead of a cell guest over RPC.
+    pub plain: bool,
 }
 
 /// How a run ended.
@@ -54,6 +57,8 @@ pub struct RunOutcome {
     pub signal: Option<i32>,
     /// Components compiled (not found in the in-memory cache) during the run.
     pub compiled: u64,
+    /// Everything `--report` writes.
+    pub report: Report,
 }
 
 impl RunOutcome {
@@ -112,6 +117,7 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = i32>,
 ) -> Result<RunOutcome, RunError> {
+    let started = std::time::Instant::now();
     let path = config.wasm.clone();
     let bytes = std::fs::read(&path).map_err(|source| RunError::Read {
         path: path.clone(),
@@ -132,13 +138,18 @@ pub async fn run(
             path: path.clone(),
             source,
         })?;
+    let sha256 = component.hash.to_string();
     let spec = ProcessSpec {
         name: program_name(&path),
         args: config.args,
         env: config.env,
         grants: config.grants,
         stderr: StderrMode::Inherit,
-        stdio: StdioMode::Rpc,
+        stdio: if config.plain {
+            StdioMode::Host
+        } else {
+            StdioMode::Rpc
+        },
     };
     let pid0 = sup
         .spawn_root(component, spec, config.limits)
@@ -160,11 +171,34 @@ pub async fn run(
     if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
     }
-    Ok(RunOutcome {
-        status,
+    // Everything pid0 wrote to the host's stdout is out before cell says anything more.
+    sup.host_stdio().finish(TEARDOWN_GRACE);
+    let compiled = sup.engine().compiled_count();
+    let mut outcome = RunOutcome {
+        status: status.clone(),
         signal,
-        compiled: sup.engine().compiled_count(),
-    })
+        compiled,
+        report: {
+            let stats = sup.stats();
+            Report {
+                schema: SCHEMA,
+                wasm: path.display().to_string(),
+                sha256,
+                mode: if config.plain { "plain" } else { "rpc" },
+                exit_code: 0,
+                pid0: status,
+                signal,
+                wall_ms: started.elapsed().as_millis() as u64,
+                processes: stats.processes().cloned().collect(),
+                processes_not_listed: stats.not_listed(),
+                compile_cache: sup.engine().compile_cache_stats(),
+                components_compiled: compiled,
+                network: stats.network(),
+            }
+        },
+    };
+    outcome.report.exit_code = outcome.exit_code();
+    Ok(outcome)
 }
 
 /// argv[0] for pid0: the file name, as a shell would pass it.

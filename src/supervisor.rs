@@ -23,13 +23,16 @@ use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 use wasmtime::Store;
+use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 
 use crate::engine::{CellEngine, LoadError, LoadedComponent};
 use crate::grants::Grants;
 use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
+use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
-use crate::process::{build_store, classify, ProcState, StoreSpec};
+use crate::process::{build_store, classify, usage, ProcState, StoreSpec, Usage};
+use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
@@ -55,6 +58,8 @@ pub enum StdioMode {
     Rpc,
     /// Plain byte streams, exposed on its `Process` capability.
     Plain,
+    /// The host's own stdin/stdout (`cell run --plain`: an ordinary WASI program as pid0).
+    Host,
 }
 
 /// What a new process is, apart from its code.
@@ -80,6 +85,8 @@ pub enum SpawnError {
     Dead(Pid),
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    #[error("{0}")]
+    Grant(String),
 }
 
 impl SpawnError {
@@ -91,6 +98,7 @@ impl SpawnError {
             SpawnError::Limit(_) => "limit",
             SpawnError::Dead(_) => "dead",
             SpawnError::Instantiate(_) => "instantiate",
+            SpawnError::Grant(_) => "grant",
         }
     }
 }
@@ -105,6 +113,10 @@ struct Inner {
     live: watch::Sender<usize>,
     /// Where every process's network decisions are recorded.
     audit: Audit,
+    /// Facts recorded for the run report.
+    stats: RefCell<RunStats>,
+    /// The host's own stdin/stdout, lent to a plain pid0 or through `Session.terminal`.
+    host_stdio: HostStdio,
 }
 
 impl Supervisor {
@@ -119,12 +131,29 @@ impl Supervisor {
             table: RefCell::new(ProcessTable::default()),
             live: watch::channel(0).0,
             audit,
+            stats: RefCell::new(RunStats::default()),
+            host_stdio: HostStdio::default(),
         }))
     }
 
     /// The network audit sink of this run.
     pub fn audit(&self) -> &Audit {
         &self.0.audit
+    }
+
+    /// What was recorded about the run so far.
+    pub fn stats(&self) -> std::cell::Ref<'_, RunStats> {
+        self.0.stats.borrow()
+    }
+
+    /// Counts one network decision for the run report.
+    pub fn count_network(&self, allowed: bool) {
+        self.0.stats.borrow_mut().count_network(allowed);
+    }
+
+    /// The host's own stdin/stdout (for a plain pid0 and the terminal capability).
+    pub fn host_stdio(&self) -> &HostStdio {
+        &self.0.host_stdio
     }
 
     pub fn engine(&self) -> &CellEngine {
@@ -237,20 +266,32 @@ impl Supervisor {
         };
         let mut argv = vec![spec.name.clone()];
         argv.extend(spec.args.iter().cloned());
+        let (stdin, stdout): (Box<dyn StdinStream>, Box<dyn StdoutStream>) = match spec.stdio {
+            StdioMode::Host => (
+                Box::new(self.0.host_stdio.guest_stdin()),
+                Box::new(self.0.host_stdio.guest_stdout()),
+            ),
+            StdioMode::Rpc | StdioMode::Plain => (
+                Box::new(stdin_r.clone().into_guest()),
+                Box::new(stdout_w.clone().into_guest()),
+            ),
+        };
         let store = build_store(
             &self.0.engine,
             StoreSpec {
                 argv,
                 env: spec.env.clone(),
-                stdin: stdin_r.into_guest(),
-                stdout: stdout_w.into_guest(),
+                stdin,
+                stdout,
                 stderr: stderr_sink,
+                dirs: spec.grants.dirs.clone(),
                 limits: limits.clone(),
                 pid,
                 network: spec.grants.network.clone(),
                 audit: self.0.audit.clone(),
             },
-        );
+        )
+        .map_err(|e| SpawnError::Grant(format!("{e:#}")))?;
         let connection = match spec.stdio {
             StdioMode::Rpc => Some(rpc::serve(
                 self.clone(),
@@ -270,6 +311,7 @@ impl Supervisor {
                 });
                 None
             }
+            StdioMode::Host => None,
         };
         let handle = Rc::new(handle);
         let timeout = limits.timeout;
@@ -296,8 +338,9 @@ impl Supervisor {
     }
 
     /// Records that a process ended, terminates its children, and reaps what can be reaped.
-    fn finish(&self, handle: &ProcessHandle, status: ExitStatus) {
+    fn finish(&self, handle: &ProcessHandle, status: ExitStatus, usage: Usage) {
         tracing::info!(target: "cell::proc", pid = handle.pid, %status, "process ended");
+        self.record(handle, &status, usage);
         handle.set_status(status);
         let orphans = self.0.table.borrow_mut().mark_exited(handle.pid);
         for child in orphans {
@@ -305,6 +348,23 @@ impl Supervisor {
         }
         self.0.table.borrow_mut().reap(handle.pid);
         self.publish_live();
+    }
+
+    /// Keeps the final facts of an ended process for the run report.
+    fn record(&self, handle: &ProcessHandle, status: &ExitStatus, usage: Usage) {
+        let mut stats = self.0.stats.borrow_mut();
+        let summary = ProcessSummary {
+            pid: handle.pid,
+            parent: handle.parent,
+            name: handle.info.name.clone(),
+            sha256: handle.info.hash.map(|h| h.to_string()),
+            status: status.clone(),
+            start_ms: stats.ms_since_start(handle.started),
+            end_ms: stats.ms_since_start(std::time::Instant::now()),
+            peak_memory_bytes: usage.peak_memory,
+            fuel_used: usage.fuel_used,
+        };
+        stats.record(summary);
     }
 
     fn publish_live(&self) {
@@ -356,8 +416,9 @@ impl ProcessTask {
         let ProcessTask {
             sup, handle, store, ..
         } = self;
+        let used = usage(&store);
         drop(store);
-        sup.finish(&handle, status);
+        sup.finish(&handle, status, used);
     }
 
     async fn drive(&mut self) -> ExitStatus {

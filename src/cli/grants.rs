@@ -1,11 +1,14 @@
 //! Flags that grant pid0 authority. Nothing is granted unless a flag says so, except the
 //! Executor: pid0 is the root of the tree and may always spawn (within its limits).
+//!
+//! Host directories and the terminal are pid0's alone; a child never receives them (the spawn
+//! request has no field for them).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::grants::Grants;
+use crate::grants::{DirGrant, Grants};
 use crate::net::policy::{parse_rule, NetPolicy, NetRule};
 
 #[derive(Debug, Args)]
@@ -25,15 +28,46 @@ pub struct GrantArgs {
     /// Write every network allow/deny decision to FILE as JSON lines.
     #[arg(long = "audit", value_name = "FILE")]
     pub audit: Option<PathBuf>,
+
+    /// Copy one variable from the host's environment (repeatable; skipped if unset there).
+    #[arg(long = "env-inherit", value_name = "KEY", value_parser = parse_key)]
+    pub env_inherit: Vec<String>,
+
+    /// Preopen a host directory read-only, named GUEST inside (default: HOST as given).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir_read_only)]
+    pub dirs: Vec<DirGrant>,
+
+    /// Preopen a host directory read-write, named GUEST inside (default: HOST as given).
+    #[arg(long = "dir-rw", value_name = "HOST[::GUEST]", value_parser = parse_dir_read_write)]
+    pub dirs_rw: Vec<DirGrant>,
+
+    /// Give pid0 the terminal (the host's stdin/stdout) through `Session.terminal`.
+    #[arg(long, conflicts_with = "plain")]
+    pub tty: bool,
 }
 
 impl GrantArgs {
+    /// pid0's whole environment: the inherited variables, then `--env` (which wins).
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = self
+            .env_inherit
+            .iter()
+            .filter(|k| !self.env.iter().any(|(set, _)| set == *k))
+            .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+            .collect();
+        vars.extend(self.env.iter().cloned());
+        vars
+    }
+
     pub fn into_grants(self) -> Grants {
+        let mut dirs = self.dirs;
+        dirs.extend(self.dirs_rw);
         Grants {
             executor: true,
-            terminal: false,
+            terminal: self.tty,
             network: (!self.net.is_empty()).then(|| NetPolicy::new(self.net)),
             sockets: Vec::new(),
+            dirs,
         }
     }
 }
@@ -42,7 +76,67 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some(("", _)) => Err(format!("empty variable name in {s:?}")),
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
-        None => Err(format!("expected KEY=VALUE, got {s:?}")),
+        None => Err(format!(
+            "expected KEY=VALUE, got {s:?} (to copy a host variable, use --env-inherit {s})"
+        )),
+    }
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('=') {
+        return Err(format!("expected a variable name, got {s:?}"));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_dir_read_only(s: &str) -> Result<DirGrant, String> {
+    parse_dir(s, false)
+}
+
+fn parse_dir_read_write(s: &str) -> Result<DirGrant, String> {
+    parse_dir(s, true)
+}
+
+/// `HOST[::GUEST]`, with HOST an existing directory (checked now, so a typo is a usage error
+/// rather than a guest that cannot find its files).
+fn parse_dir(s: &str, writable: bool) -> Result<DirGrant, String> {
+    let (host, guest) = match s.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (s, s),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("expected HOST[::GUEST], got {s:?}"));
+    }
+    let path = PathBuf::from(host);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(DirGrant {
+            host: path,
+            guest: guest.to_string(),
+            writable,
+        }),
+        Ok(_) => Err(format!("{host} is not a directory")),
+        Err(e) => Err(format!("{host}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_mapping() {
+        let tmp = std::env::temp_dir();
+        let host = tmp.to_str().unwrap();
+        let g = parse_dir(&format!("{host}::/data"), false).unwrap();
+        assert_eq!(
+            (g.host.as_path(), g.guest.as_str()),
+            (tmp.as_path(), "/data")
+        );
+        let g = parse_dir(host, true).unwrap();
+        assert_eq!(g.guest, host);
+        assert!(g.writable);
+        assert!(parse_dir("/definitely/not/here", false).is_err());
+        assert!(parse_dir(&format!("{host}::"), false).is_err());
     }
 }
 

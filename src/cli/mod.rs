@@ -3,9 +3,12 @@
 //!
 //! `cell run`'s flags come in groups, one file each, flattened into [`RunArgs`]:
 //! [`grants`] (what pid0 may do), [`limits`] (how much it may use), [`cache`] (compile cache).
+//! The other subcommands have a file each: [`inspect`], [`compile`].
 
 pub mod cache;
+pub mod compile;
 pub mod grants;
+pub mod inspect;
 pub mod limits;
 
 use std::path::PathBuf;
@@ -13,13 +16,29 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineConfig;
+use crate::report::Report;
 use crate::run::{self, RunConfig, RunError};
 
 /// cell: run WebAssembly components with no ambient authority.
 ///
-/// pid0 receives authority only as Cap'n Proto capabilities served over its own stdin/stdout.
+/// `cell run app.wasm` boots a WASI 0.2 component as pid0 and hands it authority only as
+/// Cap'n Proto capabilities served over its own stdin/stdout. `cell run --plain prog.wasm` runs
+/// an ordinary WASI program like `wasmtime run`, but with nothing granted unless a flag says so.
 #[derive(Debug, Parser)]
-#[command(name = "cell", version, propagate_version = true)]
+#[command(
+    name = "cell",
+    version,
+    propagate_version = true,
+    after_help = "\
+Examples:
+  cell run app.wasm                          run a cell guest (RPC over its stdio)
+  cell run --plain --dir .::/src tool.wasm   run an ordinary WASI program, ./ read-only as /src
+  cell run --report report.json app.wasm     also write a JSON run report
+  cell inspect app.wasm                      what it imports and exports, and how to run it
+  cell compile app.wasm                      fill the compile cache (e.g. in a CI image)
+
+Run `cell help run` for the exit codes."
+)]
 pub struct Cli {
     /// More host logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -31,12 +50,41 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a component as pid0.
+    /// Run a component as pid0 (a cell guest, or with --plain an ordinary WASI program).
     Run(RunArgs),
+    /// Show what a component imports and exports, whether it is a cell guest, its size and hash.
+    Inspect(inspect::InspectArgs),
+    /// Compile components into the on-disk cache, so later runs start without compiling.
+    Compile(compile::CompileArgs),
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cell run app.wasm --flag value
+  cell run --plain --dir ./data::/data --dir-rw ./out::/out prog.wasm
+  cell run --env MODE=ci --env-inherit TZ --report report.json app.wasm
+  echo hi | cell run --plain prog.wasm
+
+Exit status:
+  N    pid0 exited with code N (0-255, exactly as it said)
+  124  pid0 ran past --timeout
+  125  cell itself failed: bad flag, missing --dir, host error
+  126  the file is not a runnable component (not wasm, core module, missing import)
+  127  the file cannot be read
+  134  pid0 trapped, ran out of memory or fuel, or broke its RPC channel
+  137  pid0 was killed (other than by a signal to cell)
+  130  cell was stopped by SIGINT (128+2), 143 by SIGTERM (128+15)")]
 pub struct RunArgs {
+    /// Run an ordinary WASI program (no RPC): its stdin, stdout and stderr are cell's own,
+    /// as with `wasmtime run`.
+    #[arg(long)]
+    pub plain: bool,
+
+    /// Write a JSON run report to FILE once the run ends (`-` = stderr). See docs/cli.md.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     #[command(flatten)]
     pub grants: grants::GrantArgs,
 
@@ -63,12 +111,21 @@ impl RunArgs {
     pub fn into_config(self) -> RunConfig {
         let limits = self.limits.into_limits();
         let audit = self.grants.audit.clone();
+        let grants = self.grants;
+        let env = grants.env_vars();
+        // A plain program has no Session, so nothing to hand an Executor through.
+        let executor = !self.plain;
         RunConfig {
             audit,
             wasm: self.wasm,
             args: self.args,
-            env: self.grants.env.clone(),
-            grants: self.grants.into_grants(),
+            env,
+            plain: self.plain,
+            grants: {
+                let mut g = grants.into_grants();
+                g.executor = executor;
+                g
+            },
             engine: EngineConfig {
                 cache_dir: self.cache.dir(),
                 fuel: limits.fuel.is_some(),
@@ -83,15 +140,40 @@ impl Cli {
     pub async fn execute(self) -> Result<u8, RunError> {
         match self.command {
             Command::Run(args) => {
+                let report = args.report.clone();
+                if let Some(dest) = &report {
+                    // Fail before running anything when the report could not be written.
+                    Report::check_writable(dest).map_err(|e| {
+                        RunError::Host(anyhow::anyhow!(
+                            "cannot write the report to {}: {e}",
+                            dest.display()
+                        ))
+                    })?;
+                }
                 let outcome = run::run(args.into_config(), shutdown_signal()).await?;
                 if !outcome.status.success() && outcome.signal.is_none() {
                     tracing::info!("pid0 {}", outcome.status);
                 }
                 report_abnormal(&outcome);
+                if let Some(dest) = report {
+                    if let Err(e) = outcome.report.write(&dest) {
+                        eprintln!("cell: cannot write the report to {}: {e}", dest.display());
+                        return Ok(run::exit_code::HOST_ERROR);
+                    }
+                }
                 Ok(outcome.exit_code())
             }
+            Command::Inspect(args) => args.execute(),
+            Command::Compile(args) => args.execute(),
         }
     }
+}
+
+/// Writes `text` to stdout; a closed stdout (`cell inspect x.wasm | head`) is not an error.
+fn print_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// One line on stderr when pid0 did not simply exit, so a terminal user sees why.

@@ -54,6 +54,7 @@ fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
         .map(|kv| Ok((kv.get_key()?.to_string()?, kv.get_value()?.to_string()?)))
         .collect::<capnp::Result<Vec<_>>>()?;
     let grants_in = req.get_grants()?;
+    // The terminal and host directories are pid0's alone: a child never receives them.
     let grants = Grants {
         executor: grants_in.get_executor(),
         ..Grants::default()

@@ -7,6 +7,7 @@ use crate::grants::Grants;
 use crate::rpc::executor::ExecutorServer;
 use crate::rpc::failed;
 use crate::rpc::network::NetCaps;
+use crate::rpc::stream::ByteStreamServer;
 use crate::supervisor::Supervisor;
 use crate::table::Pid;
 
@@ -103,8 +104,19 @@ impl session::Server for SessionServer {
     async fn terminal(
         self: Rc<Self>,
         _: session::TerminalParams,
-        _: session::TerminalResults,
+        mut results: session::TerminalResults,
     ) -> Result<(), capnp::Error> {
-        Err(Self::not_granted("terminal"))
+        if !self.grants.terminal {
+            return Err(Self::not_granted("terminal"));
+        }
+        let host = self.sup.host_stdio();
+        let mut out = results.get();
+        out.set_input(capnp_rpc::new_client(ByteStreamServer::reader(
+            host.input(),
+        )));
+        out.set_output(capnp_rpc::new_client(ByteStreamServer::writer(
+            host.output(),
+        )));
+        Ok(())
     }
 }

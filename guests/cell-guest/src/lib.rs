@@ -99,6 +99,14 @@ where
     exit(code)
 }
 
+/// Marks a wasm binary as built with this SDK, so that `cell inspect` can tell a cell guest
+/// from an ordinary WASI program: a custom section (no run-time cost) holding this text, which
+/// names the capnp schema the guest speaks. Kept next to [`run`] so it is linked whenever `run`
+/// is.
+#[used]
+#[link_section = "cell-guest"]
+static SDK_MARKER: [u8; 43] = *b"cell-guest: capnp schema 0x82e2c8207d94532d";
+
 /// Ends the process now with exit code `code` (reported exactly to the parent).
 pub fn exit(code: u8) -> ! {
     wasip2::cli::exit::exit_with_code(code);

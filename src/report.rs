@@ -1,0 +1,224 @@
+//! The run report (`cell run --report FILE`): what ran, how it ended, what it used, as JSON for
+//! scripts. [`RunStats`] is what the supervisor records while the run goes on; [`Report`] is
+//! what is written at the end.
+//!
+//! Schema `cell-report/1` (every field always present; `null` where noted):
+//!
+//! ```text
+//! {
+//!   "schema": "cell-report/1",
+//!   "wasm": "app.wasm",                 // the path given on the command line
+//!   "sha256": "9f2c…",                  // of pid0's component
+//!   "mode": "rpc" | "plain",
+//!   "exit_code": 0,                     // cell's own exit code (see docs/cli.md)
+//!   "pid0": {"status": "exited", "detail": 0},   // an ExitStatus, see below
+//!   "signal": null | 2 | 15,            // the signal that stopped the run, if any
+//!   "wall_ms": 812,                     // from the start of the run to the end of teardown
+//!   "processes": [ {                    // ended processes, in the order they ended
+//!       "pid": 0, "parent": null, "name": "app.wasm", "sha256": "9f2c…",
+//!       "status": {"status": "exited", "detail": 0},
+//!       "start_ms": 3, "end_ms": 810,   // since the start of the run
+//!       "peak_memory_bytes": 1179648,   // linear memories + tables, all of the store's
+//!       "fuel_used": null | 123456      // only when fuel is metered
+//!   } ],
+//!   "processes_not_listed": 0,          // ended processes beyond the first PROCESS_HISTORY
+//!   "compile_cache": {"enabled": true, "hits": 1, "misses": 0},   // wasmtime's disk cache
+//!   "components_compiled": 1,           // components loaded this run (disk hits included)
+//!   "network": {"allowed": 0, "denied": 0}   // network decisions made by the host
+//! }
+//! ```
+//!
+//! An ExitStatus is `{"status": S}` or `{"status": S, "detail": D}` with S one of `exited`
+//! (D = exit code), `trapped` (D = one-line message), `killed` (D = `parent`, `cascade` or
+//! `operator`), `timed-out`, `out-of-memory`, `out-of-fuel`, `protocol-violation` (D = reason).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::limits::PROCESS_HISTORY;
+use crate::status::ExitStatus;
+use crate::table::Pid;
+
+/// The schema name and version written in every report.
+pub const SCHEMA: &str = "cell-report/1";
+
+/// The final facts of one ended process.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessSummary {
+    pub pid: Pid,
+    pub parent: Option<Pid>,
+    pub name: String,
+    pub sha256: Option<String>,
+    pub status: ExitStatus,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub peak_memory_bytes: u64,
+    pub fuel_used: Option<u64>,
+}
+
+/// Network decisions made by the host for the whole tree.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct NetworkStats {
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// wasmtime's on-disk compile cache, as seen by this run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CompileCacheStats {
+    pub enabled: bool,
+    /// Components (and their modules) found compiled on disk.
+    pub hits: u64,
+    /// Compiled and written to the disk cache.
+    pub misses: u64,
+}
+
+/// What the supervisor records during a run. Bounded: at most [`PROCESS_HISTORY`] summaries
+/// are kept (the first ones, pid0's children usually); later ones are only counted.
+#[derive(Debug)]
+pub struct RunStats {
+    started: Instant,
+    history: VecDeque<ProcessSummary>,
+    not_listed: u64,
+    network: NetworkStats,
+}
+
+impl Default for RunStats {
+    fn default() -> Self {
+        RunStats {
+            started: Instant::now(),
+            history: VecDeque::new(),
+            not_listed: 0,
+            network: NetworkStats::default(),
+        }
+    }
+}
+
+impl RunStats {
+    /// Milliseconds since the run started, for `at`.
+    pub fn ms_since_start(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Records an ended process.
+    pub fn record(&mut self, summary: ProcessSummary) {
+        if self.history.len() < PROCESS_HISTORY {
+            self.history.push_back(summary);
+        } else {
+            self.not_listed += 1;
+        }
+    }
+
+    /// Counts one network decision.
+    pub fn count_network(&mut self, allowed: bool) {
+        if allowed {
+            self.network.allowed += 1;
+        } else {
+            self.network.denied += 1;
+        }
+    }
+
+    pub fn network(&self) -> NetworkStats {
+        self.network
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &ProcessSummary> {
+        self.history.iter()
+    }
+
+    pub fn not_listed(&self) -> u64 {
+        self.not_listed
+    }
+}
+
+/// The whole report; see the module documentation for the schema.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub wasm: String,
+    pub sha256: String,
+    pub mode: &'static str,
+    pub exit_code: u8,
+    pub pid0: ExitStatus,
+    pub signal: Option<i32>,
+    pub wall_ms: u64,
+    pub processes: Vec<ProcessSummary>,
+    pub processes_not_listed: u64,
+    pub compile_cache: CompileCacheStats,
+    pub components_compiled: u64,
+    pub network: NetworkStats,
+}
+
+impl Report {
+    /// Creates (or truncates) `dest`, so that a run whose report could not be written fails
+    /// before it starts.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn check_writable(dest: &std::path::Path) -> std::io::Result<()> {
+        if dest != std::path::Path::new("-") {
+            std::fs::File::create(dest)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the report as pretty JSON to `dest` (`-` = the host's stderr).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write(&self, dest: &std::path::Path) -> std::io::Result<()> {
+        let mut json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        json.push('\n');
+        if dest == std::path::Path::new("-") {
+            use std::io::Write as _;
+            std::io::stderr().lock().write_all(json.as_bytes())
+        } else {
+            std::fs::write(dest, json)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(pid: Pid) -> ProcessSummary {
+        ProcessSummary {
+            pid,
+            parent: None,
+            name: "p".into(),
+            sha256: None,
+            status: ExitStatus::Exited(0),
+            start_ms: 0,
+            end_ms: 0,
+            peak_memory_bytes: 0,
+            fuel_used: None,
+        }
+    }
+
+    #[test]
+    fn history_is_bounded_and_counts_the_rest() {
+        let mut stats = RunStats::default();
+        for pid in 0..(PROCESS_HISTORY as u32 + 5) {
+            stats.record(summary(pid));
+        }
+        assert_eq!(stats.processes().count(), PROCESS_HISTORY);
+        assert_eq!(stats.not_listed(), 5);
+    }
+
+    #[test]
+    fn statuses_serialize_as_documented() {
+        let json = |s: ExitStatus| serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json(ExitStatus::Exited(3)),
+            r#"{"status":"exited","detail":3}"#
+        );
+        assert_eq!(json(ExitStatus::TimedOut), r#"{"status":"timed-out"}"#);
+        assert_eq!(
+            json(ExitStatus::Killed(crate::status::KilledBy::Operator)),
+            r#"{"status":"killed","detail":"operator"}"#
+        );
+    }
+}

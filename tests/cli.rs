@@ -1,0 +1,657 @@
+//! The `cell` command for terminals and CI: plain mode parity with `wasmtime run`, grants from
+//! the command line, the terminal capability, a plain child driven through ByteStreams, the run
+//! report, `cell inspect`, `cell compile` and the compile cache, exit codes and help.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{cell, cell_run, finish, guest, Finished};
+use serde_json::Value;
+
+/// `cell run --plain [flags] hello.wasm ARGS`.
+fn hello(flags: &[&str], args: &[&str]) -> Command {
+    let mut cmd = cell();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg("--plain")
+        .args(flags)
+        .arg(guest("hello"))
+        .args(args);
+    cmd
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its output.
+fn finish_with_stdin(mut cmd: Command, input: Vec<u8>) -> Finished {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait on cell");
+    feeder.join().unwrap();
+    Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain mode: parity with `wasmtime run`.
+
+#[test]
+fn plain_passes_args_exactly() {
+    let f = finish(hello(&[], &["args", "a b", "--flag", ""]));
+    f.assert_code(0);
+    assert_eq!(
+        f.stdout,
+        "argv[0]=hello.wasm\nargv[1]=args\nargv[2]=a b\nargv[3]=--flag\nargv[4]=\n"
+    );
+}
+
+#[test]
+fn plain_env_is_only_what_is_granted() {
+    let mut cmd = hello(
+        &[
+            "--env",
+            "MODE=ci",
+            "--env-inherit",
+            "CELL_TEST_INHERITED",
+            "--env-inherit",
+            "CELL_TEST_UNSET",
+            "--env-inherit",
+            "CELL_TEST_OVERRIDDEN",
+            "--env",
+            "CELL_TEST_OVERRIDDEN=from-flag",
+        ],
+        &["env"],
+    );
+    cmd.env("CELL_TEST_INHERITED", "yes")
+        .env("CELL_TEST_OVERRIDDEN", "from-host")
+        .env("CELL_TEST_LEAK", "must-not-appear")
+        .env_remove("CELL_TEST_UNSET");
+    let f = finish(cmd);
+    f.assert_code(0);
+    assert_eq!(
+        f.stdout,
+        "CELL_TEST_INHERITED=yes\nCELL_TEST_OVERRIDDEN=from-flag\nMODE=ci\n"
+    );
+
+    let mut cmd = hello(&[], &["env"]);
+    cmd.env("CELL_TEST_LEAK", "must-not-appear");
+    let f = finish(cmd);
+    f.assert_code(0);
+    assert_eq!(f.stdout, "", "nothing from the host environment leaks");
+}
+
+#[test]
+fn plain_reads_a_read_only_preopen() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "hello from the host\n").unwrap();
+    let map = format!("{}::/data", dir.path().display());
+    let f = finish(hello(&["--dir", &map], &["read", "/data/a.txt"]));
+    f.assert_code(0);
+    assert_eq!(f.stdout, "hello from the host\n");
+}
+
+#[test]
+fn plain_write_is_refused_on_a_read_only_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = format!("{}::/data", dir.path().display());
+    let f = finish(hello(&["--dir", &map], &["write", "/data/new.txt"]));
+    f.assert_code(1)
+        .assert_stderr_has("error: write /data/new.txt");
+    assert!(!dir.path().join("new.txt").exists());
+}
+
+#[test]
+fn plain_write_is_allowed_on_a_read_write_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = format!("{}::/out", dir.path().display());
+    let f = finish(hello(&["--dir-rw", &map], &["write", "/out/new.txt"]));
+    f.assert_code(0);
+    assert_eq!(f.stdout, "wrote /out/new.txt\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "written"
+    );
+}
+
+#[test]
+fn plain_sees_no_host_files_without_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    let path = dir.path().join("secret.txt");
+    let f = finish(hello(&[], &["read", path.to_str().unwrap()]));
+    f.assert_code(1).assert_stderr_has("error: read");
+    assert!(!f.stdout.contains("secret"));
+}
+
+#[test]
+fn plain_exit_codes_are_exact() {
+    for code in [0, 3, 42, 255] {
+        let f = finish(hello(&[], &["exit", &code.to_string()]));
+        f.assert_code(code);
+    }
+}
+
+#[test]
+fn plain_stdin_flows_to_stdout() {
+    // Several times the host's pipe capacity, so the stdin thread meets backpressure.
+    let input: Vec<u8> = (0..300_000u32)
+        .map(|i| b"0123456789abcdef\n"[(i % 17) as usize])
+        .collect();
+    let f = finish_with_stdin(hello(&[], &["cat"]), input.clone());
+    f.assert_code(0);
+    assert_eq!(f.stdout.len(), input.len());
+    assert!(f.stdout.as_bytes() == input.as_slice());
+}
+
+#[test]
+fn plain_has_clocks_and_random() {
+    let f = finish(hello(&[], &["clock"]));
+    f.assert_code(0);
+    let secs: u64 = f
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("unix-seconds="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs > 1_600_000_000, "wall clock is real: {secs}");
+    assert!(f.stdout.contains("monotonic-ok"));
+
+    let f = finish(hello(&[], &["random"]));
+    f.assert_code(0);
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_ne!(lines[0], lines[1], "random numbers differ");
+}
+
+#[test]
+fn plain_trap_is_one_line_and_134() {
+    let f = finish(hello(&[], &["trap"]));
+    f.assert_code(134);
+    let cell_lines = f.stderr_lines_with("cell:");
+    assert_eq!(cell_lines.len(), 1, "stderr:\n{}", f.stderr);
+    assert!(cell_lines[0].starts_with("cell: pid0 trapped: "));
+    assert!(cell_lines[0].contains("unreachable"));
+    assert_eq!(f.stderr.lines().count(), 1, "no backtrace:\n{}", f.stderr);
+
+    // With -v the whole story is logged (still on stderr only).
+    let f = finish(hello(&["-v"], &["trap"]));
+    f.assert_code(134).assert_stderr_has("guest failed");
+    assert_eq!(f.stdout, "");
+}
+
+#[test]
+fn host_logs_never_mix_with_guest_output() {
+    let f = finish(hello(&["-vv"], &["args", "x"]));
+    f.assert_code(0);
+    assert_eq!(f.stdout, "argv[0]=hello.wasm\nargv[1]=args\nargv[2]=x\n");
+    assert!(f.stderr.contains("INFO") || f.stderr.contains("DEBUG"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A plain child driven through ByteStreams; the terminal capability.
+
+#[test]
+fn plain_child_filters_text_through_bytestreams() {
+    let f = finish(cell_run(&guest("pipe-pid0"), &[]));
+    f.assert_code(0)
+        .assert_stderr_has("ok: short text through upper")
+        .assert_stderr_has("ok: large payload through upper")
+        .assert_stderr_has("--- 2 passed, 0 failed");
+}
+
+#[test]
+fn tty_gives_pid0_the_terminal() {
+    let mut cmd = cell();
+    cmd.args(["run", "--tty", "--cache-dir"])
+        .arg(common::cache_dir())
+        .arg(guest("tty-echo"));
+    let f = finish_with_stdin(cmd, b"hello terminal\nsecond line\n".to_vec());
+    f.assert_code(0);
+    assert_eq!(f.stdout, "tty: HELLO TERMINAL\n");
+}
+
+#[test]
+fn terminal_is_not_granted_without_tty() {
+    let f = finish(cell_run(&guest("tty-echo"), &[]));
+    f.assert_code(1).assert_stderr_has("not-granted: terminal");
+    assert_eq!(f.stdout, "");
+}
+
+#[test]
+fn tty_and_plain_do_not_mix() {
+    let f = finish(hello(&["--tty"], &["args"]));
+    f.assert_code(125);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run report.
+
+/// Checks the fields every report has, and pid0's entry in `processes`.
+fn check_report_schema(r: &Value, exit_code: u64) {
+    assert_eq!(r["schema"], "cell-report/1");
+    assert!(r["wasm"].is_string());
+    assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+    assert!(matches!(r["mode"].as_str(), Some("rpc" | "plain")));
+    assert_eq!(r["exit_code"].as_u64(), Some(exit_code));
+    assert!(r["pid0"]["status"].is_string());
+    assert!(r["signal"].is_null());
+    assert!(r["wall_ms"].is_u64());
+    assert!(r["processes_not_listed"].is_u64());
+    assert!(r["compile_cache"]["enabled"].is_boolean());
+    assert!(r["compile_cache"]["hits"].is_u64());
+    assert!(r["compile_cache"]["misses"].is_u64());
+    assert!(r["components_compiled"].is_u64());
+    assert_eq!(r["network"]["allowed"].as_u64(), Some(0));
+    assert_eq!(r["network"]["denied"].as_u64(), Some(0));
+    let procs = r["processes"].as_array().unwrap();
+    for p in procs {
+        assert!(p["pid"].is_u64());
+        assert!(p["parent"].is_u64() || p["parent"].is_null());
+        assert!(p["name"].is_string());
+        assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+        assert!(p["status"]["status"].is_string());
+        assert!(p["start_ms"].as_u64().unwrap() <= p["end_ms"].as_u64().unwrap());
+        assert!(p["peak_memory_bytes"].as_u64().unwrap() > 0);
+        assert!(p["fuel_used"].is_null() || p["fuel_used"].is_u64());
+    }
+    let pid0 = procs.iter().find(|p| p["pid"] == 0).expect("pid0 listed");
+    assert!(pid0["parent"].is_null());
+    assert_eq!(pid0["status"], r["pid0"]);
+    assert_eq!(pid0["sha256"], r["sha256"]);
+}
+
+#[test]
+fn report_describes_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut cmd = cell();
+    cmd.args(["run", "--report"])
+        .arg(&report)
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg(guest("pipe-pid0"));
+    finish(cmd).assert_code(0);
+    let r = read_json(&report);
+    check_report_schema(&r, 0);
+    assert_eq!(r["mode"], "rpc");
+    assert_eq!(
+        r["pid0"],
+        serde_json::json!({"status": "exited", "detail": 0})
+    );
+    let procs = r["processes"].as_array().unwrap();
+    let children: Vec<&Value> = procs.iter().filter(|p| p["pid"] != 0).collect();
+    assert_eq!(children.len(), 2, "two upper children: {procs:?}");
+    for c in children {
+        assert_eq!(c["name"], "upper");
+        assert_eq!(c["parent"].as_u64(), Some(0));
+        assert_eq!(
+            c["status"],
+            serde_json::json!({"status": "exited", "detail": 0})
+        );
+    }
+}
+
+#[test]
+fn report_in_plain_mode_has_pid0_code_and_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let report_flag = report.to_str().unwrap();
+    finish(hello(&["--report", report_flag], &["exit", "3"])).assert_code(3);
+    let r = read_json(&report);
+    check_report_schema(&r, 3);
+    assert_eq!(r["mode"], "plain");
+    assert_eq!(
+        r["pid0"],
+        serde_json::json!({"status": "exited", "detail": 3})
+    );
+    assert_eq!(r["processes"].as_array().unwrap().len(), 1);
+
+    finish(hello(&["--report", report_flag], &["trap"])).assert_code(134);
+    let r = read_json(&report);
+    check_report_schema(&r, 134);
+    assert_eq!(r["pid0"]["status"], "trapped");
+    assert!(r["pid0"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable"));
+}
+
+#[test]
+fn report_to_an_unwritable_place_fails_before_running() {
+    let f = finish(hello(
+        &["--report", "/nonexistent-dir/report.json"],
+        &["args"],
+    ));
+    f.assert_code(125)
+        .assert_stderr_has("cannot write the report");
+    assert_eq!(f.stdout, "", "pid0 did not run");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compile cache and `cell compile`.
+
+fn run_with_cache(cache: &Path, report: &Path) -> Value {
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--cache-dir"])
+        .arg(cache)
+        .arg("--report")
+        .arg(report)
+        .arg(guest("hello"))
+        .arg("args");
+    finish(cmd).assert_code(0);
+    read_json(report)
+}
+
+#[test]
+fn second_run_hits_the_compile_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let report = dir.path().join("r.json");
+    let first = run_with_cache(&cache, &report);
+    assert_eq!(first["compile_cache"]["enabled"], true);
+    assert_eq!(first["compile_cache"]["hits"].as_u64(), Some(0));
+    assert!(first["compile_cache"]["misses"].as_u64().unwrap() >= 1);
+    let second = run_with_cache(&cache, &report);
+    assert!(second["compile_cache"]["hits"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        second["compile_cache"]["misses"].as_u64(),
+        Some(0),
+        "nothing compiled"
+    );
+}
+
+#[test]
+fn no_cache_disables_the_disk_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let mut cmd = cell();
+    cmd.env("XDG_CACHE_HOME", dir.path().join("xdg"))
+        .args(["run", "--plain", "--no-cache", "--report"])
+        .arg(&report)
+        .arg(guest("hello"));
+    finish(cmd).assert_code(0);
+    let r = read_json(&report);
+    assert_eq!(
+        r["compile_cache"],
+        serde_json::json!({"enabled": false, "hits": 0, "misses": 0})
+    );
+    assert!(!dir.path().join("xdg").exists(), "no cache written");
+}
+
+#[test]
+fn compile_warms_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let compile = || {
+        let mut cmd = cell();
+        cmd.arg("compile")
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg(guest("hello"));
+        finish(cmd)
+    };
+    let f = compile();
+    f.assert_code(0);
+    assert!(f.stdout.starts_with("compiled "), "{}", f.stdout);
+    let f = compile();
+    f.assert_code(0);
+    assert!(f.stdout.starts_with("cached "), "{}", f.stdout);
+
+    let r = run_with_cache(&cache, &dir.path().join("r.json"));
+    assert!(r["compile_cache"]["hits"].as_u64().unwrap() >= 1);
+    assert_eq!(r["compile_cache"]["misses"].as_u64(), Some(0));
+}
+
+#[test]
+fn compile_rejects_what_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let mut cmd = cell();
+    cmd.arg("compile")
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .arg(&core);
+    finish(cmd)
+        .assert_code(126)
+        .assert_stderr_has("not a component");
+    let mut cmd = cell();
+    cmd.arg("compile")
+        .arg("--cache-dir")
+        .arg(dir.path())
+        .arg(dir.path().join("missing.wasm"));
+    finish(cmd).assert_code(127);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cell inspect`.
+
+#[test]
+fn inspect_tells_plain_programs_from_cell_guests() {
+    let mut cmd = cell();
+    cmd.arg("inspect").arg("--no-cache").arg(guest("hello"));
+    let f = finish(cmd);
+    f.assert_code(0);
+    assert!(f.stdout.contains("plain WASI command"), "{}", f.stdout);
+    assert!(f.stdout.contains("wasi:cli/run@0.2"));
+    assert!(f.stdout.contains("wasi:filesystem/preopens@0.2"));
+
+    let mut cmd = cell();
+    cmd.arg("inspect").arg("--no-cache").arg(guest("tty-echo"));
+    let f = finish(cmd);
+    f.assert_code(0);
+    assert!(f.stdout.contains("cell guest"), "{}", f.stdout);
+}
+
+#[test]
+fn inspect_json() {
+    use sha2::Digest as _;
+    for (name, rpc) in [("hello", false), ("upper", false), ("pipe-pid0", true)] {
+        let path = guest(name);
+        let mut cmd = cell();
+        cmd.args(["inspect", "--json", "--no-cache"]).arg(&path);
+        let f = finish(cmd);
+        f.assert_code(0);
+        let v: Value = serde_json::from_str(&f.stdout).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(v["size"].as_u64(), Some(bytes.len() as u64));
+        assert_eq!(
+            v["sha256"].as_str().unwrap(),
+            hex::encode(sha2::Sha256::digest(&bytes))
+        );
+        assert_eq!(v["rpc_guest"], rpc, "{name}");
+        assert_eq!(v["command"], true);
+        assert!(v["missing_import"].is_null());
+        let names = |key: &str| -> Vec<String> {
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(names("imports")
+            .iter()
+            .any(|n| n.starts_with("wasi:cli/stdin@0.2.")));
+        assert!(names("exports")
+            .iter()
+            .any(|n| n.starts_with("wasi:cli/run@0.2.")));
+    }
+}
+
+#[test]
+fn inspect_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "not wasm at all").unwrap();
+    let mut cmd = cell();
+    cmd.args(["inspect", "--no-cache"]).arg(&text);
+    let f = finish(cmd);
+    f.assert_code(126)
+        .assert_stderr_has("not a WebAssembly binary");
+    assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+
+    let mut cmd = cell();
+    cmd.args(["inspect", "--no-cache"])
+        .arg(dir.path().join("missing.wasm"));
+    let f = finish(cmd);
+    f.assert_code(127).assert_stderr_has("cannot read");
+    assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit codes of `cell` itself (124 and 137 are produced by the limits tests).
+
+#[test]
+fn exit_code_125_for_a_bad_flag() {
+    let mut cmd = cell();
+    cmd.args(["run", "--no-such-flag"]).arg(guest("hello"));
+    finish(cmd).assert_code(125);
+    let mut cmd = cell();
+    cmd.args(["run", "--env", "NOEQUALS"]).arg(guest("hello"));
+    finish(cmd).assert_code(125);
+}
+
+#[test]
+fn exit_code_125_for_a_missing_dir() {
+    let f = finish(hello(&["--dir", "/definitely/not/here::/x"], &["args"]));
+    f.assert_code(125).assert_stderr_has("/definitely/not/here");
+}
+
+#[test]
+fn exit_code_126_for_what_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    for plain in [false, true] {
+        let mut cmd = cell();
+        cmd.arg("run").arg("--no-cache");
+        if plain {
+            cmd.arg("--plain");
+        }
+        cmd.arg(&core);
+        finish(cmd)
+            .assert_code(126)
+            .assert_stderr_has("core wasm module");
+    }
+    let text = dir.path().join("x.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    finish(cell_run(&text, &[])).assert_code(126);
+}
+
+#[test]
+fn exit_code_127_for_a_missing_file() {
+    let f = finish(cell_run(Path::new("/definitely/not/here.wasm"), &[]));
+    f.assert_code(127).assert_stderr_has("cannot read");
+}
+
+#[test]
+fn exit_code_134_for_a_trap_and_pid0_codes_pass_through() {
+    finish(hello(&[], &["trap"])).assert_code(134);
+    // An RPC pid0's own code, exactly.
+    finish(cell_run(&guest("child-silent"), &["3"])).assert_code(3);
+    finish(cell_run(&guest("child-silent"), &["0"])).assert_code(0);
+}
+
+/// Starts `hello cat` in plain mode, waits until it echoed a line (so cell is serving it and
+/// its signal handlers are installed), sends `signal`, and returns how cell ended.
+fn stopped_by(signal: &str) -> Finished {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut child = hello(&[], &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping\n").unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    drop(stdin);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Finished {
+        code,
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+#[test]
+fn exit_codes_130_and_143_for_signals_to_cell() {
+    stopped_by("-INT")
+        .assert_code(130)
+        .assert_stderr_has("cell: stopped by signal 2");
+    stopped_by("-TERM")
+        .assert_code(143)
+        .assert_stderr_has("cell: stopped by signal 15");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help.
+
+#[test]
+fn help_reads_well() {
+    let help = |args: &[&str]| {
+        let mut cmd = cell();
+        cmd.args(args);
+        let f = finish(cmd);
+        f.assert_code(0);
+        f.stdout
+    };
+    let top = help(&["--help"]);
+    for word in ["run", "inspect", "compile", "Examples"] {
+        assert!(top.contains(word), "cell --help lacks {word}:\n{top}");
+    }
+    let run = help(&["run", "--help"]);
+    for word in [
+        "--plain",
+        "--dir <HOST[::GUEST]>",
+        "--dir-rw",
+        "--env-inherit <KEY>",
+        "--tty",
+        "--report <FILE>",
+        "Exit status",
+        "125",
+        "126",
+        "127",
+        "134",
+    ] {
+        assert!(run.contains(word), "cell run --help lacks {word}:\n{run}");
+    }
+    assert!(help(&["inspect", "--help"]).contains("--json"));
+    assert!(help(&["compile", "--help"]).contains("--cache-dir"));
+    assert!(help(&["--version"]).starts_with("cell "));
+}
