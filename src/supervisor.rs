@@ -243,6 +243,7 @@ impl Supervisor {
                     from_guest: stdout_r.into_host(),
                     to_guest: stdin_w.into_host(),
                     max_message_bytes: limits.max_message_bytes,
+                    max_outstanding_calls: limits.max_outstanding_calls,
                 },
             )),
             StdioMode::Plain => {

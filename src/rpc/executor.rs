@@ -9,8 +9,8 @@ use capnp::capability::Rc;
 use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
 use crate::grants::Grants;
 use crate::limits::LimitRequest;
-use crate::rpc::failed;
 use crate::rpc::process::ProcessServer;
+use crate::rpc::{failed, CallGate};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 use crate::table::Pid;
 
@@ -18,11 +18,13 @@ pub struct ExecutorServer {
     sup: Supervisor,
     /// The process this executor belongs to: the parent of everything it spawns.
     owner: Pid,
+    /// The owner's connection's call bound, passed on to the Process caps it hands out.
+    gate: CallGate,
 }
 
 impl ExecutorServer {
-    pub fn new(sup: Supervisor, owner: Pid) -> Self {
-        ExecutorServer { sup, owner }
+    pub fn new(sup: Supervisor, owner: Pid, gate: CallGate) -> Self {
+        ExecutorServer { sup, owner, gate }
     }
 }
 
@@ -93,6 +95,7 @@ impl executor::Server for ExecutorServer {
         params: executor::SpawnParams,
         mut results: executor::SpawnResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
         let args = read_request(params.get()?.get_request()?)?;
         drop(params);
@@ -103,7 +106,10 @@ impl executor::Server for ExecutorServer {
             .map_err(spawn_error)?;
         results
             .get()
-            .set_process(capnp_rpc::new_client(ProcessServer::new(handle)));
+            .set_process(capnp_rpc::new_client(ProcessServer::new(
+                handle,
+                self.gate.clone(),
+            )));
         Ok(())
     }
 
@@ -112,6 +118,7 @@ impl executor::Server for ExecutorServer {
         params: executor::EchoParams,
         mut results: executor::EchoResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
         let message = params.get()?.get_message()?;
         results.get().set_response(message);

@@ -5,9 +5,12 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod gate;
 pub mod process;
 pub mod session;
 pub mod stream;
+
+pub use gate::{CallGate, InFlight};
 
 use std::fmt::Display;
 
@@ -28,6 +31,8 @@ pub struct Transport {
     pub to_guest: HostWriter,
     /// Largest message accepted from the guest (capnp traversal limit).
     pub max_message_bytes: u64,
+    /// Calls from the guest that may be in progress at once (see [`CallGate`]).
+    pub max_outstanding_calls: u32,
 }
 
 /// A guest's RPC connection, ready to run. Owned by the guest's process task and dropped with
@@ -52,13 +57,14 @@ pub fn serve(sup: Supervisor, pid: Pid, grants: Grants, transport: Transport) ->
         ))
         .nesting_limit(64);
     let network = twoparty::VatNetwork::new(
-        transport.from_guest,
+        transport.from_guest.paced_by(&transport.to_guest),
         transport.to_guest,
         Side::Server,
         options,
     );
+    let gate = CallGate::new(transport.max_outstanding_calls);
     let session: crate::cell_capnp::session::Client =
-        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants));
+        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, gate));
     Connection {
         system: RpcSystem::new(Box::new(network), Some(session.client)),
     }

@@ -5,7 +5,7 @@ use capnp::capability::Rc;
 use crate::cell_capnp::session;
 use crate::grants::Grants;
 use crate::rpc::executor::ExecutorServer;
-use crate::rpc::failed;
+use crate::rpc::{failed, CallGate};
 use crate::supervisor::Supervisor;
 use crate::table::Pid;
 
@@ -13,11 +13,18 @@ pub struct SessionServer {
     sup: Supervisor,
     pid: Pid,
     grants: Grants,
+    /// The bound on this connection's calls in progress, shared with every cap issued on it.
+    gate: CallGate,
 }
 
 impl SessionServer {
-    pub fn new(sup: Supervisor, pid: Pid, grants: Grants) -> Self {
-        SessionServer { sup, pid, grants }
+    pub fn new(sup: Supervisor, pid: Pid, grants: Grants, gate: CallGate) -> Self {
+        SessionServer {
+            sup,
+            pid,
+            grants,
+            gate,
+        }
     }
 
     fn not_granted(what: &str) -> capnp::Error {
@@ -31,6 +38,7 @@ impl session::Server for SessionServer {
         _: session::InfoParams,
         mut results: session::InfoResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let info = self
             .sup
             .info(self.pid)
@@ -52,6 +60,7 @@ impl session::Server for SessionServer {
         _: session::ExecutorParams,
         mut results: session::ExecutorResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         if !self.grants.executor {
             return Err(Self::not_granted("executor"));
         }
@@ -60,6 +69,7 @@ impl session::Server for SessionServer {
             .set_executor(capnp_rpc::new_client(ExecutorServer::new(
                 self.sup.clone(),
                 self.pid,
+                self.gate.clone(),
             )));
         Ok(())
     }
@@ -69,6 +79,7 @@ impl session::Server for SessionServer {
         _: session::NetworkParams,
         _: session::NetworkResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         Err(Self::not_granted("network"))
     }
 
@@ -77,6 +88,7 @@ impl session::Server for SessionServer {
         _: session::SocketsParams,
         mut results: session::SocketsResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         results.get().init_sockets(0);
         Ok(())
     }
@@ -86,6 +98,7 @@ impl session::Server for SessionServer {
         _: session::TerminalParams,
         _: session::TerminalResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         Err(Self::not_granted("terminal"))
     }
 }
