@@ -28,7 +28,7 @@ use crate::engine::{CellEngine, LoadError, LoadedComponent};
 use crate::grants::Grants;
 use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
-use crate::process::{build_store, classify, ProcState, StoreSpec};
+use crate::process::{build_store, classify, fuel_gauge, ProcState, StoreSpec};
 use crate::rpc;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
@@ -185,7 +185,8 @@ impl Supervisor {
             }
             .into());
         }
-        let limits = entry.limits.for_child(request)?;
+        let fuel_left = entry.handle.fuel.as_ref().map(|g| g.get());
+        let limits = entry.limits.for_child(request)?.clamp_fuel(fuel_left);
         table.check_room(parent)?;
         Ok((limits, entry.handle.info.depth + 1))
     }
@@ -234,6 +235,7 @@ impl Supervisor {
                 limits: limits.clone(),
             },
         );
+        handle.fuel = fuel_gauge(&store);
         let connection = match spec.stdio {
             StdioMode::Rpc => Some(rpc::serve(
                 self.clone(),
