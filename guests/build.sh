@@ -3,8 +3,11 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#            hostile
 #   stage 2: child-echo                                         (embeds child-leaf)
+#            hostile-parent                                     (embeds hostile)
 #   stage 3: relay pid0                                         (embed child-echo)
+#            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -16,9 +19,9 @@ build() {
     cargo build --release --target wasm32-wasip2 "$@"
 }
 
-build -p child-leaf -p child-trap -p child-garbage -p child-silent
-build -p child-echo
-build -p relay -p pid0
+build -p child-leaf -p child-trap -p child-garbage -p child-silent -p hostile
+build -p child-echo -p hostile-parent
+build -p relay -p pid0 -p hostile-pid0
 build -p scenarios
 
 ls -l target/wasm32-wasip2/release/*.wasm

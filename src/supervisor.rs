@@ -376,8 +376,12 @@ impl ProcessTask {
             }
         };
 
+        let mut violation = None;
         let mut rpc: RpcFuture = match self.connection.take() {
-            Some(c) => Box::pin(c.run()),
+            Some(c) => {
+                violation = Some(c.violation());
+                Box::pin(c.run())
+            }
             None => Box::pin(std::future::pending()),
         };
         let mut rpc_open = true;
@@ -388,14 +392,19 @@ impl ProcessTask {
                 tokio::select! {
                     biased;
                     s = &mut stop => break Ending::Stopped(s),
-                    r = &mut run => break Ending::Finished(r),
                     r = &mut rpc, if rpc_open => match r {
                         Ok(()) => rpc_open = false,
                         Err(e) => break Ending::Stopped(ExitStatus::ProtocolViolation(e.to_string())),
                     },
+                    r = &mut run => break Ending::Finished(r),
                 }
             }
         };
+        // A violation seen on the wire wins over however the guest ended afterwards (it may
+        // have read the host's abort and exited before the RPC system finished shutting down).
+        if let Some(v) = violation.and_then(|v| v.borrow_mut().take()) {
+            return ExitStatus::ProtocolViolation(v);
+        }
         match ending {
             Ending::Finished(r) => classify(r, &self.store),
             Ending::Stopped(s) => s,

@@ -5,6 +5,7 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod framing;
 pub mod gate;
 pub mod process;
 pub mod session;
@@ -39,9 +40,16 @@ pub struct Transport {
 /// it, which drops every capability the guest held.
 pub struct Connection {
     system: RpcSystem<Side>,
+    violation: framing::Violation,
 }
 
 impl Connection {
+    /// Where the first protocol violation on this connection is recorded, as soon as it is
+    /// seen (before the RPC system has finished shutting down).
+    pub fn violation(&self) -> framing::Violation {
+        self.violation.clone()
+    }
+
     /// Serves the connection until it ends. An error means the guest broke the protocol.
     pub async fn run(self) -> Result<(), capnp::Error> {
         self.system.await
@@ -56,17 +64,19 @@ pub fn serve(sup: Supervisor, pid: Pid, grants: Grants, transport: Transport) ->
             usize::try_from(transport.max_message_bytes / 8).unwrap_or(usize::MAX),
         ))
         .nesting_limit(64);
-    let network = twoparty::VatNetwork::new(
+    let violation = framing::Violation::default();
+    let from_guest = framing::CheckedReader::new(
         transport.from_guest.paced_by(&transport.to_guest),
-        transport.to_guest,
-        Side::Server,
-        options,
+        transport.max_message_bytes,
+        violation.clone(),
     );
+    let network = twoparty::VatNetwork::new(from_guest, transport.to_guest, Side::Server, options);
     let gate = CallGate::new(transport.max_outstanding_calls);
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, gate));
     Connection {
         system: RpcSystem::new(Box::new(network), Some(session.client)),
+        violation,
     }
 }
 
