@@ -153,7 +153,7 @@ mod tests {
         for s in sizes {
             f.extend_from_slice(&s.to_le_bytes());
         }
-        if f.len() % 8 != 0 {
+        if !f.len().is_multiple_of(8) {
             f.extend_from_slice(&[0; 4]);
         }
         for s in sizes {

@@ -74,7 +74,11 @@ pub fn cell() -> Command {
 /// `cell run --cache-dir <shared> <wasm> <args...>`.
 pub fn cell_run(wasm: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = cell();
-    cmd.arg("run").arg("--cache-dir").arg(cache_dir()).arg(wasm).args(args);
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg(wasm)
+        .args(args);
     cmd
 }
 

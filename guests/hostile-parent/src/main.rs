@@ -1,19 +1,17 @@
 //! hostile-parent: the misbehaviours that need children (`hostile-parent <mode> [flags]`),
 //! built on the `hostile` guest it embeds. Needs an Executor grant.
 //!
-//! - `block-wait`                waits forever on `Process.wait` of a sleeping child: blocked in
-//!                               a host call with an RPC call outstanding (→ killed; the child
-//!                               goes with it, killed by cascade)
-//! - `parent-exits --children K` starts K spinning children, then exits 0 (they are killed by
-//!                               cascade)
-//! - `forkbomb --max-procs N`    spawns sleepers (granted Executors) in concurrent waves until
-//!                               refused; exits 0 iff exactly N-1 were started and every later
-//!                               spawn was refused with "limit: max-procs", else 3
-//! - `flood --calls N --limit L` pipelines N `Process.wait` calls on a sleeping child (which
-//!                               times out after 300 ms); exits 0 iff at most L were accepted
-//!                               (all then answered "timed out"), the rest refused with
-//!                               "limit: max-outstanding-calls", and the connection still
-//!                               works afterwards, else 3
+//! - `block-wait`: waits forever on `Process.wait` of a sleeping child, i.e. blocked in a host
+//!   call with an RPC call outstanding (→ killed; the child goes with it, killed by cascade).
+//! - `parent-exits --children K`: starts K spinning children, then exits 0 (they are killed by
+//!   cascade).
+//! - `forkbomb --max-procs N`: spawns sleepers (granted Executors) in concurrent waves until
+//!   refused; exits 0 iff exactly N-1 were started and every later spawn was refused with
+//!   "limit: max-procs", else 3.
+//! - `flood --calls N --limit L`: pipelines N `Process.wait` calls on a sleeping child (which
+//!   times out after 300 ms); exits 0 iff at most L were accepted (all then answered "timed
+//!   out"), the rest refused with "limit: max-outstanding-calls", and the connection still
+//!   works afterwards, else 3.
 
 use std::time::Duration;
 

@@ -3,20 +3,20 @@
 //! `hostile-pid0` drives them all (see guests/README.md). The expected status of each mode is
 //! what the host must report; a mode never "succeeds" by itself unless it says so.
 //!
-//! - `spin`                 pure wasm loop forever (→ timed out / killed / out of fuel)
-//! - `membomb`              allocates 1 MiB blocks until refused (→ out of memory)
-//! - `stack-overflow`       unbounded recursion (→ trapped)
-//! - `stderr-flood`         writes stderr forever (→ timed out; capture stays bounded)
-//! - `sleep`                blocks in a host call (`poll`) forever (→ killed / timed out)
-//! - `big-message --bytes N` one echo call of N bytes, over the host's message limit
-//!                          (→ protocol violation). Needs an Executor.
-//! - `huge-segment`         a raw segment table claiming a 4 GiB message, then waits
-//!                          (→ protocol violation, without the host allocating it)
-//! - `no-read-stdin --calls N --bytes B` raw RPC: pipelines N echo calls of B bytes and never
-//!                          reads a reply (→ timed out; host memory bounded). Needs an Executor.
-//! - `echo-loop --count N`  the well-behaved sibling: N sequential echoes, each checked; exit 0.
-//! - `spawn-invalid-loop --count N` spawns N invalid blobs; exits 0 iff every one was refused
-//!                          with "bad-wasm" and the connection still works, else 3.
+//! - `spin`: pure wasm loop forever (→ timed out / killed / out of fuel).
+//! - `membomb`: allocates 1 MiB blocks until refused (→ out of memory).
+//! - `stack-overflow`: unbounded recursion (→ trapped).
+//! - `stderr-flood`: writes stderr forever (→ timed out; the capture stays bounded).
+//! - `sleep`: blocks in a host call (`poll`) forever (→ killed / timed out).
+//! - `big-message --bytes N`: one echo call of N bytes, over the host's message limit
+//!   (→ protocol violation). Needs an Executor.
+//! - `huge-segment`: a raw segment table claiming a 4 GiB message, then waits
+//!   (→ protocol violation, without the host allocating it).
+//! - `no-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and never
+//!   reads a reply (→ timed out; host memory bounded). Needs an Executor.
+//! - `echo-loop --count N`: the well-behaved sibling; N sequential echoes, each checked; exit 0.
+//! - `spawn-invalid-loop --count N`: spawns N invalid blobs; exits 0 iff every one was refused
+//!   with "bad-wasm" and the connection still works, else 3.
 
 use std::io::Write as _;
 use std::time::Duration;
