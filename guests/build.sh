@@ -3,12 +3,14 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
-#            net-std net-fetch inetd-echo hello upper tty-echo
+#            net-std net-fetch inetd-echo hello upper tty-echo hostile
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
+#            hostile-parent                                     (embeds hostile)
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
+#            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -21,9 +23,9 @@ build() {
 }
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent \
-    -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo
-build -p child-echo -p net-child -p pipe-pid0
-build -p relay -p pid0 -p inetd -p net-probe
+    -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile
+build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent
+build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0
 build -p scenarios
 
 ls -l target/wasm32-wasip2/release/*.wasm

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::engine::ContentHash;
+use crate::limits::FuelGauge;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
 use crate::table::Pid;
@@ -57,6 +58,8 @@ pub struct ProcessHandle {
     pub stderr: Option<CapturedStderr>,
     /// Present for a plain child.
     pub plain: Option<PlainStdio>,
+    /// The fuel it has left, when fuel is metered (children are clamped to it).
+    pub fuel: Option<FuelGauge>,
 }
 
 impl ProcessHandle {
@@ -70,6 +73,7 @@ impl ProcessHandle {
             kill: watch::channel(None).0,
             stderr: None,
             plain: None,
+            fuel: None,
         }
     }
 

@@ -4,6 +4,8 @@
 //! Invariant: a child's limits are never larger than its parent's ([`Limits::for_child`]), so a
 //! whole tree is bounded by what the operator gave pid0.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -122,6 +124,39 @@ impl Limits {
             max_depth: narrow(u64::from(self.max_depth - 1), req.max_depth.map(u64::from)) as u32,
             ..self.clone()
         })
+    }
+}
+
+impl Limits {
+    /// Narrows a child's fuel to what its parent has left (`remaining`, from its
+    /// [`FuelGauge`]), so a child never receives more than its parent holds at spawn time.
+    pub fn clamp_fuel(mut self, remaining: Option<u64>) -> Limits {
+        self.fuel = min_opt(self.fuel, remaining.filter(|_| self.fuel.is_some()));
+        self
+    }
+}
+
+/// The fuel a running process has left, as last seen by the host.
+///
+/// A store's fuel can only be read through the store, which its task owns while the guest
+/// runs; so the store publishes it here on every epoch tick (see `process::build_store`). The
+/// value is therefore at most one [`EPOCH_TICK`] of execution stale — a child is clamped to
+/// what its parent held at most one tick before the spawn, never to more than the parent's
+/// configured fuel. Shared (`Arc`) because the store's epoch callback must be `Send`.
+#[derive(Clone, Debug)]
+pub struct FuelGauge(Arc<AtomicU64>);
+
+impl FuelGauge {
+    pub fn new(fuel: u64) -> Self {
+        FuelGauge(Arc::new(AtomicU64::new(fuel)))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, fuel: u64) {
+        self.0.store(fuel, Ordering::Relaxed)
     }
 }
 
@@ -263,5 +298,24 @@ mod tests {
         assert!(l.hit());
         assert!(l.grow(60, 100));
         assert_eq!(l.used(), 100);
+    }
+
+    #[test]
+    fn child_fuel_is_clamped_to_what_the_parent_has_left() {
+        let parent = Limits {
+            fuel: Some(1000),
+            ..Limits::default()
+        };
+        let req = LimitRequest {
+            fuel: Some(800),
+            ..LimitRequest::default()
+        };
+        let child = parent.for_child(&req).unwrap().clamp_fuel(Some(300));
+        assert_eq!(child.fuel, Some(300));
+        let child = parent.for_child(&req).unwrap().clamp_fuel(Some(900));
+        assert_eq!(child.fuel, Some(800));
+        // Without metering there is nothing to clamp: a request for fuel is ignored.
+        let unmetered = Limits::default().for_child(&req).unwrap().clamp_fuel(None);
+        assert_eq!(unmetered.fuel, None);
     }
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use crate::engine::CellEngine;
 use crate::grants::DirGrant;
-use crate::limits::{Limits, MemoryLimiter};
+use crate::limits::{FuelGauge, Limits, MemoryLimiter};
 use crate::net::audit::Audit;
 use crate::net::policy::NetPolicy;
 use crate::status::ExitStatus;
@@ -23,6 +23,8 @@ pub struct ProcState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// Where the remaining fuel is published, when fuel is metered.
+    fuel: Option<FuelGauge>,
     /// The fuel the store started with, when metered (to report how much was used).
     fuel_budget: Option<u64>,
 }
@@ -107,6 +109,7 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.limits.max_memory),
         fuel_budget: spec.limits.fuel,
+        fuel: None,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -114,12 +117,25 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
     // deadlines whenever the guest yields.
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
-    if let Some(fuel) = spec.limits.fuel {
-        // Fails only when the engine does not meter fuel; the limit is then documented as
-        // ignored.
-        let _ = store.set_fuel(fuel);
+    // Fails only when the engine does not meter fuel (no `--fuel`): the limit then does not
+    // apply, as documented for `SpawnRequest.limits.fuel`.
+    if let Some(fuel) = spec.limits.fuel.filter(|&f| store.set_fuel(f).is_ok()) {
+        let gauge = FuelGauge::new(fuel);
+        store.data_mut().fuel = Some(gauge.clone());
+        // Same yield as above, and publish the fuel left for spawns to clamp children to.
+        store.epoch_deadline_callback(move |ctx| {
+            if let Ok(left) = ctx.get_fuel() {
+                gauge.set(left);
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
     }
     Ok(store)
+}
+
+/// The gauge of a store's remaining fuel, when fuel is metered.
+pub fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
+    store.data().fuel.clone()
 }
 
 /// Instantiates the component in `store` and runs its `wasi:cli/run` export to completion.

@@ -31,7 +31,7 @@ use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
-use crate::process::{build_store, classify, usage, ProcState, StoreSpec, Usage};
+use crate::process::{build_store, classify, fuel_gauge, usage, ProcState, StoreSpec, Usage};
 use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
 use crate::status::{ExitStatus, KilledBy};
@@ -228,7 +228,8 @@ impl Supervisor {
             }
             .into());
         }
-        let limits = entry.limits.for_child(request)?;
+        let fuel_left = entry.handle.fuel.as_ref().map(|g| g.get());
+        let limits = entry.limits.for_child(request)?.clamp_fuel(fuel_left);
         table.check_room(parent)?;
         Ok((limits, entry.handle.info.depth + 1))
     }
@@ -292,6 +293,7 @@ impl Supervisor {
             },
         )
         .map_err(|e| SpawnError::Grant(format!("{e:#}")))?;
+        handle.fuel = fuel_gauge(&store);
         let connection = match spec.stdio {
             StdioMode::Rpc => Some(rpc::serve(
                 self.clone(),
@@ -301,6 +303,7 @@ impl Supervisor {
                     from_guest: stdout_r.into_host(),
                     to_guest: stdin_w.into_host(),
                     max_message_bytes: limits.max_message_bytes,
+                    max_outstanding_calls: limits.max_outstanding_calls,
                 },
                 limits.max_sockets,
             )),
@@ -452,8 +455,12 @@ impl ProcessTask {
             }
         };
 
+        let mut violation = None;
         let mut rpc: RpcFuture = match self.connection.take() {
-            Some(c) => Box::pin(c.run()),
+            Some(c) => {
+                violation = Some(c.violation());
+                Box::pin(c.run())
+            }
             None => Box::pin(std::future::pending()),
         };
         let mut rpc_open = true;
@@ -464,14 +471,19 @@ impl ProcessTask {
                 tokio::select! {
                     biased;
                     s = &mut stop => break Ending::Stopped(s),
-                    r = &mut run => break Ending::Finished(r),
                     r = &mut rpc, if rpc_open => match r {
                         Ok(()) => rpc_open = false,
                         Err(e) => break Ending::Stopped(ExitStatus::ProtocolViolation(e.to_string())),
                     },
+                    r = &mut run => break Ending::Finished(r),
                 }
             }
         };
+        // A violation seen on the wire wins over however the guest ended afterwards (it may
+        // have read the host's abort and exited before the RPC system finished shutting down).
+        if let Some(v) = violation.and_then(|v| v.borrow_mut().take()) {
+            return ExitStatus::ProtocolViolation(v);
+        }
         match ending {
             Ending::Finished(r) => classify(r, &self.store),
             Ending::Stopped(s) => s,

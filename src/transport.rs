@@ -35,6 +35,8 @@ struct PipeState {
     reader_waker: Option<Waker>,
     /// Woken when space frees up or the reader closes.
     writer_waker: Option<Waker>,
+    /// Like `writer_waker`, for a [`SpaceProbe`] (which is not the writer).
+    probe_waker: Option<Waker>,
 }
 
 /// A handle on a pipe's state.
@@ -88,9 +90,7 @@ impl Pipe {
         }
         let n = max.min(s.buf.len());
         let data = s.buf.split_to(n).freeze();
-        if let Some(w) = s.writer_waker.take() {
-            w.wake();
-        }
+        s.wake_writers();
         ReadOutcome::Data(data)
     }
 
@@ -126,7 +126,26 @@ impl Pipe {
         let mut s = self.lock();
         s.reader_closed = true;
         s.buf.clear();
-        if let Some(w) = s.writer_waker.take() {
+        s.wake_writers();
+    }
+
+    /// Ready when there is space or the reader has closed; uses the probe's own waker slot.
+    fn poll_space(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.buf.len() < s.capacity || s.reader_closed {
+            return Poll::Ready(());
+        }
+        s.probe_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl PipeState {
+    fn wake_writers(&mut self) {
+        for w in [self.writer_waker.take(), self.probe_waker.take()]
+            .into_iter()
+            .flatten()
+        {
             w.wake();
         }
     }
@@ -155,6 +174,7 @@ pub fn pipe(capacity: usize) -> (PipeWriter, PipeReader) {
         writer_closed: false,
         reader_waker: None,
         writer_waker: None,
+        probe_waker: None,
     })));
     (
         PipeWriter(Arc::new(WriteSide(p.clone()))),
@@ -269,6 +289,42 @@ impl futures::io::AsyncRead for HostReader {
                 }
             }
         }
+    }
+}
+
+/// A host reader that reads only while a paired pipe has free space.
+///
+/// Used for a guest's RPC connection, paired with the guest's stdin: every call the host reads
+/// may produce a reply written to the guest's stdin, and capnp-rpc queues replies it cannot
+/// write yet without bound. A guest that sends calls but never reads its replies would grow that
+/// queue forever; pacing stops reading its calls while its stdin is full, so the queue holds at
+/// most the replies of calls already read (bounded by `max-outstanding-calls`). A guest that
+/// reads its stdin (every cell-guest does, concurrently with writing) never notices.
+pub struct PacedReader {
+    inner: HostReader,
+    pace: Pipe,
+}
+
+impl HostReader {
+    /// This reader, reading only while `pace`'s pipe has free space.
+    pub fn paced_by(self, pace: &HostWriter) -> PacedReader {
+        PacedReader {
+            inner: self,
+            pace: pace.0.pipe().clone(),
+        }
+    }
+}
+
+impl futures::io::AsyncRead for PacedReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.pace.poll_space(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, out)
     }
 }
 
@@ -482,5 +538,23 @@ mod tests {
         assert_eq!(guest.read(8).ok().map(|b| b.len()), Some(0));
         drop(w);
         assert!(matches!(guest.read(8), Err(StreamError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn paced_reader_waits_while_the_paired_pipe_is_full() {
+        use futures::FutureExt;
+        let (out_w, out_r) = pipe(8);
+        let (in_w, in_r) = pipe(2);
+        let mut to_guest = in_w.into_host();
+        let mut from_guest = out_r.into_host().paced_by(&to_guest);
+        let mut guest_out = out_w.into_guest();
+        guest_out.write(Bytes::from_static(b"call")).ok();
+        to_guest.write_all(b"rr").await.unwrap(); // the guest's stdin is now full
+        let mut buf = [0u8; 8];
+        assert!(from_guest.read(&mut buf).now_or_never().is_none(), "paced");
+        let guest_in = in_r.into_guest();
+        let mut guest_in2 = guest_in.clone();
+        assert!(matches!(InputStream::read(&mut guest_in2, 1), Ok(b) if b.len() == 1));
+        assert_eq!(from_guest.read(&mut buf).await.ok(), Some(4));
     }
 }

@@ -119,6 +119,11 @@ fn parse_dir(s: &str, writable: bool) -> Result<DirGrant, String> {
     }
 }
 
+/// A `--net` rule; the error quotes the rule and names the bad part.
+fn parse_net_rule(s: &str) -> Result<NetRule, String> {
+    parse_rule(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,9 +143,4 @@ mod tests {
         assert!(parse_dir("/definitely/not/here", false).is_err());
         assert!(parse_dir(&format!("{host}::"), false).is_err());
     }
-}
-
-/// A `--net` rule; the error quotes the rule and names the bad part.
-fn parse_net_rule(s: &str) -> Result<NetRule, String> {
-    parse_rule(s).map_err(|e| e.to_string())
 }

@@ -9,9 +9,9 @@ use capnp::capability::Rc;
 use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
 use crate::grants::Grants;
 use crate::limits::LimitRequest;
-use crate::rpc::failed;
 use crate::rpc::network::{NetCaps, NetGrantRequest};
 use crate::rpc::process::ProcessServer;
+use crate::rpc::{failed, CallGate};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 use crate::table::Pid;
 
@@ -21,11 +21,18 @@ pub struct ExecutorServer {
     owner: Pid,
     /// The owner's network context, to recognise the Network and sockets it grants.
     net: NetCaps,
+    /// The owner's connection's call bound, passed on to the Process caps it hands out.
+    gate: CallGate,
 }
 
 impl ExecutorServer {
-    pub fn new(sup: Supervisor, owner: Pid, net: NetCaps) -> Self {
-        ExecutorServer { sup, owner, net }
+    pub fn new(sup: Supervisor, owner: Pid, net: NetCaps, gate: CallGate) -> Self {
+        ExecutorServer {
+            sup,
+            owner,
+            net,
+            gate,
+        }
     }
 }
 
@@ -97,6 +104,7 @@ impl executor::Server for ExecutorServer {
         params: executor::SpawnParams,
         mut results: executor::SpawnResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
         let request = params.get()?.get_request()?;
         let mut args = read_request(request)?;
@@ -114,7 +122,10 @@ impl executor::Server for ExecutorServer {
             .map_err(spawn_error)?;
         results
             .get()
-            .set_process(capnp_rpc::new_client(ProcessServer::new(handle)));
+            .set_process(capnp_rpc::new_client(ProcessServer::new(
+                handle,
+                self.gate.clone(),
+            )));
         Ok(())
     }
 
@@ -123,6 +134,7 @@ impl executor::Server for ExecutorServer {
         params: executor::EchoParams,
         mut results: executor::EchoResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
         let message = params.get()?.get_message()?;
         results.get().set_response(message);

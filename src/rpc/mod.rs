@@ -5,12 +5,16 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod framing;
+pub mod gate;
 pub mod network;
 pub mod process;
 pub mod session;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
+
+pub use gate::{CallGate, InFlight};
 
 use std::fmt::Display;
 
@@ -31,15 +35,24 @@ pub struct Transport {
     pub to_guest: HostWriter,
     /// Largest message accepted from the guest (capnp traversal limit).
     pub max_message_bytes: u64,
+    /// Calls from the guest that may be in progress at once (see [`CallGate`]).
+    pub max_outstanding_calls: u32,
 }
 
 /// A guest's RPC connection, ready to run. Owned by the guest's process task and dropped with
 /// it, which drops every capability the guest held.
 pub struct Connection {
     system: RpcSystem<Side>,
+    violation: framing::Violation,
 }
 
 impl Connection {
+    /// Where the first protocol violation on this connection is recorded, as soon as it is
+    /// seen (before the RPC system has finished shutting down).
+    pub fn violation(&self) -> framing::Violation {
+        self.violation.clone()
+    }
+
     /// Serves the connection until it ends. An error means the guest broke the protocol.
     pub async fn run(self) -> Result<(), capnp::Error> {
         self.system.await
@@ -61,17 +74,20 @@ pub fn serve(
             usize::try_from(transport.max_message_bytes / 8).unwrap_or(usize::MAX),
         ))
         .nesting_limit(64);
-    let network = twoparty::VatNetwork::new(
-        transport.from_guest,
-        transport.to_guest,
-        Side::Server,
-        options,
+    let violation = framing::Violation::default();
+    let from_guest = framing::CheckedReader::new(
+        transport.from_guest.paced_by(&transport.to_guest),
+        transport.max_message_bytes,
+        violation.clone(),
     );
+    let network = twoparty::VatNetwork::new(from_guest, transport.to_guest, Side::Server, options);
+    let gate = CallGate::new(transport.max_outstanding_calls);
     let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets);
     let session: crate::cell_capnp::session::Client =
-        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net));
+        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net, gate));
     Connection {
         system: RpcSystem::new(Box::new(network), Some(session.client)),
+        violation,
     }
 }
 

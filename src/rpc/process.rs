@@ -5,17 +5,19 @@ use std::rc::Rc as StdRc;
 
 use crate::cell_capnp::process;
 use crate::handle::ProcessHandle;
-use crate::rpc::failed;
 use crate::rpc::stream::ByteStreamServer;
+use crate::rpc::{failed, CallGate};
 use crate::status::KilledBy;
 
 pub struct ProcessServer {
     handle: StdRc<ProcessHandle>,
+    /// The call bound of the connection this cap was issued on (the parent's).
+    gate: CallGate,
 }
 
 impl ProcessServer {
-    pub fn new(handle: StdRc<ProcessHandle>) -> Self {
-        ProcessServer { handle }
+    pub fn new(handle: StdRc<ProcessHandle>, gate: CallGate) -> Self {
+        ProcessServer { handle, gate }
     }
 }
 
@@ -25,6 +27,7 @@ impl process::Server for ProcessServer {
         _: process::PidParams,
         mut results: process::PidResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         results.get().set_pid(self.handle.pid);
         Ok(())
     }
@@ -34,6 +37,7 @@ impl process::Server for ProcessServer {
         _: process::WaitParams,
         mut results: process::WaitResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let status = self.handle.wait().await;
         status.write_to(results.get().init_status());
         Ok(())
@@ -44,6 +48,7 @@ impl process::Server for ProcessServer {
         _: process::KillParams,
         _: process::KillResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.handle.kill(KilledBy::Parent);
         // Answer once it is really gone, so "kill then wait" never observes it running.
         self.handle.wait().await;
@@ -55,6 +60,7 @@ impl process::Server for ProcessServer {
         _: process::StderrParams,
         mut results: process::StderrResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let captured = self.handle.stderr.as_ref().ok_or_else(|| {
             failed(
                 "not-captured",
@@ -64,11 +70,9 @@ impl process::Server for ProcessServer {
                 ),
             )
         })?;
-        results
-            .get()
-            .set_stream(capnp_rpc::new_client(ByteStreamServer::reader(
-                captured.reader.clone(),
-            )));
+        results.get().set_stream(capnp_rpc::new_client(
+            ByteStreamServer::reader(captured.reader.clone()).gated(self.gate.clone()),
+        ));
         Ok(())
     }
 
@@ -77,12 +81,11 @@ impl process::Server for ProcessServer {
         _: process::StdinParams,
         mut results: process::StdinResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let plain = self.plain()?;
-        results
-            .get()
-            .set_stream(capnp_rpc::new_client(ByteStreamServer::writer(
-                plain.stdin.clone(),
-            )));
+        results.get().set_stream(capnp_rpc::new_client(
+            ByteStreamServer::writer(plain.stdin.clone()).gated(self.gate.clone()),
+        ));
         Ok(())
     }
 
@@ -91,12 +94,11 @@ impl process::Server for ProcessServer {
         _: process::StdoutParams,
         mut results: process::StdoutResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let plain = self.plain()?;
-        results
-            .get()
-            .set_stream(capnp_rpc::new_client(ByteStreamServer::reader(
-                plain.stdout.clone(),
-            )));
+        results.get().set_stream(capnp_rpc::new_client(
+            ByteStreamServer::reader(plain.stdout.clone()).gated(self.gate.clone()),
+        ));
         Ok(())
     }
 }

@@ -5,9 +5,9 @@ use capnp::capability::Rc;
 use crate::cell_capnp::session;
 use crate::grants::Grants;
 use crate::rpc::executor::ExecutorServer;
-use crate::rpc::failed;
 use crate::rpc::network::NetCaps;
 use crate::rpc::stream::ByteStreamServer;
+use crate::rpc::{failed, CallGate};
 use crate::supervisor::Supervisor;
 use crate::table::Pid;
 
@@ -17,15 +17,18 @@ pub struct SessionServer {
     grants: Grants,
     /// This connection's network context: issues (and later recognises) Network and sockets.
     net: NetCaps,
+    /// The bound on this connection's calls in progress, shared with every cap issued on it.
+    gate: CallGate,
 }
 
 impl SessionServer {
-    pub fn new(sup: Supervisor, pid: Pid, grants: Grants, net: NetCaps) -> Self {
+    pub fn new(sup: Supervisor, pid: Pid, grants: Grants, net: NetCaps, gate: CallGate) -> Self {
         SessionServer {
             sup,
             pid,
             grants,
             net,
+            gate,
         }
     }
 
@@ -40,6 +43,7 @@ impl session::Server for SessionServer {
         _: session::InfoParams,
         mut results: session::InfoResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let info = self
             .sup
             .info(self.pid)
@@ -61,6 +65,7 @@ impl session::Server for SessionServer {
         _: session::ExecutorParams,
         mut results: session::ExecutorResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         if !self.grants.executor {
             return Err(Self::not_granted("executor"));
         }
@@ -70,6 +75,7 @@ impl session::Server for SessionServer {
                 self.sup.clone(),
                 self.pid,
                 self.net.clone(),
+                self.gate.clone(),
             )));
         Ok(())
     }
@@ -79,6 +85,7 @@ impl session::Server for SessionServer {
         _: session::NetworkParams,
         mut results: session::NetworkResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let policy = self
             .grants
             .network
@@ -93,6 +100,7 @@ impl session::Server for SessionServer {
         _: session::SocketsParams,
         mut results: session::SocketsResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let granted = &self.grants.sockets;
         let mut list = results.get().init_sockets(granted.len() as u32);
         for (i, grant) in granted.iter().enumerate() {
@@ -106,17 +114,18 @@ impl session::Server for SessionServer {
         _: session::TerminalParams,
         mut results: session::TerminalResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         if !self.grants.terminal {
             return Err(Self::not_granted("terminal"));
         }
         let host = self.sup.host_stdio();
         let mut out = results.get();
-        out.set_input(capnp_rpc::new_client(ByteStreamServer::reader(
-            host.input(),
-        )));
-        out.set_output(capnp_rpc::new_client(ByteStreamServer::writer(
-            host.output(),
-        )));
+        out.set_input(capnp_rpc::new_client(
+            ByteStreamServer::reader(host.input()).gated(self.gate.clone()),
+        ));
+        out.set_output(capnp_rpc::new_client(
+            ByteStreamServer::writer(host.output()).gated(self.gate.clone()),
+        ));
         Ok(())
     }
 }

@@ -8,12 +8,15 @@ use tokio::sync::Mutex;
 
 use crate::cell_capnp::byte_stream;
 use crate::limits::MAX_READ_CHUNK;
-use crate::rpc::failed;
+use crate::rpc::{failed, CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
 
 pub struct ByteStreamServer {
     reader: Option<Mutex<PipeReader>>,
     writer: Option<Mutex<PipeWriter>>,
+    /// The call bound of the connection this stream was issued on; `None` = unbounded (only
+    /// for streams never handed to a guest).
+    gate: Option<CallGate>,
 }
 
 impl ByteStreamServer {
@@ -21,6 +24,7 @@ impl ByteStreamServer {
         ByteStreamServer {
             reader: Some(Mutex::new(r)),
             writer: None,
+            gate: None,
         }
     }
 
@@ -28,7 +32,18 @@ impl ByteStreamServer {
         ByteStreamServer {
             reader: None,
             writer: Some(Mutex::new(w)),
+            gate: None,
         }
+    }
+
+    /// Counts calls on this stream against `gate` (the connection it is issued on).
+    pub fn gated(mut self, gate: CallGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn enter(&self) -> Result<Option<InFlight>, capnp::Error> {
+        self.gate.as_ref().map(CallGate::enter).transpose()
     }
 }
 
@@ -38,6 +53,7 @@ impl byte_stream::Server for ByteStreamServer {
         params: byte_stream::ReadParams,
         mut results: byte_stream::ReadResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.enter()?;
         let max = (params.get()?.get_max_bytes() as usize).min(MAX_READ_CHUNK);
         let reader = self
             .reader
@@ -53,6 +69,7 @@ impl byte_stream::Server for ByteStreamServer {
         params: byte_stream::WriteParams,
         _: byte_stream::WriteResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.enter()?;
         let writer = self
             .writer
             .as_ref()
@@ -71,6 +88,7 @@ impl byte_stream::Server for ByteStreamServer {
         _: byte_stream::CloseParams,
         _: byte_stream::CloseResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.enter()?;
         if let Some(w) = &self.writer {
             w.lock().await.close();
         }
