@@ -82,7 +82,6 @@ pub struct RunStats {
     started: Instant,
     history: VecDeque<ProcessSummary>,
     not_listed: u64,
-    network: NetworkStats,
 }
 
 impl Default for RunStats {
@@ -91,7 +90,6 @@ impl Default for RunStats {
             started: Instant::now(),
             history: VecDeque::new(),
             not_listed: 0,
-            network: NetworkStats::default(),
         }
     }
 }
@@ -109,19 +107,6 @@ impl RunStats {
         } else {
             self.not_listed += 1;
         }
-    }
-
-    /// Counts one network decision.
-    pub fn count_network(&mut self, allowed: bool) {
-        if allowed {
-            self.network.allowed += 1;
-        } else {
-            self.network.denied += 1;
-        }
-    }
-
-    pub fn network(&self) -> NetworkStats {
-        self.network
     }
 
     pub fn processes(&self) -> impl Iterator<Item = &ProcessSummary> {

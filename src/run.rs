@@ -12,7 +12,7 @@ use crate::engine::{CellEngine, EngineConfig, LoadError};
 use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
-use crate::report::{Report, SCHEMA};
+use crate::report::{NetworkStats, Report, SCHEMA};
 use crate::status::{ExitStatus, KilledBy};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 
@@ -193,7 +193,10 @@ pub async fn run(
                 processes_not_listed: stats.not_listed(),
                 compile_cache: sup.engine().compile_cache_stats(),
                 components_compiled: compiled,
-                network: stats.network(),
+                network: {
+                    let (allowed, denied) = sup.audit().counts();
+                    NetworkStats { allowed, denied }
+                },
             }
         },
     };

@@ -146,11 +146,6 @@ impl Supervisor {
         self.0.stats.borrow()
     }
 
-    /// Counts one network decision for the run report.
-    pub fn count_network(&self, allowed: bool) {
-        self.0.stats.borrow_mut().count_network(allowed);
-    }
-
     /// The host's own stdin/stdout (for a plain pid0 and the terminal capability).
     pub fn host_stdio(&self) -> &HostStdio {
         &self.0.host_stdio

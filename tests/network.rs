@@ -555,3 +555,30 @@ fn malformed_net_rules_are_rejected_naming_the_bad_part() {
         assert!(done.stderr.contains(rule), "{}", done.stderr);
     }
 }
+
+#[test]
+fn run_report_counts_the_audited_decisions() {
+    let a = echo_server();
+    let (dir, audit) = temp_audit();
+    let report = dir.path().join("report.json");
+    let a_s = a.to_string();
+    let mut cmd = common::cell();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .args(["--net", &format!("connect=127.0.0.1:{a}")])
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--report")
+        .arg(&report)
+        .arg(guest("net-probe"))
+        .args(["rpc-allow", "127.0.0.1", &a_s, "rpc-deny", "10.0.0.1", "80"]);
+    finish(cmd).assert_code(0);
+    let lines = audit_lines(&audit);
+    let allowed = lines.iter().filter(|l| l["allowed"] == true).count() as u64;
+    let denied = lines.len() as u64 - allowed;
+    assert!(allowed >= 1 && denied >= 1, "{lines:?}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["network"]["allowed"], allowed, "{report}");
+    assert_eq!(report["network"]["denied"], denied, "{report}");
+}

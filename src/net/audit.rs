@@ -137,6 +137,14 @@ fn now() -> f64 {
 #[derive(Clone, Default)]
 pub struct Audit {
     file: Option<Arc<AuditFile>>,
+    /// Decisions made so far, for the run report.
+    counts: Arc<DecisionCounts>,
+}
+
+#[derive(Default)]
+struct DecisionCounts {
+    allowed: AtomicU64,
+    denied: AtomicU64,
 }
 
 struct AuditFile {
@@ -170,6 +178,7 @@ impl Audit {
                 writer: Mutex::new(BufWriter::new(file)),
                 dropped: AtomicU64::new(0),
             })),
+            counts: Arc::default(),
         })
     }
 
@@ -199,6 +208,14 @@ impl Audit {
         self.write(&event);
     }
 
+    /// How many decisions allowed and denied so far: `(allowed, denied)`.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.allowed.load(Ordering::Relaxed),
+            self.counts.denied.load(Ordering::Relaxed),
+        )
+    }
+
     /// Lines that could not be written.
     pub fn dropped(&self) -> u64 {
         self.file
@@ -207,6 +224,12 @@ impl Audit {
     }
 
     fn write(&self, event: &AuditEvent) {
+        let counter = if event.allowed {
+            &self.counts.allowed
+        } else {
+            &self.counts.denied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let Some(file) = &self.file else { return };
         let Ok(mut line) = serde_json::to_vec(event) else {
             return;

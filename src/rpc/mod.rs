@@ -82,7 +82,7 @@ pub fn serve(
     );
     let network = twoparty::VatNetwork::new(from_guest, transport.to_guest, Side::Server, options);
     let gate = CallGate::new(transport.max_outstanding_calls);
-    let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets);
+    let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets, gate.clone());
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net, gate));
     Connection {

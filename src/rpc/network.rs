@@ -30,6 +30,7 @@ use crate::net::policy::{parse_rule, Decision, NetOp, NetPolicy, NetRule, Target
 use crate::rpc::failed;
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
+use crate::rpc::CallGate;
 use crate::table::Pid;
 
 /// The reason text for a name that no rule lets the host resolve.
@@ -142,6 +143,8 @@ pub struct NetCaps(Rc<NetCapsInner>);
 
 struct NetCapsInner {
     pid: Pid,
+    /// The connection's bound on calls in progress, shared by every network cap issued here.
+    gate: CallGate,
     audit: Audit,
     budget: SocketBudget,
     networks: Issued<NetworkServer, network::Client>,
@@ -152,9 +155,10 @@ struct NetCapsInner {
 
 impl NetCaps {
     /// The network context of process `pid`, allowed `max_sockets` open RPC sockets.
-    pub fn new(pid: Pid, audit: Audit, max_sockets: u32) -> Self {
+    pub fn new(pid: Pid, audit: Audit, max_sockets: u32, gate: CallGate) -> Self {
         NetCaps(Rc::new(NetCapsInner {
             pid,
+            gate,
             audit,
             budget: SocketBudget::new(max_sockets),
             networks: Issued::new(),
@@ -167,6 +171,11 @@ impl NetCaps {
     /// The process this context belongs to.
     pub fn pid(&self) -> Pid {
         self.0.pid
+    }
+
+    /// The call gate of the connection this context belongs to.
+    pub fn gate(&self) -> &CallGate {
+        &self.0.gate
     }
 
     /// The audit sink.
@@ -194,7 +203,9 @@ impl NetCaps {
 
     /// A `TcpStream` capability for an open stream.
     pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
-        self.0.streams.issue(TcpStreamServer::new(inner))
+        self.0
+            .streams
+            .issue(TcpStreamServer::new(inner, self.0.gate.clone()))
     }
 
     /// A `TcpListener` capability for an open listener; its accepted streams are issued here.
@@ -410,6 +421,7 @@ impl network::Server for NetworkServer {
         params: network::ConnectParams,
         mut results: network::ConnectResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let p = params.get()?;
         let host = p.get_host()?.to_str()?.to_string();
         let port = p.get_port();
@@ -428,6 +440,7 @@ impl network::Server for NetworkServer {
         params: network::ListenParams,
         mut results: network::ListenResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let p = params.get()?;
         let address = p.get_address()?.to_str()?;
         let ip = parse_ip(address)
@@ -450,6 +463,7 @@ impl network::Server for NetworkServer {
         params: network::BindUdpParams,
         mut results: network::BindUdpResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let p = params.get()?;
         let address = p.get_address()?.to_str()?;
         let ip = parse_ip(address)
@@ -470,6 +484,7 @@ impl network::Server for NetworkServer {
         params: network::RestrictParams,
         mut results: network::RestrictResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let requested = read_policy(params.get()?.get_policy()?)?;
         let narrowed = self.policy.intersect(&requested);
         tracing::debug!(
@@ -489,6 +504,7 @@ impl network::Server for NetworkServer {
         _: network::PolicyParams,
         mut results: network::PolicyResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         write_policy(&self.policy, results.get().init_policy());
         Ok(())
     }

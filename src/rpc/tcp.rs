@@ -24,6 +24,7 @@ use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
 use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
 use crate::rpc::failed;
 use crate::rpc::network::{NetCaps, SocketPermit};
+use crate::rpc::CallGate;
 
 /// An open TCP connection.
 pub struct StreamInner {
@@ -57,11 +58,13 @@ impl StreamInner {
 /// The server of one `TcpStream` capability.
 pub struct TcpStreamServer {
     pub(crate) inner: Rc<StreamInner>,
+    /// The call gate of the connection this stream was issued on.
+    gate: CallGate,
 }
 
 impl TcpStreamServer {
-    pub fn new(inner: Rc<StreamInner>) -> Self {
-        TcpStreamServer { inner }
+    pub fn new(inner: Rc<StreamInner>, gate: CallGate) -> Self {
+        TcpStreamServer { inner, gate }
     }
 }
 
@@ -71,6 +74,7 @@ impl byte_stream::Server for TcpStreamServer {
         params: byte_stream::ReadParams,
         mut results: byte_stream::ReadResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let asked = params.get()?.get_max_bytes() as usize;
         let max = if asked == 0 {
             MAX_READ_CHUNK
@@ -95,6 +99,7 @@ impl byte_stream::Server for TcpStreamServer {
         params: byte_stream::WriteParams,
         _: byte_stream::WriteResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         let data = params.get()?.get_data()?;
         if data.len() > NET_MAX_WRITE {
             return Err(failed(
@@ -119,6 +124,7 @@ impl byte_stream::Server for TcpStreamServer {
         _: byte_stream::CloseParams,
         _: byte_stream::CloseResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         self.inner
             .writer
             .lock()
@@ -135,6 +141,7 @@ impl tcp_stream::Server for TcpStreamServer {
         _: tcp_stream::LocalAddressParams,
         mut results: tcp_stream::LocalAddressResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         results
             .get()
             .set_address(self.inner.local.to_string().as_str());
@@ -146,6 +153,7 @@ impl tcp_stream::Server for TcpStreamServer {
         _: tcp_stream::PeerAddressParams,
         mut results: tcp_stream::PeerAddressResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
         results
             .get()
             .set_address(self.inner.peer.to_string().as_str());
@@ -202,6 +210,7 @@ impl tcp_listener::Server for TcpListenerServer {
         _: tcp_listener::AcceptParams,
         mut results: tcp_listener::AcceptResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let (stream, peer) = self
             .inner
             .listener
@@ -223,6 +232,7 @@ impl tcp_listener::Server for TcpListenerServer {
         _: tcp_listener::LocalAddressParams,
         mut results: tcp_listener::LocalAddressResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         results
             .get()
             .set_address(self.inner.local.to_string().as_str());

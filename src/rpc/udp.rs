@@ -123,6 +123,7 @@ impl udp_socket::Server for UdpSocketServer {
         params: udp_socket::SendParams,
         _: udp_socket::SendResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let p = params.get()?;
         let host = p.get_host()?.to_str()?;
         let ip = parse_ip(host).ok_or_else(|| {
@@ -160,6 +161,7 @@ impl udp_socket::Server for UdpSocketServer {
         _: udp_socket::RecvParams,
         mut results: udp_socket::RecvResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         let queue = &self.inner.queue;
         let (from, data) = loop {
             if let Some(d) = queue.datagrams.borrow_mut().pop_front() {
@@ -182,6 +184,7 @@ impl udp_socket::Server for UdpSocketServer {
         _: udp_socket::LocalAddressParams,
         mut results: udp_socket::LocalAddressResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         results
             .get()
             .set_address(self.inner.local.to_string().as_str());
@@ -193,6 +196,7 @@ impl udp_socket::Server for UdpSocketServer {
         _: udp_socket::DroppedParams,
         mut results: udp_socket::DroppedResults,
     ) -> Result<(), capnp::Error> {
+        let _call = self.net.gate().enter()?;
         results.get().set_count(self.inner.queue.dropped.get());
         Ok(())
     }
