@@ -10,7 +10,7 @@
 //!   "wasm": "app.wasm",                 // the path given on the command line
 //!   "sha256": "9f2c…",                  // of pid0's component
 //!   "mode": "rpc" | "plain",
-//!   "exit_code": 0,                     // cell's own exit code (see docs/cli.md)
+//!   "exit_code": 0,                     // cell's own exit code (see the README, "Exit codes")
 //!   "pid0": {"status": "exited", "detail": 0},   // an ExitStatus, see below
 //!   "signal": null | 2 | 15,            // the signal that stopped the run, if any
 //!   "wall_ms": 812,                     // from the start of the run to the end of teardown

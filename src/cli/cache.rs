@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Compile cache")]
 pub struct CacheArgs {
     /// Directory of the on-disk compile cache [default: $XDG_CACHE_HOME/cell or ~/.cache/cell].
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]

@@ -12,6 +12,7 @@ use crate::grants::{DirGrant, Grants};
 use crate::net::policy::{parse_rule, NetPolicy, NetRule};
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Grants (nothing is granted unless named here)")]
 pub struct GrantArgs {
     /// Set an environment variable for pid0 (repeatable). Nothing is inherited from the host.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]

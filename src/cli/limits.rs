@@ -11,6 +11,7 @@ use clap::Args;
 use crate::limits::Limits;
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Limits (for pid0; children get the same or less)")]
 pub struct LimitArgs {
     /// Memory of each process's store (all linear memories and tables together); growth past it
     /// fails, and a process that dies of it is reported `out of memory` [default: 1G].

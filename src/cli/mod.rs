@@ -83,7 +83,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub plain: bool,
 
-    /// Write a JSON run report to FILE once the run ends (`-` = stderr). See docs/cli.md.
+    /// Write a JSON run report to FILE once the run ends (`-` = stderr). Schema: README, "The run report".
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
