@@ -3,8 +3,10 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#            bench-nop bench-hello
 #   stage 2: child-echo                                         (embeds child-leaf)
 #   stage 3: relay pid0                                         (embed child-echo)
+#            bench-pid0                                         (embeds bench-nop)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -16,9 +18,9 @@ build() {
     cargo build --release --target wasm32-wasip2 "$@"
 }
 
-build -p child-leaf -p child-trap -p child-garbage -p child-silent
+build -p child-leaf -p child-trap -p child-garbage -p child-silent -p bench-nop -p bench-hello
 build -p child-echo
-build -p relay -p pid0
+build -p relay -p pid0 -p bench-pid0
 build -p scenarios
 
 ls -l target/wasm32-wasip2/release/*.wasm
