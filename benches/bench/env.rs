@@ -248,6 +248,21 @@ pub fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// How many memory mappings a process has (`/proc/<pid>/maps` lines): bounded per process by
+/// `vm.max_map_count`, which can cap the number of live children before memory does.
+pub fn mappings(pid: u32) -> anyhow::Result<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    Ok(maps.lines().count() as u64)
+}
+
+/// `vm.max_map_count`, when readable.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

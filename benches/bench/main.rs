@@ -25,9 +25,12 @@ use report::Section;
 /// hand next to the harness and appended to BENCHMARKS.md.
 const ANALYSIS: &str = include_str!("analysis.md");
 
+/// One benchmark: measures and returns its section of the table (a failure becomes a row).
+type Benchmark = fn(&env::Env) -> Section;
+
 /// The sections, in the order. Adding one (e.g. sockets, once measurable) is adding
 /// its `run` here.
-const SECTIONS: &[(&str, fn(&env::Env) -> Section)] = &[
+const SECTIONS: &[(&str, Benchmark)] = &[
     ("rpc", rpc::run),
     ("spawn", spawn::run),
     ("startup", startup::run),

@@ -1,4 +1,4 @@
-//! 1. RPC echo, guest → host over stdio, against the same capnp-rpc echo between two host tasks
+//! Benchmark 1: RPC echo, guest → host over stdio, against the same capnp-rpc echo between two host tasks
 //! over the same kind of in-memory pipe (`cell::transport::pipe`), no wasm.
 //!
 //! The cell side is measured inside the guest (bench-pid0, WASI monotonic clock), the baseline
@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 
 use crate::env::{args, Env};
 use crate::report::{Row, Section};
-use crate::stats::{p50_p99, rate, ratio, Summary};
+use crate::stats::{median_by, p50_p99, rate, ratio, Summary};
 
 const TITLE: &str = "1. RPC echo, guest → host over stdio";
 const BASELINE: &str = "capnp-rpc echo, 2 host tasks, transport::pipe, no wasm";
@@ -28,6 +28,8 @@ const TARGET_CALLS_PER_S: f64 = 80_000.0;
 /// Target: cell's echo p50 at most this many times the baseline's.
 const TARGET_RATIO: f64 = 1.2;
 const INFLIGHT: usize = 100;
+/// Each measurement is repeated; the median round is reported.
+const ROUNDS: usize = 3;
 
 pub fn run(env: &Env) -> Section {
     measure(env).unwrap_or_else(|e| Section::failed(TITLE, format!("{e:#}")))
@@ -37,12 +39,19 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     let mut s = Section::new(TITLE, BASELINE);
     let cache = env.fresh_cache("rpc");
     let pid0 = env.guest("bench-pid0").to_string_lossy().into_owned();
-    let calls = env.n(20_000, 2_000);
+    let calls = env.n(30_000, 2_000);
+    let rounds = env.n(ROUNDS, 1);
     for size in [16usize, 4096] {
         let mut a = args(["--cache-dir", &cache, &pid0, "echo"]);
         a.extend([calls.to_string(), size.to_string()]);
-        let cell = env.cell_result(&a, "echo")?.summary()?;
-        let base = baseline_echo(calls, size)?;
+        // Rounds alternate cell and baseline, so that a noisy moment hits both alike.
+        let (mut cells, mut bases) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            cells.push(env.cell_result(&a, "echo")?.summary()?);
+            bases.push(baseline_echo(calls, size)?);
+        }
+        let cell = median_by(cells, |s| s.p50).unwrap_or_default();
+        let base = median_by(bases, |s| s.p50).unwrap_or_default();
         let r = cell.p50 as f64 / base.p50.max(1) as f64;
         let label = if size == 16 { "16 B" } else { "4 KiB" };
         s.row(
@@ -57,8 +66,13 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     let n = env.n(100_000, 10_000);
     let mut a = args(["--cache-dir", &cache, &pid0, "pipeline"]);
     a.extend([n.to_string(), INFLIGHT.to_string()]);
-    let cell = env.cell_result(&a, "pipeline")?.u64("calls_per_s")? as f64;
-    let base = baseline_pipeline(n, INFLIGHT)?;
+    let (mut cells, mut bases) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        cells.push(env.cell_result(&a, "pipeline")?.u64("calls_per_s")? as f64);
+        bases.push(baseline_pipeline(n, INFLIGHT)?);
+    }
+    let cell = median_by(cells, |r| *r).unwrap_or_default();
+    let base = median_by(bases, |r| *r).unwrap_or_default();
     s.row(
         Row::new(
             format!("echo 16 B pipelined, {INFLIGHT} in flight"),
@@ -71,7 +85,8 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         ),
     );
     s.note(format!(
-        "{calls} sequential calls per size after a warm-up; pipelined: {n} calls. \
+        "{calls} sequential calls per size after a warm-up; pipelined: {n} calls; the median \
+         of {rounds} rounds, cell and baseline alternating. \
          Ratios are cell/baseline: above 1 is slower for latencies, below 1 is slower for rates."
     ));
     Ok(s)

@@ -1,4 +1,4 @@
-//! 5. Scale: N idle children (bench-nop blocked reading its stdin) under one pid0: the time
+//! Benchmark 5: Scale: N idle children (bench-nop blocked reading its stdin) under one pid0: the time
 //! to start them all and the host's resident memory per child.
 //!
 //! RSS is read from `/proc/<cell pid>/status` when pid0 reports that all children have started
@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::env::{args, rss, Env, Fields};
+use crate::env::{args, mappings, max_map_count, rss, Env, Fields};
 use crate::report::{Row, Section};
 use crate::stats::{bytes, dur, thousands};
 
@@ -31,6 +31,7 @@ struct Sample {
     start_ns: u64,
     rss: u64,
     hwm: u64,
+    maps: u64,
     error: String,
 }
 
@@ -45,19 +46,20 @@ fn sample(env: &Env, cache: &str, n: usize) -> anyhow::Result<Sample> {
     let mut mem = None;
     let fields = env.run_cell(&a, Duration::from_secs(300), |line, pid| {
         if Fields::parse(line).is_some_and(|f| f.get("kind") == Some("idle")) {
-            mem = Some(rss(pid));
+            mem = Some(rss(pid).and_then(|(rss, hwm)| Ok((rss, hwm, mappings(pid)?))));
         }
     })?;
     let f = fields
         .into_iter()
         .find(|f| f.get("kind") == Some("idle"))
         .ok_or_else(|| anyhow::anyhow!("no `kind=idle` result"))?;
-    let (rss, hwm) = mem.ok_or_else(|| anyhow::anyhow!("memory was not sampled"))??;
+    let (rss, hwm, maps) = mem.ok_or_else(|| anyhow::anyhow!("memory was not sampled"))??;
     Ok(Sample {
         started: f.u64("started")?,
         start_ns: f.u64("start_ns")?,
         rss,
         hwm,
+        maps,
         error: f.get("error").unwrap_or("none").replace('_', " "),
     })
 }
@@ -108,7 +110,19 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                 got.started, got.error
             ));
         }
-        s.note(format!("{label}: peak RSS (VmHWM) {}.", bytes(got.hwm)));
+        let maps_each = got.maps.saturating_sub(base.maps) as f64 / got.started as f64;
+        s.note(format!(
+            "{label}: peak RSS (VmHWM) {}; {} memory mappings ({maps_each:.1} per child{}).",
+            bytes(got.hwm),
+            thousands(got.maps),
+            max_map_count()
+                .map(|m| format!(
+                    "; vm.max_map_count {} allows ~{} children",
+                    thousands(m),
+                    thousands((m.saturating_sub(base.maps) as f64 / maps_each.max(0.01)) as u64)
+                ))
+                .unwrap_or_default()
+        ));
         per_child = Some(each);
         largest = Some(got.started);
     }

@@ -1,4 +1,4 @@
-//! 4. Sockets: TCP bulk throughput from a guest to a loopback sink through wasi:sockets under a
+//! Benchmark 4: Sockets: TCP bulk throughput from a guest to a loopback sink through wasi:sockets under a
 //! policy and through the RPC `TcpStream`, against a native Rust client.
 //!
 //! Pending: it needs the Network capability. When that lands, [`run`] measures (a guest mode

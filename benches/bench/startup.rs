@@ -1,4 +1,4 @@
-//! 3. Start-up: whole-process wall time of `cell run`, with a warm compile cache, against
+//! Benchmark 3: Start-up: whole-process wall time of `cell run`, with a warm compile cache, against
 //! `wasmtime run` of the same hello world (when on PATH) and, as a floor, a native process.
 
 use std::process::Command;
@@ -20,7 +20,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         "`wasmtime run` (not on PATH: skipped)"
     };
     let mut s = Section::new(TITLE, baseline);
-    let runs = env.n(20, 5);
+    let runs = env.n(30, 5);
     let cache = env.fresh_cache("startup");
     let hello = env.guest("bench-hello");
     let pid0 = env.guest("bench-pid0");
@@ -79,6 +79,24 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         ),
         rpc,
     ));
+    let nop = env.guest("bench-nop");
+    let small = time_process(runs, || cell_cmd(&[], &nop, &[]))?;
+    s.row(vs_wasmtime(
+        Row::new(
+            "`cell run bench-nop.wasm` (std `main(){}`, no stdio): p50 / p99",
+            p50_p99(small),
+        ),
+        small,
+    ));
+    let version = time_process(runs, || {
+        let mut c = Command::new(&env.cell);
+        c.arg("--version");
+        c
+    })?;
+    s.row(Row::new(
+        "floor: `cell --version` (loading the binary): p50 / p99",
+        p50_p99(version),
+    ));
     let native = time_process(runs, || Command::new("true"))?;
     s.row(Row::new(
         "floor: native `true` process: p50 / p99",
@@ -87,7 +105,9 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     s.note(format!(
         "{runs} runs each after one untimed run that fills the compile cache (a fresh \
          `--cache-dir`). `bench-pid0 nop` bootstraps the RPC connection, calls `Session.info` \
-         and exits: the smallest real cell pid0."
+         and exits: the smallest real cell pid0. `bench-nop` (64 KiB, a std `main` that \
+         returns at once) never touches stdin/stdout, so it runs as pid0 without `--plain`: \
+         it stands in for `--plain hello.wasm` until that flag exists."
     ));
     if env.wasmtime.is_none() {
         s.note("`wasmtime` is not on PATH: the wasmtime baseline column is skipped.");

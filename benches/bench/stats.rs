@@ -25,6 +25,18 @@ impl Summary {
     }
 }
 
+/// The middle element by `key` (the upper one of an even count): the round a repeated
+/// measurement reports, so one round disturbed by a noisy neighbour does not decide the result.
+pub fn median_by<T, K: PartialOrd>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Option<T> {
+    v.sort_by(|a, b| {
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mid = v.len() / 2;
+    v.into_iter().nth(mid)
+}
+
 /// `12.3 µs`, `4.56 ms`, `1.23 s`.
 pub fn dur(ns: u64) -> String {
     let ns = ns as f64;
@@ -54,7 +66,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
