@@ -123,11 +123,11 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                 ))
                 .unwrap_or_default()
         ));
-        per_child = Some(each);
+        per_child = Some((each, maps_each));
         largest = Some(got.started);
     }
     if largest != Some(TARGET_N) {
-        if let Some(each) = per_child {
+        if let Some((each, maps_each)) = per_child {
             let projected = base.rss + each * TARGET_N;
             s.row(
                 Row::new(
@@ -139,6 +139,22 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                     Some(projected <= TARGET_BYTES),
                 ),
             );
+            if let Some(max) = max_map_count() {
+                let maps = base.maps + (maps_each * TARGET_N as f64) as u64;
+                s.row(
+                    Row::new(
+                        format!(
+                            "{} idle children: memory mappings (extrapolated)",
+                            thousands(TARGET_N)
+                        ),
+                        thousands(maps),
+                    )
+                    .target(
+                        format!("≤ vm.max_map_count ({})", thousands(max)),
+                        Some(maps <= max),
+                    ),
+                );
+            }
         }
         s.note(format!(
             "10,000 children need `cell run --max-procs` (pid0's subtree is limited to \
