@@ -5,7 +5,9 @@
 //! measures its baseline in the same run, and contributes rows to one table. The table is
 //! printed on stdout and, with the analysis in `analysis.md`, written to BENCHMARKS.md.
 //!
-//! No assertions on timings anywhere: a missed target is reported (✗), never a failure.
+//! No assertions on timings anywhere: a missed target is reported (✗), never a failure. Run
+//! only by `cargo bench` (which passes `--bench`); under `cargo test --all-targets` it is built
+//! and returns at once.
 //! `CELL_BENCH_QUICK=1` runs small iteration counts and leaves BENCHMARKS.md alone.
 
 mod env;
@@ -39,6 +41,12 @@ const SECTIONS: &[(&str, Benchmark)] = &[
 ];
 
 fn main() -> std::process::ExitCode {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (hence `make test`) builds and
+    // runs this binary without it, and benchmarks must never run as part of the tests.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("bench: skipped (not run by `cargo bench`); run `make bench`");
+        return std::process::ExitCode::SUCCESS;
+    }
     let env = match env::Env::detect() {
         Ok(env) => env,
         Err(e) => {
