@@ -41,7 +41,7 @@ lint: deps
 
 ## Benchmarks (release build); never part of `make test`.
 bench: guests
-	$(CARGO) bench
+	$(CARGO) bench --bench bench
 
 clean:
 	$(CARGO) clean

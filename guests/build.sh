@@ -3,7 +3,7 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
-#            net-std net-fetch inetd-echo hello upper tty-echo hostile
+#            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
@@ -11,6 +11,7 @@
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
+#            bench-pid0                                         (embeds bench-nop)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -23,9 +24,10 @@ build() {
 }
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent \
-    -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile
+    -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
+    -p bench-nop -p bench-hello
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent
-build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0
+build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios
 
 ls -l target/wasm32-wasip2/release/*.wasm

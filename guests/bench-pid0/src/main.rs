@@ -1,0 +1,214 @@
+//! bench-pid0: the pid0 of `make bench`. It measures from inside the wasm, with the WASI
+//! monotonic clock, and prints each result as one machine-readable line on stderr:
+//!
+//! ```text
+//! bench: kind=echo size=16 n=20000 p50_ns=21000 p99_ns=40000 mean_ns=23000
+//! ```
+//!
+//! (`key=value` pairs, no spaces inside values). The harness (`benches/bench/`) parses these
+//! lines; everything else on stderr is ignored. Modes (first argument):
+//!
+//! - `nop`: bootstrap the RPC connection, ask for `info`, exit (start-up of an RPC pid0).
+//! - `echo N SIZE`: N sequential `Executor.echo` calls with a SIZE-byte message: p50/p99.
+//! - `pipeline N INFLIGHT`: N echo calls (16 B) keeping INFLIGHT in flight: calls/s.
+//! - `spawn N`: N sequential spawn → wait of bench-nop: the first (cold) and the rest (cached).
+//! - `spawn-concurrent N C`: N spawn → wait of bench-nop, C at a time (after one warm-up).
+//! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
+//!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
+//!   the host's memory meanwhile), then exit; the cascade kills the children.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _};
+use cell_guest::{log, Caps, Executor, StderrMode};
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use wasip2::clocks::monotonic_clock;
+
+/// The trivial child, built in an earlier stage and embedded here.
+static NOP: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/wasm32-wasip2/release/bench-nop.wasm"
+));
+
+fn main() {
+    cell_guest::run(|caps| async move {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mode = args.first().map(String::as_str).unwrap_or("nop");
+        let n = |i: usize| -> anyhow::Result<usize> {
+            let arg = args
+                .get(i)
+                .with_context(|| format!("{mode}: argument {i} missing"))?;
+            arg.parse()
+                .with_context(|| format!("{mode}: bad number {arg:?}"))
+        };
+        match mode {
+            "nop" => {
+                caps.info().await?;
+                Ok(())
+            }
+            "echo" => echo(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "pipeline" => pipeline(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
+            "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "idle-children" => idle_children(&executor(&caps).await?, n(1)?, n(2)?).await,
+            other => bail!("unknown mode {other:?}"),
+        }
+    })
+}
+
+async fn executor(caps: &Caps) -> anyhow::Result<Executor> {
+    caps.executor()
+        .await
+        .context("bench-pid0 needs --grant-executor")
+}
+
+fn now() -> u64 {
+    monotonic_clock::now()
+}
+
+/// Sorted samples → (p50, p99, mean), in nanoseconds.
+fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
+    if samples.is_empty() {
+        return (0, 0, 0);
+    }
+    samples.sort_unstable();
+    let at = |pct: usize| samples[(samples.len() * pct / 100).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<u64>() / samples.len() as u64;
+    (at(50), at(99), mean)
+}
+
+async fn echo(executor: &Executor, n: usize, size: usize) -> anyhow::Result<()> {
+    let message = "x".repeat(size);
+    for _ in 0..(n / 10).max(100) {
+        executor.echo(&message).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = now();
+        let reply = executor.echo(&message).await?;
+        samples.push(now() - t0);
+        ensure!(reply.len() == size, "echo returned {} bytes", reply.len());
+    }
+    let (p50, p99, mean) = summary(samples);
+    log!("bench: kind=echo size={size} n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean}");
+    Ok(())
+}
+
+async fn pipeline(executor: &Executor, n: usize, inflight: usize) -> anyhow::Result<()> {
+    let message = "x".repeat(16);
+    for _ in 0..100 {
+        executor.echo(&message).await?;
+    }
+    let t0 = now();
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    let mut done = 0;
+    while done < n {
+        while sent < n && pending.len() < inflight {
+            pending.push(executor.echo(&message));
+            sent += 1;
+        }
+        if let Some(reply) = pending.next().await {
+            ensure!(reply?.len() == 16, "echo mismatch");
+            done += 1;
+        }
+    }
+    let elapsed = (now() - t0).max(1);
+    let per_s = n as u64 * 1_000_000_000 / elapsed;
+    log!("bench: kind=pipeline n={n} inflight={inflight} elapsed_ns={elapsed} calls_per_s={per_s}");
+    Ok(())
+}
+
+/// One spawn of bench-nop, waited for; its wall time in nanoseconds.
+async fn spawn_one(executor: &Executor) -> anyhow::Result<u64> {
+    let t0 = now();
+    let child = executor
+        .spawn(NOP)
+        .name("bench-nop")
+        .stderr(StderrMode::Discard)
+        .start()
+        .await?;
+    let status = child.wait().await?;
+    ensure!(status.success(), "bench-nop {status}");
+    Ok(now() - t0)
+}
+
+async fn spawn_sequential(executor: &Executor, n: usize) -> anyhow::Result<()> {
+    let cold = spawn_one(executor).await?;
+    let t0 = now();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 1..n {
+        samples.push(spawn_one(executor).await?);
+    }
+    let elapsed = (now() - t0).max(1);
+    let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
+    let (p50, p99, mean) = summary(samples);
+    log!("bench: kind=spawn n={n} cold_ns={cold} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s} wasm_bytes={}", NOP.len());
+    Ok(())
+}
+
+async fn spawn_concurrent(executor: &Executor, n: usize, concurrency: usize) -> anyhow::Result<()> {
+    spawn_one(executor).await?; // compile once: this mode measures cached spawns
+    let t0 = now();
+    let mut pending = FuturesUnordered::new();
+    let mut samples = Vec::with_capacity(n);
+    let mut started = 0;
+    while samples.len() < n {
+        while started < n && pending.len() < concurrency {
+            pending.push(spawn_one(executor));
+            started += 1;
+        }
+        if let Some(took) = pending.next().await {
+            samples.push(took?);
+        }
+    }
+    let elapsed = (now() - t0).max(1);
+    let per_s = n as u64 * 1_000_000_000 / elapsed;
+    let (p50, p99, mean) = summary(samples);
+    log!("bench: kind=spawn-concurrent n={n} concurrency={concurrency} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
+    Ok(())
+}
+
+async fn idle_children(executor: &Executor, n: usize, hold_ms: usize) -> anyhow::Result<()> {
+    const STARTS_IN_FLIGHT: usize = 64;
+    let start_idle = || {
+        executor
+            .spawn(NOP)
+            .name("bench-idle")
+            .arg("idle")
+            .stderr(StderrMode::Discard)
+            .start()
+    };
+    // Compile before the clock starts: this measures starting, not compiling.
+    let warm = start_idle().await?;
+    warm.kill().await?;
+    let t0 = now();
+    let mut children = Vec::with_capacity(n);
+    let mut pending = FuturesUnordered::new();
+    let mut error = None;
+    while children.len() < n && error.is_none() {
+        while children.len() + pending.len() < n && pending.len() < STARTS_IN_FLIGHT {
+            pending.push(start_idle());
+        }
+        match pending.next().await {
+            Some(Ok(child)) => children.push(child),
+            Some(Err(e)) => error = Some(format!("{e:#}")),
+            None => break,
+        }
+    }
+    // Let the starts already under way finish (or fail) before reporting.
+    while let Some(r) = pending.next().await {
+        if let Ok(child) = r {
+            children.push(child);
+        }
+    }
+    let elapsed = now() - t0;
+    let started = children.len();
+    let error = error
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join("_"))
+        .unwrap_or_else(|| "none".into());
+    log!("bench: kind=idle n={n} started={started} start_ns={elapsed} error={error}");
+    cell_guest::sleep(Duration::from_millis(hold_ms as u64)).await;
+    log!("bench-pid0: releasing {started} idle children");
+    Ok(())
+}
