@@ -5,7 +5,7 @@
 //! - [`capture`]: kept in a bounded buffer the parent reads through `Process.stderr()`; bytes
 //!   arriving while the buffer is full are dropped and counted, so a flood costs the host at
 //!   most the buffer's size.
-//! - discard: `wasmtime_wasi::cli::empty()`.
+//! - discard: `tokio::io::empty()`.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +24,12 @@ const SINK_BUDGET: usize = 64 * 1024;
 
 /// Forwards a child's stderr to the host's, prefixed with its pid.
 pub fn forward(pid: u32) -> Box<dyn StdoutStream> {
-    Box::new(ForwardSink(Arc::new(Mutex::new(LineForwarder {
-        prefix: format!("[pid {pid}] "),
-        partial: Vec::new(),
-    }))))
+    Box::new(SinkStream(ForwardSink(Arc::new(Mutex::new(
+        LineForwarder {
+            prefix: format!("[pid {pid}] "),
+            partial: Vec::new(),
+        },
+    )))))
 }
 
 /// Captures a child's stderr into a buffer of `capacity` bytes.
@@ -38,7 +40,10 @@ pub fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
         writer,
         dropped: dropped.clone(),
     };
-    (Box::new(sink), CapturedStderr { reader, dropped })
+    (
+        Box::new(SinkStream(sink)),
+        CapturedStderr { reader, dropped },
+    )
 }
 
 /// The reading side of a captured stderr.
@@ -95,38 +100,43 @@ impl Drop for LineForwarder {
     }
 }
 
-#[derive(Clone)]
-struct ForwardSink(Arc<Mutex<LineForwarder>>);
+/// What a non-blocking stderr sink does with each write. Implementors never wait and never
+/// fail: a guest's stderr must not be able to stall it or the host.
+trait Sink: Clone + Send + Sync + 'static {
+    fn accept(&self, bytes: &[u8]);
+}
 
-impl IsTerminal for ForwardSink {
+/// Adapts a [`Sink`] to wasmtime-wasi's stream traits: always ready, with a fixed budget.
+#[derive(Clone)]
+struct SinkStream<S>(S);
+
+impl<S: Sink> IsTerminal for SinkStream<S> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for ForwardSink {
+impl<S: Sink> StdoutStream for SinkStream<S> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASIp3 bindings use this, and cell does not link them.
         Box::new(tokio::io::sink())
     }
 }
 
 #[async_trait::async_trait]
-impl Pollable for ForwardSink {
+impl<S: Sink> Pollable for SinkStream<S> {
     async fn ready(&mut self) {}
 }
 
-impl OutputStream for ForwardSink {
+impl<S: Sink> OutputStream for SinkStream<S> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         if bytes.len() > SINK_BUDGET {
             return Err(StreamError::trap("write exceeds the check-write budget"));
         }
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(&bytes);
+        self.0.accept(&bytes);
         Ok(())
     }
     fn flush(&mut self) -> StreamResult<()> {
@@ -134,6 +144,15 @@ impl OutputStream for ForwardSink {
     }
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(SINK_BUDGET)
+    }
+}
+
+#[derive(Clone)]
+struct ForwardSink(Arc<Mutex<LineForwarder>>);
+
+impl Sink for ForwardSink {
+    fn accept(&self, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(bytes);
     }
 }
 
@@ -143,43 +162,13 @@ struct CaptureSink {
     dropped: Arc<AtomicU64>,
 }
 
-impl IsTerminal for CaptureSink {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for CaptureSink {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(tokio::io::sink())
-    }
-}
-
-#[async_trait::async_trait]
-impl Pollable for CaptureSink {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for CaptureSink {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if bytes.len() > SINK_BUDGET {
-            return Err(StreamError::trap("write exceeds the check-write budget"));
-        }
+impl Sink for CaptureSink {
+    fn accept(&self, bytes: &[u8]) {
         // A reader that went away (parent dropped the stream) just means nobody listens.
-        let taken = self.writer.try_write_now(&bytes).unwrap_or(bytes.len());
+        let taken = self.writer.try_write_now(bytes).unwrap_or(bytes.len());
         let lost = (bytes.len() - taken) as u64;
         if lost > 0 {
             self.dropped.fetch_add(lost, Ordering::Relaxed);
         }
-        Ok(())
-    }
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(SINK_BUDGET)
     }
 }

@@ -319,6 +319,12 @@ pub struct NetworkServer {
     net: NetCaps,
 }
 
+/// The local address of a listen or bind request; binding by name is not supported.
+fn local_ip(address: &str) -> Result<IpAddr, capnp::Error> {
+    parse_ip(address)
+        .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))
+}
+
 /// An address as a guest writes it: `127.0.0.1`, `::1` or `[::1]`.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let inner = text
@@ -442,9 +448,7 @@ impl network::Server for NetworkServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.net.gate().enter()?;
         let p = params.get()?;
-        let address = p.get_address()?.to_str()?;
-        let ip = parse_ip(address)
-            .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))?;
+        let ip = local_ip(p.get_address()?.to_str()?)?;
         let port = p.get_port();
         let backlog = p.get_backlog().clamp(1, MAX_LISTEN_BACKLOG);
         drop(params);
@@ -465,9 +469,7 @@ impl network::Server for NetworkServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.net.gate().enter()?;
         let p = params.get()?;
-        let address = p.get_address()?.to_str()?;
-        let ip = parse_ip(address)
-            .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))?;
+        let ip = local_ip(p.get_address()?.to_str()?)?;
         let port = p.get_port();
         drop(params);
         self.check(NetOp::Udp, ip, port)?;
