@@ -27,6 +27,9 @@ pub const PROCESS_HISTORY: usize = 10_000;
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest single `TcpStream.write` the host accepts; a guest writes more in several calls.
 pub const NET_MAX_WRITE: usize = 1 << 20;
+/// Bytes of one process's TCP writes and UDP sends that may wait in the host at once for a slow
+/// peer; more fail with `limit: max in-flight bytes …`.
+pub const NET_MAX_IN_FLIGHT: usize = 4 << 20;
 /// Datagrams a `UdpSocket` keeps for its guest; more arriving while it is full are dropped and
 /// counted. With [`UDP_MAX_DATAGRAM`], at most 4 MiB per socket.
 pub const UDP_RECV_QUEUE: usize = 64;

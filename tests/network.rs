@@ -582,3 +582,30 @@ fn run_report_counts_the_audited_decisions() {
     assert_eq!(report["network"]["allowed"], allowed, "{report}");
     assert_eq!(report["network"]["denied"], denied, "{report}");
 }
+
+/// A peer that accepts one connection and never reads from it, until the test ends.
+fn never_reading_server() -> (u16, std::sync::mpsc::Sender<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Ok((conn, _)) = listener.accept() {
+            let _ = stopped.recv_timeout(std::time::Duration::from_secs(60));
+            drop(conn);
+        }
+    });
+    (port, stop)
+}
+
+#[test]
+fn writes_to_a_peer_that_never_reads_are_bounded_in_the_host() {
+    let (port, stop) = never_reading_server();
+    let p = port.to_string();
+    let done = probe(
+        &[format!("connect=127.0.0.1:{port}")],
+        None,
+        &["in-flight", "127.0.0.1", &p],
+    );
+    done.assert_stderr_has("ok: writes past the in-flight budget refused");
+    let _ = stop.send(());
+}

@@ -70,9 +70,77 @@ impl Drop for InFlight {
     }
 }
 
+/// A per-process budget of bytes held in the host while they wait to be written to a socket
+/// (TCP writes and UDP sends queued behind a slow peer). Each call reserves its payload's size
+/// for as long as it waits; a call that would exceed the budget fails at once with
+/// `limit: max in-flight bytes N reached`, so a guest cannot park unbounded data in the host by
+/// pipelining writes to a peer that does not read.
+#[derive(Clone, Debug)]
+pub struct ByteBudget {
+    used: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+/// Bytes reserved by one call; returned to the budget when dropped.
+#[derive(Debug)]
+#[must_use = "the bytes are returned as soon as the guard is dropped"]
+pub struct Reserved {
+    used: Rc<Cell<usize>>,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Self {
+        ByteBudget {
+            used: Rc::new(Cell::new(0)),
+            limit,
+        }
+    }
+
+    /// Reserves `bytes` until the guard is dropped.
+    ///
+    /// # Errors
+    /// `limit: max in-flight bytes N reached` when the reservation does not fit.
+    pub fn reserve(&self, bytes: usize) -> Result<Reserved, capnp::Error> {
+        let used = self.used.get();
+        if used.saturating_add(bytes) > self.limit {
+            return Err(failed(
+                "limit",
+                format!(
+                    "max in-flight bytes {} reached ({used} bytes already waiting to be sent)",
+                    self.limit
+                ),
+            ));
+        }
+        self.used.set(used + bytes);
+        Ok(Reserved {
+            used: self.used.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.used.set(self.used.get().saturating_sub(self.bytes));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_reserved_and_returned() {
+        let budget = ByteBudget::new(10);
+        let a = budget.reserve(6).unwrap();
+        let err = budget.clone().reserve(5).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("limit: max in-flight bytes 10 reached"));
+        drop(a);
+        assert!(budget.reserve(10).is_ok());
+    }
 
     #[test]
     fn slots_are_taken_and_freed() {

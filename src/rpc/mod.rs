@@ -14,7 +14,7 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
-pub use gate::{CallGate, InFlight};
+pub use gate::{ByteBudget, CallGate, InFlight};
 
 use std::fmt::Display;
 

@@ -24,13 +24,15 @@ use crate::cell_capnp::NetOp as WireOp;
 use crate::cell_capnp::{
     grants, net_policy, network, socket, tcp_listener, tcp_stream, udp_socket,
 };
-use crate::limits::{MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT};
+use crate::limits::{
+    MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT, NET_MAX_IN_FLIGHT,
+};
 use crate::net::audit::{Audit, AuditEvent, Via};
 use crate::net::policy::{parse_rule, Decision, NetOp, NetPolicy, NetRule, Target};
 use crate::rpc::failed;
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
-use crate::rpc::CallGate;
+use crate::rpc::{ByteBudget, CallGate};
 use crate::table::Pid;
 
 /// The reason text for a name that no rule lets the host resolve.
@@ -145,6 +147,8 @@ struct NetCapsInner {
     pid: Pid,
     /// The connection's bound on calls in progress, shared by every network cap issued here.
     gate: CallGate,
+    /// Bytes of socket writes and sends waiting in the host ([`NET_MAX_IN_FLIGHT`]).
+    in_flight: ByteBudget,
     audit: Audit,
     budget: SocketBudget,
     networks: Issued<NetworkServer, network::Client>,
@@ -159,6 +163,7 @@ impl NetCaps {
         NetCaps(Rc::new(NetCapsInner {
             pid,
             gate,
+            in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
             audit,
             budget: SocketBudget::new(max_sockets),
             networks: Issued::new(),
@@ -176,6 +181,11 @@ impl NetCaps {
     /// The call gate of the connection this context belongs to.
     pub fn gate(&self) -> &CallGate {
         &self.0.gate
+    }
+
+    /// The process's budget of bytes waiting to be sent.
+    pub fn in_flight(&self) -> &ByteBudget {
+        &self.0.in_flight
     }
 
     /// The audit sink.
@@ -203,9 +213,11 @@ impl NetCaps {
 
     /// A `TcpStream` capability for an open stream.
     pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
-        self.0
-            .streams
-            .issue(TcpStreamServer::new(inner, self.0.gate.clone()))
+        self.0.streams.issue(TcpStreamServer::new(
+            inner,
+            self.0.gate.clone(),
+            self.0.in_flight.clone(),
+        ))
     }
 
     /// A `TcpListener` capability for an open listener; its accepted streams are issued here.

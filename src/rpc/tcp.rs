@@ -8,8 +8,9 @@
 //!
 //! Bounds: a read returns at most [`MAX_READ_CHUNK`] bytes; a write carries at most
 //! [`NET_MAX_WRITE`] bytes and resolves only once the kernel took them (backpressure). Calls on
-//! one stream are served one at a time per direction, so at most one read buffer and one write
-//! buffer per stream are in flight.
+//! one stream are served one at a time per direction; writes queued behind a slow peer hold
+//! their bytes against the process's in-flight budget (`NET_MAX_IN_FLIGHT`), so pipelining
+//! writes cannot park unbounded data in the host.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -24,7 +25,7 @@ use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
 use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
 use crate::rpc::failed;
 use crate::rpc::network::{NetCaps, SocketPermit};
-use crate::rpc::CallGate;
+use crate::rpc::{ByteBudget, CallGate};
 
 /// An open TCP connection.
 pub struct StreamInner {
@@ -60,11 +61,17 @@ pub struct TcpStreamServer {
     pub(crate) inner: Rc<StreamInner>,
     /// The call gate of the connection this stream was issued on.
     gate: CallGate,
+    /// The issuing process's budget of bytes waiting to be written.
+    in_flight: ByteBudget,
 }
 
 impl TcpStreamServer {
-    pub fn new(inner: Rc<StreamInner>, gate: CallGate) -> Self {
-        TcpStreamServer { inner, gate }
+    pub fn new(inner: Rc<StreamInner>, gate: CallGate, in_flight: ByteBudget) -> Self {
+        TcpStreamServer {
+            inner,
+            gate,
+            in_flight,
+        }
     }
 }
 
@@ -110,6 +117,7 @@ impl byte_stream::Server for TcpStreamServer {
                 ),
             ));
         }
+        let _bytes = self.in_flight.reserve(data.len())?;
         self.inner
             .writer
             .lock()

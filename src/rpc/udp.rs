@@ -148,6 +148,7 @@ impl udp_socket::Server for UdpSocketServer {
         if !decision.allowed {
             return Err(failed("denied", decision));
         }
+        let _bytes = self.net.in_flight().reserve(data.len())?;
         self.inner
             .socket
             .send_to(data, SocketAddr::new(ip, port))

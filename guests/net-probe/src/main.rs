@@ -17,6 +17,9 @@
 //! - `udp`                   UDP round trip on 127.0.0.1, then receive-queue overflow: drops are
 //!   counted and at most the queue bound is kept (needs `udp=127.0.0.1:*`)
 //! - `max-sockets HOST PORT` connecting past the socket budget fails with `limit: max-sockets`
+//! - `in-flight HOST PORT`   pipelining 1 MiB writes to a peer that never reads: once the
+//!   kernel's buffers are full, writes past the in-flight budget fail with
+//!   `limit: max in-flight bytes` instead of piling up in the host
 //! - `bad-grant`             granting a guest-made Network to a child is refused (`bad-grant`)
 //! - `listen-deny ADDR PORT` `Network.listen` fails with `denied: …`
 //! - `pass-listener`         a listener this process opened, handed to a child in
@@ -28,6 +31,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use cell_guest::cell_capnp::network;
 use cell_guest::net::{Network, Rule};
 use cell_guest::{log, Caps, ExitStatus, ProcessMode, Socket, StderrMode};
+use futures::StreamExt as _;
 
 static NET_STD: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -230,6 +234,31 @@ impl Probe {
                 self.report.check(
                     r.is_ok(),
                     format!("closing sockets frees the budget: {}", err_text(&r)),
+                );
+            }
+            "in-flight" => {
+                let (host, port) = (next()?, next()?.parse::<u16>()?);
+                let stream = self.network.connect(&host, port).await?;
+                let chunk = vec![7u8; 1 << 20];
+                let mut writes: futures::stream::FuturesUnordered<_> =
+                    (0..32).map(|_| stream.bytes().write(&chunk)).collect();
+                let (mut refused, mut other) = (0, Vec::new());
+                // Refusals answer at once; writes stuck behind the full socket never do.
+                while let Ok(Some(r)) =
+                    cell_guest::timeout(Duration::from_secs(2), writes.next()).await
+                {
+                    if let Err(e) = r {
+                        let e = format!("{e:#}");
+                        if e.contains("limit: max in-flight bytes") {
+                            refused += 1;
+                        } else {
+                            other.push(e);
+                        }
+                    }
+                }
+                self.report.check(
+                    refused > 0 && other.is_empty(),
+                    format!("writes past the in-flight budget refused: {refused} refused, other errors {other:?}"),
                 );
             }
             "bad-grant" => {
