@@ -7,13 +7,11 @@
 //! its own bytes, so the chain below child-echo ends at the leaf: deeper trees are built with
 //! `relay` (see guests/README.md). `--expect-depth D` / `--expect-parent P` check where it sits.
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::Context as _;
 use cell_guest::{log, StderrMode};
+use cell_testkit::tree::{self, ExpectChildOf as _};
 
-static CHILD_LEAF: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/child-leaf.wasm"
-));
+static CHILD_LEAF: &[u8] = cell_testkit::embed!("child-leaf");
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -25,20 +23,7 @@ fn main() {
             info.parent,
             info.grants
         );
-        if let Some(depth) = cell_guest::arg::<u32>("--expect-depth")? {
-            ensure!(
-                info.depth == depth,
-                "echo: depth is {}, expected {depth}",
-                info.depth
-            );
-        }
-        if let Some(parent) = cell_guest::arg::<u32>("--expect-parent")? {
-            ensure!(
-                info.parent == parent,
-                "echo: parent is {}, expected {parent}",
-                info.parent
-            );
-        }
+        tree::check_placement("echo", &info)?;
 
         let executor = caps
             .executor()
@@ -46,8 +31,7 @@ fn main() {
             .context("echo: echo needs an Executor grant")?;
         let a = format!("ping from pid {}", info.pid);
         let b = format!("pong from pid {}", info.pid);
-        let (ra, rb) = futures::try_join!(executor.echo(&a), executor.echo(&b))?;
-        ensure!(ra == a && rb == b, "echo: echo mismatch: {ra:?} / {rb:?}");
+        tree::echo_pair(&executor, "echo", &a, &b).await?;
         log!("echo: 2 concurrent echoes answered correctly");
 
         let depth = cell_guest::arg::<u32>("--depth")?.unwrap_or(0);
@@ -55,18 +39,12 @@ fn main() {
             let leaf = executor
                 .spawn(CHILD_LEAF)
                 .name("child-leaf")
-                .args(["--expect-depth", &(info.depth + 1).to_string()])
-                .args(["--expect-parent", &info.pid.to_string()])
+                .expect_child_of(&info)
                 .grant_executor(true)
                 .stderr(StderrMode::Forward)
                 .start()
                 .await?;
-            log!("echo: spawned child-leaf as pid {}", leaf.pid());
-            let status = leaf.wait().await?;
-            log!("echo: child-leaf pid {}: {status}", leaf.pid());
-            if !status.success() {
-                bail!("echo: child-leaf pid {} {status}", leaf.pid());
-            }
+            tree::wait_success("echo", "child-leaf", &leaf).await?;
         }
         Ok(())
     })

@@ -18,10 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use cell_guest::{log, Caps, ExitStatus, Process, StderrMode};
 
-static HOSTILE: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/hostile.wasm"
-));
+static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
 
 fn main() {
     cell_guest::run(|caps| async move {

@@ -19,42 +19,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cell_guest::{log, Caps, ExitStatus, KilledBy, Process, SpawnBuilder, StderrMode};
+use cell_testkit::Report;
 
-static HOSTILE: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/hostile.wasm"
-));
-static HOSTILE_PARENT: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/hostile-parent.wasm"
-));
-static CHILD_GARBAGE: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/child-garbage.wasm"
-));
+static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
+static HOSTILE_PARENT: &[u8] = cell_testkit::embed!("hostile-parent");
+static CHILD_GARBAGE: &[u8] = cell_testkit::embed!("child-garbage");
 
 /// No wait may take longer than this: a hang is reported as a failure.
 const WAIT: Duration = Duration::from_secs(60);
 /// Deadline given to the children that are meant to time out.
 const SHORT: Duration = Duration::from_millis(300);
-
-#[derive(Default)]
-struct Report {
-    passed: u32,
-    failed: u32,
-}
-
-impl Report {
-    fn check(&mut self, passed: bool, what: impl AsRef<str>) {
-        if passed {
-            self.passed += 1;
-            log!("ok: {}", what.as_ref());
-        } else {
-            self.failed += 1;
-            log!("fail: {}", what.as_ref());
-        }
-    }
-}
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -76,8 +50,7 @@ fn main() {
             status.success(),
             format!("sibling echo loop completed all its calls: {status}"),
         );
-        log!("--- {} passed, {} failed", report.passed, report.failed);
-        cell_guest::exit(if report.failed == 0 { 0 } else { 1 })
+        report.finish()
     })
 }
 

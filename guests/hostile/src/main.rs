@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context as _, Result};
 use cell_guest::cell_capnp::{executor, session};
 use cell_guest::log;
+use cell_testkit::raw;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
@@ -156,32 +157,6 @@ async fn spawn_invalid_loop(caps: &cell_guest::Caps) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Raw stdout: modes that must not run the SDK's RPC system (which would read stdin).
 
-/// Writes all of `data` to stdout, never more than `check-write` allows; returns quietly if
-/// the stream closes.
-fn write_stdout(out: &wasip2::io::streams::OutputStream, mut data: &[u8]) {
-    while !data.is_empty() {
-        match out.check_write() {
-            Ok(0) => out.subscribe().block(),
-            Ok(budget) => {
-                let n = usize::try_from(budget)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                if out.write(&data[..n]).is_err() {
-                    return;
-                }
-                data = &data[n..];
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-fn wait_forever() -> ! {
-    loop {
-        wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
-    }
-}
-
 fn huge_segment() {
     log!("huge-segment: claiming a 4 GiB segment");
     let out = wasip2::cli::stdout::get_stdout();
@@ -190,8 +165,8 @@ fn huge_segment() {
     frame.extend_from_slice(&0u32.to_le_bytes());
     frame.extend_from_slice(&(1u32 << 29).to_le_bytes());
     frame.extend_from_slice(&[0u8; 64]);
-    write_stdout(&out, &frame);
-    wait_forever()
+    raw::write_all(&out, &frame);
+    raw::wait_forever()
 }
 
 fn no_read_stdin() {
@@ -200,14 +175,14 @@ fn no_read_stdin() {
         let bytes: usize = cell_guest::arg("--bytes")?.unwrap_or(1024);
         log!("no-read-stdin: pipelining {calls} echoes of {bytes} bytes, reading nothing");
         let out = wasip2::cli::stdout::get_stdout();
-        write_stdout(&out, &bootstrap(0)?);
+        raw::write_all(&out, &bootstrap(0)?);
         // Question 1: Session.executor() on the bootstrap promise.
-        write_stdout(&out, &call(1, 0, None, session_id(), 1, None)?);
+        raw::write_all(&out, &call(1, 0, None, session_id(), 1, None)?);
         let text = "n".repeat(bytes);
         for q in 0..calls {
             // Executor.echo(text) on the pipelined executor of question 1.
             let msg = call(q + 2, 1, Some(0), executor_id(), 1, Some(&text))?;
-            write_stdout(&out, &msg);
+            raw::write_all(&out, &msg);
         }
         log!("no-read-stdin: all calls written");
         Ok(())
@@ -216,7 +191,7 @@ fn no_read_stdin() {
         log!("no-read-stdin: {e:#}");
         cell_guest::exit(3);
     }
-    wait_forever()
+    raw::wait_forever()
 }
 
 fn session_id() -> u64 {

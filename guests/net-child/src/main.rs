@@ -13,27 +13,9 @@
 use anyhow::{bail, Result};
 use cell_guest::net::{Network, Rule, TcpListener};
 use cell_guest::{log, ExitStatus, ProcessMode, Socket, StderrMode};
+use cell_testkit::Report;
 
-static NET_STD: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/net-std.wasm"
-));
-
-#[derive(Default)]
-struct Report {
-    failed: u32,
-}
-
-impl Report {
-    fn check(&mut self, passed: bool, what: impl AsRef<str>) {
-        if passed {
-            log!("ok: {}", what.as_ref());
-        } else {
-            self.failed += 1;
-            log!("fail: {}", what.as_ref());
-        }
-    }
-}
+static NET_STD: &[u8] = cell_testkit::embed!("net-std");
 
 fn denied<T>(r: &Result<T>) -> Option<String> {
     match r {
@@ -138,8 +120,8 @@ fn main() {
             }
             other => bail!("unknown mode {other:?}"),
         }
-        if report.failed > 0 {
-            bail!("{} checks failed", report.failed);
+        if report.failed() > 0 {
+            bail!("{} checks failed", report.failed());
         }
         Ok(())
     })

@@ -31,37 +31,14 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use cell_guest::cell_capnp::network;
 use cell_guest::net::{Network, Rule};
 use cell_guest::{log, Caps, ExitStatus, ProcessMode, Socket, StderrMode};
+use cell_testkit::Report;
 use futures::StreamExt as _;
 
-static NET_STD: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/net-std.wasm"
-));
-static NET_CHILD: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/net-child.wasm"
-));
+static NET_STD: &[u8] = cell_testkit::embed!("net-std");
+static NET_CHILD: &[u8] = cell_testkit::embed!("net-child");
 
 /// The host's receive-queue bound (limits::UDP_RECV_QUEUE).
 const UDP_QUEUE: usize = 64;
-
-#[derive(Default)]
-struct Report {
-    passed: u32,
-    failed: u32,
-}
-
-impl Report {
-    fn check(&mut self, passed: bool, what: impl AsRef<str>) {
-        if passed {
-            self.passed += 1;
-            log!("ok: {}", what.as_ref());
-        } else {
-            self.failed += 1;
-            log!("fail: {}", what.as_ref());
-        }
-    }
-}
 
 fn err_text<T>(r: &Result<T>) -> String {
     match r {
@@ -454,11 +431,6 @@ fn main() {
                 .await
                 .with_context(|| format!("check {check}"))?;
         }
-        let Report { passed, failed } = probe.report;
-        log!("--- {passed} passed, {failed} failed");
-        if failed > 0 {
-            cell_guest::exit(1);
-        }
-        Ok(())
+        probe.report.finish()
     })
 }

@@ -11,36 +11,26 @@
 //! Needs the executor grant.
 
 use anyhow::{ensure, Context as _, Result};
-use cell_guest::{log, Caps, ExitStatus, ProcessMode, StderrMode};
+use cell_guest::{Caps, ExitStatus, ProcessMode, StderrMode};
+use cell_testkit::Report;
 
 /// The filter, built before us and embedded in our own wasm.
-static UPPER: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/upper.wasm"
-));
+static UPPER: &[u8] = cell_testkit::embed!("upper");
 
 fn main() {
     cell_guest::run(|caps| async move {
-        let mut passed = 0;
-        let mut failed = 0;
+        let mut report = Report::default();
         let checks: [(&str, Result<()>); 2] = [
             ("short text through upper", short_text(&caps).await),
             ("large payload through upper", large_payload(&caps).await),
         ];
         for (name, result) in checks {
             match result {
-                Ok(()) => {
-                    passed += 1;
-                    log!("ok: {name}");
-                }
-                Err(e) => {
-                    failed += 1;
-                    log!("fail: {name}: {e:#}");
-                }
+                Ok(()) => report.ok(name),
+                Err(e) => report.fail(format_args!("{name}: {e:#}")),
             }
         }
-        log!("--- {passed} passed, {failed} failed");
-        cell_guest::exit(u8::from(failed > 0))
+        report.finish()
     })
 }
 

@@ -4,13 +4,11 @@
 //! and an Executor grant (so the chain continues to a `child-leaf`), and waits for it to
 //! exit(0). `--expect-depth D` / `--expect-parent P` check where it sits.
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::Context as _;
 use cell_guest::{log, StderrMode};
+use cell_testkit::tree::{self, ExpectChildOf as _};
 
-static CHILD_ECHO: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../target/wasm32-wasip2/release/child-echo.wasm"
-));
+static CHILD_ECHO: &[u8] = cell_testkit::embed!("child-echo");
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -21,49 +19,25 @@ fn main() {
             info.depth,
             info.parent
         );
-        if let Some(depth) = cell_guest::arg::<u32>("--expect-depth")? {
-            ensure!(
-                info.depth == depth,
-                "relay: depth is {}, expected {depth}",
-                info.depth
-            );
-        }
-        if let Some(parent) = cell_guest::arg::<u32>("--expect-parent")? {
-            ensure!(
-                info.parent == parent,
-                "relay: parent is {}, expected {parent}",
-                info.parent
-            );
-        }
+        tree::check_placement("relay", &info)?;
 
         let executor = caps
             .executor()
             .await
             .context("relay: needs an Executor grant")?;
         let message = format!("relay {} checking in", info.pid);
-        let (r1, r2) = futures::try_join!(executor.echo(&message), executor.echo("relay again"))?;
-        ensure!(
-            r1 == message && r2 == "relay again",
-            "relay: echo mismatch: {r1:?} / {r2:?}"
-        );
+        tree::echo_pair(&executor, "relay", &message, "relay again").await?;
         log!("relay: echo ok");
 
         let child = executor
             .spawn(CHILD_ECHO)
             .name("child-echo")
             .args(["--depth", "1"])
-            .args(["--expect-depth", &(info.depth + 1).to_string()])
-            .args(["--expect-parent", &info.pid.to_string()])
+            .expect_child_of(&info)
             .grant_executor(true)
             .stderr(StderrMode::Forward)
             .start()
             .await?;
-        log!("relay: spawned child-echo as pid {}", child.pid());
-        let status = child.wait().await?;
-        log!("relay: child-echo pid {}: {status}", child.pid());
-        if !status.success() {
-            bail!("relay: child-echo pid {} {status}", child.pid());
-        }
-        Ok(())
+        tree::wait_success("relay", "child-echo", &child).await
     })
 }

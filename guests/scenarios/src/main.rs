@@ -17,25 +17,16 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, ensure, Context as _, Result};
 use cell_guest::{log, Caps, Executor, ExitStatus, Process, StderrMode};
+use cell_testkit::tree::ExpectChildOf as _;
+use cell_testkit::Report;
 
-macro_rules! embed {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/wasm32-wasip2/release/",
-            $name,
-            ".wasm"
-        ))
-    };
-}
-
-static CHILD_LEAF: &[u8] = embed!("child-leaf");
-static CHILD_TRAP: &[u8] = embed!("child-trap");
-static CHILD_GARBAGE: &[u8] = embed!("child-garbage");
-static CHILD_SILENT: &[u8] = embed!("child-silent");
-static RELAY: &[u8] = embed!("relay");
+static CHILD_LEAF: &[u8] = cell_testkit::embed!("child-leaf");
+static CHILD_TRAP: &[u8] = cell_testkit::embed!("child-trap");
+static CHILD_GARBAGE: &[u8] = cell_testkit::embed!("child-garbage");
+static CHILD_SILENT: &[u8] = cell_testkit::embed!("child-silent");
+static RELAY: &[u8] = cell_testkit::embed!("relay");
 
 /// No wait in a scenario may take longer than this: a hang is reported as a failure.
 const WAIT: Duration = Duration::from_secs(60);
@@ -50,33 +41,6 @@ const SCENARIOS: &[&str] = &[
     "silent",
     "stderr-capture",
 ];
-
-/// Counts and prints the outcome of each check.
-#[derive(Default)]
-struct Report {
-    passed: u32,
-    failed: u32,
-}
-
-impl Report {
-    fn ok(&mut self, what: impl AsRef<str>) {
-        self.passed += 1;
-        log!("ok: {}", what.as_ref());
-    }
-
-    fn fail(&mut self, what: impl AsRef<str>) {
-        self.failed += 1;
-        log!("fail: {}", what.as_ref());
-    }
-
-    fn check(&mut self, passed: bool, what: impl AsRef<str>) {
-        if passed {
-            self.ok(what)
-        } else {
-            self.fail(what)
-        }
-    }
-}
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -130,10 +94,12 @@ fn main() {
                 report.fail(format!("{scenario}: {e:#}"));
             }
         }
-        log!("--- {} passed, {} failed", report.passed, report.failed);
-        if report.failed > 0 {
-            bail!("{name}: {} check(s) failed", report.failed);
-        }
+        report.summary();
+        ensure!(
+            report.failed() == 0,
+            "{name}: {} check(s) failed",
+            report.failed()
+        );
         Ok(())
     })
 }
@@ -174,8 +140,7 @@ async fn nested(caps: &Caps, executor: &Executor, report: &mut Report) -> Result
     let relay = executor
         .spawn(RELAY)
         .name("relay")
-        .args(["--expect-depth", &(info.depth + 1).to_string()])
-        .args(["--expect-parent", &info.pid.to_string()])
+        .expect_child_of(&info)
         .grant_executor(true)
         .stderr(StderrMode::Forward)
         .start()

@@ -1,0 +1,34 @@
+//! cell_testkit: what the test guests would otherwise each write again. Not part of the SDK
+//! (`cell-guest`): these helpers exist for the integration tests, which read the guests' stderr,
+//! so every line they print is part of a test's contract and must not change wording.
+//!
+//! - [`Report`]: the `ok: …` / `fail: …` check lines and the `--- N passed, M failed` summary.
+//! - [`tree`]: where a guest sits in the process tree (`--expect-depth` / `--expect-parent`),
+//!   the two-echo handshake, and "wait for my child, fail unless it exited 0".
+//! - [`raw`]: stdout written through the raw WASI stream, for guests that must not run the
+//!   SDK's RPC system because they break the protocol on purpose.
+//! - [`embed!`]: another guest's wasm, included at compile time (see `build.sh` for the stages).
+//!
+//! The demo guest `pid0` deliberately does not use this crate: it is meant to be read as an
+//! example of the SDK alone.
+
+pub mod raw;
+mod report;
+pub mod tree;
+
+pub use report::Report;
+
+/// The bytes of another guest of this workspace, by package name: `embed!("child-leaf")` is
+/// `guests/target/wasm32-wasip2/release/child-leaf.wasm`, included at compile time. That guest
+/// must be built first: list the embedding guest in a later stage of `guests/build.sh`.
+#[macro_export]
+macro_rules! embed {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/wasm32-wasip2/release/",
+            $name,
+            ".wasm"
+        ))
+    };
+}
