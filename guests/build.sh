@@ -4,6 +4,7 @@
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
+#            bench-net
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
@@ -25,7 +26,7 @@ build() {
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
-    -p bench-nop -p bench-hello
+    -p bench-nop -p bench-hello -p bench-net
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios

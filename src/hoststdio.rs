@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io::{Read as _, Write as _};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 
@@ -155,15 +155,22 @@ impl StdinStream for HostStdin {
 struct StdoutDrain {
     writer: PipeWriter,
     thread: Option<JoinHandle<()>>,
+    /// Signalled (or disconnected) when the thread is done, so that [`StdoutDrain::finish`]
+    /// waits exactly as long as the thread takes rather than polling.
+    done: std::sync::mpsc::Receiver<()>,
     tty: bool,
 }
 
 impl StdoutDrain {
     fn start() -> Self {
         let (writer, reader) = pipe(PIPE_CAPACITY);
+        let (signal, done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("cell-stdout".into())
-            .spawn(move || copy_to_stdout(reader));
+            .spawn(move || {
+                copy_to_stdout(reader);
+                let _ = signal.send(());
+            });
         let thread = match thread {
             Ok(t) => Some(t),
             Err(e) => {
@@ -175,6 +182,7 @@ impl StdoutDrain {
         StdoutDrain {
             writer,
             thread,
+            done,
             tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
@@ -184,15 +192,10 @@ impl StdoutDrain {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        let deadline = Instant::now() + grace;
-        while !thread.is_finished() {
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    "the host's stdout did not take the guest's output within {grace:?}"
-                );
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        // Disconnected means the thread ended without signalling (it panicked): join it too.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.done.recv_timeout(grace) {
+            tracing::warn!("the host's stdout did not take the guest's output within {grace:?}");
+            return;
         }
         let _ = thread.join();
     }

@@ -9,6 +9,8 @@
 //! only by `cargo bench` (which passes `--bench`); under `cargo test --all-targets` it is built
 //! and returns at once.
 //! `CELL_BENCH_QUICK=1` runs small iteration counts and leaves BENCHMARKS.md alone.
+//! `CELL_BENCH_ONLY=sockets,scale` runs only the sections named (and, like a quick run, leaves
+//! BENCHMARKS.md alone: the file always holds a whole run).
 
 mod env;
 mod report;
@@ -58,7 +60,12 @@ fn main() -> std::process::ExitCode {
     println!("cell benchmarks — {machine}");
     let started = Instant::now();
     let mut sections = Vec::new();
-    for (name, run) in SECTIONS {
+    let only = std::env::var("CELL_BENCH_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == name))
+    };
+    for (name, run) in SECTIONS.iter().filter(|(name, _)| wanted(name)) {
         let t0 = Instant::now();
         eprintln!("bench: running {name} ...");
         sections.push(run(&env));
@@ -68,8 +75,8 @@ fn main() -> std::process::ExitCode {
     let notes = report::notes(&sections);
     println!("\n{table}\n{notes}");
     println!("total: {:.0} s", started.elapsed().as_secs_f64());
-    if env.quick {
-        eprintln!("bench: quick run (CELL_BENCH_QUICK): BENCHMARKS.md left unchanged");
+    if env.quick || only.is_some() {
+        eprintln!("bench: partial run (CELL_BENCH_QUICK/ONLY): BENCHMARKS.md left unchanged");
     } else {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
         let doc = format!(

@@ -104,10 +104,11 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     ));
     s.note(format!(
         "{runs} runs each after one untimed run that fills the compile cache (a fresh \
-         `--cache-dir`). `bench-pid0 nop` bootstraps the RPC connection, calls `Session.info` \
-         and exits: the smallest real cell pid0. `bench-nop` (64 KiB, a std `main` that \
-         returns at once) never touches stdin/stdout, so it runs as pid0 without `--plain`: \
-         it stands in for `--plain hello.wasm` until that flag exists."
+         `--cache-dir`). `--plain bench-hello` is an ordinary std hello world (prints one line, \
+         no RPC): the same file `wasmtime run` would run. `bench-pid0 nop` bootstraps the RPC \
+         connection, calls `Session.info` and exits: the smallest real cell pid0. `bench-nop` \
+         (64 KiB, a std `main` that returns at once) never touches stdin/stdout, so it runs as \
+         an RPC pid0 that never speaks."
     ));
     if env.wasmtime.is_none() {
         s.note("`wasmtime` is not on PATH: the wasmtime baseline column is skipped.");

@@ -16,10 +16,15 @@
 //! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
 //!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
 //!   the host's memory meanwhile), then exit; the cascade kills the children.
+//! - `tcp HOST PORT MIB INFLIGHT CHUNK_KIB`: `Network.connect` to HOST:PORT (the harness's
+//!   loopback sink; needs `--net connect=HOST:PORT`), write MIB MiB as CHUNK_KIB KiB
+//!   `ByteStream.write` calls keeping INFLIGHT in flight, close, wait for the sink to close:
+//!   `bench: kind=rpc-tcp ... elapsed_ns=...` (timed from just after the connect).
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
+use cell_guest::net::Network;
 use cell_guest::{log, Caps, Executor, StderrMode};
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use wasip2::clocks::monotonic_clock;
@@ -51,6 +56,12 @@ fn main() {
             "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
             "idle-children" => idle_children(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "tcp" => {
+                let host = args.get(1).context("tcp: HOST missing")?;
+                let port = u16::try_from(n(2)?).context("tcp: bad PORT")?;
+                let network = Network::new(caps.network().await?);
+                tcp_bulk(&network, host, port, n(3)?, n(4)?, n(5)?).await
+            }
             other => bail!("unknown mode {other:?}"),
         }
     })
@@ -210,5 +221,44 @@ async fn idle_children(executor: &Executor, n: usize, hold_ms: usize) -> anyhow:
     log!("bench: kind=idle n={n} started={started} start_ns={elapsed} error={error}");
     cell_guest::sleep(Duration::from_millis(hold_ms as u64)).await;
     log!("bench-pid0: releasing {started} idle children");
+    Ok(())
+}
+
+/// Bulk TCP through the RPC `TcpStream`: capnp-rpc has no flow-controlled streaming call, so
+/// throughput depends on keeping several writes in flight (the host serves them in order).
+async fn tcp_bulk(
+    network: &Network,
+    host: &str,
+    port: u16,
+    mib: usize,
+    inflight: usize,
+    chunk_kib: usize,
+) -> anyhow::Result<()> {
+    let stream = network.connect(host, port).await?;
+    let bytes = stream.bytes();
+    let total = mib << 20;
+    let chunk = vec![0x5au8; (chunk_kib << 10).max(1)];
+    let t0 = now();
+    let mut pending = FuturesUnordered::new();
+    let mut queued = 0;
+    loop {
+        while queued < total && pending.len() < inflight.max(1) {
+            let len = chunk.len().min(total - queued);
+            pending.push(bytes.write(&chunk[..len]));
+            queued += len;
+        }
+        match pending.next().await {
+            Some(r) => r?,
+            None => break,
+        }
+    }
+    bytes.close().await?;
+    // The sink closes once it has read everything: wait for that.
+    while !bytes.read(64 * 1024).await?.is_empty() {}
+    let elapsed = (now() - t0).max(1);
+    log!(
+        "bench: kind=rpc-tcp bytes={total} chunk={} inflight={inflight} elapsed_ns={elapsed}",
+        chunk.len()
+    );
     Ok(())
 }
