@@ -152,7 +152,10 @@ impl Cli {
                         ))
                     })?;
                 }
-                let outcome = run::run(args.into_config(), shutdown_signal()).await?;
+                // Handlers go in before pid0 starts: a signal that arrives while it boots must
+                // tear the tree down, not kill cell with the default action.
+                let shutdown = shutdown_signal();
+                let outcome = run::run(args.into_config(), shutdown).await?;
                 if !outcome.status.success() && outcome.signal.is_none() {
                     tracing::info!("pid0 {}", outcome.status);
                 }
@@ -188,18 +191,23 @@ fn report_abnormal(outcome: &run::RunOutcome) {
     }
 }
 
-/// Resolves with the signal number on SIGINT or SIGTERM.
-async fn shutdown_signal() -> i32 {
+/// Installs SIGINT and SIGTERM handlers now, and returns a future resolving with the signal
+/// number when one arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = i32> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    // `signal()` installs the handler when called, not when the future is first polled.
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C will not tear down cleanly");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => 2,
-        _ = term.recv() => 15,
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            tracing::warn!("cannot install signal handlers; Ctrl-C will not tear down cleanly");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        }
     }
 }
