@@ -65,8 +65,8 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let network = twoparty::VatNetwork::new(
-        futures::io::BufReader::new(stdio::StdinReader),
-        futures::io::BufWriter::new(stdio::StdoutWriter::default()),
+        stdio::StdinReader::default(),
+        stdio::StdoutWriter,
         rpc_twoparty_capnp::Side::Client,
         capnp::message::ReaderOptions::new(),
     );
@@ -94,6 +94,9 @@ where
             1
         }
     };
+    // What the RPC system already wrote still goes out (as far as stdout has room now), as it
+    // would have without the outbox.
+    stdio::drain(futures::task::noop_waker_ref());
     // Exit with the user future and the RPC system still alive: nothing is torn down inside
     // the guest (no capability releases racing a closing connection); the host cleans up.
     exit(code)

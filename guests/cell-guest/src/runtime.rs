@@ -12,11 +12,14 @@
 //!   system, and the loop only blocks once an iteration ended without any waker being woken.
 //!   Calls the user code just queued are therefore always written out before we sleep (a loop
 //!   that blocked right after polling user code would leave them unsent and deadlock).
-//! - **Pollables never outlive their streams.** Pollables exist only inside [`block`]: they are
-//!   created from the registered interests right before `poll` and dropped right after it.
-//!   The stdio streams themselves are leaked (`&'static`, see [`stdio`]), so no pollable can
-//!   ever be alive while its parent stream is dropped (which traps with "resource has
-//!   children").
+//! - **Everything written goes out before blocking.** The RPC system's writes collect in the
+//!   outbox (see [`crate::stdio`]); [`block`] is only entered after [`crate::stdio::drain`]
+//!   handed the outbox to stdout (or registered to finish once stdout has room).
+//! - **Pollables never outlive their streams.** The stdio streams and their two pollables are
+//!   created once and leaked together (`&'static`, see [`stdio`]), so they are never dropped at
+//!   all (dropping a stream with a live pollable traps with "resource has children"), and
+//!   subscribing to them is not repeated on every block. The one clock pollable a block may
+//!   need is created right before `poll` and dropped right after it.
 //! - **No stale registrations.** After `poll` returns, *every* registered waker is woken and
 //!   the registry is emptied; futures that still cannot progress simply register again. With a
 //!   handful of interests this costs nothing and means no bookkeeping can go wrong.
@@ -36,22 +39,33 @@ use wasip2::clocks::monotonic_clock;
 use wasip2::io::poll::Pollable;
 use wasip2::io::streams::{InputStream, OutputStream};
 
-/// This process's stdin and stdout: the two halves of its RPC connection.
+/// This process's stdin and stdout (the two halves of its RPC connection) and their pollables.
 pub(crate) struct Stdio {
+    /// Ready when `stdin` has data or is closed. Declared before the streams, so that even a
+    /// drop would drop it first.
+    stdin_ready: Pollable,
+    /// Ready when `stdout` accepts writes (or is closed).
+    stdout_ready: Pollable,
     pub(crate) stdin: InputStream,
     pub(crate) stdout: OutputStream,
 }
 
-/// The process-wide stdio streams, created on first use and never dropped.
+/// The process-wide stdio streams and their pollables, created on first use and never dropped.
 ///
 /// Leaking them is deliberate: it makes "a pollable outlives its stream" impossible, and they
 /// would live until exit anyway (the guest always ends through `exit_with_code`).
 pub(crate) fn stdio() -> &'static Stdio {
     thread_local! {
-        static STDIO: &'static Stdio = Box::leak(Box::new(Stdio {
-            stdin: wasip2::cli::stdin::get_stdin(),
-            stdout: wasip2::cli::stdout::get_stdout(),
-        }));
+        static STDIO: &'static Stdio = {
+            let stdin = wasip2::cli::stdin::get_stdin();
+            let stdout = wasip2::cli::stdout::get_stdout();
+            Box::leak(Box::new(Stdio {
+                stdin_ready: stdin.subscribe(),
+                stdout_ready: stdout.subscribe(),
+                stdin,
+                stdout,
+            }))
+        };
     }
     STDIO.with(|s| *s)
 }
@@ -65,16 +79,6 @@ pub(crate) enum Interest {
     StdoutWritable,
     /// The monotonic clock reached this instant (nanoseconds).
     Deadline(monotonic_clock::Instant),
-}
-
-impl Interest {
-    fn subscribe(self) -> Pollable {
-        match self {
-            Interest::StdinReadable => stdio().stdin.subscribe(),
-            Interest::StdoutWritable => stdio().stdout.subscribe(),
-            Interest::Deadline(when) => monotonic_clock::subscribe_instant(when),
-        }
-    }
 }
 
 thread_local! {
@@ -93,20 +97,54 @@ pub(crate) fn register(interest: Interest, waker: &Waker) {
 
 /// Blocks until at least one registered interest is ready, then wakes every registered waker.
 /// Returns `false` (without blocking) if nothing is registered.
+///
+/// One `poll` over at most three pollables: stdin's and stdout's (reused, see [`Stdio`]) and
+/// one for the earliest deadline (every waker is woken afterwards, so later deadlines simply
+/// register again).
 fn block() -> bool {
-    let waiting = WAITING.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    let mut waiting = WAITING.with(|w| std::mem::take(&mut *w.borrow_mut()));
     if waiting.is_empty() {
         return false;
     }
-    {
-        let pollables: Vec<Pollable> = waiting.iter().map(|(i, _)| i.subscribe()).collect();
-        let refs: Vec<&Pollable> = pollables.iter().collect();
-        wasip2::io::poll::poll(&refs);
-        // `refs`, then `pollables`, are dropped here: before anything else runs.
+    let (mut stdin, mut stdout, mut deadline) = (false, false, None);
+    for (interest, _) in &waiting {
+        match *interest {
+            Interest::StdinReadable => stdin = true,
+            Interest::StdoutWritable => stdout = true,
+            Interest::Deadline(when) => {
+                deadline = Some(deadline.map_or(when, |d: monotonic_clock::Instant| d.min(when)))
+            }
+        }
     }
-    for (_, waker) in waiting {
+    {
+        let io = stdio();
+        let clock = deadline.map(monotonic_clock::subscribe_instant);
+        let mut refs: [&Pollable; 3] = [&io.stdin_ready; 3];
+        let mut n = 0;
+        for p in [
+            stdin.then_some(&io.stdin_ready),
+            stdout.then_some(&io.stdout_ready),
+            clock.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            refs[n] = p;
+            n += 1;
+        }
+        wasip2::io::poll::poll(&refs[..n]);
+        // `clock` is dropped here: before anything else runs.
+    }
+    for (_, waker) in waiting.drain(..) {
         waker.wake();
     }
+    // Keep the vector's allocation for the next registrations (waking registers nothing).
+    WAITING.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_empty() {
+            *w = waiting;
+        }
+    });
     true
 }
 
@@ -154,6 +192,8 @@ pub(crate) fn run_until<T>(
         if flag.0.load(Ordering::SeqCst) {
             continue; // something was woken while polling: go round again before blocking
         }
+        // Quiescent: everything this iteration wrote goes out before we wait for replies.
+        crate::stdio::drain(&waker);
         if !block() {
             return Err(Stuck);
         }
