@@ -25,7 +25,8 @@ fn arg(i: usize) -> Result<String, String> {
 
 fn number(i: usize) -> Result<usize, String> {
     let a = arg(i)?;
-    a.parse().map_err(|_| format!("argument {i}: bad number {a:?}"))
+    a.parse()
+        .map_err(|_| format!("argument {i}: bad number {a:?}"))
 }
 
 fn run() -> Result<String, String> {
