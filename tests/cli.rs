@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{cell, cell_run, finish, guest, Finished};
+use common::{cell, cell_run, finish, finish_with_stdin, guest, Finished};
 use serde_json::Value;
 
 /// `cell run --plain [flags] hello.wasm ARGS`.
@@ -22,27 +22,6 @@ fn hello(flags: &[&str], args: &[&str]) -> Command {
         .arg(guest("hello"))
         .args(args);
     cmd
-}
-
-/// Runs `cmd` with `input` on its stdin and collects its output.
-fn finish_with_stdin(mut cmd: Command, input: Vec<u8>) -> Finished {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cell");
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("wait on cell");
-    feeder.join().unwrap();
-    Finished {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn read_json(path: &Path) -> Value {
@@ -582,6 +561,7 @@ fn stopped_by(signal: &str) -> Finished {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cell");
+    let _watchdog = common::Watchdog::arm(child.id());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"ping\n").unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());

@@ -244,6 +244,7 @@ fn stop_with(signal: &str) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cell");
+    let _watchdog = common::Watchdog::arm(child.id());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
     // Ready once pid0 says so and block-wait's child runs (forwarded stderr may come later).

@@ -83,13 +83,34 @@ pub fn cell_run(wasm: &std::path::Path, args: &[&str]) -> Command {
 }
 
 /// Runs `cmd` to completion (killing it after [`RUN_TIMEOUT`]) and collects its output.
-pub fn finish(mut cmd: Command) -> Finished {
+pub fn finish(cmd: Command) -> Finished {
+    run_to_end(cmd, None)
+}
+
+/// Like [`finish`], with `input` written to the command's stdin (then closed).
+pub fn finish_with_stdin(cmd: Command, input: Vec<u8>) -> Finished {
+    run_to_end(cmd, Some(input))
+}
+
+fn run_to_end(mut cmd: Command, input: Option<Vec<u8>>) -> Finished {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cell");
+    let feeder = child.stdin.take().zip(input).map(|(mut pipe, input)| {
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            // cell may exit without reading everything; that is its business.
+            let _ = pipe.write_all(&input);
+        })
+    });
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     let start = Instant::now();
@@ -104,6 +125,9 @@ pub fn finish(mut cmd: Command) -> Finished {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     let Some(status) = status else {
@@ -131,4 +155,32 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Stri
 /// Runs the `scenarios` guest as pid0 with `args` and returns the finished run.
 pub fn scenario(args: &[&str]) -> Finished {
     finish(cell_run(&guest("scenarios"), args))
+}
+
+/// Kills process `pid` if it is still running [`RUN_TIMEOUT`] after this was created, so a
+/// test that reads a child's output line by line cannot hang CI. Dropping it disarms it.
+pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Watchdog {
+    pub fn arm(pid: u32) -> Self {
+        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                disarmed.recv_timeout(RUN_TIMEOUT)
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        Watchdog(Some(disarm))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = d.send(());
+        }
+    }
 }
