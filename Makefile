@@ -7,7 +7,7 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench clean
+.PHONY: all deps guests build run test lint unit bench bench-tools clean
 
 all: build
 
@@ -39,9 +39,15 @@ lint: deps
 	cd guests && $(CARGO) fmt --all -- --check
 	cd guests && CARGO_TARGET_DIR=$$PWD/target $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
 
-## Benchmarks (release build); never part of `make test`.
+## Benchmarks (release build); never part of `make test`. The `wasmtime run` baseline columns
+## appear when `wasmtime` is on PATH or was installed by `make bench-tools`.
 bench: guests
-	$(CARGO) bench --bench bench
+	PATH="$(CURDIR)/target/tools/bin:$$PATH" $(CARGO) bench --bench bench
+
+## Optional: install the wasmtime CLI (same version as the host's wasmtime) for the baselines.
+## Takes ~15 minutes on 2 cores, so `make bench` does not do it by itself.
+bench-tools:
+	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/tools
 
 clean:
 	$(CARGO) clean
