@@ -1,43 +1,88 @@
-//! `CallGate`: the bound on RPC calls in progress at once on one process's connection
-//! (`--max-outstanding-calls`).
+//! Per-process bounds on what a connection may hold in the host at once, all built on one
+//! [`Budget`] (a counter with a limit, shared by clones, given back by an RAII guard):
 //!
-//! Every server method starts with `let _call = self.gate.enter()?;`. The guard lives as long
-//! as the method's future, so a call that waits (`Process.wait`, `ByteStream.read`, `spawn`)
-//! holds its slot until it answers or is cancelled. A call arriving while all slots are taken
-//! fails at once with `limit: max-outstanding-calls N reached`; the caller is not terminated.
+//! - [`CallGate`]: RPC calls in progress on one process's connection (`--max-outstanding-calls`).
+//!   Every server method starts with `let _call = self.gate.enter()?;`; the guard lives as long
+//!   as the method's future, so a call that waits (`Process.wait`, `ByteStream.read`, `spawn`)
+//!   holds its slot until it answers or is cancelled. A call arriving while all slots are taken
+//!   fails at once with `limit: max-outstanding-calls N reached`; the caller is not terminated.
+//! - [`ByteBudget`]: bytes of socket writes and UDP sends waiting in the host for a slow peer
+//!   (`NET_MAX_IN_FLIGHT`), so pipelining writes cannot park unbounded data in the host.
+//! - sockets held open through RPC (`--max-sockets`), in `rpc::network`.
 //!
 //! Whose gate: each gate belongs to one process's connection, created in [`super::serve`] and
 //! handed to every server issued *on* that connection (Session → Executor → Process →
-//! ByteStream). A capability is served by the object it was created as, so if a process ever
-//! passes a host capability on to another process, calls on it keep counting against the
-//! process it was issued to. Servers that re-issue a capability for a child (e.g. a restricted
-//! Network granted at spawn) must build it with the child's gate.
+//! ByteStream, and the network caps through `NetCaps`). A capability is served by the object it
+//! was created as, so if a process passes a host capability on to another process, calls on it
+//! keep counting against the process it was issued to.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::rpc::failed;
 
-/// A per-connection counter of calls in progress. Cheap to clone; clones share the count.
+/// A counter with a limit. Cheap to clone; clones share the count.
 #[derive(Clone, Debug)]
-pub struct CallGate {
-    in_flight: Rc<Cell<u32>>,
-    limit: u32,
+pub struct Budget {
+    used: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+/// An amount taken from a [`Budget`]; given back when dropped.
+#[derive(Debug)]
+#[must_use = "the amount is given back as soon as the guard is dropped"]
+pub struct Taken {
+    used: Rc<Cell<usize>>,
+    amount: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Self {
+        Budget {
+            used: Rc::new(Cell::new(0)),
+            limit,
+        }
+    }
+
+    /// Takes `amount` until the guard is dropped, or `None` if it does not fit.
+    pub fn take(&self, amount: usize) -> Option<Taken> {
+        let used = self.used.get();
+        if used.saturating_add(amount) > self.limit {
+            return None;
+        }
+        self.used.set(used + amount);
+        Some(Taken {
+            used: self.used.clone(),
+            amount,
+        })
+    }
+
+    /// How much is taken now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.used.set(self.used.get().saturating_sub(self.amount));
+    }
 }
 
 /// One call in progress; frees its slot when dropped.
-#[derive(Debug)]
-#[must_use = "the slot is freed as soon as the guard is dropped"]
-pub struct InFlight {
-    in_flight: Rc<Cell<u32>>,
-}
+pub type InFlight = Taken;
+
+/// The bound on RPC calls in progress on one connection.
+#[derive(Clone, Debug)]
+pub struct CallGate(Budget);
 
 impl CallGate {
     pub fn new(limit: u32) -> Self {
-        CallGate {
-            in_flight: Rc::new(Cell::new(0)),
-            limit,
-        }
+        CallGate(Budget::new(limit as usize))
     }
 
     /// Takes a slot for one call.
@@ -45,90 +90,61 @@ impl CallGate {
     /// # Errors
     /// `limit: max-outstanding-calls N reached` when every slot is taken.
     pub fn enter(&self) -> Result<InFlight, capnp::Error> {
-        let n = self.in_flight.get();
-        if n >= self.limit {
-            return Err(failed(
+        self.0.take(1).ok_or_else(|| {
+            failed(
                 "limit",
-                format!("max-outstanding-calls {} reached", self.limit),
-            ));
-        }
-        self.in_flight.set(n + 1);
-        Ok(InFlight {
-            in_flight: self.in_flight.clone(),
+                format!("max-outstanding-calls {} reached", self.0.limit()),
+            )
         })
     }
 
     /// Calls in progress now.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.get()
+        self.0.used() as u32
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.in_flight.set(self.in_flight.get().saturating_sub(1));
-    }
-}
-
-/// A per-process budget of bytes held in the host while they wait to be written to a socket
-/// (TCP writes and UDP sends queued behind a slow peer). Each call reserves its payload's size
-/// for as long as it waits; a call that would exceed the budget fails at once with
-/// `limit: max in-flight bytes N reached`, so a guest cannot park unbounded data in the host by
-/// pipelining writes to a peer that does not read.
+/// A per-process budget of bytes held in the host while they wait to be written to a socket.
+/// Each call reserves its payload's size for as long as it waits.
 #[derive(Clone, Debug)]
-pub struct ByteBudget {
-    used: Rc<Cell<usize>>,
-    limit: usize,
-}
-
-/// Bytes reserved by one call; returned to the budget when dropped.
-#[derive(Debug)]
-#[must_use = "the bytes are returned as soon as the guard is dropped"]
-pub struct Reserved {
-    used: Rc<Cell<usize>>,
-    bytes: usize,
-}
+pub struct ByteBudget(Budget);
 
 impl ByteBudget {
     pub fn new(limit: usize) -> Self {
-        ByteBudget {
-            used: Rc::new(Cell::new(0)),
-            limit,
-        }
+        ByteBudget(Budget::new(limit))
     }
 
     /// Reserves `bytes` until the guard is dropped.
     ///
     /// # Errors
     /// `limit: max in-flight bytes N reached` when the reservation does not fit.
-    pub fn reserve(&self, bytes: usize) -> Result<Reserved, capnp::Error> {
-        let used = self.used.get();
-        if used.saturating_add(bytes) > self.limit {
-            return Err(failed(
+    pub fn reserve(&self, bytes: usize) -> Result<Taken, capnp::Error> {
+        self.0.take(bytes).ok_or_else(|| {
+            failed(
                 "limit",
                 format!(
-                    "max in-flight bytes {} reached ({used} bytes already waiting to be sent)",
-                    self.limit
+                    "max in-flight bytes {} reached ({} bytes already waiting to be sent)",
+                    self.0.limit(),
+                    self.0.used()
                 ),
-            ));
-        }
-        self.used.set(used + bytes);
-        Ok(Reserved {
-            used: self.used.clone(),
-            bytes,
+            )
         })
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        self.used.set(self.used.get().saturating_sub(self.bytes));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_takes_and_gives_back() {
+        let b = Budget::new(10);
+        let a = b.take(6).unwrap();
+        assert!(b.clone().take(5).is_none());
+        drop(a);
+        assert_eq!(b.used(), 0);
+        assert!(b.take(10).is_some());
+    }
 
     #[test]
     fn bytes_are_reserved_and_returned() {

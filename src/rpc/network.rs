@@ -30,6 +30,7 @@ use crate::limits::{
 use crate::net::audit::{Audit, AuditEvent, Via};
 use crate::net::policy::{parse_rule, Decision, NetOp, NetPolicy, NetRule, Target};
 use crate::rpc::failed;
+use crate::rpc::gate::{Budget, Taken};
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
 use crate::rpc::{ByteBudget, CallGate};
@@ -81,40 +82,21 @@ where
 
 /// Counts the sockets a process holds open through RPC. Each socket holds a [`SocketPermit`]
 /// for as long as it is open; dropping the socket returns it.
-pub struct SocketBudget {
-    open: Rc<Cell<u32>>,
-    max: u32,
-}
+pub struct SocketBudget(Budget);
 
 /// One slot of a [`SocketBudget`].
-pub struct SocketPermit {
-    open: Rc<Cell<u32>>,
-}
-
-impl Drop for SocketPermit {
-    fn drop(&mut self) {
-        self.open.set(self.open.get().saturating_sub(1));
-    }
-}
+pub type SocketPermit = Taken;
 
 impl SocketBudget {
     fn new(max: u32) -> Self {
-        SocketBudget {
-            open: Rc::new(Cell::new(0)),
-            max,
-        }
+        SocketBudget(Budget::new(max as usize))
     }
 
     /// A permit for one more socket, or `limit: max-sockets N reached`.
     pub fn acquire(&self) -> Result<SocketPermit, capnp::Error> {
-        let open = self.open.get();
-        if open >= self.max {
-            return Err(failed("limit", format!("max-sockets {} reached", self.max)));
-        }
-        self.open.set(open + 1);
-        Ok(SocketPermit {
-            open: self.open.clone(),
-        })
+        self.0
+            .take(1)
+            .ok_or_else(|| failed("limit", format!("max-sockets {} reached", self.0.limit())))
     }
 }
 
