@@ -9,6 +9,7 @@
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
 #            hostile-parent                                     (embeds hostile)
+#            escape                            (embeds hostile, upper, child-silent)
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
@@ -27,7 +28,7 @@ build() {
 build -p child-leaf -p child-trap -p child-garbage -p child-silent \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
     -p bench-nop -p bench-hello -p bench-net
-build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent
+build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios
 

@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::component::{types::ComponentItem, Component, Linker};
@@ -99,6 +98,11 @@ pub struct CellEngine {
     cache: RefCell<ComponentCache>,
     /// wasmtime's on-disk cache, when enabled (kept to read its hit/miss counters).
     disk_cache: Option<wasmtime::Cache>,
+    /// Compiles running at once, at most one per core: a guest spawning many distinct
+    /// components waits for a slot instead of occupying every blocking thread. The slot is
+    /// held by the compiling thread itself, so a compile whose spawner went away (and whose
+    /// result is dropped) still counts until it really ends.
+    compile_slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -121,10 +125,10 @@ impl CellEngine {
             .consume_fuel(cfg.fuel);
         let mut disk_cache = None;
         if let Some(dir) = &cfg.cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating cache directory {}", dir.display()))?;
+            crate::hostfiles::prepare_cache_dir(dir)?;
             let mut cache_cfg = wasmtime::CacheConfig::new();
-            cache_cfg.with_directory(dir);
+            // wasmtime wants an absolute path; a relative --cache-dir means relative to here.
+            cache_cfg.with_directory(std::path::absolute(dir)?);
             let cache = wasmtime::Cache::new(cache_cfg)
                 .map_err(|e| anyhow::anyhow!("opening compile cache in {}: {e}", dir.display()))?;
             config.cache(Some(cache.clone()));
@@ -143,6 +147,9 @@ impl CellEngine {
             linker,
             cache: RefCell::new(ComponentCache::default()),
             disk_cache,
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         })
     }
 
@@ -197,10 +204,18 @@ impl CellEngine {
         }
         let engine = self.engine.clone();
         let compile_bytes = bytes.clone();
+        let slot = self
+            .compile_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| LoadError::Invalid(format!("compiler unavailable: {e}")))?;
         let started = std::time::Instant::now();
-        let component =
-            tokio::task::spawn_blocking(move || Component::new(&engine, &*compile_bytes))
-                .await
+        let component = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            Component::new(&engine, &*compile_bytes)
+        })
+        .await
                 .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
                 .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         if let Some(name) = missing_import(&self.engine, &component) {

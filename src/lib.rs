@@ -14,6 +14,7 @@
 //! - [`handle`]: `ProcessHandle`, the shared face of one process (status, kill, stdio ends).
 //! - [`process`]: one process's store: building it from grants/limits, classifying outcomes.
 //! - [`grants`]: what a process may do; deny by default.
+//! - [`hostfiles`]: the report, audit log and compile cache, kept out of every guest's reach.
 //! - [`hoststdio`]: the host's own stdin/stdout lent to a guest (plain pid0, `--tty`), through
 //!   plain threads.
 //! - [`net`]: network policy (`NetPolicy`: deny by default, special ranges, attenuation).
@@ -21,6 +22,7 @@
 //! - [`status`]: `ExitStatus`, how a process ended.
 //! - [`transport`]: bounded in-memory pipes between guest stdio and the host.
 //! - [`stderr`]: where a child's stderr goes (forwarded, captured, discarded).
+//! - [`text`]: guest-supplied text made safe to print and store (bounded, controls escaped).
 //! - [`report`]: the JSON run report (`--report`) and what the supervisor records for it.
 //! - [`inspect`]: `cell inspect`: what a component imports and exports.
 //! - [`rpc`]: the capability servers, one file each, and the per-process RPC connection.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod engine;
 pub mod grants;
 pub mod handle;
+pub mod hostfiles;
 pub mod hoststdio;
 pub mod inspect;
 pub mod limits;
@@ -41,6 +44,7 @@ pub mod status;
 pub mod stderr;
 pub mod supervisor;
 pub mod table;
+pub mod text;
 pub mod transport;
 
 /// Bindings generated from `capnp/cell.capnp`.

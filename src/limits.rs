@@ -23,6 +23,12 @@ pub const COMPONENT_CACHE_ENTRIES: usize = 64;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How many ended processes the run report lists; later ones are only counted.
 pub const PROCESS_HISTORY: usize = 10_000;
+/// Bytes the listed ended processes may take in the host (names and trap messages included);
+/// past it, ended processes are only counted.
+pub const PROCESS_HISTORY_BYTES: usize = 4 << 20;
+/// How long `cell` waits for its own blocking threads (a compile nobody waits for any more, a
+/// guest's file operation stuck on a FIFO) once the run has ended, before it exits anyway.
+pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How long the host waits for killed processes to unwind when the run ends.
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest single `TcpStream.write` the host accepts; a guest writes more in several calls.
@@ -39,6 +45,36 @@ pub const UDP_MAX_DATAGRAM: usize = 64 * 1024;
 pub const MAX_LISTEN_BACKLOG: u32 = 1024;
 /// Addresses of one resolved host name the host considers (and audits) per connect.
 pub const MAX_RESOLVED_ADDRS: usize = 16;
+/// Bytes of argv and environment one spawn request may carry (all strings together); the host
+/// keeps them for the child's whole life. More fail with `limit: …`.
+pub const MAX_ARGV_ENV_BYTES: usize = 256 << 10;
+/// Strings (arguments plus variables) one spawn request may carry.
+pub const MAX_ARGV_ENV_ENTRIES: usize = 4096;
+/// WASI resources (streams, pollables, sockets, files, …) one process may hold at once. Each
+/// costs the host a table entry and the object behind it; wasmtime's default is far larger.
+pub const MAX_RESOURCES: usize = 4096;
+/// Core instances, linear memories and tables one store may create. Each linear memory
+/// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
+/// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see
+/// [`MAX_PROCS_CEILING`]).
+pub const MAX_INSTANCES: usize = 64;
+/// See [`MAX_INSTANCES`].
+pub const MAX_MEMORIES: usize = 2;
+/// See [`MAX_INSTANCES`].
+pub const MAX_TABLES: usize = 64;
+/// Address space wasmtime reserves per linear memory on 64-bit hosts (4 GiB plus its 32 MiB
+/// guard), however small the memory.
+pub const MEMORY_RESERVATION: u64 = (4 << 30) + (32 << 20);
+/// The address space all the memories of a run may reserve: 96 TiB of x86-64's 128 TiB user
+/// address space, leaving the rest to the host itself.
+pub const ADDRESS_SPACE_BUDGET: u64 = 96 << 40;
+/// The largest `--max-procs`: as many processes as [`ADDRESS_SPACE_BUDGET`] holds at
+/// [`MAX_MEMORIES`] memories each (12,192).
+pub const MAX_PROCS_CEILING: u32 =
+    (ADDRESS_SPACE_BUDGET / (MAX_MEMORIES as u64 * MEMORY_RESERVATION)) as u32;
+/// Fuel a running guest is handed at a time when fuel is metered: lending fuel to a child (see
+/// [`FuelGauge`]) takes effect within one slice of the parent's own execution.
+pub const FUEL_SLICE: u64 = 1_000_000;
 /// How long one connection attempt of `Network.connect` may take.
 pub const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -130,36 +166,86 @@ impl Limits {
     }
 }
 
-impl Limits {
-    /// Narrows a child's fuel to what its parent has left (`remaining`, from its
-    /// [`FuelGauge`]), so a child never receives more than its parent holds at spawn time.
-    pub fn clamp_fuel(mut self, remaining: Option<u64>) -> Limits {
-        self.fuel = min_opt(self.fuel, remaining.filter(|_| self.fuel.is_some()));
-        self
-    }
+
+/// A process's fuel as the host sees it: what it has, and what it lent to its children.
+///
+/// Fuel is **lent**, so a whole tree never uses more than pid0's `--fuel`:
+/// - a child spawned with an explicit fuel limit is lent that much up front (at most what the
+///   parent has left);
+/// - a child spawned without one is lent half of what its parent has left (so the parent keeps
+///   running, and later siblings still get some);
+/// - whatever a child did not use is given back when it ends.
+///
+/// (Drawing from the parent as a child runs was measured and dropped: the store's fuel can only
+/// be topped up from its epoch callback, and a tight loop burns a 100 M draw within a tick or
+/// two, so a child would run out while its parent had plenty.)
+///
+/// A store's fuel can only be changed through the store, which its task owns while the guest
+/// runs, so lending and repaying are recorded here and [`FuelGauge::settle`]d by the store
+/// itself on each epoch tick (see `process::build_store`). A parent may therefore run on
+/// fuel it lent for at most one [`EPOCH_TICK`] of execution plus one [`FUEL_SLICE`]; it never
+/// lends more than it was last seen to have, minus what it already lent. Shared (`Arc`) because
+/// the store's epoch callback must be `Send`.
+#[derive(Clone, Debug)]
+pub struct FuelGauge(Arc<Gauge>);
+
+#[derive(Debug)]
+struct Gauge {
+    /// The store's fuel when last settled.
+    left: AtomicU64,
+    /// Lent to children since the last settlement.
+    lent: AtomicU64,
+    /// Given back by ended children since the last settlement.
+    repaid: AtomicU64,
+    /// The fuel it started with.
+    received: u64,
 }
 
-/// The fuel a running process has left, as last seen by the host.
-///
-/// A store's fuel can only be read through the store, which its task owns while the guest
-/// runs; so the store publishes it here on every epoch tick (see `process::build_store`). The
-/// value is therefore at most one [`EPOCH_TICK`] of execution stale — a child is clamped to
-/// what its parent held at most one tick before the spawn, never to more than the parent's
-/// configured fuel. Shared (`Arc`) because the store's epoch callback must be `Send`.
-#[derive(Clone, Debug)]
-pub struct FuelGauge(Arc<AtomicU64>);
-
 impl FuelGauge {
+    /// The gauge of a process that starts with `fuel`.
     pub fn new(fuel: u64) -> Self {
-        FuelGauge(Arc::new(AtomicU64::new(fuel)))
+        FuelGauge(Arc::new(Gauge {
+            left: AtomicU64::new(fuel),
+            lent: AtomicU64::new(0),
+            repaid: AtomicU64::new(0),
+            received: fuel,
+        }))
     }
 
+    /// The fuel this process may still use or lend.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        let g = &self.0;
+        (g.left.load(Ordering::Relaxed) + g.repaid.load(Ordering::Relaxed))
+            .saturating_sub(g.lent.load(Ordering::Relaxed))
     }
 
-    pub fn set(&self, fuel: u64) {
-        self.0.store(fuel, Ordering::Relaxed)
+    /// Takes up to `want` for a child; returns what was lent (0 when nothing is left).
+    pub fn lend(&self, want: u64) -> u64 {
+        let give = want.min(self.get());
+        self.0.lent.fetch_add(give, Ordering::Relaxed);
+        give
+    }
+
+    /// Gives back fuel a child did not use (or a spawn that failed did not take).
+    pub fn repay(&self, fuel: u64) {
+        self.0.repaid.fetch_add(fuel, Ordering::Relaxed);
+    }
+
+    /// Fuel used by this process and not given back by its children: what it started with
+    /// minus `left`.
+    pub fn used(&self, left: u64) -> u64 {
+        self.0.received.saturating_sub(left)
+    }
+
+    /// Called by the store with the fuel it has: applies what was lent and repaid since the
+    /// last call and returns the fuel the store must now have.
+    pub fn settle(&self, store_fuel: u64) -> u64 {
+        let g = &self.0;
+        let lent = g.lent.swap(0, Ordering::Relaxed);
+        let repaid = g.repaid.swap(0, Ordering::Relaxed);
+        let now = (store_fuel + repaid).saturating_sub(lent);
+        g.left.store(now, Ordering::Relaxed);
+        now
     }
 }
 
@@ -226,6 +312,18 @@ impl MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
     fn memory_growing(
         &mut self,
         current: usize,
@@ -304,21 +402,19 @@ mod tests {
     }
 
     #[test]
-    fn child_fuel_is_clamped_to_what_the_parent_has_left() {
-        let parent = Limits {
-            fuel: Some(1000),
-            ..Limits::default()
-        };
-        let req = LimitRequest {
-            fuel: Some(800),
-            ..LimitRequest::default()
-        };
-        let child = parent.for_child(&req).unwrap().clamp_fuel(Some(300));
-        assert_eq!(child.fuel, Some(300));
-        let child = parent.for_child(&req).unwrap().clamp_fuel(Some(900));
-        assert_eq!(child.fuel, Some(800));
-        // Without metering there is nothing to clamp: a request for fuel is ignored.
-        let unmetered = Limits::default().for_child(&req).unwrap().clamp_fuel(None);
-        assert_eq!(unmetered.fuel, None);
+    fn fuel_is_lent_and_repaid() {
+        let parent = FuelGauge::new(1000);
+        assert_eq!(parent.lend(800), 800);
+        assert_eq!(parent.get(), 200);
+        assert_eq!(parent.lend(800), 200, "never more than is left");
+        assert_eq!(parent.lend(1), 0);
+        // The store had used 100 of its own by the next tick: 1000 - 100 - 1000 lent.
+        assert_eq!(parent.settle(900), 0);
+        parent.repay(500);
+        assert_eq!(parent.get(), 500);
+        assert_eq!(parent.settle(0), 500);
+        assert_eq!(parent.get(), 500);
+        assert_eq!(parent.used(500), 500);
     }
+
 }

@@ -33,13 +33,18 @@ fn main() -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    match local.block_on(&runtime, cli.execute()) {
+    let code = match local.block_on(&runtime, cli.execute()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cell: {e:#}");
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    // Blocking threads may still be busy on behalf of guests that are gone (a compile, a file
+    // operation stuck on a FIFO): give them a short grace, then exit regardless.
+    drop(local);
+    runtime.shutdown_timeout(cell::limits::EXIT_GRACE);
+    code
 }
 
 fn init_logging(verbose: u8) {

@@ -13,7 +13,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use crate::engine::CellEngine;
 use crate::grants::DirGrant;
-use crate::limits::{FuelGauge, Limits, MemoryLimiter};
+use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
 use crate::net::policy::NetPolicy;
 use crate::status::ExitStatus;
@@ -25,8 +25,6 @@ pub struct ProcState {
     limiter: MemoryLimiter,
     /// Where the remaining fuel is published, when fuel is metered.
     fuel: Option<FuelGauge>,
-    /// The fuel the store started with, when metered (to report how much was used).
-    fuel_budget: Option<u64>,
 }
 
 /// What a process used, read from its store when it ends (for the run report).
@@ -34,18 +32,23 @@ pub struct ProcState {
 pub struct Usage {
     /// The most linear memory and table bytes it held at once.
     pub peak_memory: u64,
-    /// Fuel consumed, when metered.
+    /// Fuel consumed by it and lent to children it did not get back, when metered.
     pub fuel_used: Option<u64>,
+    /// Fuel left at the end, to give back to the parent it was lent from.
+    pub fuel_left: Option<u64>,
 }
 
 /// What `store` used so far.
 pub fn usage(store: &Store<ProcState>) -> Usage {
     let state = store.data();
+    let left = state.fuel.as_ref().map(|gauge| {
+        // Lending and repayments since the last epoch tick count too.
+        gauge.settle(store.get_fuel().unwrap_or(0))
+    });
     Usage {
         peak_memory: state.limiter.peak() as u64,
-        fuel_used: state
-            .fuel_budget
-            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+        fuel_used: state.fuel.as_ref().zip(left).map(|(g, left)| g.used(left)),
+        fuel_left: left,
     }
 }
 
@@ -106,9 +109,12 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
     }
     let state = ProcState {
         wasi: b.build(),
-        table: ResourceTable::new(),
+        table: {
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(crate::limits::MAX_RESOURCES);
+            table
+        },
         limiter: MemoryLimiter::new(spec.limits.max_memory),
-        fuel_budget: spec.limits.fuel,
         fuel: None,
     };
     let mut store = Store::new(engine.engine(), state);
@@ -122,10 +128,17 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
     if let Some(fuel) = spec.limits.fuel.filter(|&f| store.set_fuel(f).is_ok()) {
         let gauge = FuelGauge::new(fuel);
         store.data_mut().fuel = Some(gauge.clone());
-        // Same yield as above, and publish the fuel left for spawns to clamp children to.
-        store.epoch_deadline_callback(move |ctx| {
+        // Running wasm keeps the fuel of its current slice in a register, which a change made
+        // from the epoch callback does not reach; the rest waits in the store's reserve, which
+        // it does. Slicing the fuel makes `settle` below exact to within one slice.
+        store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
+        // Same yield as above, and settle the fuel lent to and repaid by children.
+        store.epoch_deadline_callback(move |mut ctx| {
             if let Ok(left) = ctx.get_fuel() {
-                gauge.set(left);
+                let now = gauge.settle(left);
+                if now != left {
+                    ctx.set_fuel(now)?;
+                }
             }
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });

@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::limits::PROCESS_HISTORY;
+use crate::limits::{PROCESS_HISTORY, PROCESS_HISTORY_BYTES};
 use crate::status::ExitStatus;
 use crate::table::Pid;
 
@@ -59,6 +59,21 @@ pub struct ProcessSummary {
 }
 
 /// Network decisions made by the host for the whole tree.
+impl ProcessSummary {
+    /// What this entry costs the host: its fixed fields plus its strings (the name is at most
+    /// `text::GUEST_TEXT_MAX` bytes; a trap message is one line of the host's own making).
+    pub fn approx_bytes(&self) -> usize {
+        let status = match &self.status {
+            ExitStatus::Trapped(m) | ExitStatus::ProtocolViolation(m) => m.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<Self>()
+            + self.name.len()
+            + self.sha256.as_ref().map_or(0, String::len)
+            + status
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct NetworkStats {
     pub allowed: u64,
@@ -81,6 +96,8 @@ pub struct CompileCacheStats {
 pub struct RunStats {
     started: Instant,
     history: VecDeque<ProcessSummary>,
+    /// What `history` holds, by [`ProcessSummary::approx_bytes`].
+    history_bytes: usize,
     not_listed: u64,
 }
 
@@ -89,6 +106,7 @@ impl Default for RunStats {
         RunStats {
             started: Instant::now(),
             history: VecDeque::new(),
+            history_bytes: 0,
             not_listed: 0,
         }
     }
@@ -102,7 +120,11 @@ impl RunStats {
 
     /// Records an ended process.
     pub fn record(&mut self, summary: ProcessSummary) {
-        if self.history.len() < PROCESS_HISTORY {
+        let bytes = summary.approx_bytes();
+        if self.history.len() < PROCESS_HISTORY
+            && self.history_bytes + bytes <= PROCESS_HISTORY_BYTES
+        {
+            self.history_bytes += bytes;
             self.history.push_back(summary);
         } else {
             self.not_listed += 1;
@@ -137,30 +159,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// Creates (or truncates) `dest`, so that a run whose report could not be written fails
-    /// before it starts.
+    /// Writes the report as pretty JSON to `out`, the handle opened before pid0 started (see
+    /// [`crate::hostfiles`]): never a path looked up again at exit.
     ///
     /// # Errors
-    /// The file cannot be created.
-    pub fn check_writable(dest: &std::path::Path) -> std::io::Result<()> {
-        if dest != std::path::Path::new("-") {
-            std::fs::File::create(dest)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the report as pretty JSON to `dest` (`-` = the host's stderr).
-    ///
-    /// # Errors
-    /// The file cannot be written.
-    pub fn write(&self, dest: &std::path::Path) -> std::io::Result<()> {
-        let mut json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        json.push('\n');
-        if dest == std::path::Path::new("-") {
-            use std::io::Write as _;
-            std::io::stderr().lock().write_all(json.as_bytes())
-        } else {
-            std::fs::write(dest, json)
+    /// Serialisation or writing failed.
+    pub fn write(&self, out: &mut crate::hostfiles::ReportOut) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        match out {
+            crate::hostfiles::ReportOut::Stderr => std::io::stderr().lock().write_all(&json),
+            crate::hostfiles::ReportOut::File(file) => {
+                file.write_all(&json)?;
+                file.flush()
+            }
         }
     }
 }
@@ -191,6 +204,22 @@ mod tests {
         }
         assert_eq!(stats.processes().count(), PROCESS_HISTORY);
         assert_eq!(stats.not_listed(), 5);
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_too() {
+        let mut stats = RunStats::default();
+        let big = ProcessSummary {
+            name: "n".repeat(crate::text::GUEST_TEXT_MAX),
+            status: ExitStatus::Trapped("t".repeat(4096)),
+            ..summary(0)
+        };
+        let per = big.approx_bytes();
+        for _ in 0..PROCESS_HISTORY {
+            stats.record(big.clone());
+        }
+        assert_eq!(stats.processes().count(), PROCESS_HISTORY_BYTES / per);
+        assert!(stats.not_listed() > 0);
     }
 
     #[test]

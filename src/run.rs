@@ -35,7 +35,7 @@ pub mod exit_code {
 }
 
 /// What `cell run` runs, with what authority and within what limits.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RunConfig {
     pub wasm: PathBuf,
     pub args: Vec<String>,
@@ -43,8 +43,9 @@ pub struct RunConfig {
     pub grants: Grants,
     pub limits: Limits,
     pub engine: EngineConfig,
-    /// `--audit FILE`: network decisions as JSON lines.
-    pub audit: Option<PathBuf>,
+    /// `--audit FILE`: network decisions as JSON lines, to this file (opened before pid0
+    /// starts, see [`crate::hostfiles`]).
+    pub audit: Option<std::fs::File>,
     /// Run an ordinary WASI program with the host's stdio instead of a cell guest over RPC.
     pub plain: bool,
 }
@@ -124,9 +125,8 @@ pub async fn run(
         source,
     })?;
     let engine = CellEngine::new(&config.engine)?;
-    let audit = match &config.audit {
-        Some(file) => Audit::to_file(file)
-            .map_err(|e| anyhow::anyhow!("cannot create the audit file {}: {e}", file.display()))?,
+    let audit = match config.audit {
+        Some(file) => Audit::to_writer(file),
         None => Audit::tracing_only(),
     };
     let sup = Supervisor::with_audit(engine, audit);

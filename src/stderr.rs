@@ -83,9 +83,12 @@ impl LineForwarder {
         if self.partial.is_empty() {
             return;
         }
+        // Escaped, so a child cannot forge another process's line (`\r[pid 0] cell: …`) or
+        // drive the operator's terminal (ANSI/OSC sequences).
         let mut line = Vec::with_capacity(self.prefix.len() + self.partial.len());
         line.extend_from_slice(self.prefix.as_bytes());
-        line.append(&mut self.partial);
+        line.extend_from_slice(&crate::text::escape_line(&self.partial));
+        self.partial.clear();
         // The host's stderr failing (closed terminal) must not fail the guest.
         let _ = std::io::stderr().lock().write_all(&line);
     }

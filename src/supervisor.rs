@@ -199,12 +199,34 @@ impl Supervisor {
         spec: ProcessSpec,
         request: &LimitRequest,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
-        let (limits, depth) = self.child_limits(parent, request, wasm.len())?;
+        self.child_limits(parent, request, wasm.len())?;
         let component = self.0.engine.load(wasm).await?;
         // The parent may have ended, or its subtree filled up, while the code compiled.
-        self.child_limits(parent, request, component.size)?;
-        self.start(Some(parent), depth, component, spec, limits)
-            .await
+        let (mut limits, depth) = self.child_limits(parent, request, component.size)?;
+        // The child's fuel is lent from the parent's (see `FuelGauge`): what it asked for, or
+        // half of what the parent has left.
+        let lender = self.fuel_gauge(parent);
+        if let (Some(want), Some(gauge)) = (limits.fuel, &lender) {
+            let want = if request.fuel.is_some() {
+                want
+            } else {
+                gauge.get() / 2
+            };
+            limits.fuel = Some(gauge.lend(want));
+        }
+        let lent = limits.fuel;
+        let started = self
+            .start(Some(parent), depth, component, spec, limits)
+            .await;
+        if let (Err(_), Some(fuel), Some(gauge)) = (&started, lent, &lender) {
+            gauge.repay(fuel);
+        }
+        started
+    }
+
+    /// The fuel gauge of `pid`, if it runs metered.
+    fn fuel_gauge(&self, pid: Pid) -> Option<crate::limits::FuelGauge> {
+        self.0.table.borrow().get(pid)?.handle.fuel.clone()
     }
 
     fn child_limits(
@@ -223,8 +245,7 @@ impl Supervisor {
             }
             .into());
         }
-        let fuel_left = entry.handle.fuel.as_ref().map(|g| g.get());
-        let limits = entry.limits.for_child(request)?.clamp_fuel(fuel_left);
+        let limits = entry.limits.for_child(request)?;
         table.check_room(parent)?;
         Ok((limits, entry.handle.info.depth + 1))
     }
@@ -338,6 +359,12 @@ impl Supervisor {
     /// Records that a process ended, terminates its children, and reaps what can be reaped.
     fn finish(&self, handle: &ProcessHandle, status: ExitStatus, usage: Usage) {
         tracing::info!(target: "cell::proc", pid = handle.pid, %status, "process ended");
+        // What the process did not use goes back to the parent it was lent from.
+        if let (Some(left), Some(parent)) = (usage.fuel_left, handle.parent) {
+            if let Some(gauge) = self.fuel_gauge(parent) {
+                gauge.repay(left);
+            }
+        }
         self.record(handle, &status, usage);
         handle.set_status(status);
         let orphans = self.0.table.borrow_mut().mark_exited(handle.pid);

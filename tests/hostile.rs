@@ -135,6 +135,15 @@ fn guest_that_never_reads_its_stdin_cannot_grow_the_host() {
 }
 
 #[test]
+fn guest_that_reads_its_replies_slowly_cannot_grow_the_host() {
+    // 200,000 pipelined echoes of 1 KiB (200 MiB of replies), read a few hundred bytes at a
+    // time: the host stops reading calls while more than `rpc::flow::UNSENT_MAX` of replies wait.
+    let (out, peak) = with_peak_rss(&[], &["slow-read-stdin"]);
+    out.assert_stderr_has("ok: reads its stdin slowly: timed out");
+    assert_rss_bounded(peak, &out);
+}
+
+#[test]
 fn invalid_spawns_in_a_loop_are_refused() {
     case(&[], &["spawn-invalid-loop"]).assert_stderr_has("all 60 invalid blobs refused");
 }

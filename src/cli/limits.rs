@@ -29,8 +29,9 @@ pub struct LimitArgs {
     pub fuel: Option<u64>,
 
     /// Live processes in the whole tree, pid0 included; spawns past it fail with
-    /// "limit: max-procs …" [default: 1024].
-    #[arg(long, value_name = "N")]
+    /// "limit: max-procs …" [default: 1024, at most 12192: each process may reserve address
+    /// space for two linear memories].
+    #[arg(long, value_name = "N", value_parser = parse_max_procs)]
     pub max_procs: Option<u32>,
 
     /// How many levels may be spawned below pid0 (0 = pid0 may not spawn); spawns past it fail
@@ -136,6 +137,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--max-procs N`, refused above [`crate::limits::MAX_PROCS_CEILING`]: the address space the
+/// tree's memories reserve must fit the host's.
+fn parse_max_procs(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("expected a whole number, got {s:?}"))?;
+    let ceiling = crate::limits::MAX_PROCS_CEILING;
+    if n > ceiling {
+        return Err(format!(
+            "{n} is more than {ceiling} (each process may reserve {} GiB of address space for its memories)",
+            crate::limits::MAX_MEMORIES as u64 * crate::limits::MEMORY_RESERVATION >> 30
+        ));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,3 +201,4 @@ mod tests {
         assert_eq!(l.timeout, Some(Duration::from_secs(1)));
     }
 }
+

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineConfig;
-use crate::report::Report;
+use crate::hostfiles;
+use crate::net::policy::check_rule_count;
 use crate::run::{self, RunConfig, RunError};
 
 /// cell: run WebAssembly components with no ambient authority.
@@ -112,13 +113,12 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn into_config(self) -> RunConfig {
         let limits = self.limits.into_limits();
-        let audit = self.grants.audit.clone();
         let grants = self.grants;
         let env = grants.env_vars();
         // A plain program has no Session, so nothing to hand an Executor through.
         let executor = !self.plain;
         RunConfig {
-            audit,
+            audit: None,
             wasm: self.wasm,
             args: self.args,
             env,
@@ -143,25 +143,30 @@ impl Cli {
         match self.command {
             Command::Run(args) => {
                 let report = args.report.clone();
-                if let Some(dest) = &report {
-                    // Fail before running anything when the report could not be written.
-                    Report::check_writable(dest).map_err(|e| {
-                        RunError::Host(anyhow::anyhow!(
-                            "cannot write the report to {}: {e}",
-                            dest.display()
-                        ))
-                    })?;
-                }
+                let audit = args.grants.audit.clone();
+                check_rule_count(args.grants.net.len())
+                    .map_err(|e| RunError::Host(anyhow::anyhow!("--net: {e}")))?;
+                let mut config = args.into_config();
+                // Every file cell writes is checked and opened before anything runs: a bad
+                // path fails now (exit 125), and no guest can swap it for a symlink later.
+                let mut files = hostfiles::prepare(&hostfiles::HostPaths {
+                    dirs: &config.grants.dirs,
+                    report: report.as_deref(),
+                    audit: audit.as_deref(),
+                    cache: config.engine.cache_dir.as_deref(),
+                })
+                .map_err(|e| RunError::Host(e.into()))?;
+                config.audit = files.audit.take();
                 // Handlers go in before pid0 starts: a signal that arrives while it boots must
                 // tear the tree down, not kill cell with the default action.
                 let shutdown = shutdown_signal();
-                let outcome = run::run(args.into_config(), shutdown).await?;
+                let outcome = run::run(config, shutdown).await?;
                 if !outcome.status.success() && outcome.signal.is_none() {
                     tracing::info!("pid0 {}", outcome.status);
                 }
                 report_abnormal(&outcome);
-                if let Some(dest) = report {
-                    if let Err(e) = outcome.report.write(&dest) {
+                if let (Some(out), Some(dest)) = (files.report.as_mut(), &report) {
+                    if let Err(e) = outcome.report.write(out) {
                         eprintln!("cell: cannot write the report to {}: {e}", dest.display());
                         return Ok(run::exit_code::HOST_ERROR);
                     }

@@ -115,7 +115,7 @@ impl AuditEvent {
             pid,
             via,
             op,
-            host: host.map(str::to_string),
+            host: host.map(crate::text::guest_text),
             ip: None,
             port,
             allowed: false,
@@ -172,14 +172,18 @@ impl Audit {
     /// # Errors
     /// The file cannot be created.
     pub fn to_file(path: &Path) -> std::io::Result<Self> {
-        let file = File::create(path)?;
-        Ok(Audit {
+        Ok(Self::to_writer(File::create(path)?))
+    }
+
+    /// Records decisions (and counts them) into an already open file.
+    pub fn to_writer(file: File) -> Self {
+        Audit {
             file: Some(Arc::new(AuditFile {
                 writer: Mutex::new(BufWriter::new(file)),
                 dropped: AtomicU64::new(0),
             })),
             counts: Arc::default(),
-        })
+        }
     }
 
     /// Records one decision.

@@ -2,5 +2,6 @@
 //! single gate for both RPC sockets and the guest's own `wasi:sockets`.
 
 pub mod audit;
+pub mod bind;
 pub mod policy;
 pub mod wasi;

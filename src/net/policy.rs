@@ -528,6 +528,16 @@ fn parse_prefix_len(s: &str) -> Option<u8> {
     s.parse().ok()
 }
 
+/// The one spelling of a host name that is matched, resolved and audited: lower case, without
+/// a trailing dot (`LOCALHOST.` is `localhost`). Resolving the name as the guest spelled it
+/// could ask a different question (`localhost.` is not in `/etc/hosts` and would go to DNS).
+///
+/// # Errors
+/// Why `name` is not a valid DNS name (wildcards are not names).
+pub fn canonical_name(name: &str) -> Result<String, &'static str> {
+    normalize_host_name(name, false)
+}
+
 /// Lowercase, drop one trailing dot, validate. `wildcard_ok` allows a leading `*.` label.
 fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
     let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
@@ -835,6 +845,11 @@ pub enum DenyReason {
     },
     /// Port 0 is never a connect destination.
     ConnectPortZero,
+    /// The unspecified address (`0.0.0.0`, `::`, or any spelling of them) and the rest of
+    /// `0.0.0.0/8` are never a destination, whatever the rules say: Linux delivers traffic sent
+    /// to them to the local host, so "may bind to any interface" must not become "may reach
+    /// localhost".
+    NotADestination,
 }
 
 impl fmt::Display for DenyReason {
@@ -849,6 +864,9 @@ impl fmt::Display for DenyReason {
                 "embeds {range} IPv4 address {embedded}, which is not named by any rule"
             ),
             DenyReason::ConnectPortZero => f.write_str("port 0 is not a connect destination"),
+            DenyReason::NotADestination => {
+                f.write_str("the unspecified address (0.0.0.0/8, ::) is never a destination")
+            }
         }
     }
 }
@@ -906,6 +924,40 @@ impl fmt::Display for Decision {
 // ------------------------------------------------------------------------------------------------
 // The policy
 // ------------------------------------------------------------------------------------------------
+
+/// The most rules one policy may hold: the operator's `--net` flags, a guest's
+/// `Network.restrict` request, and the policy an intersection yields. It bounds the work of
+/// every policy operation a guest can ask for ([`NetPolicy::try_intersect`] compares at most
+/// `MAX_RULES²` pairs), so no call can hold the supervisor thread for long. Rules take CIDRs,
+/// port ranges and `*.` wildcards, so 64 is plenty for hand-written policies.
+pub const MAX_RULES: usize = 64;
+
+/// A policy with more than [`MAX_RULES`] rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{} (at most {max} rules per policy)", match .count {
+    Some(n) => format!("policy of {n} rules"),
+    None => "the intersection has too many rules".to_string(),
+})]
+pub struct TooManyRules {
+    /// How many rules were given, when known.
+    pub count: Option<usize>,
+    /// [`MAX_RULES`].
+    pub max: usize,
+}
+
+/// Refuses a count of rules above [`MAX_RULES`] (checked before anything is parsed).
+///
+/// # Errors
+/// [`TooManyRules`] naming the count.
+pub fn check_rule_count(count: usize) -> Result<(), TooManyRules> {
+    if count > MAX_RULES {
+        return Err(TooManyRules {
+            count: Some(count),
+            max: MAX_RULES,
+        });
+    }
+    Ok(())
+}
 
 /// A deny-by-default set of [`NetRule`]s; see the module docs for the semantics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -982,9 +1034,23 @@ impl NetPolicy {
     }
 
     /// May the guest perform `op` on `ip:port`? Only address rules apply; host-name rules are for
-    /// [`NetPolicy::allows_resolved`].
+    /// [`NetPolicy::allows_resolved`]. For [`NetOp::Connect`] the address is a destination (see
+    /// [`NetPolicy::allows_destination`]); for listen and udp it is the local address to bind.
     pub fn allows(&self, op: NetOp, ip: IpAddr, port: u16) -> Decision {
         self.decision(op, None, ip, port, self.check_ip(op, ip, port))
+    }
+
+    /// May the guest *send to* (or connect to) `ip:port` with `op`? As [`NetPolicy::allows`],
+    /// except that an address that is never a destination ([`DenyReason::NotADestination`]) is
+    /// denied whatever the rules say. `udp=0.0.0.0:0` lets a socket bind to every interface; it
+    /// never lets it send to `0.0.0.0`, which the kernel would deliver to localhost.
+    pub fn allows_destination(&self, op: NetOp, ip: IpAddr, port: u16) -> Decision {
+        let result = if never_a_destination(ip) {
+            Err(DenyReason::NotADestination)
+        } else {
+            self.check_ip(op, ip, port)
+        };
+        self.decision(op, None, ip, port, result)
     }
 
     /// The name rules granting `op` on `name:port` (name compared case-insensitively, trailing
@@ -1030,6 +1096,7 @@ impl NetPolicy {
         let result = match self.check_ip(op, ip, port) {
             Ok(index) => Ok(index),
             Err(DenyReason::ConnectPortZero) => Err(DenyReason::ConnectPortZero),
+            Err(DenyReason::NotADestination) => Err(DenyReason::NotADestination),
             Err(by_ip) => match self.host_rules_for(op, name, port).next() {
                 None => Err(by_ip),
                 Some((index, _)) => special_reason(ip).map_or(Ok(index), Err),
@@ -1065,8 +1132,32 @@ impl NetPolicy {
     /// Rules made redundant by another rule of the result are dropped; intersecting with
     /// [`NetPolicy::deny_all`] gives `deny_all`.
     pub fn intersect(&self, other: &NetPolicy) -> NetPolicy {
-        let rules = self
-            .rules
+        NetPolicy::new(prune_redundant(self.pairwise(other), usize::MAX).unwrap_or_default())
+    }
+
+    /// [`NetPolicy::intersect`] for policies from a guest: both sides must hold at most
+    /// [`MAX_RULES`] rules, and so must the result.
+    ///
+    /// Work is bounded by the inputs' sizes: at most `MAX_RULES²` rule pairs, each kept or
+    /// dropped by comparing it with at most `MAX_RULES` kept rules.
+    ///
+    /// # Errors
+    /// [`TooManyRules`] when an input or the result holds more than [`MAX_RULES`] rules.
+    pub fn try_intersect(&self, other: &NetPolicy) -> Result<NetPolicy, TooManyRules> {
+        for side in [self, other] {
+            check_rule_count(side.rules.len())?;
+        }
+        prune_redundant(self.pairwise(other), MAX_RULES)
+            .map(NetPolicy::new)
+            .ok_or(TooManyRules {
+                count: None,
+                max: MAX_RULES,
+            })
+    }
+
+    /// The intersection of every rule of `self` with every rule of `other`, unpruned.
+    fn pairwise(&self, other: &NetPolicy) -> Vec<NetRule> {
+        self.rules
             .iter()
             .flat_map(|a| {
                 other
@@ -1074,14 +1165,16 @@ impl NetPolicy {
                     .iter()
                     .filter_map(move |b| intersect_rules(a, b))
             })
-            .collect();
-        NetPolicy::new(prune_redundant(rules))
+            .collect()
     }
 
     /// Address check shared by `allows` and `allows_resolved`: the rule index, or why not.
     fn check_ip(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
         if !op.accepts_port(port) {
             return Err(DenyReason::ConnectPortZero);
+        }
+        if op == NetOp::Connect && never_a_destination(ip) {
+            return Err(DenyReason::NotADestination);
         }
         let ip = canonical_ip(ip);
         let index = self.match_address(op, ip, port)?;
@@ -1172,6 +1265,15 @@ fn rule_matches_name(rule: &NetRule, query: Option<&str>) -> bool {
     }
 }
 
+/// Whether `ip` (in any spelling: `::ffff:0.0.0.0` too) is the unspecified address or lies in
+/// `0.0.0.0/8`, which RFC 1122 forbids as a destination and Linux treats as the local host.
+fn never_a_destination(ip: IpAddr) -> bool {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    }
+}
+
 /// Why a resolved address may not be reached through a name rule, if it may not.
 fn special_reason(ip: IpAddr) -> Option<DenyReason> {
     let ip = canonical_ip(ip);
@@ -1236,24 +1338,75 @@ fn narrow(small: IpNet, large: Option<IpNet>) -> Option<IpNet> {
     }
 }
 
-/// Drop rules another rule already covers (and duplicates). Dropping a rule can only narrow a
-/// policy; `subsumes` makes sure it does not.
-fn prune_redundant(rules: Vec<NetRule>) -> Vec<NetRule> {
-    let mut kept: Vec<NetRule> = Vec::new();
-    for rule in rules {
-        if kept.iter().any(|k| subsumes(k, &rule)) {
+/// Drop rules another rule already covers (and duplicates), keeping at most `max` (`None` if
+/// more would remain). Dropping a rule can only narrow a policy; `subsumes_with` makes sure it does
+/// not.
+///
+/// Rules are visited largest first ([`extent`] never grows from a rule to one it covers), so
+/// a rule can only be covered by one already kept and one pass suffices: at most
+/// `rules × max` comparisons, each of a few field compares (the special range of each rule is
+/// looked up once).
+fn prune_redundant(rules: Vec<NetRule>, max: usize) -> Option<Vec<NetRule>> {
+    let mut order: Vec<(usize, NetRule)> = rules.into_iter().enumerate().collect();
+    order.sort_by_key(|(i, r)| (std::cmp::Reverse(extent(r)), *i));
+    let mut kept: Vec<(usize, NetRule)> = Vec::new();
+    for (index, rule) in order {
+        let special = rule_special(&rule);
+        if kept.iter().any(|(_, k)| subsumes_with(k, &rule, special)) {
             continue;
         }
-        kept.retain(|k| !subsumes(&rule, k));
-        kept.push(rule);
+        if kept.len() == max {
+            return None;
+        }
+        kept.push((index, rule));
     }
-    kept
+    // The result keeps the order the rules were given in (decisions cite them by index).
+    kept.sort_by_key(|(i, _)| *i);
+    Some(kept.into_iter().map(|(_, rule)| rule).collect())
 }
 
-/// Whether everything `a` allows (through any query) `b` allows too.
-fn subsumes(b: &NetRule, a: &NetRule) -> bool {
-    b.op == a.op && b.ports.covers(a.ports) && target_subsumes(&b.target, &a.target)
+/// A size that never grows from a rule to a rule it covers: equal only for equal rules among
+/// rules that cover one another (same target and ports).
+fn extent(rule: &NetRule) -> (u8, u128, u32) {
+    let ports = u32::from(rule.ports.high) - u32::from(rule.ports.low);
+    let target = match &rule.target {
+        Target::Any => u128::MAX,
+        Target::Cidr(net) => {
+            let net = canonical_net(*net);
+            let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
+            1u128.checked_shl(host_bits).unwrap_or(u128::MAX - 1)
+        }
+        // A wildcard covers names with more labels: fewer labels, larger extent.
+        Target::Host(name) if name.starts_with("*.") => 256 - name.split('.').count() as u128,
+        Target::Host(_) => 0,
+    };
+    (rule.op as u8, target, ports)
 }
+
+/// The innermost special range of a rule's CIDR, looked up once per rule.
+fn rule_special(rule: &NetRule) -> Option<IpNet> {
+    match &rule.target {
+        Target::Cidr(net) => innermost_special(canonical_net(*net)).map(|(range, _)| range),
+        _ => None,
+    }
+}
+
+/// Whether everything `a` allows (through any query) `b` allows too, with `a`'s innermost
+/// special range already known.
+fn subsumes_with(b: &NetRule, a: &NetRule, a_special: Option<IpNet>) -> bool {
+    if b.op != a.op || !b.ports.covers(a.ports) {
+        return false;
+    }
+    match (&b.target, &a.target) {
+        (Target::Any, Target::Cidr(_)) => a_special.is_none(),
+        (Target::Cidr(bn), Target::Cidr(an)) => {
+            let (bn, an) = (canonical_net(*bn), canonical_net(*an));
+            bn.contains(&an) && a_special.is_none_or(|range| range.contains(&bn))
+        }
+        _ => target_subsumes(&b.target, &a.target),
+    }
+}
+
 
 fn target_subsumes(b: &Target, a: &Target) -> bool {
     match (b, a) {
@@ -1382,7 +1535,12 @@ mod tests {
             for op in NetOp::ALL {
                 let d = broad.allows(op, ip(addr), 80);
                 assert!(!d.allowed, "{addr} allowed for {op}: {d}");
-                assert_eq!(d.reason, Some(DenyReason::SpecialRange(range)), "{addr}");
+                let expected = if op == NetOp::Connect && never_a_destination(ip(addr)) {
+                    DenyReason::NotADestination
+                } else {
+                    DenyReason::SpecialRange(range)
+                };
+                assert_eq!(d.reason, Some(expected), "{addr}");
             }
         }
         for &addr in PUBLIC_SAMPLES {
@@ -1423,6 +1581,9 @@ mod tests {
     #[test]
     fn every_special_range_allowed_when_named() {
         for &(addr, _) in SPECIAL_SAMPLES {
+            if never_a_destination(ip(addr)) {
+                continue; // named or not, never a destination (below)
+            }
             let canonical = canonical_ip(ip(addr));
             let rule = NetRule::new(
                 NetOp::Connect,
@@ -1520,10 +1681,10 @@ mod tests {
 
     #[test]
     fn nested_special_ranges_are_named_innermost_first() {
-        let this_net = policy(&["connect=0.0.0.0/8:*"]);
-        assert!(connect(&this_net, "0.1.2.3", 80));
+        let this_net = policy(&["listen=0.0.0.0/8:*"]);
+        assert!(allowed(&this_net, NetOp::Listen, "0.1.2.3", 80));
         assert!(
-            !connect(&this_net, "0.0.0.0", 80),
+            !allowed(&this_net, NetOp::Listen, "0.0.0.0", 80),
             "unspecified is not named"
         );
         let reserved = policy(&["udp=240.0.0.0/4:*"]);
@@ -1870,16 +2031,14 @@ mod tests {
 
     #[test]
     fn intersection_respects_nested_special_ranges() {
-        let parent = policy(&["connect=0.0.0.0/8:80"]);
-        let child = policy(&["connect=0.0.0.0/30:80", "connect=0.0.0.0:80"]);
+        let parent = policy(&["listen=0.0.0.0/8:80"]);
+        let child = policy(&["listen=0.0.0.0/30:80", "listen=0.0.0.0:80"]);
         let r = parent.intersect(&child);
-        assert_eq!(r.to_string(), "connect=0.0.0.0/30:80");
-        assert!(
-            !connect(&r, "0.0.0.0", 80),
-            "the parent never named 0.0.0.0"
-        );
-        assert!(connect(&r, "0.0.0.1", 80));
-        assert!(connect(&r, "0.0.0.3", 80));
+        assert_eq!(r.to_string(), "listen=0.0.0.0/30:80");
+        let listen = |addr| allowed(&r, NetOp::Listen, addr, 80);
+        assert!(!listen("0.0.0.0"), "the parent never named 0.0.0.0");
+        assert!(listen("0.0.0.1"));
+        assert!(listen("0.0.0.3"));
         assert_eq!(parent.intersect(&parent), parent);
     }
 

@@ -71,13 +71,21 @@ impl Checker {
             SocketAddrUse::TcpConnect => self.decide(NetOp::Connect, ip, port),
             SocketAddrUse::TcpBind => self.tcp_bind(ip, port),
             SocketAddrUse::TcpListen => self.tcp_listen(ip, port),
-            SocketAddrUse::UdpBind | SocketAddrUse::UdpSend => self.decide(NetOp::Udp, ip, port),
+            SocketAddrUse::UdpBind => self.decide(NetOp::Udp, ip, port),
+            SocketAddrUse::UdpSend => self.decide_destination(NetOp::Udp, ip, port),
             SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
         }
     }
 
     fn decide(&self, op: NetOp, ip: IpAddr, port: u16) -> bool {
         let decision = self.policy.allows(op, ip, port);
+        self.audit.decision(self.pid, Via::Wasi, &decision);
+        decision.allowed
+    }
+
+    /// Like `decide`, for an address traffic is sent to: never the unspecified address.
+    fn decide_destination(&self, op: NetOp, ip: IpAddr, port: u16) -> bool {
+        let decision = self.policy.allows_destination(op, ip, port);
         self.audit.decision(self.pid, Via::Wasi, &decision);
         decision.allowed
     }
@@ -169,5 +177,18 @@ mod tests {
         assert!(!c.check(sa("0.0.0.0:0"), SocketAddrUse::UdpBind));
         assert!(!c.check(sa("10.0.0.1:53"), SocketAddrUse::UdpSend));
         assert!(c.check(sa("10.0.0.1:53"), SocketAddrUse::UdpReceive));
+    }
+
+    /// A rule written to let a socket bind on every interface never lets it send to the
+    /// unspecified address, which the kernel delivers to localhost.
+    #[test]
+    fn binding_everywhere_is_not_sending_to_the_unspecified_address() {
+        let c = checker(&["udp=0.0.0.0:*", "udp=[::]:*", "connect=0.0.0.0:*"]);
+        assert!(c.check(sa("0.0.0.0:0"), SocketAddrUse::UdpBind));
+        assert!(c.check(sa("[::]:0"), SocketAddrUse::UdpBind));
+        for dest in ["0.0.0.0:9", "[::]:9", "[::ffff:0.0.0.0]:9", "0.1.2.3:9"] {
+            assert!(!c.check(sa(dest), SocketAddrUse::UdpSend), "{dest}");
+            assert!(!c.check(sa(dest), SocketAddrUse::TcpConnect), "{dest}");
+        }
     }
 }

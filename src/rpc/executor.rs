@@ -8,12 +8,13 @@ use capnp::capability::Rc;
 
 use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
 use crate::grants::Grants;
-use crate::limits::LimitRequest;
+use crate::limits::{LimitRequest, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
 use crate::rpc::network::{NetCaps, NetGrantRequest};
 use crate::rpc::process::ProcessServer;
 use crate::rpc::{failed, CallGate};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
 use crate::table::Pid;
+use crate::text::guest_text;
 
 pub struct ExecutorServer {
     sup: Supervisor,
@@ -47,18 +48,58 @@ struct SpawnArgs {
     limits: LimitRequest,
 }
 
+/// Counts what a child's argv and environment will hold in the host, refusing past
+/// [`MAX_ARGV_ENV_BYTES`] / [`MAX_ARGV_ENV_ENTRIES`] before anything more is copied.
+struct ArgvBudget {
+    bytes: usize,
+    entries: usize,
+}
+
+impl ArgvBudget {
+    fn take(&mut self, len: usize) -> capnp::Result<()> {
+        self.bytes += len;
+        self.entries += 1;
+        if self.bytes > MAX_ARGV_ENV_BYTES || self.entries > MAX_ARGV_ENV_ENTRIES {
+            return Err(failed(
+                "limit",
+                format!(
+                    "args and env exceed {MAX_ARGV_ENV_BYTES} bytes or {MAX_ARGV_ENV_ENTRIES} entries"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
     let name = req.get_name()?.to_str()?;
-    let name = if name.is_empty() { "child" } else { name }.to_string();
+    // Names reach logs, the report and `ps`: bounded and escaped (see `crate::text`).
+    let name = if name.is_empty() {
+        "child".to_string()
+    } else {
+        guest_text(name)
+    };
+    let mut budget = ArgvBudget {
+        bytes: 0,
+        entries: 0,
+    };
     let args = req
         .get_args()?
         .iter()
-        .map(|a| Ok(a?.to_str()?.to_string()))
+        .map(|a| {
+            let a = a?;
+            budget.take(a.len() as usize)?;
+            Ok(a.to_str()?.to_string())
+        })
         .collect::<capnp::Result<Vec<_>>>()?;
     let env = req
         .get_env()?
         .iter()
-        .map(|kv| Ok((kv.get_key()?.to_string()?, kv.get_value()?.to_string()?)))
+        .map(|kv| {
+            let (k, v) = (kv.get_key()?, kv.get_value()?);
+            budget.take(k.len() as usize + v.len() as usize)?;
+            Ok((k.to_string()?, v.to_string()?))
+        })
         .collect::<capnp::Result<Vec<_>>>()?;
     let grants_in = req.get_grants()?;
     // The terminal and host directories are pid0's alone: a child never receives them.
@@ -125,6 +166,7 @@ impl executor::Server for ExecutorServer {
             .set_process(capnp_rpc::new_client(ProcessServer::new(
                 handle,
                 self.gate.clone(),
+                self.net.in_flight().clone(),
             )));
         Ok(())
     }

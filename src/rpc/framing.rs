@@ -16,6 +16,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use crate::rpc::flow::Flow;
+
 /// Most segments a message may have (as capnp-futures).
 const MAX_SEGMENTS: u64 = 512;
 
@@ -32,6 +34,8 @@ pub struct FramingCheck {
     table_len: usize,
     /// Bytes of the current message body still to come.
     body_left: u64,
+    /// Told each message's size, so the connection can charge it while capnp-rpc holds it.
+    flow: Option<Rc<Flow>>,
 }
 
 impl FramingCheck {
@@ -41,7 +45,14 @@ impl FramingCheck {
             table: Vec::new(),
             table_len: 0,
             body_left: 0,
+            flow: None,
         }
+    }
+
+    /// This check, telling `flow` the size of every message it passes.
+    pub fn with_flow(mut self, flow: Rc<Flow>) -> Self {
+        self.flow = Some(flow);
+        self
     }
 
     /// Feeds the next bytes of the stream.
@@ -92,6 +103,9 @@ impl FramingCheck {
                 ));
             }
             self.body_left = bytes;
+            if let Some(flow) = &self.flow {
+                flow.framed(usize::try_from(bytes).unwrap_or(usize::MAX));
+            }
             self.table.clear();
             self.table_len = 0;
         }
@@ -113,10 +127,10 @@ pub struct CheckedReader<R> {
 }
 
 impl<R> CheckedReader<R> {
-    pub fn new(inner: R, limit_bytes: u64, violation: Violation) -> Self {
+    pub fn new(inner: R, check: FramingCheck, violation: Violation) -> Self {
         CheckedReader {
             inner,
-            check: FramingCheck::new(limit_bytes),
+            check,
             violation,
         }
     }

@@ -5,6 +5,7 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod flow;
 pub mod framing;
 pub mod gate;
 pub mod network;
@@ -75,12 +76,17 @@ pub fn serve(
         ))
         .nesting_limit(64);
     let violation = framing::Violation::default();
+    let flow = std::rc::Rc::new(flow::Flow::default());
     let from_guest = framing::CheckedReader::new(
         transport.from_guest.paced_by(&transport.to_guest),
-        transport.max_message_bytes,
+        framing::FramingCheck::new(transport.max_message_bytes).with_flow(flow.clone()),
         violation.clone(),
     );
-    let network = twoparty::VatNetwork::new(from_guest, transport.to_guest, Side::Server, options);
+    let to_guest = flow::CountingWriter::new(transport.to_guest, flow.clone());
+    let network = flow::FlowNetwork::new(
+        twoparty::VatNetwork::new(from_guest, to_guest, Side::Server, options),
+        flow,
+    );
     let gate = CallGate::new(transport.max_outstanding_calls);
     let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets, gate.clone());
     let session: crate::cell_capnp::session::Client =

@@ -28,8 +28,11 @@ use crate::limits::{
     MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT, NET_MAX_IN_FLIGHT,
 };
 use crate::net::audit::{Audit, AuditEvent, Via};
-use crate::net::policy::{parse_rule, Decision, NetOp, NetPolicy, NetRule, Target};
+use crate::net::policy::{
+    canonical_name, check_rule_count, parse_rule, Decision, NetOp, NetPolicy, NetRule, Target,
+};
 use crate::rpc::failed;
+use crate::text::guest_text;
 use crate::rpc::gate::{Budget, Taken};
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
@@ -356,6 +359,13 @@ impl NetworkServer {
             self.check(NetOp::Connect, ip, port)?;
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
+        // One spelling is matched, resolved and audited (`LOCALHOST.` is `localhost`).
+        let host = &canonical_name(host).map_err(|why| {
+            failed(
+                "bad-address",
+                format!("{:?} is neither an IP address nor a host name: {why}", guest_text(host)),
+            )
+        })?;
         let deny_name = |reason: &str| {
             self.net.audit().event(AuditEvent::denied(
                 self.net.pid(),
@@ -375,7 +385,7 @@ impl NetworkServer {
                 "connect {host}:{port}: no rule allows this name and port"
             )));
         }
-        let resolved = tokio::net::lookup_host((host, port))
+        let resolved = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| failed("unresolvable", format!("{host}: {e}")))?;
         let mut allowed = Vec::new();
@@ -482,7 +492,11 @@ impl network::Server for NetworkServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.net.gate().enter()?;
         let requested = read_policy(params.get()?.get_policy()?)?;
-        let narrowed = self.policy.intersect(&requested);
+        drop(params);
+        let narrowed = self
+            .policy
+            .try_intersect(&requested)
+            .map_err(|e| failed("limit", e))?;
         tracing::debug!(
             target: "cell::audit",
             pid = self.net.pid(),
@@ -548,9 +562,14 @@ pub fn rule_from_wire(rule: crate::cell_capnp::net_rule::Reader<'_>) -> capnp::R
     parse_rule(&format!("{op}={host}:{ports}")).map_err(|e| failed("bad-policy", e))
 }
 
+/// A policy from the wire, its size checked before any rule is parsed.
+///
+/// # Errors
+/// `limit: …` past [`crate::net::policy::MAX_RULES`] rules, `bad-policy: …` for a bad rule.
 fn read_policy(policy: net_policy::Reader<'_>) -> capnp::Result<NetPolicy> {
-    policy
-        .get_rules()?
+    let rules = policy.get_rules()?;
+    check_rule_count(rules.len() as usize).map_err(|e| failed("limit", e))?;
+    rules
         .iter()
         .map(rule_from_wire)
         .collect::<capnp::Result<Vec<_>>>()

@@ -1,23 +1,55 @@
 //! `Process`: a handle on a spawned child — wait, kill, and its stdio streams.
 
-use capnp::capability::Rc;
+use std::cell::RefCell;
 use std::rc::Rc as StdRc;
 
-use crate::cell_capnp::process;
+use capnp::capability::Rc;
+
+use crate::cell_capnp::{byte_stream, process};
 use crate::handle::ProcessHandle;
 use crate::rpc::stream::ByteStreamServer;
-use crate::rpc::{failed, CallGate};
+use crate::rpc::{failed, ByteBudget, CallGate};
 use crate::status::KilledBy;
 
 pub struct ProcessServer {
     handle: StdRc<ProcessHandle>,
     /// The call bound of the connection this cap was issued on (the parent's).
     gate: CallGate,
+    /// The parent's budget of bytes waiting in the host (writes to a plain child's stdin).
+    budget: ByteBudget,
+    /// The stream capabilities, made on first use and handed out again after: a second
+    /// `stdout()` must not make a second reader of one pipe (one of them would never be woken).
+    streams: Streams,
+}
+
+#[derive(Default)]
+struct Streams {
+    stdin: RefCell<Option<byte_stream::Client>>,
+    stdout: RefCell<Option<byte_stream::Client>>,
+    stderr: RefCell<Option<byte_stream::Client>>,
 }
 
 impl ProcessServer {
-    pub fn new(handle: StdRc<ProcessHandle>, gate: CallGate) -> Self {
-        ProcessServer { handle, gate }
+    pub fn new(handle: StdRc<ProcessHandle>, gate: CallGate, budget: ByteBudget) -> Self {
+        ProcessServer {
+            handle,
+            gate,
+            budget,
+            streams: Streams::default(),
+        }
+    }
+
+    /// The stream in `slot`, made from `make` the first time.
+    fn stream(
+        &self,
+        slot: &RefCell<Option<byte_stream::Client>>,
+        make: impl FnOnce() -> ByteStreamServer,
+    ) -> byte_stream::Client {
+        slot.borrow_mut()
+            .get_or_insert_with(|| {
+                capnp_rpc::new_client(make().gated(self.gate.clone(), self.budget.clone()))
+            })
+            .clone()
     }
 }
 
@@ -70,9 +102,10 @@ impl process::Server for ProcessServer {
                 ),
             )
         })?;
-        results.get().set_stream(capnp_rpc::new_client(
-            ByteStreamServer::reader(captured.reader.clone()).gated(self.gate.clone()),
-        ));
+        let stream = self.stream(&self.streams.stderr, || {
+            ByteStreamServer::reader(captured.reader.clone())
+        });
+        results.get().set_stream(stream);
         Ok(())
     }
 
@@ -83,9 +116,10 @@ impl process::Server for ProcessServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let plain = self.plain()?;
-        results.get().set_stream(capnp_rpc::new_client(
-            ByteStreamServer::writer(plain.stdin.clone()).gated(self.gate.clone()),
-        ));
+        let stream = self.stream(&self.streams.stdin, || {
+            ByteStreamServer::writer(plain.stdin.clone())
+        });
+        results.get().set_stream(stream);
         Ok(())
     }
 
@@ -96,9 +130,10 @@ impl process::Server for ProcessServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let plain = self.plain()?;
-        results.get().set_stream(capnp_rpc::new_client(
-            ByteStreamServer::reader(plain.stdout.clone()).gated(self.gate.clone()),
-        ));
+        let stream = self.stream(&self.streams.stdout, || {
+            ByteStreamServer::reader(plain.stdout.clone())
+        });
+        results.get().set_stream(stream);
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! `Session`: a process's bootstrap capability, handing out exactly what it was granted.
 
+use std::cell::RefCell;
+
 use capnp::capability::Rc;
 
-use crate::cell_capnp::session;
+use crate::cell_capnp::{byte_stream, executor, network, session};
 use crate::grants::Grants;
 use crate::rpc::executor::ExecutorServer;
 use crate::rpc::network::NetCaps;
@@ -19,6 +21,22 @@ pub struct SessionServer {
     net: NetCaps,
     /// The bound on this connection's calls in progress, shared with every cap issued on it.
     gate: CallGate,
+    /// Each capability is made once and handed out again on every later call, so a guest
+    /// calling `network()` a million times holds one server (and one copy of its policy), not
+    /// a million; and one pipe never gets two competing readers (`terminal()`).
+    issued: Issued,
+}
+
+#[derive(Default)]
+struct Issued {
+    executor: RefCell<Option<executor::Client>>,
+    network: RefCell<Option<network::Client>>,
+    terminal: RefCell<Option<(byte_stream::Client, byte_stream::Client)>>,
+}
+
+/// The client in `slot`, made by `make` the first time.
+fn once<C: Clone>(slot: &RefCell<Option<C>>, make: impl FnOnce() -> C) -> C {
+    slot.borrow_mut().get_or_insert_with(make).clone()
 }
 
 impl SessionServer {
@@ -29,6 +47,7 @@ impl SessionServer {
             grants,
             net,
             gate,
+            issued: Issued::default(),
         }
     }
 
@@ -69,14 +88,15 @@ impl session::Server for SessionServer {
         if !self.grants.executor {
             return Err(Self::not_granted("executor"));
         }
-        results
-            .get()
-            .set_executor(capnp_rpc::new_client(ExecutorServer::new(
+        let executor = once(&self.issued.executor, || {
+            capnp_rpc::new_client(ExecutorServer::new(
                 self.sup.clone(),
                 self.pid,
                 self.net.clone(),
                 self.gate.clone(),
-            )));
+            ))
+        });
+        results.get().set_executor(executor);
         Ok(())
     }
 
@@ -89,9 +109,10 @@ impl session::Server for SessionServer {
         let policy = self
             .grants
             .network
-            .clone()
+            .as_ref()
             .ok_or_else(|| Self::not_granted("network"))?;
-        results.get().set_network(self.net.network(policy));
+        let network = once(&self.issued.network, || self.net.network(policy.clone()));
+        results.get().set_network(network);
         Ok(())
     }
 
@@ -118,14 +139,22 @@ impl session::Server for SessionServer {
         if !self.grants.terminal {
             return Err(Self::not_granted("terminal"));
         }
-        let host = self.sup.host_stdio();
+        let (input, output) = once(&self.issued.terminal, || {
+            let host = self.sup.host_stdio();
+            (
+                capnp_rpc::new_client(
+                    ByteStreamServer::reader(host.input())
+                        .gated(self.gate.clone(), self.net.in_flight().clone()),
+                ),
+                capnp_rpc::new_client(
+                    ByteStreamServer::writer(host.output())
+                        .gated(self.gate.clone(), self.net.in_flight().clone()),
+                ),
+            )
+        });
         let mut out = results.get();
-        out.set_input(capnp_rpc::new_client(
-            ByteStreamServer::reader(host.input()).gated(self.gate.clone()),
-        ));
-        out.set_output(capnp_rpc::new_client(
-            ByteStreamServer::writer(host.output()).gated(self.gate.clone()),
-        ));
+        out.set_input(input);
+        out.set_output(output);
         Ok(())
     }
 }

@@ -7,8 +7,8 @@ use capnp::capability::Rc;
 use tokio::sync::Mutex;
 
 use crate::cell_capnp::byte_stream;
-use crate::limits::MAX_READ_CHUNK;
-use crate::rpc::{failed, CallGate, InFlight};
+use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
+use crate::rpc::{failed, ByteBudget, CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
 
 pub struct ByteStreamServer {
@@ -17,6 +17,9 @@ pub struct ByteStreamServer {
     /// The call bound of the connection this stream was issued on; `None` = unbounded (only
     /// for streams never handed to a guest).
     gate: Option<CallGate>,
+    /// The owning process's budget of bytes waiting in the host to be written: writes queued
+    /// behind a child that does not read its stdin hold their bytes against it.
+    budget: Option<ByteBudget>,
 }
 
 impl ByteStreamServer {
@@ -25,6 +28,7 @@ impl ByteStreamServer {
             reader: Some(Mutex::new(r)),
             writer: None,
             gate: None,
+            budget: None,
         }
     }
 
@@ -33,12 +37,14 @@ impl ByteStreamServer {
             reader: None,
             writer: Some(Mutex::new(w)),
             gate: None,
+            budget: None,
         }
     }
 
     /// Counts calls on this stream against `gate` (the connection it is issued on).
-    pub fn gated(mut self, gate: CallGate) -> Self {
+    pub fn gated(mut self, gate: CallGate, budget: ByteBudget) -> Self {
         self.gate = Some(gate);
+        self.budget = Some(budget);
         self
     }
 
@@ -55,6 +61,7 @@ impl byte_stream::Server for ByteStreamServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.enter()?;
         let max = (params.get()?.get_max_bytes() as usize).min(MAX_READ_CHUNK);
+        drop(params);
         let reader = self
             .reader
             .as_ref()
@@ -75,10 +82,24 @@ impl byte_stream::Server for ByteStreamServer {
             .as_ref()
             .ok_or_else(|| failed("unsupported", "this stream is read-only"))?;
         let data = params.get()?.get_data()?;
+        if data.len() > NET_MAX_WRITE {
+            return Err(failed(
+                "limit",
+                format!(
+                    "write of {} bytes exceeds the {NET_MAX_WRITE}-byte maximum",
+                    data.len()
+                ),
+            ));
+        }
+        // The bytes are copied out and the call's message released before waiting: what waits
+        // is exactly the charged bytes.
+        let _bytes = self.budget.as_ref().map(|b| b.reserve(data.len())).transpose()?;
+        let data = bytes::Bytes::copy_from_slice(data);
+        drop(params);
         writer
             .lock()
             .await
-            .write_all(data)
+            .write_all(&data)
             .await
             .map_err(|e| failed("closed", e))
     }

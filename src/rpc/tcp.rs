@@ -18,7 +18,7 @@ use std::rc::Rc;
 use capnp::capability::Rc as CapRc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
@@ -83,6 +83,7 @@ impl byte_stream::Server for TcpStreamServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let asked = params.get()?.get_max_bytes() as usize;
+        drop(params);
         let max = if asked == 0 {
             MAX_READ_CHUNK
         } else {
@@ -118,11 +119,14 @@ impl byte_stream::Server for TcpStreamServer {
             ));
         }
         let _bytes = self.in_flight.reserve(data.len())?;
+        // Copied out so the call's message is released before waiting (see `rpc::flow`).
+        let data = bytes::Bytes::copy_from_slice(data);
+        drop(params);
         self.inner
             .writer
             .lock()
             .await
-            .write_all(data)
+            .write_all(&data)
             .await
             .map_err(|e| failed("closed", e))
     }
@@ -182,14 +186,7 @@ impl ListenerInner {
     /// # Errors
     /// The bind or listen system call failed (address in use, not local, ...).
     pub fn bind(addr: SocketAddr, backlog: u32, permit: SocketPermit) -> std::io::Result<Self> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(backlog)?;
+        let listener = crate::net::bind::tcp_listener(addr, backlog)?;
         let local = listener.local_addr()?;
         Ok(ListenerInner {
             listener,

@@ -73,7 +73,7 @@ impl UdpInner {
         policy: Rc<NetPolicy>,
         permit: SocketPermit,
     ) -> std::io::Result<Rc<Self>> {
-        let socket = Rc::new(UdpSocket::bind(addr).await?);
+        let socket = Rc::new(crate::net::bind::udp_socket(addr)?);
         let local = socket.local_addr()?;
         let queue = Rc::new(RecvQueue::default());
         let reader = tokio::task::spawn_local(receive(socket.clone(), queue.clone()));
@@ -143,15 +143,17 @@ impl udp_socket::Server for UdpSocketServer {
                 ),
             ));
         }
-        let decision = self.inner.policy.allows(NetOp::Udp, ip, port);
+        let decision = self.inner.policy.allows_destination(NetOp::Udp, ip, port);
         self.net.record(&decision);
         if !decision.allowed {
             return Err(failed("denied", decision));
         }
         let _bytes = self.net.in_flight().reserve(data.len())?;
+        let data = bytes::Bytes::copy_from_slice(data);
+        drop(params);
         self.inner
             .socket
-            .send_to(data, SocketAddr::new(ip, port))
+            .send_to(&data, SocketAddr::new(ip, port))
             .await
             .map_err(|e| failed("io", e))?;
         Ok(())

@@ -10,7 +10,7 @@
 //!   `membomb` out of memory · `fuel` out of fuel (run cell with `--fuel`) ·
 //!   `stack-overflow` trapped · `garbage`, `big-message` (run cell with a message limit below
 //!   `--bytes`), `huge-segment` protocol violation · `stderr-flood` timed out, capture at most
-//!   `--capture` bytes · `no-read-stdin` timed out · `flood --limit L` (cell's
+//!   `--capture` bytes · `no-read-stdin`, `slow-read-stdin` timed out · `flood --limit L` (cell's
 //!   `--max-outstanding-calls`), `spawn-invalid-loop`, `forkbomb`, `parent-exits` exited(0) ·
 //!   `dead-caps` a killed child's wait and captured stderr still answer (EOF), never hang ·
 //!   `operator` starts spinning children, logs `operator: ready` and waits to be stopped.
@@ -221,6 +221,18 @@ async fn run_case(caps: &Caps, case: &str, report: &mut Report) -> Result<()> {
                 .start()
                 .await?;
             expect(report, &p, "never reads its stdin: timed out", |s| {
+                *s == ExitStatus::TimedOut
+            })
+            .await?;
+        }
+        "slow-read-stdin" => {
+            let p = hostile(caps, "slow-read-stdin")
+                .args(["--calls", "200000", "--bytes", "1024"])
+                .grant_executor(true)
+                .timeout(Duration::from_secs(5))
+                .start()
+                .await?;
+            expect(report, &p, "reads its stdin slowly: timed out", |s| {
                 *s == ExitStatus::TimedOut
             })
             .await?;

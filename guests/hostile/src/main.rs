@@ -14,6 +14,11 @@
 //!   (→ protocol violation, without the host allocating it).
 //! - `no-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and never
 //!   reads a reply (→ timed out; host memory bounded). Needs an Executor.
+//! - `idle`: sleeps forever without RPC, never reading stdin (a plain child that never reads).
+//! - `forge-stderr`: one stderr line with a carriage return, a fake host line and an OSC title
+//!   escape (→ forwarded escaped, never as control characters).
+//! - `slow-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and
+//!   reads the replies slowly (→ timed out; host memory bounded). Needs an Executor.
 //! - `echo-loop --count N`: the well-behaved sibling; N sequential echoes, each checked; exit 0.
 //! - `spawn-invalid-loop --count N`: spawns N invalid blobs; exits 0 iff every one was refused
 //!   with "bad-wasm" and the connection still works, else 3.
@@ -39,6 +44,15 @@ fn main() {
         "stderr-flood" => stderr_flood(),
         "huge-segment" => huge_segment(),
         "no-read-stdin" => no_read_stdin(),
+        "slow-read-stdin" => slow_read_stdin(),
+        // Blocks in a host call forever and never touches stdin (a plain child that never reads).
+        "idle" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "forge-stderr" => {
+            // A carriage return, then a line that looks like the host's, then a terminal title.
+            eprintln!("child\r[pid 0] cell: forged by a child\x1b]0;pwned\x07");
+        }
         _ => cell_guest::run(|caps| async move {
             match mode.as_str() {
                 "sleep" => sleep_forever().await,
@@ -189,6 +203,50 @@ fn no_read_stdin() {
     };
     if let Err(e) = run() {
         log!("no-read-stdin: {e:#}");
+        cell_guest::exit(3);
+    }
+    raw::wait_forever()
+}
+
+/// Pipelines small echo calls while reading its replies slowly (a few hundred bytes at a time,
+/// whenever its stdout is full), so the host always has room to read a little more: without a
+/// bound on unsent replies, they would pile up in the host.
+fn slow_read_stdin() {
+    let run = || -> Result<()> {
+        let calls: u32 = cell_guest::arg("--calls")?.unwrap_or(100_000);
+        let bytes: usize = cell_guest::arg("--bytes")?.unwrap_or(1024);
+        log!("slow-read-stdin: pipelining {calls} echoes of {bytes} bytes, reading slowly");
+        let out = wasip2::cli::stdout::get_stdout();
+        let input = wasip2::cli::stdin::get_stdin();
+        raw::write_all(&out, &bootstrap(0)?);
+        raw::write_all(&out, &call(1, 0, None, session_id(), 1, None)?);
+        let text = "s".repeat(bytes);
+        for q in 0..calls {
+            let msg = call(q + 2, 1, Some(0), executor_id(), 1, Some(&text))?;
+            let mut data = &msg[..];
+            while !data.is_empty() {
+                match out.check_write() {
+                    Ok(0) => {
+                        // Out of room: read a few bytes of the replies, then let the host run.
+                        let _ = input.read(16);
+                        wasip2::clocks::monotonic_clock::subscribe_duration(10_000).block();
+                    }
+                    Ok(budget) => {
+                        let n = usize::try_from(budget).unwrap_or(usize::MAX).min(data.len());
+                        if out.write(&data[..n]).is_err() {
+                            return Ok(());
+                        }
+                        data = &data[n..];
+                    }
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+        log!("slow-read-stdin: all calls written");
+        Ok(())
+    };
+    if let Err(e) = run() {
+        log!("slow-read-stdin: {e:#}");
         cell_guest::exit(3);
     }
     raw::wait_forever()

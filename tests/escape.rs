@@ -1,0 +1,370 @@
+//! The containment suite: each test is one way a hostile guest tried to leave its grants, or to
+//! make the host hold what no limit charges (issue "Containment"), run through the real `cell`
+//! on real guests (`guests/escape`, `guests/hostile`). Each asserts the exact refusal, that the
+//! run still ends as it should, and where it matters the host's peak memory.
+//!
+//! Nothing here sends traffic off the machine: the UDP and TCP cases use 127.0.0.1 and ::1, and
+//! sends to the unspecified address are refused by the policy before any packet exists.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{cache_dir, cell, finish, guest, Finished, RUN_TIMEOUT};
+
+/// `cell run [flags] escape.wasm <args>`, expecting every check inside to pass.
+fn escape(flags: &[&str], args: &[&str]) -> Finished {
+    let mut cmd = cell();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(flags)
+        .arg(guest("escape"))
+        .args(args);
+    let out = finish(cmd);
+    out.assert_code(0).assert_stderr_has(", 0 failed");
+    out
+}
+
+/// Runs `cmd` while sampling its peak RSS (VmHWM, KiB) from /proc.
+fn with_peak_rss(mut cmd: std::process::Command) -> (Finished, u64) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let pid = child.id();
+    let mut err = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let mut peak = 0;
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < RUN_TIMEOUT, "cell did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = Finished {
+        code: status.code(),
+        stdout: String::new(),
+        stderr: reader.join().unwrap_or_default(),
+    };
+    (out, peak)
+}
+
+/// The bound on `cell`'s peak RSS in the memory cases (a debug `cell` running a few guests
+/// peaks around 30-40 MiB; each case would take it to hundreds of MiB if the host held what the
+/// guest asked it to).
+const PEAK_RSS_BOUND_KIB: u64 = 80 * 1024;
+
+fn escape_rss(flags: &[&str], args: &[&str]) -> Finished {
+    // Compiled first, so the measured run loads it from the cache (compiling takes memory of
+    // its own, which is not what these cases measure).
+    let mut compile = cell();
+    compile
+        .arg("compile")
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg(guest("escape"));
+    finish(compile).assert_code(0);
+    let mut cmd = cell();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(flags)
+        .arg(guest("escape"))
+        .args(args);
+    let (out, peak) = with_peak_rss(cmd);
+    out.assert_code(0).assert_stderr_has(", 0 failed");
+    assert!(
+        peak < PEAK_RSS_BOUND_KIB,
+        "cell peaked at {peak} KiB (bound {PEAK_RSS_BOUND_KIB} KiB); stderr:\n{}",
+        out.stderr
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Escapes
+
+#[test]
+fn udp_to_the_unspecified_address_is_never_sent() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let port = sink.local_addr().unwrap().port().to_string();
+    escape(&["--net", "udp=0.0.0.0:*"], &["udp-unspecified", &port]);
+    let mut buf = [0u8; 64];
+    assert!(
+        sink.recv_from(&mut buf).is_err(),
+        "a datagram reached loopback without a loopback rule"
+    );
+}
+
+#[test]
+fn an_ipv6_listener_does_not_accept_ipv4() {
+    escape(
+        &[
+            "--net",
+            "listen=[::]:0",
+            "--net",
+            "connect=127.0.0.1:*",
+            "--net",
+            "connect=[::1]:*",
+        ],
+        &["dual-stack"],
+    );
+}
+
+/// Every file cell writes is refused inside a writable grant, before anything runs.
+#[test]
+fn host_files_inside_a_writable_grant_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rw = dir.path().join("rw");
+    std::fs::create_dir(&rw).unwrap();
+    let rw_flag = format!("{}::/rw", rw.display());
+    let inside = rw.join("out.json");
+    let inside = inside.to_str().unwrap();
+    for (flag, what) in [
+        ("--report", "report"),
+        ("--audit", "audit log"),
+        ("--cache-dir", "compile cache"),
+    ] {
+        let mut cmd = cell();
+        cmd.args(["run", "--dir-rw", &rw_flag, flag, inside])
+            .arg(guest("child-silent"));
+        let out = finish(cmd);
+        out.assert_code(125)
+            .assert_stderr_has(&format!("{what} {inside} lies inside the writable directory"));
+    }
+    // A cache directory that merely contains the grant is refused as well.
+    let mut cmd = cell();
+    cmd.args(["run", "--dir-rw", &rw_flag, "--cache-dir"])
+        .arg(dir.path())
+        .arg(guest("child-silent"));
+    finish(cmd)
+        .assert_code(125)
+        .assert_stderr_has("lies inside the writable directory");
+    assert!(!Path::new(inside).exists(), "nothing was written");
+}
+
+#[test]
+fn the_report_is_never_written_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = dir.path().join("report.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let mut cmd = cell();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg("--report")
+        .arg(&link)
+        .arg(guest("child-silent"));
+    finish(cmd)
+        .assert_code(125)
+        .assert_stderr_has("cannot write the report")
+        .assert_stderr_has("symbolic links");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+#[test]
+fn the_compile_cache_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = cell();
+    cmd.args(["run", "--cache-dir"])
+        .arg(&cache)
+        .arg(guest("child-silent"));
+    finish(cmd).assert_code(0);
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "cache dir mode {mode:o}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host never freezes
+
+#[test]
+fn a_huge_restrict_is_refused_with_limit() {
+    escape(&["--net", "connect=0.0.0.0/0:*"], &["restrict-big", "20000"]);
+}
+
+#[test]
+fn too_many_net_rules_on_the_command_line_are_refused() {
+    let mut cmd = cell();
+    cmd.args(["run", "--cache-dir"]).arg(cache_dir());
+    for i in 0..65 {
+        cmd.arg("--net").arg(format!("connect=93.184.{i}.0/24:443"));
+    }
+    cmd.arg(guest("child-silent"));
+    finish(cmd)
+        .assert_code(125)
+        .assert_stderr_has("policy of 65 rules (at most 64 rules per policy)");
+}
+
+/// A guest blocked on a FIFO in its `--dir` (a blocking thread that never returns) does not
+/// keep cell alive past its deadline.
+#[test]
+fn a_blocked_file_operation_does_not_outlive_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--timeout", "1s", "--cache-dir"])
+        .arg(cache_dir())
+        .arg("--dir")
+        .arg(format!("{}::/d", dir.path().display()))
+        .arg(guest("hello"))
+        .args(["read", "/d/fifo"]);
+    let started = Instant::now();
+    let out = finish(cmd);
+    out.assert_code(124);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "cell took {:?} to exit after its 1 s deadline",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the host holds for a guest is charged
+
+#[test]
+fn writes_to_a_child_that_never_reads_are_refused_not_parked() {
+    escape_rss(&[], &["stdin-flood", "600"]);
+}
+
+#[test]
+fn session_network_returns_one_capability() {
+    escape_rss(&["--net", "connect=127.0.0.1:1"], &["network-many", "50000"]);
+}
+
+#[test]
+fn spawn_args_are_bounded() {
+    escape(&[], &["big-args"]);
+}
+
+/// A component that makes more memories than a store may have fails to start; it never
+/// reserves their address space.
+#[test]
+fn a_component_with_too_many_memories_cannot_start() {
+    let mut core = String::new();
+    let mut instances = String::new();
+    for i in 0..3 {
+        core.push_str(&format!("(core module $m{i} (memory 1))\n"));
+        instances.push_str(&format!("(core instance $i{i} (instantiate $m{i}))\n"));
+    }
+    let wat = format!(
+        r#"(component
+            {core}
+            (core module $run (func (export "run") (result i32) i32.const 0))
+            {instances}
+            (core instance $r (instantiate $run))
+            (func $f (result (result)) (canon lift (core func $r "run")))
+            (instance $cli (export "run" (func $f)))
+            (export "wasi:cli/run@0.2.0" (instance $cli)))"#
+    );
+    let wasm = wat::parse_str(&wat).expect("the test component parses");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("memories.wasm");
+    std::fs::write(&path, wasm).unwrap();
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--cache-dir"])
+        .arg(cache_dir())
+        .arg(&path);
+    let out = finish(cmd);
+    out.assert_code(126).assert_stderr_has("memor");
+}
+
+#[test]
+fn max_procs_is_bounded_by_the_address_space() {
+    let mut cmd = cell();
+    cmd.args(["run", "--max-procs", "100000"])
+        .arg(guest("child-silent"));
+    finish(cmd)
+        .assert_code(125)
+        .assert_stderr_has("is more than 12192");
+}
+
+/// Children's fuel is lent from their parent: together they never use more than pid0 was
+/// given, however much each asks for.
+#[test]
+fn fuel_bounds_the_whole_tree() {
+    let fuel: u64 = 1_000_000_000;
+    // Children with a limit each (together more than pid0 has), then children without one.
+    for each in [fuel / 3, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.json");
+        let mut cmd = cell();
+        cmd.args(["run", "--fuel", &fuel.to_string(), "--cache-dir"])
+            .arg(cache_dir())
+            .arg("--report")
+            .arg(&report)
+            .arg(guest("escape"))
+            .args(["fuel-tree", "4", &each.to_string()]);
+        let out = finish(cmd);
+        // pid0 may run dry once it has lent everything (134), or see its last spawn refused
+        // for want of fuel (1): each is correct, as long as the tree stayed within its fuel.
+        assert!(
+            matches!(out.code, Some(0) | Some(1) | Some(134)),
+            "exit {:?}: {}",
+            out.code,
+            out.stderr
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let used: u64 = json["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("spinner-")))
+            .map(|p| p["fuel_used"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            used > 0 && used <= fuel,
+            "children ({each} each) used {used} fuel under --fuel {fuel}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Smaller defects
+
+#[test]
+fn a_second_stdout_handle_is_the_same_stream() {
+    escape(&[], &["stdout-twice"]);
+}
+
+#[test]
+fn forwarded_stderr_cannot_forge_host_lines_or_drive_the_terminal() {
+    let out = escape(&[], &["forge-stderr"]);
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('\x1b'),
+        "control characters reached the host's stderr:\n{:?}",
+        out.stderr
+    );
+    out.assert_stderr_has("child\\u{d}[pid 0] cell: forged by a child\\u{1b}]0;pwned\\u{7}");
+}
