@@ -141,6 +141,9 @@ impl CellEngine {
         // reports every non-zero code as 1), so the default link options are complete.
         wasmtime_wasi::p2::add_to_linker_with_options_async(&mut linker, &LinkOptions::default())
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        // Sockets a guest makes itself count against its max-sockets, like RPC sockets.
+        crate::net::count::add_to_linker(&mut linker, ProcState::counted_sockets)
+            .map_err(|e| anyhow::anyhow!("linking WASI sockets: {e}"))?;
         Ok(CellEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,

@@ -5,16 +5,20 @@
 //! *when* a process stops (kill, deadline, protocol violation) by dropping the future that
 //! runs it; this module only decides *what* a finished run means.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::CellEngine;
 use crate::grants::DirGrant;
 use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
+use crate::net::count::{CountedView, SocketTally, WasiSockets};
 use crate::net::policy::NetPolicy;
 use crate::status::ExitStatus;
 
@@ -22,6 +26,8 @@ use crate::status::ExitStatus;
 pub struct ProcState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// Its own `wasi:sockets` sockets, counted against `max-sockets` (see [`crate::net::count`]).
+    sockets: WasiSockets,
     limiter: MemoryLimiter,
     /// Where the remaining fuel is published, when fuel is metered.
     fuel: Option<FuelGauge>,
@@ -52,6 +58,19 @@ pub fn usage(store: &Store<ProcState>) -> Usage {
     }
 }
 
+impl ProcState {
+    /// The view the counting socket constructors need (see [`crate::net::count`]).
+    pub fn counted_sockets(&mut self) -> CountedView<'_> {
+        CountedView {
+            view: WasiSocketsCtxView {
+                ctx: self.wasi.sockets(),
+                table: &mut self.table,
+            },
+            sockets: &mut self.sockets,
+        }
+    }
+}
+
 impl WasiView for ProcState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -78,6 +97,8 @@ pub struct StoreSpec {
     pub network: Option<NetPolicy>,
     /// Where its `wasi:sockets` decisions are recorded.
     pub audit: Audit,
+    /// Its sockets on both paths, against `max-sockets`.
+    pub sockets: Arc<SocketTally>,
 }
 
 /// Builds a store with no ambient authority: only the given env, only the preopens in
@@ -114,6 +135,7 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
             table.set_max_capacity(crate::limits::MAX_RESOURCES);
             table
         },
+        sockets: WasiSockets::new(spec.sockets),
         limiter: MemoryLimiter::new(spec.limits.max_memory),
         fuel: None,
     };

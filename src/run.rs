@@ -119,6 +119,7 @@ pub async fn run(
     shutdown: impl Future<Output = i32>,
 ) -> Result<RunOutcome, RunError> {
     let started = std::time::Instant::now();
+    crate::net::count::raise_fd_limit();
     let path = config.wasm.clone();
     let bytes = std::fs::read(&path).map_err(|source| RunError::Read {
         path: path.clone(),

@@ -293,6 +293,7 @@ impl Supervisor {
                 Box::new(stdout_w.clone().into_guest()),
             ),
         };
+        let sockets = crate::net::count::SocketTally::new(limits.max_sockets);
         let store = build_store(
             &self.0.engine,
             StoreSpec {
@@ -306,6 +307,7 @@ impl Supervisor {
                 pid,
                 network: spec.grants.network.clone(),
                 audit: self.0.audit.clone(),
+                sockets: sockets.clone(),
             },
         )
         .map_err(|e| SpawnError::Grant(format!("{e:#}")))?;
@@ -321,7 +323,7 @@ impl Supervisor {
                     max_message_bytes: limits.max_message_bytes,
                     max_outstanding_calls: limits.max_outstanding_calls,
                 },
-                limits.max_sockets,
+                sockets,
             )),
             StdioMode::Plain => {
                 handle.plain = Some(PlainStdio {

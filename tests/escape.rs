@@ -75,7 +75,9 @@ fn with_peak_rss(mut cmd: std::process::Command) -> (Finished, u64) {
 /// guest asked it to).
 const PEAK_RSS_BOUND_KIB: u64 = 80 * 1024;
 
-fn escape_rss(flags: &[&str], args: &[&str]) -> Finished {
+/// Runs the escape guest like [`escape`] while measuring `cell`'s peak RSS, and asserts it
+/// stayed under `bound_kib`; returns the run for the caller to check how it ended.
+fn escape_rss(flags: &[&str], args: &[&str], bound_kib: u64) -> Finished {
     // Compiled first, so the measured run loads it from the cache (compiling takes memory of
     // its own, which is not what these cases measure).
     let mut compile = cell();
@@ -93,10 +95,9 @@ fn escape_rss(flags: &[&str], args: &[&str]) -> Finished {
         .arg(guest("escape"))
         .args(args);
     let (out, peak) = with_peak_rss(cmd);
-    out.assert_code(0).assert_stderr_has(", 0 failed");
     assert!(
-        peak < PEAK_RSS_BOUND_KIB,
-        "cell peaked at {peak} KiB (bound {PEAK_RSS_BOUND_KIB} KiB); stderr:\n{}",
+        peak < bound_kib,
+        "cell peaked at {peak} KiB (bound {bound_kib} KiB); stderr:\n{}",
         out.stderr
     );
     out
@@ -253,17 +254,114 @@ fn a_blocked_file_operation_does_not_outlive_the_timeout() {
 
 #[test]
 fn writes_to_a_child_that_never_reads_are_refused_not_parked() {
-    escape_rss(&[], &["stdin-flood", "600"]);
+    escape_rss(&[], &["stdin-flood", "600"], PEAK_RSS_BOUND_KIB)
+        .assert_code(0)
+        .assert_stderr_has(", 0 failed");
 }
 
 #[test]
 fn session_network_returns_one_capability() {
-    escape_rss(&["--net", "connect=127.0.0.1:1"], &["network-many", "50000"]);
+    escape_rss(
+        &["--net", "connect=127.0.0.1:1"],
+        &["network-many", "50000"],
+        PEAK_RSS_BOUND_KIB,
+    )
+    .assert_code(0)
+    .assert_stderr_has(", 0 failed");
+}
+
+/// 1,000 `Process.wait` calls padded to 256 KiB each (256 MiB) that block until their child is
+/// killed: the host stops reading the connection once `rpc::flow::HELD_MAX` of call messages
+/// is held, so the rest waits in the guest's own memory, whose limit it then hits.
+#[test]
+fn padded_blocking_calls_are_not_held_by_the_host() {
+    let out = escape_rss(
+        &["--max-memory", "32M", "--timeout", "20s"],
+        &["padded-waits", "1000"],
+        // cell itself (~40 MiB) + pid0's 32 MiB + HELD_MAX (8 MiB), with room to spare.
+        120 * 1024,
+    );
+    assert!(
+        matches!(out.code, Some(134) | Some(124)),
+        "exit {:?}: {}",
+        out.code,
+        out.stderr
+    );
 }
 
 #[test]
 fn spawn_args_are_bounded() {
     escape(&[], &["big-args"]);
+}
+
+/// Every WASI resource a process holds costs the host a table entry: the table is capped.
+#[test]
+fn the_resource_table_is_bounded() {
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--cache-dir"])
+        .arg(cache_dir())
+        .arg(guest("hostile"))
+        .arg("pollables");
+    let out = finish(cmd);
+    out.assert_code(134).assert_stderr_has("cell: pid0 trapped");
+    assert!(
+        !out.stderr.contains("holding 10000"),
+        "more than 10,000 resources were held:\n{}",
+        out.stderr
+    );
+}
+
+/// Children's names are kept for the report cut short, whatever their length.
+#[test]
+fn names_of_ended_children_are_bounded() {
+    escape_rss(&[], &["long-names", "150"], PEAK_RSS_BOUND_KIB)
+        .assert_code(0)
+        .assert_stderr_has(", 0 failed");
+}
+
+/// A host name of 4 MiB never reaches the audit log (nor any log line).
+#[test]
+fn guest_strings_are_bounded_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    escape(
+        &["--net", "connect=example.com:80", "--audit", audit.to_str().unwrap()],
+        &["long-host"],
+    );
+    let size = std::fs::metadata(&audit).unwrap().len();
+    assert!(size < 64 * 1024, "the audit log grew to {size} bytes");
+}
+
+/// Names are canonical (lower case, no trailing dot) before they are matched, resolved and
+/// audited: `LOCALHOST.` is `localhost`, resolved from /etc/hosts, never asked of DNS as spelled.
+#[test]
+fn host_names_are_canonicalised() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut conn, &mut buf);
+                let _ = std::io::Write::write_all(&mut conn, &buf);
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut cmd = cell();
+    cmd.args(["run", "--cache-dir"])
+        .arg(cache_dir())
+        .args(["--net", &format!("connect=localhost:{port}")])
+        .args(["--net", &format!("connect=127.0.0.1:{port}")])
+        .args(["--audit", audit.to_str().unwrap()])
+        .arg(guest("net-probe"))
+        .args(["rpc-allow", "LOCALHOST.", &port.to_string()]);
+    finish(cmd).assert_code(0);
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(log.contains("\"host\":\"localhost\""), "{log}");
+    assert!(!log.contains("LOCALHOST"), "{log}");
 }
 
 /// A component that makes more memories than a store may have fails to start; it never
@@ -348,6 +446,20 @@ fn fuel_bounds_the_whole_tree() {
             out.stderr
         );
     }
+}
+
+/// A guest's own `wasi:sockets` count against `--max-sockets`, like its RPC sockets.
+#[test]
+fn wasi_sockets_count_against_max_sockets() {
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--max-sockets", "10", "--net", "udp=127.0.0.1:*"])
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg(guest("net-std"))
+        .args(["socket-flood", "10"]);
+    finish(cmd)
+        .assert_code(0)
+        .assert_stderr_has("net-std: ok: bound 10 sockets, then:");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,5 +3,6 @@
 
 pub mod audit;
 pub mod bind;
+pub mod count;
 pub mod policy;
 pub mod wasi;

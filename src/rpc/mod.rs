@@ -61,13 +61,13 @@ impl Connection {
 }
 
 /// Builds the RPC connection of process `pid`, bootstrapping its `Session`. The process may hold
-/// `max_sockets` sockets open through RPC at once.
+/// sockets counted in `sockets` (shared with its store's `wasi:sockets`).
 pub fn serve(
     sup: Supervisor,
     pid: Pid,
     grants: Grants,
     transport: Transport,
-    max_sockets: u32,
+    sockets: std::sync::Arc<crate::net::count::SocketTally>,
 ) -> Connection {
     let mut options = ReaderOptions::new();
     options
@@ -88,7 +88,7 @@ pub fn serve(
         flow,
     );
     let gate = CallGate::new(transport.max_outstanding_calls);
-    let net = network::NetCaps::new(pid, sup.audit().clone(), max_sockets, gate.clone());
+    let net = network::NetCaps::new(pid, sup.audit().clone(), sockets, gate.clone());
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net, gate));
     Connection {

@@ -16,6 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use capnp::capability::Rc as CapRc;
 use capnp_rpc::CapabilityServerSet;
@@ -28,12 +29,12 @@ use crate::limits::{
     MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT, NET_MAX_IN_FLIGHT,
 };
 use crate::net::audit::{Audit, AuditEvent, Via};
+use crate::net::count::SocketTally;
 use crate::net::policy::{
     canonical_name, check_rule_count, parse_rule, Decision, NetOp, NetPolicy, NetRule, Target,
 };
 use crate::rpc::failed;
 use crate::text::guest_text;
-use crate::rpc::gate::{Budget, Taken};
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
 use crate::rpc::{ByteBudget, CallGate};
@@ -83,25 +84,7 @@ where
     }
 }
 
-/// Counts the sockets a process holds open through RPC. Each socket holds a [`SocketPermit`]
-/// for as long as it is open; dropping the socket returns it.
-pub struct SocketBudget(Budget);
-
-/// One slot of a [`SocketBudget`].
-pub type SocketPermit = Taken;
-
-impl SocketBudget {
-    fn new(max: u32) -> Self {
-        SocketBudget(Budget::new(max as usize))
-    }
-
-    /// A permit for one more socket, or `limit: max-sockets N reached`.
-    pub fn acquire(&self) -> Result<SocketPermit, capnp::Error> {
-        self.0
-            .take(1)
-            .ok_or_else(|| failed("limit", format!("max-sockets {} reached", self.0.limit())))
-    }
-}
+pub use crate::net::count::SocketPermit;
 
 /// A socket handed from one process to another in `Grants.sockets`: the open socket itself,
 /// shared by every process that holds it, and closed when the last holder lets go (at the
@@ -135,7 +118,8 @@ struct NetCapsInner {
     /// Bytes of socket writes and sends waiting in the host ([`NET_MAX_IN_FLIGHT`]).
     in_flight: ByteBudget,
     audit: Audit,
-    budget: SocketBudget,
+    /// The process's sockets on both paths (RPC and its own `wasi:sockets`).
+    sockets: Arc<SocketTally>,
     networks: Issued<NetworkServer, network::Client>,
     streams: Issued<TcpStreamServer, tcp_stream::Client>,
     listeners: Issued<TcpListenerServer, tcp_listener::Client>,
@@ -143,14 +127,14 @@ struct NetCapsInner {
 }
 
 impl NetCaps {
-    /// The network context of process `pid`, allowed `max_sockets` open RPC sockets.
-    pub fn new(pid: Pid, audit: Audit, max_sockets: u32, gate: CallGate) -> Self {
+    /// The network context of process `pid`, whose sockets are counted in `sockets`.
+    pub fn new(pid: Pid, audit: Audit, sockets: Arc<SocketTally>, gate: CallGate) -> Self {
         NetCaps(Rc::new(NetCapsInner {
             pid,
             gate,
             in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
             audit,
-            budget: SocketBudget::new(max_sockets),
+            sockets,
             networks: Issued::new(),
             streams: Issued::new(),
             listeners: Issued::new(),
@@ -185,7 +169,7 @@ impl NetCaps {
 
     /// A slot for one more open socket.
     pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
-        self.0.budget.acquire()
+        self.0.sockets.acquire().map_err(|e| failed("limit", e))
     }
 
     /// A new `Network` capability with `policy`, recognisable by this connection.
@@ -601,20 +585,6 @@ fn write_policy(policy: &NetPolicy, out: net_policy::Builder<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_counts_and_refuses() {
-        let budget = SocketBudget::new(2);
-        let a = budget.acquire().unwrap();
-        let _b = budget.acquire().unwrap();
-        let err = budget.acquire().err().unwrap();
-        assert!(
-            err.to_string().contains("limit: max-sockets 2 reached"),
-            "{err}"
-        );
-        drop(a);
-        assert!(budget.acquire().is_ok());
-    }
 
     #[test]
     fn wire_rules_round_trip() {

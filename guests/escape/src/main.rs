@@ -14,6 +14,9 @@
 //! - `stdout-twice`: a plain child's `stdout()` asked twice gives one working stream.
 //! - `stdin-flood N`: N pipelined 512 KiB writes to a plain child that never reads its stdin
 //!   are refused past the host's byte budget instead of parked.
+//! - `long-host` (`connect=example.com:80`): ten connects to a 4 MiB host name are refused
+//!   as bad addresses (the test checks the audit log stays small).
+//! - `long-names N`: N children with 1 MiB names, one at a time (host memory stays bounded).
 //! - `padded-waits N`: N `Process.wait` calls padded to 256 KiB each, on a child that never
 //!   ends until killed (the host must not hold N × 256 KiB).
 //! - `big-args`: a spawn with 300 KiB of arguments is refused with `limit:`; 100 KiB works.
@@ -60,6 +63,8 @@ fn main() {
             "stdin-flood" => stdin_flood(&caps, n(2000), &mut report).await,
             "big-args" => big_args(&caps, &mut report).await,
             "forge-stderr" => forge_stderr(&caps, &mut report).await,
+            "long-host" => long_host(&caps, &mut report).await,
+            "long-names" => long_names(&caps, n(200), &mut report).await,
             "padded-waits" => padded_waits(&caps, n(1000), &mut report).await,
             "fuel-tree" => {
                 let each = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
@@ -222,6 +227,34 @@ async fn stdin_flood(caps: &Caps, count: u64, report: &mut Report) -> Result<()>
     );
     drop(parked);
     child.kill().await?;
+    Ok(())
+}
+
+/// Host names of 4 MiB: refused as bad addresses, never copied into the audit log.
+async fn long_host(caps: &Caps, report: &mut Report) -> Result<()> {
+    let net = network(caps).await?;
+    let host = "x".repeat(4 << 20);
+    for _ in 0..10 {
+        let r = net.connect(&host, 80).await;
+        let text = err_text(&r);
+        if !text.contains("bad-address") {
+            report.fail(format!("a 4 MiB host name: {}", &text[..text.len().min(200)]));
+            return Ok(());
+        }
+    }
+    report.ok("ten 4 MiB host names refused as bad addresses");
+    Ok(())
+}
+
+/// Children with 1 MiB names, one after another: the host keeps their names (for the report)
+/// cut to a few hundred bytes.
+async fn long_names(caps: &Caps, count: u64, report: &mut Report) -> Result<()> {
+    let name = "n".repeat(1 << 20);
+    for _ in 0..count {
+        let child = caps.spawn(SILENT).name(name.clone()).start().await?;
+        child.wait().await?;
+    }
+    report.ok(format!("{count} children with 1 MiB names ended"));
     Ok(())
 }
 

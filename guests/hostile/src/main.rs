@@ -15,6 +15,7 @@
 //! - `no-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and never
 //!   reads a reply (→ timed out; host memory bounded). Needs an Executor.
 //! - `idle`: sleeps forever without RPC, never reading stdin (a plain child that never reads).
+//! - `pollables`: holds ever more WASI resources until the host refuses one (→ trapped).
 //! - `forge-stderr`: one stderr line with a carriage return, a fake host line and an OSC title
 //!   escape (→ forwarded escaped, never as control characters).
 //! - `slow-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and
@@ -49,6 +50,16 @@ fn main() {
         "idle" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
+        // Holds ever more WASI resources (pollables) until the host refuses one.
+        "pollables" => {
+            let mut held = Vec::new();
+            loop {
+                held.push(wasip2::clocks::monotonic_clock::subscribe_duration(1 << 40));
+                if held.len() % 10_000 == 0 {
+                    log!("pollables: holding {}", held.len());
+                }
+            }
+        }
         "forge-stderr" => {
             // A carriage return, then a line that looks like the host's, then a terminal title.
             eprintln!("child\r[pid 0] cell: forged by a child\x1b]0;pwned\x07");

@@ -9,6 +9,8 @@
 //! - `deny ADDR`         expect the connect to ADDR to fail
 //! - `no-dns NAME`       expect resolving NAME to fail (no DNS in wasi:sockets)
 //! - `no-udp`            expect binding a UDP socket on 127.0.0.1 to fail
+//! - `socket-flood N`    bind UDP sockets on 127.0.0.1 until refused; expect exactly N, and
+//!   one more once they are closed
 //! - `listen`            listen on 127.0.0.1:0, print `net-std: listening on ADDR`, accept one
 //!   connection, echo it back uppercased, exit
 
@@ -70,6 +72,29 @@ fn run(args: &[String]) -> Result<String, String> {
             Ok(s) => Err(format!("bound UDP {:?}", s.local_addr())),
             Err(e) => Ok(format!("no UDP: {e}")),
         },
+        "socket-flood" => {
+            let expected: usize = arg(2)?.parse().map_err(|_| "socket-flood needs a count")?;
+            let mut sockets = Vec::new();
+            let err = loop {
+                match UdpSocket::bind("127.0.0.1:0") {
+                    Ok(s) => sockets.push(s),
+                    Err(e) => break e,
+                }
+                if sockets.len() > expected + 1000 {
+                    return Err(format!("bound {} sockets, no limit", sockets.len()));
+                }
+            };
+            let bound = sockets.len();
+            // Dropped sockets give their slots back.
+            sockets.clear();
+            let again = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("after closing: {e}"))?;
+            drop(again);
+            if bound == expected {
+                Ok(format!("bound {bound} sockets, then: {err}"))
+            } else {
+                Err(format!("bound {bound} sockets (expected {expected}), then: {err}"))
+            }
+        }
         "listen" => serve_once()
             .map(|()| "served one connection".to_string())
             .map_err(|e| format!("listen: {e}")),
