@@ -7,7 +7,7 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench bench-tools clean
+.PHONY: all deps guests build run test lint unit bench bench-tools fuzz clean
 
 all: build
 
@@ -38,6 +38,11 @@ lint: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	cd guests && $(CARGO) fmt --all -- --check
 	cd guests && CARGO_TARGET_DIR=$$PWD/target $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
+
+## Longer fuzzing of the RPC stack than `make test` does (tests/fuzz_rpc.rs; release build).
+FUZZ_CASES ?= 100000
+fuzz: guests
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz_rpc
 
 ## Benchmarks (release build); never part of `make test`. The `wasmtime run` baseline columns
 ## appear when `wasmtime` is on PATH or was installed by `make bench-tools`.

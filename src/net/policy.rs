@@ -2358,4 +2358,213 @@ mod tests {
         );
         assert!(serde_json::from_str::<NetPolicy>(r#"{"rules":["connect=x"]}"#).is_err());
     }
+
+    // ----- destinations, bounds, canonical names -------------------------------------------
+
+    #[test]
+    fn the_unspecified_address_is_never_a_destination() {
+        let p = policy(&[
+            "udp=0.0.0.0:*",
+            "udp=[::]:*",
+            "udp=0.0.0.0/8:*",
+            "connect=0.0.0.0:*",
+            "connect=[::]:*",
+        ]);
+        for dest in ["0.0.0.0", "::", "::ffff:0.0.0.0", "0.1.2.3", "::0.1.2.3"] {
+            let d = p.allows_destination(NetOp::Udp, ip(dest), 53);
+            assert_eq!(d.reason, Some(DenyReason::NotADestination), "{dest}: {d}");
+            let d = p.allows(NetOp::Connect, ip(dest), 80);
+            assert_eq!(d.reason, Some(DenyReason::NotADestination), "{dest}: {d}");
+        }
+        // Binding there is a different question, still answered by the rules.
+        assert!(allowed(&p, NetOp::Udp, "0.0.0.0", 0));
+        assert!(allowed(&p, NetOp::Udp, "::", 0));
+        // A name resolving to it gets no further through a name rule.
+        let named = policy(&["connect=example.com:80"]);
+        let d = named.allows_resolved(NetOp::Connect, "example.com", ip("0.0.0.0"), 80);
+        assert_eq!(d.reason, Some(DenyReason::NotADestination));
+    }
+
+    #[test]
+    fn policies_are_bounded_in_rules() {
+        let many = |n: usize| {
+            NetPolicy::new(
+                (0..n)
+                    .map(|i| {
+                        NetRule::new(
+                            NetOp::Connect,
+                            Target::Cidr(IpNet::new(IpAddr::V4(Ipv4Addr::new(93, i as u8, 0, 0)), 16).unwrap()),
+                            PortRange::ANY,
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let any = policy(&["connect=*:*"]);
+        assert_eq!(any.try_intersect(&many(MAX_RULES)).unwrap(), many(MAX_RULES));
+        let err = any.try_intersect(&many(MAX_RULES + 1)).unwrap_err();
+        assert_eq!(err.count, Some(MAX_RULES + 1));
+        assert!(check_rule_count(MAX_RULES).is_ok());
+        assert!(check_rule_count(MAX_RULES + 1).is_err());
+    }
+
+    /// The worst case a guest can ask for: two policies of `MAX_RULES` rules whose every pair
+    /// intersects into a distinct rule. The result is refused, and computing that is bounded
+    /// by `MAX_RULES²` pairs (the time is printed for the record; `make bench` is where speed
+    /// is judged).
+    #[test]
+    fn the_worst_intersection_is_bounded() {
+        let side = |offset: u16| {
+            NetPolicy::new(
+                (0..MAX_RULES as u16)
+                    .map(|i| {
+                        NetRule::new(
+                            NetOp::Connect,
+                            Target::Any,
+                            PortRange::new(offset + i * 300, offset + i * 300 + 400).unwrap(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let (a, b) = (side(1), side(2));
+        let started = std::time::Instant::now();
+        let result = a.try_intersect(&b);
+        eprintln!("worst-case try_intersect: {:?}", started.elapsed());
+        match result {
+            Ok(r) => assert!(r.rules().len() <= MAX_RULES),
+            Err(e) => assert_eq!(e.count, None),
+        }
+    }
+
+    #[test]
+    fn names_have_one_canonical_spelling() {
+        assert_eq!(canonical_name("LOCALHOST.").unwrap(), "localhost");
+        assert_eq!(canonical_name("Api.Example.COM").unwrap(), "api.example.com");
+        assert!(canonical_name("*.example.com").is_err());
+        assert!(canonical_name(&"x".repeat(300)).is_err());
+        assert!(canonical_name("a..b").is_err());
+        let p = policy(&["connect=localhost:80"]);
+        assert!(p.allows_name(NetOp::Connect, "LOCALHOST.", 80));
+    }
+
+    // ----- properties ------------------------------------------------------------------------
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bases that sit on and around the special ranges, so random prefixes land inside,
+        /// across and around them.
+        const BASES: &[&str] = &[
+            "0.0.0.0", "10.1.2.3", "93.184.216.34", "127.0.0.1", "169.254.169.254", "172.16.5.4",
+            "192.168.1.1", "100.64.1.1", "224.0.0.1", "255.255.255.255", "::", "::1",
+            "fe80::1", "fd00:ec2::254", "2606:4700::1111", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
+        ];
+        const NAMES: &[&str] = &["example.com", "*.example.com", "api.example.com", "x.org"];
+        const PORT_EDGES: &[u16] = &[0, 1, 22, 80, 443, 1024, 8080, 65535];
+
+        fn op() -> impl Strategy<Value = NetOp> {
+            prop::sample::select(NetOp::ALL.to_vec())
+        }
+
+        fn ports() -> impl Strategy<Value = PortRange> {
+            (prop::sample::select(PORT_EDGES), prop::sample::select(PORT_EDGES)).prop_map(|(a, b)| {
+                PortRange::new(a.min(b), a.max(b)).unwrap_or(PortRange::ANY)
+            })
+        }
+
+        fn target() -> impl Strategy<Value = Target> {
+            prop_oneof![
+                Just(Target::Any),
+                (prop::sample::select(BASES), 0u8..=128).prop_map(|(base, len)| {
+                    let addr: IpAddr = base.parse().unwrap();
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    Target::Cidr(IpNet::new(addr, len % (max + 1)).unwrap().trunc())
+                }),
+                prop::sample::select(NAMES).prop_map(|n| Target::Host(n.to_string())),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = NetRule> {
+            (op(), target(), ports()).prop_filter_map("valid rule", |(op, target, ports)| {
+                let listen_on_name = op == NetOp::Listen && matches!(target, Target::Host(_));
+                let connect_zero = op == NetOp::Connect && ports == PortRange::single(0);
+                (!listen_on_name && !connect_zero).then(|| NetRule::new(op, target, ports))
+            })
+        }
+
+        fn policy_strategy() -> impl Strategy<Value = NetPolicy> {
+            prop::collection::vec(rule(), 0..6).prop_map(NetPolicy::new)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// `restrict(a, b)` allows exactly what both allow, for every operation.
+            #[test]
+            fn intersection_is_exact(p in policy_strategy(), q in policy_strategy()) {
+                check_intersection(&p, &q, &probe_ips());
+                if let Ok(bounded) = p.try_intersect(&q) {
+                    prop_assert_eq!(bounded, p.intersect(&q));
+                }
+            }
+
+            /// A rule that merely contains a special range never covers it, in any spelling of
+            /// its addresses.
+            #[test]
+            fn broad_rules_never_cover_special_ranges(
+                op in op(),
+                len in 0u8..8,
+                index in 0usize..SPECIAL_RANGES.len(),
+                host in any::<u32>(),
+            ) {
+                let (range, _) = SPECIAL_RANGES[index];
+                prop_assume!(range.prefix_len() > len);
+                let broad = NetPolicy::new(vec![NetRule::new(
+                    op,
+                    Target::Cidr(IpNet::new(range.addr(), len).unwrap().trunc()),
+                    PortRange::ANY,
+                )]);
+                let addr = match range {
+                    IpNet::V4(net) => {
+                        let bits = 32 - u32::from(net.prefix_len());
+                        let mask = if bits == 0 { 0 } else { u32::MAX >> (32 - bits) };
+                        IpAddr::V4(Ipv4Addr::from(u32::from(net.network()) | (host & mask)))
+                    }
+                    IpNet::V6(net) => {
+                        let bits = 128 - u32::from(net.prefix_len());
+                        let mask = if bits >= 32 { u128::from(u32::MAX) } else { (1u128 << bits) - 1 };
+                        IpAddr::V6(Ipv6Addr::from(u128::from(net.network()) | (u128::from(host) & mask)))
+                    }
+                };
+                let mut spellings = vec![addr];
+                if let IpAddr::V4(v4) = addr {
+                    spellings.push(IpAddr::V6(v4.to_ipv6_mapped()));
+                    if u32::from(v4) > 1 {
+                        spellings.push(IpAddr::V6(v4.to_ipv6_compatible()));
+                    }
+                }
+                for spelled in spellings {
+                    let d = broad.allows(op, spelled, 80);
+                    prop_assert!(!d.allowed, "{} allowed {}: {}", broad, spelled, d);
+                }
+                // Translated spellings (NAT64, 6to4) under the broadest IPv6 rule.
+                if let IpAddr::V4(v4) = addr {
+                    let v6_broad = NetPolicy::new(vec![NetRule::new(
+                        op,
+                        Target::Cidr("::/0".parse().unwrap()),
+                        PortRange::ANY,
+                    )]);
+                    let [a, b, c, d] = v4.octets();
+                    let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+                    let six_to_four = Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1);
+                    for spelled in [nat64, six_to_four] {
+                        let decision = v6_broad.allows(op, IpAddr::V6(spelled), 80);
+                        prop_assert!(!decision.allowed, "::/0 allowed {}: {}", spelled, decision);
+                    }
+                }
+            }
+        }
+    }
 }
