@@ -219,8 +219,8 @@ impl CellEngine {
             Component::new(&engine, &*compile_bytes)
         })
         .await
-                .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         if let Some(name) = missing_import(&self.engine, &component) {
             return Err(LoadError::MissingImport(name));
         }

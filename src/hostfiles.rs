@@ -41,7 +41,9 @@ pub enum HostFileError {
     },
     #[error("{what} {path} is not a regular file")]
     NotAFile { what: &'static str, path: PathBuf },
-    #[error("compile cache {path} is owned by uid {owner}, not by the user running cell (uid {me})")]
+    #[error(
+        "compile cache {path} is owned by uid {owner}, not by the user running cell (uid {me})"
+    )]
     CacheOwner { path: PathBuf, owner: u32, me: u32 },
 }
 

@@ -166,7 +166,6 @@ impl Limits {
     }
 }
 
-
 /// A process's fuel as the host sees it: what it has, and what it lent to its children.
 ///
 /// Fuel is **lent**, so a whole tree never uses more than pid0's `--fuel`:
@@ -416,5 +415,4 @@ mod tests {
         assert_eq!(parent.get(), 500);
         assert_eq!(parent.used(500), 500);
     }
-
 }

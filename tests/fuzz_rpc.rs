@@ -63,13 +63,15 @@ fn msg() -> impl Strategy<Value = Msg> {
             0u16..12,
             prop::collection::vec(any::<u8>(), 0..64),
         )
-            .prop_map(|(question, target, promised, interface, method, params)| Msg::Call {
-                question,
-                target,
-                promised,
-                interface,
-                method,
-                params,
+            .prop_map(|(question, target, promised, interface, method, params)| {
+                Msg::Call {
+                    question,
+                    target,
+                    promised,
+                    interface,
+                    method,
+                    params,
+                }
             }),
         (0u32..8).prop_map(Msg::Finish),
         (0u32..4, any::<u32>()).prop_map(|(id, n)| Msg::Release(id, n)),
@@ -171,7 +173,10 @@ fn run_connection(sup: &Supervisor, input: Vec<u8>) -> usize {
             }
         });
         let ended = tokio::time::timeout(Duration::from_secs(10), connection.run()).await;
-        assert!(ended.is_ok(), "the connection did not end after its input ended");
+        assert!(
+            ended.is_ok(),
+            "the connection did not end after its input ended"
+        );
         writer.abort();
         reader.abort();
         drained.get()

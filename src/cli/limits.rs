@@ -147,7 +147,7 @@ fn parse_max_procs(s: &str) -> Result<u32, String> {
     if n > ceiling {
         return Err(format!(
             "{n} is more than {ceiling} (each process may reserve {} GiB of address space for its memories)",
-            crate::limits::MAX_MEMORIES as u64 * crate::limits::MEMORY_RESERVATION >> 30
+            (crate::limits::MAX_MEMORIES as u64 * crate::limits::MEMORY_RESERVATION) >> 30
         ));
     }
     Ok(n)
@@ -201,4 +201,3 @@ mod tests {
         assert_eq!(l.timeout, Some(Duration::from_secs(1)));
     }
 }
-

@@ -1407,7 +1407,6 @@ fn subsumes_with(b: &NetRule, a: &NetRule, a_special: Option<IpNet>) -> bool {
     }
 }
 
-
 fn target_subsumes(b: &Target, a: &Target) -> bool {
     match (b, a) {
         (Target::Any, Target::Any) => true,
@@ -2393,7 +2392,10 @@ mod tests {
                     .map(|i| {
                         NetRule::new(
                             NetOp::Connect,
-                            Target::Cidr(IpNet::new(IpAddr::V4(Ipv4Addr::new(93, i as u8, 0, 0)), 16).unwrap()),
+                            Target::Cidr(
+                                IpNet::new(IpAddr::V4(Ipv4Addr::new(93, i as u8, 0, 0)), 16)
+                                    .unwrap(),
+                            ),
                             PortRange::ANY,
                         )
                     })
@@ -2401,7 +2403,10 @@ mod tests {
             )
         };
         let any = policy(&["connect=*:*"]);
-        assert_eq!(any.try_intersect(&many(MAX_RULES)).unwrap(), many(MAX_RULES));
+        assert_eq!(
+            any.try_intersect(&many(MAX_RULES)).unwrap(),
+            many(MAX_RULES)
+        );
         let err = any.try_intersect(&many(MAX_RULES + 1)).unwrap_err();
         assert_eq!(err.count, Some(MAX_RULES + 1));
         assert!(check_rule_count(MAX_RULES).is_ok());
@@ -2440,7 +2445,10 @@ mod tests {
     #[test]
     fn names_have_one_canonical_spelling() {
         assert_eq!(canonical_name("LOCALHOST.").unwrap(), "localhost");
-        assert_eq!(canonical_name("Api.Example.COM").unwrap(), "api.example.com");
+        assert_eq!(
+            canonical_name("Api.Example.COM").unwrap(),
+            "api.example.com"
+        );
         assert!(canonical_name("*.example.com").is_err());
         assert!(canonical_name(&"x".repeat(300)).is_err());
         assert!(canonical_name("a..b").is_err());
@@ -2457,9 +2465,23 @@ mod tests {
         /// Bases that sit on and around the special ranges, so random prefixes land inside,
         /// across and around them.
         const BASES: &[&str] = &[
-            "0.0.0.0", "10.1.2.3", "93.184.216.34", "127.0.0.1", "169.254.169.254", "172.16.5.4",
-            "192.168.1.1", "100.64.1.1", "224.0.0.1", "255.255.255.255", "::", "::1",
-            "fe80::1", "fd00:ec2::254", "2606:4700::1111", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "93.184.216.34",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.1.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "2606:4700::1111",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
         ];
         const NAMES: &[&str] = &["example.com", "*.example.com", "api.example.com", "x.org"];
         const PORT_EDGES: &[u16] = &[0, 1, 22, 80, 443, 1024, 8080, 65535];
@@ -2469,9 +2491,11 @@ mod tests {
         }
 
         fn ports() -> impl Strategy<Value = PortRange> {
-            (prop::sample::select(PORT_EDGES), prop::sample::select(PORT_EDGES)).prop_map(|(a, b)| {
-                PortRange::new(a.min(b), a.max(b)).unwrap_or(PortRange::ANY)
-            })
+            (
+                prop::sample::select(PORT_EDGES),
+                prop::sample::select(PORT_EDGES),
+            )
+                .prop_map(|(a, b)| PortRange::new(a.min(b), a.max(b)).unwrap_or(PortRange::ANY))
         }
 
         fn target() -> impl Strategy<Value = Target> {

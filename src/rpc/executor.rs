@@ -88,7 +88,7 @@ fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
         .iter()
         .map(|a| {
             let a = a?;
-            budget.take(a.len() as usize)?;
+            budget.take(a.len())?;
             Ok(a.to_str()?.to_string())
         })
         .collect::<capnp::Result<Vec<_>>>()?;
@@ -97,7 +97,7 @@ fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
         .iter()
         .map(|kv| {
             let (k, v) = (kv.get_key()?, kv.get_value()?);
-            budget.take(k.len() as usize + v.len() as usize)?;
+            budget.take(k.len() + v.len())?;
             Ok((k.to_string()?, v.to_string()?))
         })
         .collect::<capnp::Result<Vec<_>>>()?;

@@ -34,11 +34,11 @@ use crate::net::policy::{
     canonical_name, check_rule_count, parse_rule, Decision, NetOp, NetPolicy, NetRule, Target,
 };
 use crate::rpc::failed;
-use crate::text::guest_text;
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
 use crate::rpc::{ByteBudget, CallGate};
 use crate::table::Pid;
+use crate::text::guest_text;
 
 /// The reason text for a name that no rule lets the host resolve.
 pub const NO_NAME_RULES: &str = "no rule allows name lookups";
@@ -347,7 +347,10 @@ impl NetworkServer {
         let host = &canonical_name(host).map_err(|why| {
             failed(
                 "bad-address",
-                format!("{:?} is neither an IP address nor a host name: {why}", guest_text(host)),
+                format!(
+                    "{:?} is neither an IP address nor a host name: {why}",
+                    guest_text(host)
+                ),
             )
         })?;
         let deny_name = |reason: &str| {

@@ -93,7 +93,11 @@ impl byte_stream::Server for ByteStreamServer {
         }
         // The bytes are copied out and the call's message released before waiting: what waits
         // is exactly the charged bytes.
-        let _bytes = self.budget.as_ref().map(|b| b.reserve(data.len())).transpose()?;
+        let _bytes = self
+            .budget
+            .as_ref()
+            .map(|b| b.reserve(data.len()))
+            .transpose()?;
         let data = bytes::Bytes::copy_from_slice(data);
         drop(params);
         writer

@@ -243,7 +243,9 @@ fn slow_read_stdin() {
                         wasip2::clocks::monotonic_clock::subscribe_duration(10_000).block();
                     }
                     Ok(budget) => {
-                        let n = usize::try_from(budget).unwrap_or(usize::MAX).min(data.len());
+                        let n = usize::try_from(budget)
+                            .unwrap_or(usize::MAX)
+                            .min(data.len());
                         if out.write(&data[..n]).is_err() {
                             return Ok(());
                         }

@@ -87,12 +87,15 @@ fn run(args: &[String]) -> Result<String, String> {
             let bound = sockets.len();
             // Dropped sockets give their slots back.
             sockets.clear();
-            let again = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("after closing: {e}"))?;
+            let again =
+                UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("after closing: {e}"))?;
             drop(again);
             if bound == expected {
                 Ok(format!("bound {bound} sockets, then: {err}"))
             } else {
-                Err(format!("bound {bound} sockets (expected {expected}), then: {err}"))
+                Err(format!(
+                    "bound {bound} sockets (expected {expected}), then: {err}"
+                ))
             }
         }
         "listen" => serve_once()
