@@ -218,7 +218,9 @@ impl Supervisor {
         let started = self
             .start(Some(parent), depth, component, spec, limits)
             .await;
-        if let (Err(_), Some(fuel), Some(gauge)) = (&started, lent, &lender) {
+        // A child whose store could not be built never ran; one that failed to instantiate ran
+        // and was repaid by `finish`, like every process that ends.
+        if let (Err(SpawnError::Grant(_)), Some(fuel), Some(gauge)) = (&started, lent, &lender) {
             gauge.repay(fuel);
         }
         started

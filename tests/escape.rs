@@ -254,6 +254,49 @@ fn a_blocked_file_operation_does_not_outlive_the_timeout() {
     );
 }
 
+/// A component whose one function takes a long time to compile (`n` blocks of arithmetic);
+/// `seed` makes each one distinct, so none is found in a cache.
+fn slow_component(seed: u32, n: usize) -> Vec<u8> {
+    // Many small blocks with values live across them: register allocation is what takes time.
+    let body = "local.get 0 if (result i32) local.get 1 i32.const 3 i32.mul else local.get 2 i32.const 5 i32.add end local.get 1 i32.add local.set 1 local.get 2 local.get 0 i32.xor local.set 2\n".repeat(n);
+    let wat = format!(
+        r#"(component
+            (core module $m (func (export "run") (result i32) (local i32 i32 i32) {body} i32.const {seed}))
+            (core instance $i (instantiate $m))
+            (func $f (result (result)) (canon lift (core func $i "run")))
+            (instance $cli (export "run" (func $f)))
+            (export "wasi:cli/run@0.2.0" (instance $cli)))"#
+    );
+    wat::parse_str(&wat).expect("the slow component parses")
+}
+
+/// Six slow compiles started by pid0 right before its deadline do not keep cell alive: it exits
+/// within its grace (1 s) of the deadline, and compiles run at most one per core meanwhile.
+#[test]
+fn slow_compiles_do_not_outlive_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        let path = dir.path().join(format!("slow{i}.wasm"));
+        std::fs::write(path, slow_component(i, 150_000)).unwrap();
+    }
+    let mut cmd = cell();
+    cmd.args(["run", "--timeout", "1s", "--no-cache"])
+        .arg("--dir")
+        .arg(format!("{}::/d", dir.path().display()))
+        .arg(guest("escape"))
+        .args(["slow-spawns", "6"]);
+    let started = Instant::now();
+    let out = finish(cmd);
+    let took = started.elapsed();
+    out.assert_code(124);
+    eprintln!("cell exited {took:?} after starting (deadline 1 s)");
+    assert!(
+        took < Duration::from_secs(20),
+        "cell took {took:?} to exit after its 1 s deadline:\n{}",
+        out.stderr
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // What the host holds for a guest is charged
 

@@ -17,6 +17,8 @@
 //! - `long-host` (`connect=example.com:80`): ten connects to a 4 MiB host name are refused
 //!   as bad addresses (the test checks the audit log stays small).
 //! - `long-names N`: N children with 1 MiB names, one at a time (host memory stays bounded).
+//! - `slow-spawns N`: spawns N slow-to-compile components from `/d` at once (run under a short
+//!   `--timeout`; the test checks cell exits soon after it).
 //! - `padded-waits N`: N `Process.wait` calls padded to 256 KiB each, on a child that never
 //!   ends until killed (the host must not hold N × 256 KiB).
 //! - `big-args`: a spawn with 300 KiB of arguments is refused with `limit:`; 100 KiB works.
@@ -65,6 +67,7 @@ fn main() {
             "forge-stderr" => forge_stderr(&caps, &mut report).await,
             "long-host" => long_host(&caps, &mut report).await,
             "long-names" => long_names(&caps, n(200), &mut report).await,
+            "slow-spawns" => slow_spawns(&caps, n(6), &mut report).await,
             "padded-waits" => padded_waits(&caps, n(1000), &mut report).await,
             "fuel-tree" => {
                 let each = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
@@ -254,6 +257,23 @@ async fn stdin_flood(caps: &Caps, count: u64, report: &mut Report) -> Result<()>
     );
     drop(parked);
     child.kill().await?;
+    Ok(())
+}
+
+/// Spawns `/d/slow0.wasm` … `/d/slow{N-1}.wasm` (components that take long to compile) all
+/// at once; the test runs this under a short `--timeout` and checks that cell exits soon after
+/// it, whatever its compile threads are doing.
+async fn slow_spawns(caps: &Caps, count: u64, report: &mut Report) -> Result<()> {
+    let blobs = (0..count)
+        .map(|i| std::fs::read(format!("/d/slow{i}.wasm")))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("reading the slow components")?;
+    let spawns = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, wasm)| caps.spawn(wasm).name(format!("slow-{i}")).start());
+    let started = futures::future::join_all(spawns).await;
+    report.fail(format!("{} slow spawns answered before the deadline", started.len()));
     Ok(())
 }
 
