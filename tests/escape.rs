@@ -314,7 +314,7 @@ fn session_network_returns_one_capability() {
         .flat_map(|i| ["--net".to_string(), format!("connect=93.184.{i}.0/24:443")])
         .collect();
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
-    escape_rss(&rules, &["network-many", "50000"], PEAK_RSS_BOUND_KIB)
+    escape_rss(&rules, &["network-many", "20000"], PEAK_RSS_BOUND_KIB)
         .assert_code(0)
         .assert_stderr_has(", 0 failed");
 }

@@ -159,14 +159,26 @@ async fn restrict_big(caps: &Caps, count: usize, report: &mut Report) -> Result<
 }
 
 async fn network_many(caps: &Caps, count: u64, report: &mut Report) -> Result<()> {
+    // Kept, as a hostile guest would: each must not be a new server with its own policy.
+    let mut kept = Vec::new();
     for i in 0..count {
         let net = caps
             .network()
             .await
             .with_context(|| format!("network() #{i}"))?;
-        drop(net);
+        kept.push(net);
     }
     report.ok(format!("Session.network() answered {count} times"));
+    // One capability, handed out again: every client imports the same host object.
+    let first = kept.first().map(|c| c.client.hook.get_ptr());
+    let distinct = kept
+        .iter()
+        .filter(|c| Some(c.client.hook.get_ptr()) != first)
+        .count();
+    report.check(
+        distinct == 0,
+        format!("{distinct} clients differ from the first"),
+    );
     Ok(())
 }
 
@@ -273,7 +285,10 @@ async fn slow_spawns(caps: &Caps, count: u64, report: &mut Report) -> Result<()>
         .enumerate()
         .map(|(i, wasm)| caps.spawn(wasm).name(format!("slow-{i}")).start());
     let started = futures::future::join_all(spawns).await;
-    report.fail(format!("{} slow spawns answered before the deadline", started.len()));
+    report.fail(format!(
+        "{} slow spawns answered before the deadline",
+        started.len()
+    ));
     Ok(())
 }
 
