@@ -15,8 +15,11 @@
 //!   to the guest's stdin is subtracted; while more than [`UNSENT_MAX`] waits, the next
 //!   message is not read (a call read now would only add a reply to the queue).
 //!
-//! So per process the host holds at most `HELD_MAX + max-message-size` of call messages and
-//! `UNSENT_MAX + max-message-size` of replies (one message may always go past the bound).
+//! Servers whose replies are large (reads of up to 64 KiB) wait for the same room before they
+//! read ([`super::CallGate::reply_room`]), so replies of calls already in progress stay bounded
+//! too. So per process the host holds at most `HELD_MAX + max-message-size` of call messages
+//! and about `UNSENT_MAX + max-message-size` of replies, plus one read's reply per stream being
+//! read at that moment.
 //! A guest that reads its replies and whose calls return never notices.
 
 use std::cell::{Cell, RefCell};
@@ -24,7 +27,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use capnp::capability::Promise;
 use capnp::Error;
@@ -47,8 +50,8 @@ pub struct Flow {
     queued: Cell<u64>,
     /// Bytes the writer has written to the guest so far.
     written: Cell<u64>,
-    /// The receiver waiting for room.
-    waiter: RefCell<Option<Waker>>,
+    /// Everyone waiting for room: the receive loop, and reads about to make a large reply.
+    room: tokio::sync::Notify,
 }
 
 impl Flow {
@@ -64,22 +67,22 @@ impl Flow {
 
     fn wake(&self) {
         if self.has_room() {
-            if let Some(w) = self.waiter.borrow_mut().take() {
-                w.wake();
-            }
+            self.room.notify_waiters();
         }
     }
 
-    async fn room(self: &Rc<Self>) {
-        std::future::poll_fn(|cx| {
+    /// Resolves once held call messages and unsent replies are within their bounds.
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake between the two is not lost.
+            notified.as_mut().enable();
             if self.has_room() {
-                Poll::Ready(())
-            } else {
-                *self.waiter.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
+                return;
             }
-        })
-        .await
+            notified.await;
+        }
     }
 
     /// Bytes of call messages held now (for tests and the report).
@@ -257,5 +260,45 @@ impl<W: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for CountingWri
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every waiter wakes once the guest has taken enough of its replies: the receive loop and
+    /// any number of readers wait on the same room.
+    #[tokio::test]
+    async fn all_waiters_wake_when_replies_drain() {
+        let flow = Rc::new(Flow::default());
+        flow.queued.set(UNSENT_MAX + 10);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let waiters: Vec<_> = (0..3)
+                    .map(|_| {
+                        let flow = flow.clone();
+                        tokio::task::spawn_local(async move { flow.room().await })
+                    })
+                    .collect();
+                tokio::task::yield_now().await;
+                assert!(waiters.iter().all(|w| !w.is_finished()));
+                flow.written.set(10);
+                flow.wake();
+                for w in waiters {
+                    w.await.unwrap();
+                }
+            })
+            .await;
+    }
+
+    #[test]
+    fn held_messages_count_until_dropped() {
+        let flow = Rc::new(Flow::default());
+        flow.held.set(HELD_MAX + 1);
+        assert!(!flow.has_room());
+        flow.held.set(HELD_MAX);
+        assert!(flow.has_room());
     }
 }

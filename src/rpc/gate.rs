@@ -20,6 +20,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::rpc::failed;
+use crate::rpc::flow::Flow;
 
 /// A counter with a limit. Cheap to clone; clones share the count.
 #[derive(Clone, Debug)]
@@ -76,13 +77,28 @@ impl Drop for Taken {
 /// One call in progress; frees its slot when dropped.
 pub type InFlight = Taken;
 
-/// The bound on RPC calls in progress on one connection.
+/// The bound on RPC calls in progress on one connection, and the connection's flow control
+/// (see [`crate::rpc::flow`]) for servers whose replies are large.
 #[derive(Clone, Debug)]
-pub struct CallGate(Budget);
+pub struct CallGate(Budget, Option<Rc<Flow>>);
 
 impl CallGate {
     pub fn new(limit: u32) -> Self {
-        CallGate(Budget::new(limit as usize))
+        CallGate(Budget::new(limit as usize), None)
+    }
+
+    /// A gate whose [`CallGate::reply_room`] waits on `flow`.
+    pub fn with_flow(limit: u32, flow: Rc<Flow>) -> Self {
+        CallGate(Budget::new(limit as usize), Some(flow))
+    }
+
+    /// Waits until the connection's unsent replies are within their bound. A server about to
+    /// produce a large reply (a read of up to 64 KiB) waits here first, so a guest that has
+    /// many reads in progress but does not read its replies cannot make the host queue them.
+    pub async fn reply_room(&self) {
+        if let Some(flow) = &self.1 {
+            flow.room().await;
+        }
     }
 
     /// Takes a slot for one call.

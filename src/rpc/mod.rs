@@ -85,9 +85,9 @@ pub fn serve(
     let to_guest = flow::CountingWriter::new(transport.to_guest, flow.clone());
     let network = flow::FlowNetwork::new(
         twoparty::VatNetwork::new(from_guest, to_guest, Side::Server, options),
-        flow,
+        flow.clone(),
     );
-    let gate = CallGate::new(transport.max_outstanding_calls);
+    let gate = CallGate::with_flow(transport.max_outstanding_calls, flow.clone());
     let net = network::NetCaps::new(pid, sup.audit().clone(), sockets, gate.clone());
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net, gate));

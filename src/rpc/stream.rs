@@ -66,7 +66,11 @@ impl byte_stream::Server for ByteStreamServer {
             .reader
             .as_ref()
             .ok_or_else(|| failed("unsupported", "this stream is write-only"))?;
-        let data = reader.lock().await.read(max).await;
+        let reader = reader.lock().await;
+        if let Some(gate) = &self.gate {
+            gate.reply_room().await;
+        }
+        let data = reader.read(max).await;
         results.get().set_data(&data);
         Ok(())
     }

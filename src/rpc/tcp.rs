@@ -89,15 +89,11 @@ impl byte_stream::Server for TcpStreamServer {
         } else {
             asked.min(MAX_READ_CHUNK)
         };
+        let mut reader = self.inner.reader.lock().await;
+        // Wait for the guest to take its replies before making another one of up to `max`.
+        self.gate.reply_room().await;
         let mut buf = vec![0u8; max];
-        let n = self
-            .inner
-            .reader
-            .lock()
-            .await
-            .read(&mut buf)
-            .await
-            .map_err(|e| failed("io", e))?;
+        let n = reader.read(&mut buf).await.map_err(|e| failed("io", e))?;
         results.get().set_data(&buf[..n]);
         Ok(())
     }
