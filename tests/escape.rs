@@ -10,10 +10,9 @@ mod common;
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{cache_dir, cell, finish, guest, Finished, RUN_TIMEOUT};
+use common::{cache_dir, cell, finish, guest, Finished};
 
 /// `cell run [flags] escape.wasm <args>`, expecting every check inside to pass.
 fn escape(flags: &[&str], args: &[&str]) -> Finished {
@@ -27,47 +26,6 @@ fn escape(flags: &[&str], args: &[&str]) -> Finished {
     let out = finish(cmd);
     out.assert_code(0).assert_stderr_has(", 0 failed");
     out
-}
-
-/// Runs `cmd` while sampling its peak RSS (VmHWM, KiB) from /proc.
-fn with_peak_rss(mut cmd: std::process::Command) -> (Finished, u64) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cell");
-    let pid = child.id();
-    let mut err = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut err, &mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let mut peak = 0;
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kib) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kib);
-            }
-        }
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(start.elapsed() < RUN_TIMEOUT, "cell did not finish");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let out = Finished {
-        code: status.code(),
-        stdout: String::new(),
-        stderr: reader.join().unwrap_or_default(),
-    };
-    (out, peak)
 }
 
 /// The bound on `cell`'s peak RSS in the memory cases (a debug `cell` running a few guests
@@ -94,7 +52,7 @@ fn escape_rss(flags: &[&str], args: &[&str], bound_kib: u64) -> Finished {
         .args(flags)
         .arg(guest("escape"))
         .args(args);
-    let (out, peak) = with_peak_rss(cmd);
+    let (out, peak) = common::finish_with_peak_rss(cmd);
     assert!(
         peak < bound_kib,
         "cell peaked at {peak} KiB (bound {bound_kib} KiB); stderr:\n{}",

@@ -331,44 +331,10 @@ fn with_peak_rss(flags: &[&str], args: &[&str]) -> (Finished, u64) {
         .arg(cache_dir())
         .args(flags)
         .arg(guest("hostile-pid0"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn cell");
-    let pid = child.id();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut err, &mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let mut peak = 0;
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kib) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kib);
-            }
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < RUN_TIMEOUT, "cell did not finish");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let out = Finished {
-        code: status.code(),
-        stdout: String::new(),
-        stderr: reader.join().unwrap(),
-    };
+        .args(args);
+    let (out, peak) = common::finish_with_peak_rss(cmd);
     out.assert_code(0)
         .assert_stderr_has("ok: sibling echo loop completed all its calls: exited(0)");
-    assert!(peak > 0, "no VmHWM sample");
     (out, peak)
 }
 

@@ -11,6 +11,20 @@ use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
 use crate::rpc::{failed, ByteBudget, CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
 
+/// Refuses a single write larger than [`NET_MAX_WRITE`] (a guest writes more in several calls).
+///
+/// # Errors
+/// `limit: write of N bytes exceeds …`.
+pub(crate) fn check_write_size(len: usize) -> Result<(), capnp::Error> {
+    if len > NET_MAX_WRITE {
+        return Err(failed(
+            "limit",
+            format!("write of {len} bytes exceeds the {NET_MAX_WRITE}-byte maximum"),
+        ));
+    }
+    Ok(())
+}
+
 pub struct ByteStreamServer {
     reader: Option<Mutex<PipeReader>>,
     writer: Option<Mutex<PipeWriter>>,
@@ -86,15 +100,7 @@ impl byte_stream::Server for ByteStreamServer {
             .as_ref()
             .ok_or_else(|| failed("unsupported", "this stream is read-only"))?;
         let data = params.get()?.get_data()?;
-        if data.len() > NET_MAX_WRITE {
-            return Err(failed(
-                "limit",
-                format!(
-                    "write of {} bytes exceeds the {NET_MAX_WRITE}-byte maximum",
-                    data.len()
-                ),
-            ));
-        }
+        check_write_size(data.len())?;
         // The bytes are copied out and the call's message released before waiting: what waits
         // is exactly the charged bytes.
         let _bytes = self

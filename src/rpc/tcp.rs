@@ -7,7 +7,7 @@
 //! that opened (or accepted) it.
 //!
 //! Bounds: a read returns at most [`MAX_READ_CHUNK`] bytes; a write carries at most
-//! [`NET_MAX_WRITE`] bytes and resolves only once the kernel took them (backpressure). Calls on
+//! [`NET_MAX_WRITE`](crate::limits::NET_MAX_WRITE) bytes and resolves only once the kernel took them (backpressure). Calls on
 //! one stream are served one at a time per direction; writes queued behind a slow peer hold
 //! their bytes against the process's in-flight budget (`NET_MAX_IN_FLIGHT`), so pipelining
 //! writes cannot park unbounded data in the host.
@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
-use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
+use crate::limits::MAX_READ_CHUNK;
 use crate::rpc::failed;
 use crate::rpc::network::{NetCaps, SocketPermit};
 use crate::rpc::{ByteBudget, CallGate};
@@ -105,15 +105,7 @@ impl byte_stream::Server for TcpStreamServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let data = params.get()?.get_data()?;
-        if data.len() > NET_MAX_WRITE {
-            return Err(failed(
-                "limit",
-                format!(
-                    "write of {} bytes exceeds the {NET_MAX_WRITE}-byte maximum",
-                    data.len()
-                ),
-            ));
-        }
+        crate::rpc::stream::check_write_size(data.len())?;
         let _bytes = self.in_flight.reserve(data.len())?;
         // Copied out so the call's message is released before waiting (see `rpc::flow`).
         let data = bytes::Bytes::copy_from_slice(data);

@@ -152,6 +152,49 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Stri
     })
 }
 
+/// Runs `cmd` to completion (stdout discarded, stderr collected) while sampling its peak
+/// resident memory (VmHWM, KiB) from /proc; panics if it runs past [`RUN_TIMEOUT`] or no sample
+/// was taken.
+pub fn finish_with_peak_rss(mut cmd: Command) -> (Finished, u64) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let pid = child.id();
+    let err = drain(child.stderr.take());
+    let mut peak = 0;
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(s) = child.try_wait().expect("wait on cell") {
+            break s;
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cell did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(peak > 0, "no VmHWM sample");
+    let out = Finished {
+        code: status.code(),
+        stdout: String::new(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    (out, peak)
+}
+
 /// Runs the `scenarios` guest as pid0 with `args` and returns the finished run.
 pub fn scenario(args: &[&str]) -> Finished {
     finish(cell_run(&guest("scenarios"), args))
