@@ -41,6 +41,8 @@ pub enum HostFileError {
     },
     #[error("{what} {path} is not a regular file")]
     NotAFile { what: &'static str, path: PathBuf },
+    #[error("the report and the audit log are the same file ({path}): give each its own")]
+    SameFile { path: PathBuf },
     #[error(
         "compile cache {path} is owned by uid {owner}, not by the user running cell (uid {me})"
     )]
@@ -81,6 +83,16 @@ pub fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError> {
     if let Some(cache) = paths.cache {
         check_outside("compile cache", cache, &roots, true)?;
         prepare_cache_dir(cache)?;
+    }
+    if let (Some(report), Some(audit)) = (paths.report, paths.audit) {
+        if report != Path::new("-")
+            && canonical_target(report).ok().is_some()
+            && canonical_target(report).ok() == canonical_target(audit).ok()
+        {
+            return Err(HostFileError::SameFile {
+                path: audit.to_path_buf(),
+            });
+        }
     }
     let audit = match paths.audit {
         Some(path) => {
@@ -267,6 +279,21 @@ mod tests {
         assert!(check_outside("report", &dir.path().join("out.json"), &roots, false).is_ok());
         // A cache directory that contains the grant is refused too.
         assert!(check_outside("compile cache", dir.path(), &roots, true).is_err());
+    }
+
+    #[test]
+    fn report_and_audit_may_not_share_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        let again = dir.path().join("./out.json");
+        let err = prepare(&HostPaths {
+            dirs: &[],
+            report: Some(&path),
+            audit: Some(&again),
+            cache: None,
+        })
+        .unwrap_err();
+        assert!(matches!(err, HostFileError::SameFile { .. }), "{err}");
     }
 
     #[test]
