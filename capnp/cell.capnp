@@ -100,7 +100,8 @@ struct Limits {
   # Zero means "the same as the parent". A value above the parent's is clamped down to it.
   maxMemoryBytes @0 :UInt64;  # all linear memories and tables of the child's store together
   timeoutMs @1 :UInt64;       # wall-clock deadline from spawn
-  fuel @2 :UInt64;            # CPU fuel, when the host runs with fuel metering
+  fuel @2 :UInt64;            # CPU fuel, when the host runs with fuel metering: lent from the
+                              # parent's (0 = half of what it has left), given back at exit
   maxProcs @3 :UInt32;        # live processes in the child's subtree, itself included
   maxDepth @4 :UInt32;        # how many levels below the child may still be spawned
 }

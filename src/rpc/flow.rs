@@ -73,6 +73,10 @@ impl Flow {
 
     /// Resolves once held call messages and unsent replies are within their bounds.
     pub async fn room(&self) {
+        // The common case costs one comparison: no waiter is registered when there is room.
+        if self.has_room() {
+            return;
+        }
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);

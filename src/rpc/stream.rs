@@ -101,19 +101,17 @@ impl byte_stream::Server for ByteStreamServer {
             .ok_or_else(|| failed("unsupported", "this stream is read-only"))?;
         let data = params.get()?.get_data()?;
         check_write_size(data.len())?;
-        // The bytes are copied out and the call's message released before waiting: what waits
-        // is exactly the charged bytes.
+        // What waits is charged twice over: its bytes to the owner's in-flight budget, and the
+        // call's message (held until the write is done) to the connection by `rpc::flow`.
         let _bytes = self
             .budget
             .as_ref()
             .map(|b| b.reserve(data.len()))
             .transpose()?;
-        let data = bytes::Bytes::copy_from_slice(data);
-        drop(params);
         writer
             .lock()
             .await
-            .write_all(&data)
+            .write_all(data)
             .await
             .map_err(|e| failed("closed", e))
     }

@@ -107,14 +107,13 @@ impl byte_stream::Server for TcpStreamServer {
         let data = params.get()?.get_data()?;
         crate::rpc::stream::check_write_size(data.len())?;
         let _bytes = self.in_flight.reserve(data.len())?;
-        // Copied out so the call's message is released before waiting (see `rpc::flow`).
-        let data = bytes::Bytes::copy_from_slice(data);
-        drop(params);
+        // The call's message stays held while the write waits: it is charged to the
+        // connection by `rpc::flow`, and its bytes to the in-flight budget above.
         self.inner
             .writer
             .lock()
             .await
-            .write_all(&data)
+            .write_all(data)
             .await
             .map_err(|e| failed("closed", e))
     }

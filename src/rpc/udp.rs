@@ -149,11 +149,9 @@ impl udp_socket::Server for UdpSocketServer {
             return Err(failed("denied", decision));
         }
         let _bytes = self.net.in_flight().reserve(data.len())?;
-        let data = bytes::Bytes::copy_from_slice(data);
-        drop(params);
         self.inner
             .socket
-            .send_to(&data, SocketAddr::new(ip, port))
+            .send_to(data, SocketAddr::new(ip, port))
             .await
             .map_err(|e| failed("io", e))?;
         Ok(())

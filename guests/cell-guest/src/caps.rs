@@ -338,7 +338,9 @@ impl<'a> SpawnBuilder<'a> {
         self
     }
 
-    /// CPU fuel, when the host meters fuel; clamped to this process's own.
+    /// CPU fuel, when the host meters fuel: lent from this process's own (at most what it has
+    /// left) and given back when the child ends. Without it the child is lent half of what is
+    /// left.
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = fuel;
         self
