@@ -485,6 +485,26 @@ fn wasi_sockets_count_against_max_sockets() {
         .assert_stderr_has("net-std: ok: bound 10 sockets, then:");
 }
 
+/// Connections a guest's own listener accepts count too.
+#[test]
+fn accepted_wasi_sockets_count_against_max_sockets() {
+    let mut cmd = cell();
+    cmd.args(["run", "--plain", "--max-sockets", "10"])
+        .args([
+            "--net",
+            "listen=127.0.0.1:0",
+            "--net",
+            "connect=127.0.0.1:*",
+        ])
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg(guest("net-std"))
+        .args(["accept-flood", "10"]);
+    finish(cmd)
+        .assert_code(0)
+        .assert_stderr_has("net-std: ok: held 10 sockets, then accept:");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Smaller defects
 

@@ -3,13 +3,11 @@
 //! itself whatever the guests do.
 //!
 //! - RPC sockets hold a [`SocketPermit`] for as long as they are open.
-//! - `wasi:sockets` sockets are counted when the guest creates one: cell shadows
-//!   `create-tcp-socket` and `create-udp-socket` in the linker ([`add_to_linker`]), and each
-//!   creation first forgets the sockets the guest has dropped since (a socket's table entry is
-//!   gone once dropped), then refuses with `new-socket-limit` past the limit. Connections a
-//!   guest's own listener accepts are not counted here (wasmtime-wasi makes them inside
-//!   `accept`); each needs a peer to connect, and every process's resource table is capped
-//!   (`limits::MAX_RESOURCES`), and the descriptor reserve below holds regardless.
+//! - `wasi:sockets` sockets are counted when the guest creates or accepts one: cell shadows
+//!   `create-tcp-socket`, `create-udp-socket` and `tcp-socket.accept` in the linker
+//!   ([`add_to_linker`]), and each first forgets the sockets the guest has dropped since (a
+//!   socket's table entry is gone once dropped), then refuses with `new-socket-limit` past the
+//!   limit (an unaccepted connection waits in the kernel's backlog).
 //! - **Descriptor reserve.** No socket is made for any guest, on either path, while fewer than
 //!   [`FD_RESERVE`] descriptors remain below the host's `RLIMIT_NOFILE` (raised to its hard
 //!   limit when cell starts, [`raise_fd_limit`]): the host can always still open its pipes,
@@ -21,8 +19,10 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
-use wasmtime_wasi::p2::bindings::sockets::{network, tcp_create_socket, udp_create_socket};
-use wasmtime_wasi::p2::{SocketError, SocketResult, TcpSocket, UdpSocket};
+use wasmtime_wasi::p2::bindings::sockets::{network, tcp, tcp_create_socket, udp_create_socket};
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, SocketError, SocketResult, TcpSocket, UdpSocket,
+};
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 /// Descriptors the host keeps for itself: no guest socket is made once fewer remain.
@@ -226,7 +226,39 @@ impl HasData for Counted {
     type Data<'a> = CountedView<'a>;
 }
 
-/// Replaces wasmtime-wasi's two socket constructors in `linker` by the counting ones.
+/// What `tcp-socket.accept` returns: the connection and its two streams.
+type Accepted = (
+    Resource<TcpSocket>,
+    Resource<DynInputStream>,
+    Resource<DynOutputStream>,
+);
+
+impl CountedView<'_> {
+    /// `tcp-socket.accept`, counted like a created socket: refused with `new-socket-limit`
+    /// before the connection is taken from the kernel's backlog when there is no room.
+    fn accept(
+        &mut self,
+        this: Resource<TcpSocket>,
+    ) -> wasmtime::Result<Result<Accepted, ErrorCode>> {
+        if let Err(e) = self.room() {
+            return Ok(Err(e.downcast()?));
+        }
+        match tcp::HostTcpSocket::accept(&mut self.view, this) {
+            Ok(accepted) => {
+                self.sockets.tcp.insert(accepted.0.rep());
+                self.publish();
+                Ok(Ok(accepted))
+            }
+            Err(e) => Ok(Err(e.downcast()?)),
+        }
+    }
+}
+
+/// The `wasi:sockets` version wasmtime-wasi defines (guests' 0.2.x imports resolve to it).
+const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
+
+/// Replaces wasmtime-wasi's two socket constructors and `tcp-socket.accept` in `linker` by the
+/// counting ones.
 ///
 /// # Errors
 /// wasmtime refused the definitions.
@@ -237,6 +269,12 @@ pub fn add_to_linker<T: Send + 'static>(
     linker.allow_shadowing(true);
     tcp_create_socket::add_to_linker::<T, Counted>(linker, view)?;
     udp_create_socket::add_to_linker::<T, Counted>(linker, view)?;
+    linker.instance(TCP_INTERFACE)?.func_wrap(
+        "[method]tcp-socket.accept",
+        move |mut store: wasmtime::StoreContextMut<'_, T>, (this,): (Resource<TcpSocket>,)| {
+            view(store.data_mut()).accept(this).map(|r| (r,))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }

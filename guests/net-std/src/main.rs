@@ -11,6 +11,8 @@
 //! - `no-udp`            expect binding a UDP socket on 127.0.0.1 to fail
 //! - `socket-flood N`    bind UDP sockets on 127.0.0.1 until refused; expect exactly N, and
 //!   one more once they are closed
+//! - `accept-flood N`    listen on 127.0.0.1, then connect to itself and accept, until refused;
+//!   expect exactly N sockets held (listener, dialed and accepted together)
 //! - `listen`            listen on 127.0.0.1:0, print `net-std: listening on ADDR`, accept one
 //!   connection, echo it back uppercased, exit
 
@@ -95,6 +97,33 @@ fn run(args: &[String]) -> Result<String, String> {
             } else {
                 Err(format!(
                     "bound {bound} sockets (expected {expected}), then: {err}"
+                ))
+            }
+        }
+        "accept-flood" => {
+            let expected: usize = arg(2)?.parse().map_err(|_| "accept-flood needs a count")?;
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let (mut dialed, mut accepted) = (Vec::new(), Vec::new());
+            let err = loop {
+                match TcpStream::connect(addr) {
+                    Ok(s) => dialed.push(s),
+                    Err(e) => break format!("connect: {e}"),
+                }
+                match listener.accept() {
+                    Ok((s, _)) => accepted.push(s),
+                    Err(e) => break format!("accept: {e}"),
+                }
+                if dialed.len() > expected + 100 {
+                    break "no limit".to_string();
+                }
+            };
+            let held = 1 + dialed.len() + accepted.len();
+            if held == expected {
+                Ok(format!("held {held} sockets, then {err}"))
+            } else {
+                Err(format!(
+                    "held {held} sockets (expected {expected}), then {err}"
                 ))
             }
         }
