@@ -86,844 +86,31 @@
 //! `[2001:db8::/32]`), a host name (`example.com`, `*.example.com`) or `*` (every address, which
 //! by the rules above still never covers a special range); `PORT` is `N`, `N-M` or `*`. The
 //! `Display` of a [`NetRule`] prints this syntax back.
+//!
+//! # Files
+//!
+//! This file holds [`NetPolicy`] and its decisions; `rule` the operations, ports, targets and
+//! rules; `parse` the `--net` grammar and host names; `special` the special ranges and
+//! canonical addresses; `decision` the answer to one request; `intersect` the never-widening
+//! intersection and its pruning.
+
+mod decision;
+mod intersect;
+mod parse;
+mod rule;
+mod special;
+
+pub use decision::*;
+use intersect::*;
+pub use parse::*;
+pub use rule::*;
+pub use special::*;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-// ------------------------------------------------------------------------------------------------
-// Operations, ports, targets, rules
-// ------------------------------------------------------------------------------------------------
-
-/// A kind of socket operation a rule can grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetOp {
-    /// Open a TCP connection to a remote address.
-    Connect,
-    /// Bind a TCP listener to a local address.
-    Listen,
-    /// Bind a UDP socket to, or exchange datagrams with, an address.
-    Udp,
-}
-
-impl NetOp {
-    /// Every operation, in syntax order.
-    pub const ALL: [NetOp; 3] = [NetOp::Connect, NetOp::Listen, NetOp::Udp];
-
-    /// The rule-syntax spelling: `connect`, `listen` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NetOp::Connect => "connect",
-            NetOp::Listen => "listen",
-            NetOp::Udp => "udp",
-        }
-    }
-
-    /// Port 0 means "let the OS pick" for listen/udp, but is never a connect destination.
-    fn accepts_port(self, port: u16) -> bool {
-        !(self == NetOp::Connect && port == 0)
-    }
-}
-
-impl fmt::Display for NetOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NetOp {
-    type Err = RuleErrorKind;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NetOp::ALL
-            .into_iter()
-            .find(|op| op.as_str() == s)
-            .ok_or_else(|| RuleErrorKind::UnknownOp(s.to_string()))
-    }
-}
-
-/// An inclusive port range. `*` (= `0-65535`) is [`PortRange::ANY`]; see the module docs for
-/// what port 0 means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PortRange {
-    /// Lowest port in the range.
-    pub low: u16,
-    /// Highest port in the range (inclusive).
-    pub high: u16,
-}
-
-impl PortRange {
-    /// Every port, including 0 ("ephemeral" for listen/udp).
-    pub const ANY: PortRange = PortRange {
-        low: 0,
-        high: u16::MAX,
-    };
-
-    /// The range holding only `port`.
-    pub const fn single(port: u16) -> Self {
-        PortRange {
-            low: port,
-            high: port,
-        }
-    }
-
-    /// `low..=high`, or `None` if the range is reversed.
-    pub fn new(low: u16, high: u16) -> Option<Self> {
-        (low <= high).then_some(PortRange { low, high })
-    }
-
-    /// Whether `port` lies in the range.
-    pub fn contains(self, port: u16) -> bool {
-        self.low <= port && port <= self.high
-    }
-
-    /// Whether every port of `other` lies in `self`.
-    pub fn covers(self, other: PortRange) -> bool {
-        self.low <= other.low && other.high <= self.high
-    }
-
-    /// The ports in both ranges, if any.
-    pub fn intersect(self, other: PortRange) -> Option<PortRange> {
-        PortRange::new(self.low.max(other.low), self.high.min(other.high))
-    }
-
-    /// Whether this is `*`.
-    pub fn is_any(self) -> bool {
-        self == PortRange::ANY
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_any() {
-            f.write_str("*")
-        } else if self.low == self.high {
-            write!(f, "{}", self.low)
-        } else {
-            write!(f, "{}-{}", self.low, self.high)
-        }
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = RuleErrorKind;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(RuleErrorKind::MissingPort);
-        }
-        if s == "*" {
-            return Ok(PortRange::ANY);
-        }
-        let bad = || RuleErrorKind::BadPort(s.to_string());
-        match s.split_once('-') {
-            None => parse_port(s).map(PortRange::single).ok_or_else(bad),
-            Some((low, high)) => {
-                let low = parse_port(low).ok_or_else(bad)?;
-                let high = parse_port(high).ok_or_else(bad)?;
-                PortRange::new(low, high).ok_or(RuleErrorKind::ReversedPorts(low, high))
-            }
-        }
-    }
-}
-
-/// Digits only: `u16::from_str` would also accept `+80`.
-fn parse_port(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// What a rule is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// `*`: every address, IPv4 and IPv6. Like any broad rule it never covers a special range.
-    Any,
-    /// An address range. A bare address is a /32 or /128.
-    Cidr(IpNet),
-    /// A DNS name, lowercase ASCII without trailing dot, or a wildcard `*.example.com` (any name
-    /// with at least one more label). Never matches an address directly; see the module docs.
-    Host(String),
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Any => f.write_str("*"),
-            Target::Host(name) => f.write_str(name),
-            Target::Cidr(IpNet::V4(net)) if net.prefix_len() == 32 => write!(f, "{}", net.addr()),
-            Target::Cidr(IpNet::V4(net)) => write!(f, "{net}"),
-            Target::Cidr(IpNet::V6(net)) if net.prefix_len() == 128 => {
-                write!(f, "[{}]", net.addr())
-            }
-            Target::Cidr(IpNet::V6(net)) => write!(f, "[{net}]"),
-        }
-    }
-}
-
-/// One permission: `op` on `target` for `ports`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NetRule {
-    /// The operation granted.
-    pub op: NetOp,
-    /// The addresses (or name) it is granted for.
-    pub target: Target,
-    /// The ports it is granted for.
-    pub ports: PortRange,
-}
-
-impl NetRule {
-    /// A rule from its parts (no validation: build from [`parse_rule`] for user input).
-    pub fn new(op: NetOp, target: Target, ports: PortRange) -> Self {
-        NetRule { op, target, ports }
-    }
-
-    fn applies_to(&self, op: NetOp, port: u16) -> bool {
-        self.op == op && self.ports.contains(port) && op.accepts_port(port)
-    }
-}
-
-impl fmt::Display for NetRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}:{}", self.op, self.target, self.ports)
-    }
-}
-
-impl FromStr for NetRule {
-    type Err = RuleParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_rule(s)
-    }
-}
-
-/// Serialised as its rule syntax, e.g. `"connect=127.0.0.1:8080"`.
-impl Serialize for NetRule {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for NetRule {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_rule(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Parsing
-// ------------------------------------------------------------------------------------------------
-
-/// A `--net` rule that did not parse. Displays as
-/// `bad --net rule "connect=10.0.0.0/33:80": invalid CIDR "10.0.0.0/33" (prefix length 33 > 32)`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad --net rule {rule:?}: {kind}")]
-pub struct RuleParseError {
-    /// The whole rule as given.
-    pub rule: String,
-    /// What is wrong with it, naming the bad part.
-    pub kind: RuleErrorKind,
-}
-
-/// What is wrong with a `--net` rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleErrorKind {
-    /// No `=` between operation and target.
-    #[error("missing \"=\" (write OP=HOST:PORT, e.g. connect=example.com:443)")]
-    MissingEquals,
-    /// The operation is not one of connect, listen, udp.
-    #[error("unknown operation {0:?} (expected connect, listen or udp)")]
-    UnknownOp(String),
-    /// Nothing before the port.
-    #[error("missing address or host name (write OP=HOST:PORT)")]
-    MissingTarget,
-    /// No `:PORT`.
-    #[error("missing port (write HOST:PORT, PORT may be N, N-M or *)")]
-    MissingPort,
-    /// Something other than `:PORT` after a bracketed IPv6 address.
-    #[error("expected \":PORT\" after \"]\" but found {0:?}")]
-    JunkAfterBracket(String),
-    /// The port is not `N`, `N-M` or `*`.
-    #[error("invalid port {0:?} (PORT may be N, N-M or *, with N at most 65535)")]
-    BadPort(String),
-    /// `N-M` with `N > M`.
-    #[error("port range {0}-{1} is reversed")]
-    ReversedPorts(u16, u16),
-    /// `connect=…:0`.
-    #[error("port 0 means \"let the OS pick\" and only makes sense for listen and udp")]
-    ConnectPortZero,
-    /// A malformed address or CIDR.
-    #[error("invalid CIDR {text:?} ({why})")]
-    BadCidr {
-        /// The offending part.
-        text: String,
-        /// Why it is invalid.
-        why: String,
-    },
-    /// A CIDR whose address has bits set beyond the prefix, e.g. `10.0.0.1/8`.
-    #[error("CIDR {text:?} has host bits set (did you mean {suggestion}?)")]
-    HostBits {
-        /// The offending part.
-        text: String,
-        /// The CIDR with host bits cleared.
-        suggestion: String,
-    },
-    /// An IPv6 address without brackets, which would be ambiguous with the port.
-    #[error("IPv6 address in {0:?} must be in brackets, e.g. [::1]:443 or [2001:db8::/32]:443")]
-    UnbracketedIpv6(String),
-    /// `[` without `]`.
-    #[error("unclosed \"[\" in {0:?}")]
-    UnclosedBracket(String),
-    /// A malformed host name.
-    #[error("invalid host name {text:?} ({why})")]
-    BadHost {
-        /// The offending part.
-        text: String,
-        /// Why it is invalid.
-        why: String,
-    },
-    /// `listen=NAME:…`: a listener binds a local address, which a DNS name does not denote.
-    #[error("listen rules need a local address, not the host name {0:?}")]
-    ListenOnHost(String),
-}
-
-/// Parse one `--net` rule, e.g. `connect=93.184.0.0/16:443`, `listen=127.0.0.1:0`,
-/// `connect=[::1]:443`, `connect=*.example.com:443`, `udp=127.0.0.1:*`.
-///
-/// Host names are lowercased and lose a trailing dot; IPv4-mapped IPv6 CIDRs
-/// (`[::ffff:127.0.0.1]`) are stored as IPv4. `parse_rule(&rule.to_string())` gives `rule` back.
-///
-/// # Errors
-///
-/// A [`RuleParseError`] quoting the rule and naming the bad part.
-pub fn parse_rule(s: &str) -> Result<NetRule, RuleParseError> {
-    parse_rule_kind(s).map_err(|kind| RuleParseError {
-        rule: s.to_string(),
-        kind,
-    })
-}
-
-fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
-    let (op, rest) = s.split_once('=').ok_or(RuleErrorKind::MissingEquals)?;
-    let op: NetOp = op.parse()?;
-    let (host, port) = split_host_port(rest)?;
-    let ports: PortRange = port.parse()?;
-    let target = match host {
-        HostPart::Bracketed(inner) => parse_bracketed(inner)?,
-        HostPart::Plain(text) => parse_plain_target(text)?,
-    };
-    if op == NetOp::Connect && ports == PortRange::single(0) {
-        return Err(RuleErrorKind::ConnectPortZero);
-    }
-    if let (NetOp::Listen, Target::Host(name)) = (op, &target) {
-        return Err(RuleErrorKind::ListenOnHost(name.clone()));
-    }
-    Ok(NetRule { op, target, ports })
-}
-
-enum HostPart<'a> {
-    Bracketed(&'a str),
-    Plain(&'a str),
-}
-
-/// Split `HOST:PORT` / `[V6]:PORT`. The port is after the *last* colon of a plain host; a plain
-/// host with a colon left in it is an unbracketed IPv6 address.
-fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleErrorKind> {
-    if let Some(after_open) = rest.strip_prefix('[') {
-        let (inner, after) = after_open
-            .split_once(']')
-            .ok_or_else(|| RuleErrorKind::UnclosedBracket(rest.to_string()))?;
-        if after.is_empty() {
-            return Err(RuleErrorKind::MissingPort);
-        }
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| RuleErrorKind::JunkAfterBracket(after.to_string()))?;
-        return Ok((HostPart::Bracketed(inner), port));
-    }
-    let (host, port) = rest.rsplit_once(':').ok_or(RuleErrorKind::MissingPort)?;
-    if host.contains(':') {
-        return Err(RuleErrorKind::UnbracketedIpv6(rest.to_string()));
-    }
-    if host.is_empty() {
-        return Err(RuleErrorKind::MissingTarget);
-    }
-    Ok((HostPart::Plain(host), port))
-}
-
-fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
-    if inner.is_empty() {
-        return Err(RuleErrorKind::MissingTarget);
-    }
-    let net = parse_cidr(inner)?;
-    if !matches!(net, IpNet::V6(_)) {
-        return Err(RuleErrorKind::BadCidr {
-            text: inner.to_string(),
-            why: "brackets are for IPv6; write IPv4 addresses without them".to_string(),
-        });
-    }
-    Ok(Target::Cidr(canonical_net(net)))
-}
-
-fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
-    if text == "*" {
-        return Ok(Target::Any);
-    }
-    if text.contains('/') || text.parse::<Ipv4Addr>().is_ok() {
-        let net = parse_cidr(text)?;
-        if matches!(net, IpNet::V6(_)) {
-            return Err(RuleErrorKind::UnbracketedIpv6(text.to_string()));
-        }
-        return Ok(Target::Cidr(net));
-    }
-    normalize_host_name(text, true)
-        .map(Target::Host)
-        .map_err(|why| RuleErrorKind::BadHost {
-            text: text.to_string(),
-            why: why.to_string(),
-        })
-}
-
-/// `ADDR` or `ADDR/LEN` (either family), rejecting host bits and over-long prefixes.
-fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
-    let bad = |why: String| RuleErrorKind::BadCidr {
-        text: text.to_string(),
-        why,
-    };
-    let (addr_text, len_text) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr_text
-        .parse()
-        .map_err(|_| bad(format!("{addr_text:?} is not an IP address")))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len_text {
-        None => max,
-        Some(l) => parse_prefix_len(l).ok_or_else(|| bad(format!("bad prefix length {l:?}")))?,
-    };
-    if len > max {
-        return Err(bad(format!("prefix length {len} > {max}")));
-    }
-    let net = IpNet::new(addr, len).map_err(|_| bad(format!("prefix length {len} > {max}")))?;
-    if net.trunc() != net {
-        return Err(RuleErrorKind::HostBits {
-            text: text.to_string(),
-            suggestion: Target::Cidr(net.trunc()).to_string(),
-        });
-    }
-    Ok(net)
-}
-
-fn parse_prefix_len(s: &str) -> Option<u8> {
-    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// The one spelling of a host name that is matched, resolved and audited: lower case, without
-/// a trailing dot (`LOCALHOST.` is `localhost`). Resolving the name as the guest spelled it
-/// could ask a different question (`localhost.` is not in `/etc/hosts` and would go to DNS).
-///
-/// # Errors
-/// Why `name` is not a valid DNS name (wildcards are not names).
-pub fn canonical_name(name: &str) -> Result<String, &'static str> {
-    normalize_host_name(name, false)
-}
-
-/// Lowercase, drop one trailing dot, validate. `wildcard_ok` allows a leading `*.` label.
-fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
-    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    let base = match name.strip_prefix("*.") {
-        Some(base) if wildcard_ok => base,
-        Some(_) => return Err("wildcards are only allowed in rules"),
-        None => name.as_str(),
-    };
-    validate_dns_name(base)?;
-    Ok(name)
-}
-
-fn validate_dns_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty name");
-    }
-    if name.len() > 253 {
-        return Err("longer than 253 characters");
-    }
-    for label in name.split('.') {
-        validate_label(label)?;
-    }
-    let last = name.rsplit('.').next().unwrap_or(name);
-    if last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("all-numeric last label: not a DNS name, and not a valid IPv4 address either");
-    }
-    Ok(())
-}
-
-fn validate_label(label: &str) -> Result<(), &'static str> {
-    if label.is_empty() {
-        return Err("empty label");
-    }
-    if label.len() > 63 {
-        return Err("label longer than 63 characters");
-    }
-    if label.contains('*') {
-        return Err("\"*\" is only allowed as the whole first label, e.g. *.example.com");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("only letters, digits, '-' and '_' are allowed; write IDNs in punycode");
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err("a label cannot start or end with '-'");
-    }
-    Ok(())
-}
-
-/// Whether every name matched by `q` (a name or `*.` wildcard) is matched by `p`.
-/// For a plain name `q` this is simply "`p` matches `q`".
-fn name_covers(p: &str, q: &str) -> bool {
-    if p == q {
-        return true;
-    }
-    match p.strip_prefix('*') {
-        // `suffix` starts with '.', so matching respects label boundaries.
-        Some(suffix) => q.len() > suffix.len() && q.ends_with(suffix),
-        None => false,
-    }
-}
-
-/// The names matched by both patterns, as one pattern. Two patterns either nest or are disjoint
-/// (a name matching `*.a` and `*.b` makes one of `a`, `b` a suffix of the other), so this is exact.
-fn intersect_names(a: &str, b: &str) -> Option<String> {
-    if name_covers(a, b) {
-        Some(b.to_string())
-    } else if name_covers(b, a) {
-        Some(a.to_string())
-    } else {
-        None
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Special ranges and canonical addresses
-// ------------------------------------------------------------------------------------------------
-
-/// An address range a broad rule never covers: reaching it needs a rule that names it.
-///
-/// Deliberately *not* special: the documentation ranges (`192.0.2.0/24`, `198.51.100.0/24`,
-/// `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20`), which are unroutable and harmless;
-/// `192.88.99.0/24`; Teredo `2001::/32` (its embedded addresses are those of a public relay and
-/// an obfuscated, NATed client, so nothing local is reachable through it). IPv4-mapped and
-/// IPv4-compatible IPv6 addresses are not listed because they are canonicalised to IPv4 first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpecialRange {
-    /// `0.0.0.0/32`, `::/128`: "any interface"; connecting to it reaches localhost on Linux.
-    Unspecified,
-    /// `0.0.0.0/8` (RFC 791 "this network"), apart from `0.0.0.0` itself.
-    ThisNetwork,
-    /// `127.0.0.0/8`, `::1/128`.
-    Loopback,
-    /// RFC 1918: `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`.
-    Private,
-    /// `100.64.0.0/10` (RFC 6598 shared address space, carrier-grade NAT).
-    SharedCgnat,
-    /// `169.254.0.0/16` (including the cloud metadata service `169.254.169.254`), `fe80::/10`.
-    LinkLocal,
-    /// `192.0.0.0/24` (IETF protocol assignments: DS-Lite, NAT64 discovery, …).
-    IetfProtocol,
-    /// `198.18.0.0/15`, `2001:2::/48` (benchmarking networks).
-    Benchmarking,
-    /// `224.0.0.0/4`, `ff00::/8`.
-    Multicast,
-    /// `255.255.255.255/32`.
-    Broadcast,
-    /// `240.0.0.0/4` (reserved for future use), apart from the broadcast address.
-    Reserved,
-    /// `fc00::/7` (unique local addresses; AWS serves metadata at `fd00:ec2::254`).
-    UniqueLocal,
-    /// `fec0::/10` (deprecated site-local addresses, still routed locally by some stacks).
-    SiteLocal,
-    /// `100::/64` (discard-only).
-    Discard,
-    /// `64:ff9b:1::/48` (local-use NAT64 prefix, translated by a translator inside the site).
-    LocalNat64,
-}
-
-impl SpecialRange {
-    /// A short description used in audit messages ("link-local").
-    pub fn description(self) -> &'static str {
-        match self {
-            SpecialRange::Unspecified => "unspecified",
-            SpecialRange::ThisNetwork => "\"this network\" (0.0.0.0/8)",
-            SpecialRange::Loopback => "loopback",
-            SpecialRange::Private => "private (RFC 1918)",
-            SpecialRange::SharedCgnat => "shared/CGNAT (100.64.0.0/10)",
-            SpecialRange::LinkLocal => "link-local",
-            SpecialRange::IetfProtocol => "IETF protocol assignment (192.0.0.0/24)",
-            SpecialRange::Benchmarking => "benchmarking",
-            SpecialRange::Multicast => "multicast",
-            SpecialRange::Broadcast => "broadcast",
-            SpecialRange::Reserved => "reserved (240.0.0.0/4)",
-            SpecialRange::UniqueLocal => "unique-local (fc00::/7)",
-            SpecialRange::SiteLocal => "site-local (fec0::/10)",
-            SpecialRange::Discard => "discard-only (100::/64)",
-            SpecialRange::LocalNat64 => "local-use NAT64 (64:ff9b:1::/48)",
-        }
-    }
-}
-
-impl fmt::Display for SpecialRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.description())
-    }
-}
-
-const fn v4net(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
-    IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), len)
-}
-
-const fn v6net(segments: [u16; 8], len: u8) -> IpNet {
-    let [a, b, c, d, e, f, g, h] = segments;
-    IpNet::new_assert(IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), len)
-}
-
-/// The special ranges. They form a laminar family (any two are nested or disjoint, as CIDRs
-/// always are); an address belongs to its *innermost* range. A test checks the table.
-const SPECIAL_RANGES: &[(IpNet, SpecialRange)] = &[
-    (v4net(0, 0, 0, 0, 32), SpecialRange::Unspecified),
-    (v4net(0, 0, 0, 0, 8), SpecialRange::ThisNetwork),
-    (v4net(10, 0, 0, 0, 8), SpecialRange::Private),
-    (v4net(100, 64, 0, 0, 10), SpecialRange::SharedCgnat),
-    (v4net(127, 0, 0, 0, 8), SpecialRange::Loopback),
-    (v4net(169, 254, 0, 0, 16), SpecialRange::LinkLocal),
-    (v4net(172, 16, 0, 0, 12), SpecialRange::Private),
-    (v4net(192, 0, 0, 0, 24), SpecialRange::IetfProtocol),
-    (v4net(192, 168, 0, 0, 16), SpecialRange::Private),
-    (v4net(198, 18, 0, 0, 15), SpecialRange::Benchmarking),
-    (v4net(224, 0, 0, 0, 4), SpecialRange::Multicast),
-    (v4net(240, 0, 0, 0, 4), SpecialRange::Reserved),
-    (v4net(255, 255, 255, 255, 32), SpecialRange::Broadcast),
-    (
-        v6net([0, 0, 0, 0, 0, 0, 0, 0], 128),
-        SpecialRange::Unspecified,
-    ),
-    (v6net([0, 0, 0, 0, 0, 0, 0, 1], 128), SpecialRange::Loopback),
-    (
-        v6net([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
-        SpecialRange::LocalNat64,
-    ),
-    (
-        v6net([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
-        SpecialRange::Discard,
-    ),
-    (
-        v6net([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
-        SpecialRange::Benchmarking,
-    ),
-    (
-        v6net([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
-        SpecialRange::UniqueLocal,
-    ),
-    (
-        v6net([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
-        SpecialRange::LinkLocal,
-    ),
-    (
-        v6net([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
-        SpecialRange::SiteLocal,
-    ),
-    (
-        v6net([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
-        SpecialRange::Multicast,
-    ),
-];
-
-/// The innermost special range containing `net` (a range containing a single address, for a
-/// /32 or /128). Callers pass canonical nets.
-fn innermost_special(net: IpNet) -> Option<(IpNet, SpecialRange)> {
-    SPECIAL_RANGES
-        .iter()
-        .filter(|(range, _)| range.contains(&net))
-        .max_by_key(|(range, _)| range.prefix_len())
-        .copied()
-}
-
-fn special_entry(ip: IpAddr) -> Option<(IpNet, SpecialRange)> {
-    innermost_special(IpNet::from(ip))
-}
-
-/// The special range `ip` is in, after canonicalisation (so `::ffff:10.0.0.1` is private).
-/// Does not look inside NAT64/6to4 addresses; [`NetPolicy`] checks those separately.
-pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
-    special_entry(canonical_ip(ip)).map(|(_, range)| range)
-}
-
-/// The address every check is made against: IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible
-/// (`::a.b.c.d`, except `::` and `::1`, which are IPv6 unspecified/loopback) addresses become the
-/// IPv4 address they denote; everything else is unchanged.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None if is_ipv4_compatible(v6) => IpAddr::V4(low32(v6)),
-            None => ip,
-        },
-    }
-}
-
-fn is_ipv4_compatible(v6: Ipv6Addr) -> bool {
-    let s = v6.segments();
-    s[..6].iter().all(|&x| x == 0) && u128::from(v6) > 1
-}
-
-fn low32(v6: Ipv6Addr) -> Ipv4Addr {
-    let o = v6.octets();
-    Ipv4Addr::new(o[12], o[13], o[14], o[15])
-}
-
-/// The IPv4 address a gateway would translate `ip` to: NAT64 well-known prefix `64:ff9b::/96`
-/// (low 32 bits) and 6to4 `2002::/16` (bits 16..48).
-fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
-    let IpAddr::V6(v6) = ip else { return None };
-    let s = v6.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        Some(low32(v6))
-    } else if s[0] == 0x2002 {
-        let [a, b] = s[1].to_be_bytes();
-        let [c, d] = s[2].to_be_bytes();
-        Some(Ipv4Addr::new(a, b, c, d))
-    } else {
-        None
-    }
-}
-
-/// A rule CIDR as the checks see it: truncated, and an IPv4-mapped IPv6 CIDR (prefix >= 96
-/// inside `::ffff:0:0/96`) turned into the IPv4 CIDR it denotes, matching [`canonical_ip`].
-/// IPv4-compatible CIDRs are left alone (and so match nothing); write IPv4 rules as IPv4.
-fn canonical_net(net: IpNet) -> IpNet {
-    let net = net.trunc();
-    let IpNet::V6(v6) = net else { return net };
-    match v6.addr().to_ipv4_mapped() {
-        Some(v4) if v6.prefix_len() >= 96 => {
-            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
-        }
-        _ => net,
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Decisions
-// ------------------------------------------------------------------------------------------------
-
-/// Why a request was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DenyReason {
-    /// No rule covers the operation, address and port.
-    NoRule,
-    /// The address is in a special range that only broad rules (or, for a resolved name, only a
-    /// name rule) matched; none named it.
-    SpecialRange(SpecialRange),
-    /// A NAT64/6to4 address whose embedded IPv4 address is special and not named by any rule.
-    EmbeddedSpecialRange {
-        /// The embedded address's range.
-        range: SpecialRange,
-        /// The embedded IPv4 address.
-        embedded: Ipv4Addr,
-    },
-    /// Port 0 is never a connect destination.
-    ConnectPortZero,
-    /// The unspecified address (`0.0.0.0`, `::`, or any spelling of them) and the rest of
-    /// `0.0.0.0/8` are never a destination, whatever the rules say: Linux delivers traffic sent
-    /// to them to the local host, so "may bind to any interface" must not become "may reach
-    /// localhost".
-    NotADestination,
-}
-
-impl fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DenyReason::NoRule => f.write_str("no rule allows it"),
-            DenyReason::SpecialRange(range) => {
-                write!(f, "{range} address not named by any rule")
-            }
-            DenyReason::EmbeddedSpecialRange { range, embedded } => write!(
-                f,
-                "embeds {range} IPv4 address {embedded}, which is not named by any rule"
-            ),
-            DenyReason::ConnectPortZero => f.write_str("port 0 is not a connect destination"),
-            DenyReason::NotADestination => {
-                f.write_str("the unspecified address (0.0.0.0/8, ::) is never a destination")
-            }
-        }
-    }
-}
-
-/// The answer to one request, with enough context for an audit line. `Display` gives e.g.
-/// `allow connect 127.0.0.1:8080 by rule 2 (connect=127.0.0.1:8080)` or
-/// `deny connect 169.254.169.254:80: link-local address not named by any rule`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Decision {
-    /// Whether the request is allowed.
-    pub allowed: bool,
-    /// The operation asked for.
-    pub op: NetOp,
-    /// The host name asked for, for [`NetPolicy::allows_resolved`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// The address asked for, as given.
-    pub ip: IpAddr,
-    /// The port asked for.
-    pub port: u16,
-    /// The address actually checked, when canonicalisation changed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canonical_ip: Option<IpAddr>,
-    /// Index into [`NetPolicy::rules`] of the rule that allowed the request.
-    pub rule: Option<usize>,
-    /// That rule.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matched: Option<NetRule>,
-    /// Why the request was denied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<DenyReason>,
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.allowed { "allow" } else { "deny" };
-        write!(f, "{verdict} {} ", self.op)?;
-        match &self.name {
-            Some(name) => write!(f, "{name}:{} via {}", self.port, self.ip)?,
-            None => write!(f, "{}", SocketAddr::new(self.ip, self.port))?,
-        }
-        if let Some(canonical) = self.canonical_ip {
-            write!(f, " (as {canonical})")?;
-        }
-        if let (Some(index), Some(rule)) = (self.rule, &self.matched) {
-            write!(f, " by rule {index} ({rule})")?;
-        }
-        if let Some(reason) = &self.reason {
-            write!(f, ": {reason}")?;
-        }
-        Ok(())
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// The policy
-// ------------------------------------------------------------------------------------------------
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 /// The most rules one policy may hold: the operator's `--net` flags, a guest's
 /// `Network.restrict` request, and the policy an intersection yields. It bounds the work of
@@ -967,7 +154,7 @@ pub struct NetPolicy {
 
 /// How a rule's target relates to a (canonical) address.
 #[derive(PartialEq, Eq)]
-enum Coverage {
+pub(super) enum Coverage {
     /// The target does not contain the address (or is a host name).
     No,
     /// The target contains the address but it is special and the target does not name it.
@@ -976,7 +163,11 @@ enum Coverage {
     Yes,
 }
 
-fn coverage(target: &Target, ip: IpAddr, special: Option<(IpNet, SpecialRange)>) -> Coverage {
+pub(super) fn coverage(
+    target: &Target,
+    ip: IpAddr,
+    special: Option<(IpNet, SpecialRange)>,
+) -> Coverage {
     let named = |net: IpNet| special.is_none_or(|(range, _)| range.contains(&net));
     match target {
         Target::Host(_) => Coverage::No,
@@ -1156,7 +347,7 @@ impl NetPolicy {
     }
 
     /// The intersection of every rule of `self` with every rule of `other`, unpruned.
-    fn pairwise(&self, other: &NetPolicy) -> Vec<NetRule> {
+    pub(super) fn pairwise(&self, other: &NetPolicy) -> Vec<NetRule> {
         self.rules
             .iter()
             .flat_map(|a| {
@@ -1169,7 +360,7 @@ impl NetPolicy {
     }
 
     /// Address check shared by `allows` and `allows_resolved`: the rule index, or why not.
-    fn check_ip(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
+    pub(super) fn check_ip(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
         if !op.accepts_port(port) {
             return Err(DenyReason::ConnectPortZero);
         }
@@ -1188,7 +379,12 @@ impl NetPolicy {
     }
 
     /// The first address rule covering canonical `ip`; if none, whether a broad rule would have.
-    fn match_address(&self, op: NetOp, ip: IpAddr, port: u16) -> Result<usize, DenyReason> {
+    pub(super) fn match_address(
+        &self,
+        op: NetOp,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<usize, DenyReason> {
         let special = special_entry(ip);
         let mut broad_match = false;
         for (index, rule) in self.rules.iter().enumerate() {
@@ -1207,7 +403,7 @@ impl NetPolicy {
         }
     }
 
-    fn decision(
+    pub(super) fn decision(
         &self,
         op: NetOp,
         name: Option<String>,
@@ -1258,7 +454,7 @@ impl fmt::Display for NetPolicy {
     }
 }
 
-fn rule_matches_name(rule: &NetRule, query: Option<&str>) -> bool {
+pub(super) fn rule_matches_name(rule: &NetRule, query: Option<&str>) -> bool {
     match (&rule.target, query) {
         (Target::Host(pattern), Some(name)) => name_covers(pattern, name),
         _ => false,
@@ -1267,7 +463,7 @@ fn rule_matches_name(rule: &NetRule, query: Option<&str>) -> bool {
 
 /// Whether `ip` (in any spelling: `::ffff:0.0.0.0` too) is the unspecified address or lies in
 /// `0.0.0.0/8`, which RFC 1122 forbids as a destination and Linux treats as the local host.
-fn never_a_destination(ip: IpAddr) -> bool {
+pub(super) fn never_a_destination(ip: IpAddr) -> bool {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => v4.octets()[0] == 0,
         IpAddr::V6(v6) => v6.is_unspecified(),
@@ -1275,7 +471,7 @@ fn never_a_destination(ip: IpAddr) -> bool {
 }
 
 /// Why a resolved address may not be reached through a name rule, if it may not.
-fn special_reason(ip: IpAddr) -> Option<DenyReason> {
+pub(super) fn special_reason(ip: IpAddr) -> Option<DenyReason> {
     let ip = canonical_ip(ip);
     if let Some((_, range)) = special_entry(ip) {
         return Some(DenyReason::SpecialRange(range));
@@ -1286,155 +482,13 @@ fn special_reason(ip: IpAddr) -> Option<DenyReason> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Intersection
-// ------------------------------------------------------------------------------------------------
-
-/// The rule covering exactly what both `a` and `b` cover, if they overlap at all.
-fn intersect_rules(a: &NetRule, b: &NetRule) -> Option<NetRule> {
-    if a.op != b.op {
-        return None;
-    }
-    let ports = a.ports.intersect(b.ports)?;
-    if a.op == NetOp::Connect && ports == PortRange::single(0) {
-        return None; // connect to port 0 is never allowed anyway
-    }
-    let target = intersect_targets(&a.target, &b.target)?;
-    Some(NetRule::new(a.op, target, ports))
-}
-
-fn intersect_targets(a: &Target, b: &Target) -> Option<Target> {
-    match (a, b) {
-        (Target::Any, Target::Any) => Some(Target::Any),
-        (Target::Host(x), Target::Host(y)) => intersect_names(x, y).map(Target::Host),
-        (Target::Any, Target::Cidr(n)) | (Target::Cidr(n), Target::Any) => {
-            narrow(canonical_net(*n), None).map(Target::Cidr)
-        }
-        (Target::Cidr(x), Target::Cidr(y)) => {
-            let (x, y) = (canonical_net(*x), canonical_net(*y));
-            let narrowed = if y.contains(&x) {
-                narrow(x, Some(y))
-            } else if x.contains(&y) {
-                narrow(y, Some(x))
-            } else {
-                None
-            };
-            narrowed.map(Target::Cidr)
-        }
-        _ => None,
-    }
-}
-
-/// `small` as intersected with `large` (`None` = `*`), where `small` lies inside `large`.
-///
-/// Special ranges nest, so an address in `small` either lies in a special range strictly inside
-/// `small` (which `small` does not name, so it does not cover the address, and neither does the
-/// result) or has as innermost range `T`, the innermost special range containing `small`, if any.
-/// `small` names `T`; `large` covers those addresses iff it lies inside `T` too. So the result
-/// is `small` unchanged or nothing.
-fn narrow(small: IpNet, large: Option<IpNet>) -> Option<IpNet> {
-    match innermost_special(small) {
-        Some((range, _)) if !large.is_some_and(|l| range.contains(&l)) => None,
-        _ => Some(small),
-    }
-}
-
-/// Drop rules another rule already covers (and duplicates), keeping at most `max` (`None` if
-/// more would remain). Dropping a rule can only narrow a policy; `subsumes_with` makes sure it does
-/// not.
-///
-/// Rules are visited largest first ([`extent`] never grows from a rule to one it covers), so
-/// a rule can only be covered by one already kept and one pass suffices: at most
-/// `rules × max` comparisons, each of a few field compares (the special range of each rule is
-/// looked up once). Measured worst cases (`the_worst_intersection_is_bounded`, 64 × 64 rules):
-/// 0.4 ms and 3.8 ms in an unoptimised test build.
-fn prune_redundant(rules: Vec<NetRule>, max: usize) -> Option<Vec<NetRule>> {
-    // Exact duplicates first, in one pass (pairs of a policy with itself are mostly duplicates).
-    let mut seen = std::collections::HashSet::with_capacity(rules.len());
-    let rules: Vec<NetRule> = rules
-        .into_iter()
-        .filter(|r| seen.insert(r.clone()))
-        .collect();
-    let mut order: Vec<(usize, NetRule)> = rules.into_iter().enumerate().collect();
-    order.sort_by_key(|(i, r)| (std::cmp::Reverse(extent(r)), *i));
-    let mut kept: Vec<(usize, NetRule)> = Vec::new();
-    for (index, rule) in order {
-        let special = rule_special(&rule);
-        if kept.iter().any(|(_, k)| subsumes_with(k, &rule, special)) {
-            continue;
-        }
-        if kept.len() == max {
-            return None;
-        }
-        kept.push((index, rule));
-    }
-    // The result keeps the order the rules were given in (decisions cite them by index).
-    kept.sort_by_key(|(i, _)| *i);
-    Some(kept.into_iter().map(|(_, rule)| rule).collect())
-}
-
-/// A size that never grows from a rule to a rule it covers: equal only for equal rules among
-/// rules that cover one another (same target and ports).
-fn extent(rule: &NetRule) -> (u8, u128, u32) {
-    let ports = u32::from(rule.ports.high) - u32::from(rule.ports.low);
-    let target = match &rule.target {
-        Target::Any => u128::MAX,
-        Target::Cidr(net) => {
-            let net = canonical_net(*net);
-            let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
-            1u128.checked_shl(host_bits).unwrap_or(u128::MAX - 1)
-        }
-        // A wildcard covers names with more labels: fewer labels, larger extent.
-        Target::Host(name) if name.starts_with("*.") => 256 - name.split('.').count() as u128,
-        Target::Host(_) => 0,
-    };
-    (rule.op as u8, target, ports)
-}
-
-/// The innermost special range of a rule's CIDR, looked up once per rule.
-fn rule_special(rule: &NetRule) -> Option<IpNet> {
-    match &rule.target {
-        Target::Cidr(net) => innermost_special(canonical_net(*net)).map(|(range, _)| range),
-        _ => None,
-    }
-}
-
-/// Whether everything `a` allows (through any query) `b` allows too, with `a`'s innermost
-/// special range already known.
-fn subsumes_with(b: &NetRule, a: &NetRule, a_special: Option<IpNet>) -> bool {
-    if b.op != a.op || !b.ports.covers(a.ports) {
-        return false;
-    }
-    match (&b.target, &a.target) {
-        (Target::Any, Target::Cidr(_)) => a_special.is_none(),
-        (Target::Cidr(bn), Target::Cidr(an)) => {
-            let (bn, an) = (canonical_net(*bn), canonical_net(*an));
-            bn.contains(&an) && a_special.is_none_or(|range| range.contains(&bn))
-        }
-        _ => target_subsumes(&b.target, &a.target),
-    }
-}
-
-fn target_subsumes(b: &Target, a: &Target) -> bool {
-    match (b, a) {
-        (Target::Any, Target::Any) => true,
-        (Target::Any, Target::Cidr(an)) => innermost_special(canonical_net(*an)).is_none(),
-        (Target::Cidr(bn), Target::Cidr(an)) => {
-            let (bn, an) = (canonical_net(*bn), canonical_net(*an));
-            // `a` covers a special address only if it lies inside the address's innermost range,
-            // which then contains `a`'s innermost range, which must hold `b` for `b` to name it.
-            bn.contains(&an) && innermost_special(an).is_none_or(|(range, _)| range.contains(&bn))
-        }
-        (Target::Host(p), Target::Host(q)) => name_covers(p, q),
-        _ => false,
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Tests
+// Tests: parsing, special ranges, decisions, intersection, properties
 // ------------------------------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     fn policy(rules: &[&str]) -> NetPolicy {

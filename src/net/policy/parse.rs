@@ -1,0 +1,301 @@
+//! The `--net` rule syntax: parsing rules and host names (the one grammar of the host).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+
+use super::*;
+
+/// A `--net` rule that did not parse. Displays as
+/// `bad --net rule "connect=10.0.0.0/33:80": invalid CIDR "10.0.0.0/33" (prefix length 33 > 32)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad --net rule {rule:?}: {kind}")]
+pub struct RuleParseError {
+    /// The whole rule as given.
+    pub rule: String,
+    /// What is wrong with it, naming the bad part.
+    pub kind: RuleErrorKind,
+}
+
+/// What is wrong with a `--net` rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleErrorKind {
+    /// No `=` between operation and target.
+    #[error("missing \"=\" (write OP=HOST:PORT, e.g. connect=example.com:443)")]
+    MissingEquals,
+    /// The operation is not one of connect, listen, udp.
+    #[error("unknown operation {0:?} (expected connect, listen or udp)")]
+    UnknownOp(String),
+    /// Nothing before the port.
+    #[error("missing address or host name (write OP=HOST:PORT)")]
+    MissingTarget,
+    /// No `:PORT`.
+    #[error("missing port (write HOST:PORT, PORT may be N, N-M or *)")]
+    MissingPort,
+    /// Something other than `:PORT` after a bracketed IPv6 address.
+    #[error("expected \":PORT\" after \"]\" but found {0:?}")]
+    JunkAfterBracket(String),
+    /// The port is not `N`, `N-M` or `*`.
+    #[error("invalid port {0:?} (PORT may be N, N-M or *, with N at most 65535)")]
+    BadPort(String),
+    /// `N-M` with `N > M`.
+    #[error("port range {0}-{1} is reversed")]
+    ReversedPorts(u16, u16),
+    /// `connect=…:0`.
+    #[error("port 0 means \"let the OS pick\" and only makes sense for listen and udp")]
+    ConnectPortZero,
+    /// A malformed address or CIDR.
+    #[error("invalid CIDR {text:?} ({why})")]
+    BadCidr {
+        /// The offending part.
+        text: String,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// A CIDR whose address has bits set beyond the prefix, e.g. `10.0.0.1/8`.
+    #[error("CIDR {text:?} has host bits set (did you mean {suggestion}?)")]
+    HostBits {
+        /// The offending part.
+        text: String,
+        /// The CIDR with host bits cleared.
+        suggestion: String,
+    },
+    /// An IPv6 address without brackets, which would be ambiguous with the port.
+    #[error("IPv6 address in {0:?} must be in brackets, e.g. [::1]:443 or [2001:db8::/32]:443")]
+    UnbracketedIpv6(String),
+    /// `[` without `]`.
+    #[error("unclosed \"[\" in {0:?}")]
+    UnclosedBracket(String),
+    /// A malformed host name.
+    #[error("invalid host name {text:?} ({why})")]
+    BadHost {
+        /// The offending part.
+        text: String,
+        /// Why it is invalid.
+        why: String,
+    },
+    /// `listen=NAME:…`: a listener binds a local address, which a DNS name does not denote.
+    #[error("listen rules need a local address, not the host name {0:?}")]
+    ListenOnHost(String),
+}
+
+/// Parse one `--net` rule, e.g. `connect=93.184.0.0/16:443`, `listen=127.0.0.1:0`,
+/// `connect=[::1]:443`, `connect=*.example.com:443`, `udp=127.0.0.1:*`.
+///
+/// Host names are lowercased and lose a trailing dot; IPv4-mapped IPv6 CIDRs
+/// (`[::ffff:127.0.0.1]`) are stored as IPv4. `parse_rule(&rule.to_string())` gives `rule` back.
+///
+/// # Errors
+///
+/// A [`RuleParseError`] quoting the rule and naming the bad part.
+pub fn parse_rule(s: &str) -> Result<NetRule, RuleParseError> {
+    parse_rule_kind(s).map_err(|kind| RuleParseError {
+        rule: s.to_string(),
+        kind,
+    })
+}
+
+pub(super) fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
+    let (op, rest) = s.split_once('=').ok_or(RuleErrorKind::MissingEquals)?;
+    let op: NetOp = op.parse()?;
+    let (host, port) = split_host_port(rest)?;
+    let ports: PortRange = port.parse()?;
+    let target = match host {
+        HostPart::Bracketed(inner) => parse_bracketed(inner)?,
+        HostPart::Plain(text) => parse_plain_target(text)?,
+    };
+    if op == NetOp::Connect && ports == PortRange::single(0) {
+        return Err(RuleErrorKind::ConnectPortZero);
+    }
+    if let (NetOp::Listen, Target::Host(name)) = (op, &target) {
+        return Err(RuleErrorKind::ListenOnHost(name.clone()));
+    }
+    Ok(NetRule { op, target, ports })
+}
+
+pub(super) enum HostPart<'a> {
+    Bracketed(&'a str),
+    Plain(&'a str),
+}
+
+/// Split `HOST:PORT` / `[V6]:PORT`. The port is after the *last* colon of a plain host; a plain
+/// host with a colon left in it is an unbracketed IPv6 address.
+pub(super) fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleErrorKind> {
+    if let Some(after_open) = rest.strip_prefix('[') {
+        let (inner, after) = after_open
+            .split_once(']')
+            .ok_or_else(|| RuleErrorKind::UnclosedBracket(rest.to_string()))?;
+        if after.is_empty() {
+            return Err(RuleErrorKind::MissingPort);
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| RuleErrorKind::JunkAfterBracket(after.to_string()))?;
+        return Ok((HostPart::Bracketed(inner), port));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or(RuleErrorKind::MissingPort)?;
+    if host.contains(':') {
+        return Err(RuleErrorKind::UnbracketedIpv6(rest.to_string()));
+    }
+    if host.is_empty() {
+        return Err(RuleErrorKind::MissingTarget);
+    }
+    Ok((HostPart::Plain(host), port))
+}
+
+pub(super) fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
+    if inner.is_empty() {
+        return Err(RuleErrorKind::MissingTarget);
+    }
+    let net = parse_cidr(inner)?;
+    if !matches!(net, IpNet::V6(_)) {
+        return Err(RuleErrorKind::BadCidr {
+            text: inner.to_string(),
+            why: "brackets are for IPv6; write IPv4 addresses without them".to_string(),
+        });
+    }
+    Ok(Target::Cidr(canonical_net(net)))
+}
+
+pub(super) fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
+    if text == "*" {
+        return Ok(Target::Any);
+    }
+    if text.contains('/') || text.parse::<Ipv4Addr>().is_ok() {
+        let net = parse_cidr(text)?;
+        if matches!(net, IpNet::V6(_)) {
+            return Err(RuleErrorKind::UnbracketedIpv6(text.to_string()));
+        }
+        return Ok(Target::Cidr(net));
+    }
+    normalize_host_name(text, true)
+        .map(Target::Host)
+        .map_err(|why| RuleErrorKind::BadHost {
+            text: text.to_string(),
+            why: why.to_string(),
+        })
+}
+
+/// `ADDR` or `ADDR/LEN` (either family), rejecting host bits and over-long prefixes.
+pub(super) fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
+    let bad = |why: String| RuleErrorKind::BadCidr {
+        text: text.to_string(),
+        why,
+    };
+    let (addr_text, len_text) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr_text
+        .parse()
+        .map_err(|_| bad(format!("{addr_text:?} is not an IP address")))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len_text {
+        None => max,
+        Some(l) => parse_prefix_len(l).ok_or_else(|| bad(format!("bad prefix length {l:?}")))?,
+    };
+    if len > max {
+        return Err(bad(format!("prefix length {len} > {max}")));
+    }
+    let net = IpNet::new(addr, len).map_err(|_| bad(format!("prefix length {len} > {max}")))?;
+    if net.trunc() != net {
+        return Err(RuleErrorKind::HostBits {
+            text: text.to_string(),
+            suggestion: Target::Cidr(net.trunc()).to_string(),
+        });
+    }
+    Ok(net)
+}
+
+pub(super) fn parse_prefix_len(s: &str) -> Option<u8> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The one spelling of a host name that is matched, resolved and audited: lower case, without
+/// a trailing dot (`LOCALHOST.` is `localhost`). Resolving the name as the guest spelled it
+/// could ask a different question (`localhost.` is not in `/etc/hosts` and would go to DNS).
+///
+/// # Errors
+/// Why `name` is not a valid DNS name (wildcards are not names).
+pub fn canonical_name(name: &str) -> Result<String, &'static str> {
+    normalize_host_name(name, false)
+}
+
+/// Lowercase, drop one trailing dot, validate. `wildcard_ok` allows a leading `*.` label.
+pub(super) fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let base = match name.strip_prefix("*.") {
+        Some(base) if wildcard_ok => base,
+        Some(_) => return Err("wildcards are only allowed in rules"),
+        None => name.as_str(),
+    };
+    validate_dns_name(base)?;
+    Ok(name)
+}
+
+pub(super) fn validate_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        validate_label(label)?;
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("all-numeric last label: not a DNS name, and not a valid IPv4 address either");
+    }
+    Ok(())
+}
+
+pub(super) fn validate_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() {
+        return Err("empty label");
+    }
+    if label.len() > 63 {
+        return Err("label longer than 63 characters");
+    }
+    if label.contains('*') {
+        return Err("\"*\" is only allowed as the whole first label, e.g. *.example.com");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("only letters, digits, '-' and '_' are allowed; write IDNs in punycode");
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("a label cannot start or end with '-'");
+    }
+    Ok(())
+}
+
+/// Whether every name matched by `q` (a name or `*.` wildcard) is matched by `p`.
+/// For a plain name `q` this is simply "`p` matches `q`".
+pub(super) fn name_covers(p: &str, q: &str) -> bool {
+    if p == q {
+        return true;
+    }
+    match p.strip_prefix('*') {
+        // `suffix` starts with '.', so matching respects label boundaries.
+        Some(suffix) => q.len() > suffix.len() && q.ends_with(suffix),
+        None => false,
+    }
+}
+
+/// The names matched by both patterns, as one pattern. Two patterns either nest or are disjoint
+/// (a name matching `*.a` and `*.b` makes one of `a`, `b` a suffix of the other), so this is exact.
+pub(super) fn intersect_names(a: &str, b: &str) -> Option<String> {
+    if name_covers(a, b) {
+        Some(b.to_string())
+    } else if name_covers(b, a) {
+        Some(a.to_string())
+    } else {
+        None
+    }
+}
