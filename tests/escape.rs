@@ -467,42 +467,33 @@ fn fuel_bounds_the_whole_tree() {
 /// A guest's own `wasi:sockets` count against `--max-sockets`, like its RPC sockets.
 #[test]
 fn wasi_sockets_count_against_max_sockets() {
-    let mut cmd = cell();
-    cmd.args([
-        "run",
-        "--plain",
-        "--max-sockets",
-        "10",
-        "--net",
-        "udp=127.0.0.1:*",
-    ])
-    .arg("--cache-dir")
-    .arg(cache_dir())
-    .arg(guest("net-std"))
-    .args(["socket-flood", "10"]);
-    finish(cmd)
-        .assert_code(0)
+    net_std_under_max_sockets(&["udp=127.0.0.1:*"], &["socket-flood", "10"])
         .assert_stderr_has("net-std: ok: bound 10 sockets, then:");
 }
 
 /// Connections a guest's own listener accepts count too.
 #[test]
 fn accepted_wasi_sockets_count_against_max_sockets() {
+    net_std_under_max_sockets(
+        &["listen=127.0.0.1:0", "connect=127.0.0.1:*"],
+        &["accept-flood", "10"],
+    )
+    .assert_stderr_has("net-std: ok: held 10 sockets, then accept:");
+}
+
+/// `net-std <args>` as a plain pid0 under `--max-sockets 10` and the given `--net` rules,
+/// expected to exit 0.
+fn net_std_under_max_sockets(rules: &[&str], args: &[&str]) -> Finished {
     let mut cmd = cell();
-    cmd.args(["run", "--plain", "--max-sockets", "10"])
-        .args([
-            "--net",
-            "listen=127.0.0.1:0",
-            "--net",
-            "connect=127.0.0.1:*",
-        ])
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .arg(guest("net-std"))
-        .args(["accept-flood", "10"]);
-    finish(cmd)
-        .assert_code(0)
-        .assert_stderr_has("net-std: ok: held 10 sockets, then accept:");
+    cmd.args(["run", "--plain", "--max-sockets", "10", "--cache-dir"])
+        .arg(cache_dir());
+    for rule in rules {
+        cmd.args(["--net", rule]);
+    }
+    cmd.arg(guest("net-std")).args(args);
+    let out = finish(cmd);
+    out.assert_code(0);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
