@@ -7,7 +7,7 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench bench-tools fuzz clean
+.PHONY: all deps guests build run test lint unit bench bench-tools fuzz proto clean
 
 all: build
 
@@ -29,13 +29,18 @@ build: guests
 run: build
 	$(CELL) run $(GUEST_OUT)/pid0.wasm
 
-## Formatting, lints (host and guests), unit and integration tests.
+## Formatting, lints (host and guests), unit and integration tests (host, cell-proto, and the
+## check that cell-proto's checked-in bindings match capnp/cell.capnp).
 test: build lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
+
+## Regenerate cell-proto's checked-in bindings from capnp/cell.capnp (needs `capnp`: `make deps`).
+proto: deps
+	$(CARGO) run -q -p cell-proto-gen
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd guests && $(CARGO) fmt --all -- --check
 	cd guests && CARGO_TARGET_DIR=$$PWD/target $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
 

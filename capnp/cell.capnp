@@ -4,13 +4,43 @@
 # side and bootstraps a `Session`. Everything a guest may do beyond pure computation comes through
 # that Session, and only if the guest's parent (or, for pid0, the operator) granted it.
 #
-# Conventions:
-# - Calls fail with a Cap'n Proto exception whose text starts with a stable, machine-readable
-#   reason word followed by ':' (e.g. "not-granted: executor", "denied: connect 10.0.0.1:80",
-#   "bad-wasm: not a component", "limit: max-procs 64 reached", "dead: process 3 has exited").
-# - A capability dies with the process it belongs to: calls on it afterwards fail with "dead: …".
+# Schema version 1. Changes are additive only (new fields, methods, enumerants and interfaces get
+# new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
+# Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
+#
+# Errors: a call fails with a Cap'n Proto exception whose text is "REASON: DETAIL". REASON is one
+# of the stable words below (`cell_proto::Reason` in Rust; match on it, never on DETAIL, which
+# is for people):
+#   not-granted     the process does not hold the capability ("not-granted: executor")
+#   denied          the network policy refused the operation ("denied: connect 10.0.0.1:80: ...")
+#   limit           a limit would be exceeded ("limit: max-procs 64 reached")
+#   dead            the process the capability belongs to has ended ("dead: process 3 has exited")
+#   bad-wasm        the bytes are not a loadable component ("bad-wasm: not a component")
+#   missing-import  the component imports something cell does not provide
+#   instantiate     instantiating the component failed (e.g. its start trapped)
+#   bad-grant       a grant is not a capability the host issued to this process
+#   bad-policy      a policy's rules do not parse or cannot be applied
+#   bad-address     an address or host name is malformed
+#   unresolvable    a host name did not resolve (or only to addresses the policy denies)
+#   connect-failed  the connection was attempted and failed (refused, timed out, unreachable)
+#   listen-failed   binding or listening on a TCP address failed
+#   bind-failed     binding a UDP socket failed
+#   unsupported     the operation is not supported by this host or on this object
+#   not-captured    Process.stderr of a child not spawned with stderr = capture
+#   not-plain       Process.stdin/stdout of an RPC child
+#   closed          the stream or socket was closed
+#   io              an I/O error on a host object (the detail carries the OS error)
+#   bad-request     a request message could not be read (malformed, not UTF-8, unknown enumerant)
+# A capability dies with the process it belongs to: calls on it afterwards fail with "dead: ...".
+#
+# Other languages: the Go annotations below come from go-capnp's std/go.capnp, vendored as
+# `capnp/go.capnp`; compile with `capnp compile -I capnp -ogo capnp/cell.capnp`.
 
 @0x82e2c8207d94532d;
+
+using Go = import "/go.capnp";
+$Go.package("cellcapnp");
+$Go.import("cell/capnp/cellcapnp");
 
 # ---------------------------------------------------------------------------------------------
 # Bootstrap

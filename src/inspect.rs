@@ -12,8 +12,8 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::engine::{is_provided, missing_import, CellEngine, ContentHash, LoadError};
 
-/// The bytes the `cell-guest` SDK embeds in every guest (see `guests/cell-guest/src/lib.rs`).
-pub const SDK_MARKER: &[u8] = b"cell-guest: capnp schema 0x82e2c8207d94532d";
+/// The bytes the `cell-guest` SDK embeds in every guest (defined once, in `cell-proto`).
+pub use cell_proto::SDK_MARKER;
 
 /// One import or export.
 #[derive(Clone, Debug, Serialize)]
@@ -75,7 +75,7 @@ pub fn inspect(engine: &CellEngine, file: &str, bytes: &[u8]) -> Result<Inspecti
     };
     let rpc_guest = imports_interface("wasi:cli/stdin@")
         && imports_interface("wasi:cli/stdout@")
-        && contains(bytes, SDK_MARKER);
+        && contains(bytes, &SDK_MARKER);
     Ok(Inspection {
         file: file.to_string(),
         size: bytes.len() as u64,

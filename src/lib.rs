@@ -47,8 +47,6 @@ pub mod table;
 pub mod text;
 pub mod transport;
 
-/// Bindings generated from `capnp/cell.capnp`.
-#[allow(clippy::all, missing_docs, unused_qualifications)]
-pub mod cell_capnp {
-    include!(concat!(env!("OUT_DIR"), "/cell_capnp.rs"));
-}
+/// Bindings generated from `capnp/cell.capnp`, from the wire crate shared with guests and
+/// clients.
+pub use cell_proto::cell_capnp;

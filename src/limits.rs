@@ -121,15 +121,9 @@ impl Default for Limits {
     }
 }
 
-/// Limits a parent asks for on behalf of a child; `None` = the same as the parent's.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LimitRequest {
-    pub max_memory: Option<u64>,
-    pub timeout: Option<Duration>,
-    pub fuel: Option<u64>,
-    pub max_procs: Option<u32>,
-    pub max_depth: Option<u32>,
-}
+/// Limits a parent asks for on behalf of a child; `None` = the same as the parent's. The wire
+/// crate's type: the SDK writes it, the executor reads it.
+pub use cell_proto::LimitRequest;
 
 /// A spawn refused because of a limit.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -38,6 +38,7 @@ use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
 use crate::table::{Pid, ProcessTable};
 use crate::transport::pipe;
+use cell_proto::Reason;
 
 /// Where a process's stderr goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,14 +92,14 @@ pub enum SpawnError {
 
 impl SpawnError {
     /// The stable reason word that prefixes the error on the wire (see capnp/cell.capnp).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            SpawnError::Load(LoadError::MissingImport(_)) => "missing-import",
-            SpawnError::Load(_) => "bad-wasm",
-            SpawnError::Limit(_) => "limit",
-            SpawnError::Dead(_) => "dead",
-            SpawnError::Instantiate(_) => "instantiate",
-            SpawnError::Grant(_) => "grant",
+            SpawnError::Load(LoadError::MissingImport(_)) => Reason::MissingImport,
+            SpawnError::Load(_) => Reason::BadWasm,
+            SpawnError::Limit(_) => Reason::Limit,
+            SpawnError::Dead(_) => Reason::Dead,
+            SpawnError::Instantiate(_) => Reason::Instantiate,
+            SpawnError::Grant(_) => Reason::BadGrant,
         }
     }
 }

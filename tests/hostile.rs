@@ -26,7 +26,7 @@ fn case(flags: &[&str], args: &[&str]) -> Finished {
         .args(args);
     let out = finish(cmd);
     out.assert_code(0)
-        .assert_stderr_has("ok: sibling echo loop completed all its calls: exited(0)")
+        .assert_stderr_has("ok: sibling echo loop completed all its calls: exited with code 0")
         .assert_stderr_has(", 0 failed");
     assert!(
         out.stderr_lines_with("fail:").is_empty(),
@@ -111,7 +111,7 @@ fn call_flood_past_the_outstanding_limit_is_refused_not_fatal() {
         &["--max-outstanding-calls", "16"],
         &["flood", "--limit", "16"],
     )
-    .assert_stderr_has("ok: flood past max-outstanding-calls: exited(0)")
+    .assert_stderr_has("ok: flood past max-outstanding-calls: exited with code 0")
     .assert_stderr_has("refused");
 }
 
@@ -161,7 +161,7 @@ fn fork_bomb_stays_bounded() {
 #[test]
 fn parent_exit_terminates_its_children() {
     let out = case(&[], &["parent-exits"]);
-    out.assert_stderr_has("ok: parent exited with children running: exited(0)");
+    out.assert_stderr_has("ok: parent exited with children running: exited with code 0");
     assert_eq!(ended_with(&out, "killed by cascade"), 3, "{}", out.stderr);
 }
 
@@ -334,7 +334,7 @@ fn with_peak_rss(flags: &[&str], args: &[&str]) -> (Finished, u64) {
         .args(args);
     let (out, peak) = common::finish_with_peak_rss(cmd);
     out.assert_code(0)
-        .assert_stderr_has("ok: sibling echo loop completed all its calls: exited(0)");
+        .assert_stderr_has("ok: sibling echo loop completed all its calls: exited with code 0");
     (out, peak)
 }
 

@@ -43,7 +43,7 @@ fn spawning_the_same_child_fifty_times_compiles_it_once() {
     cmd.env("RUST_LOG", "cell::engine=info");
     let out = finish(cmd);
     out.assert_code(0)
-        .assert_stderr_has("ok: spawned child-leaf 50 times sequentially: 50 exited(0)");
+        .assert_stderr_has("ok: spawned child-leaf 50 times sequentially: 50 exited with code 0");
     // pid0 itself and child-leaf: two components, each compiled exactly once.
     let compiles = out.stderr_lines_with("compiled component");
     assert_eq!(compiles.len(), 2, "{}", out.stderr);
@@ -78,14 +78,14 @@ fn a_child_writing_garbage_is_terminated_and_its_sibling_is_fine() {
         &["garbage"],
         &[
             "protocol violation:",
-            "ok: its sibling child-leaf pid 2: exited(0)",
+            "ok: its sibling child-leaf pid 2: exited with code 0",
         ],
     );
 }
 
 #[test]
 fn a_child_that_never_speaks_rpc_just_exits() {
-    passes(&["silent"], &["(never speaks RPC): exited(5)"]);
+    passes(&["silent"], &["(never speaks RPC): exited with code 5"]);
 }
 
 #[test]

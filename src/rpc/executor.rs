@@ -2,14 +2,14 @@
 //! the spawning.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use capnp::capability::Rc;
+use cell_proto::{CellError, ReadBounds, SpawnRequest};
 
 use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
 use crate::grants::Grants;
-use crate::limits::{LimitRequest, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
-use crate::rpc::network::{NetCaps, NetGrantRequest};
+use crate::limits::{MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
+use crate::rpc::network::NetCaps;
 use crate::rpc::process::ProcessServer;
 use crate::rpc::{failed, CallGate};
 use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
@@ -41,102 +41,46 @@ fn spawn_error(e: SpawnError) -> capnp::Error {
     failed(e.reason(), e)
 }
 
-/// The parts of a spawn request, copied out of the message.
-struct SpawnArgs {
-    wasm: Arc<[u8]>,
-    spec: ProcessSpec,
-    limits: LimitRequest,
-}
+/// A spawn request as read from the wire, owning its wasm.
+type WireRequest = SpawnRequest<Arc<[u8]>>;
 
-/// Counts what a child's argv and environment will hold in the host, refusing past
-/// [`MAX_ARGV_ENV_BYTES`] / [`MAX_ARGV_ENV_ENTRIES`] before anything more is copied.
-struct ArgvBudget {
-    bytes: usize,
-    entries: usize,
-}
-
-impl ArgvBudget {
-    fn take(&mut self, len: usize) -> capnp::Result<()> {
-        self.bytes += len;
-        self.entries += 1;
-        if self.bytes > MAX_ARGV_ENV_BYTES || self.entries > MAX_ARGV_ENV_ENTRIES {
-            return Err(failed(
-                "limit",
-                format!(
-                    "args and env exceed {MAX_ARGV_ENV_BYTES} bytes or {MAX_ARGV_ENV_ENTRIES} entries"
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn read_request(req: spawn_request::Reader<'_>) -> capnp::Result<SpawnArgs> {
-    let name = req.get_name()?.to_str()?;
+/// The request as the wire crate reads it (args and env bounded by
+/// [`MAX_ARGV_ENV_BYTES`] / [`MAX_ARGV_ENV_ENTRIES`] before they are copied), the parts that
+/// are not capabilities turned into a [`ProcessSpec`].
+fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessSpec), CellError> {
+    let mut request = WireRequest::read(
+        req,
+        ReadBounds {
+            argv_env_bytes: MAX_ARGV_ENV_BYTES,
+            argv_env_entries: MAX_ARGV_ENV_ENTRIES,
+        },
+    )?;
     // Names reach logs, the report and `ps`: bounded and escaped (see `crate::text`).
-    let name = if name.is_empty() {
+    let name = if request.name.is_empty() {
         "child".to_string()
     } else {
-        guest_text(name)
+        guest_text(&request.name)
     };
-    let mut budget = ArgvBudget {
-        bytes: 0,
-        entries: 0,
-    };
-    let args = req
-        .get_args()?
-        .iter()
-        .map(|a| {
-            let a = a?;
-            budget.take(a.len())?;
-            Ok(a.to_str()?.to_string())
-        })
-        .collect::<capnp::Result<Vec<_>>>()?;
-    let env = req
-        .get_env()?
-        .iter()
-        .map(|kv| {
-            let (k, v) = (kv.get_key()?, kv.get_value()?);
-            budget.take(k.len() + v.len())?;
-            Ok((k.to_string()?, v.to_string()?))
-        })
-        .collect::<capnp::Result<Vec<_>>>()?;
-    let grants_in = req.get_grants()?;
-    // The terminal and host directories are pid0's alone: a child never receives them.
-    let grants = Grants {
-        executor: grants_in.get_executor(),
-        ..Grants::default()
-    };
-    let stderr = match req.get_stderr()? {
-        WireStderr::Forward => StderrMode::Forward,
-        WireStderr::Capture => StderrMode::Capture,
-        WireStderr::Discard => StderrMode::Discard,
-    };
-    let stdio = match req.get_mode()? {
-        ProcessMode::Rpc => StdioMode::Rpc,
-        ProcessMode::Plain => StdioMode::Plain,
-    };
-    let l = req.get_limits()?;
-    let nonzero = |v: u64| (v != 0).then_some(v);
-    let limits = LimitRequest {
-        max_memory: nonzero(l.get_max_memory_bytes()),
-        timeout: nonzero(l.get_timeout_ms()).map(Duration::from_millis),
-        fuel: nonzero(l.get_fuel()),
-        max_procs: (l.get_max_procs() != 0).then_some(l.get_max_procs()),
-        max_depth: (l.get_max_depth() != 0).then_some(l.get_max_depth()),
-    };
-    Ok(SpawnArgs {
-        wasm: Arc::from(req.get_wasm()?),
-        spec: ProcessSpec {
-            name,
-            args,
-            env,
-            grants,
-            stderr,
-            stdio,
+    let spec = ProcessSpec {
+        name,
+        args: std::mem::take(&mut request.args),
+        env: std::mem::take(&mut request.env),
+        // The terminal and host directories are pid0's alone: a child never receives them.
+        grants: Grants {
+            executor: request.grants.executor,
+            ..Grants::default()
         },
-        limits,
-    })
+        stderr: match request.stderr {
+            WireStderr::Forward => StderrMode::Forward,
+            WireStderr::Capture => StderrMode::Capture,
+            WireStderr::Discard => StderrMode::Discard,
+        },
+        stdio: match request.mode {
+            ProcessMode::Rpc => StdioMode::Rpc,
+            ProcessMode::Plain => StdioMode::Plain,
+        },
+    };
+    Ok((request, spec))
 }
 
 impl executor::Server for ExecutorServer {
@@ -147,18 +91,16 @@ impl executor::Server for ExecutorServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         self.sup.ensure_running(self.owner).map_err(spawn_error)?;
-        let request = params.get()?.get_request()?;
-        let mut args = read_request(request)?;
-        let net_grants = NetGrantRequest::read(request.get_grants()?)?;
+        let (request, mut spec) = read_request(params.get()?.get_request()?)?;
         drop(params);
         // The child's network is the policy of a Network this process was issued (a new server
         // with the same policy is made for the child), never a guest-made object.
-        let (network, sockets) = self.net.resolve_grants(net_grants).await?;
-        args.spec.grants.network = network;
-        args.spec.grants.sockets = sockets;
+        let (network, sockets) = self.net.resolve_grants(request.grants).await?;
+        spec.grants.network = network;
+        spec.grants.sockets = sockets;
         let handle = self
             .sup
-            .spawn_child(self.owner, args.wasm, args.spec, &args.limits)
+            .spawn_child(self.owner, request.wasm, spec, &request.limits)
             .await
             .map_err(spawn_error)?;
         results

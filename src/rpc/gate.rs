@@ -21,6 +21,7 @@ use std::rc::Rc;
 
 use crate::rpc::failed;
 use crate::rpc::flow::Flow;
+use cell_proto::Reason;
 
 /// A counter with a limit. Cheap to clone; clones share the count.
 #[derive(Clone, Debug)]
@@ -108,7 +109,7 @@ impl CallGate {
     pub fn enter(&self) -> Result<InFlight, capnp::Error> {
         self.0.take(1).ok_or_else(|| {
             failed(
-                "limit",
+                Reason::Limit,
                 format!("max-outstanding-calls {} reached", self.0.limit()),
             )
         })
@@ -137,7 +138,7 @@ impl ByteBudget {
     pub fn reserve(&self, bytes: usize) -> Result<Taken, capnp::Error> {
         self.0.take(bytes).ok_or_else(|| {
             failed(
-                "limit",
+                Reason::Limit,
                 format!(
                     "max in-flight bytes {} reached ({} bytes already waiting to be sent)",
                     self.0.limit(),

@@ -19,6 +19,8 @@ pub use gate::{ByteBudget, CallGate, InFlight};
 
 use std::fmt::Display;
 
+use cell_proto::{CellError, Reason};
+
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
@@ -97,7 +99,7 @@ pub fn serve(
     }
 }
 
-/// An RPC error with a stable reason word, e.g. `not-granted: executor`.
-pub(crate) fn failed(reason: &str, detail: impl Display) -> capnp::Error {
-    capnp::Error::failed(format!("{reason}: {detail}"))
+/// An RPC error with a stable reason word, e.g. `not-granted: executor` (see `cell_proto::Reason`).
+pub(crate) fn failed(reason: Reason, detail: impl Display) -> capnp::Error {
+    CellError::new(reason, detail).into()
 }

@@ -21,18 +21,16 @@ use std::sync::Arc;
 use capnp::capability::Rc as CapRc;
 use capnp_rpc::CapabilityServerSet;
 
-use crate::cell_capnp::NetOp as WireOp;
-use crate::cell_capnp::{
-    grants, net_policy, network, socket, tcp_listener, tcp_stream, udp_socket,
-};
+use cell_proto::Reason;
+use cell_proto::{read_rules, write_rules, Grants as WireGrants, Socket as WireSocket};
+
+use crate::cell_capnp::{net_policy, network, socket, tcp_listener, tcp_stream, udp_socket};
 use crate::limits::{
     MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT, NET_MAX_IN_FLIGHT,
 };
 use crate::net::audit::{Audit, AuditEvent, Via};
 use crate::net::count::SocketTally;
-use crate::net::policy::{
-    canonical_name, check_rule_count, parse_rule, Decision, NetOp, NetPolicy, NetRule, Target,
-};
+use crate::net::policy::{canonical_name, Decision, NetOp, NetPolicy, MAX_RULES};
 use crate::rpc::failed;
 use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::{UdpInner, UdpSocketServer};
@@ -169,7 +167,10 @@ impl NetCaps {
 
     /// A slot for one more open socket.
     pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
-        self.0.sockets.acquire().map_err(|e| failed("limit", e))
+        self.0
+            .sockets
+            .acquire()
+            .map_err(|e| failed(Reason::Limit, e))
     }
 
     /// A new `Network` capability with `policy`, recognisable by this connection.
@@ -217,19 +218,18 @@ impl NetCaps {
     /// `bad-grant: …` for a capability this host did not issue to this process.
     pub async fn resolve_grants(
         &self,
-        request: NetGrantRequest,
+        request: WireGrants,
     ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {
-        let network =
-            match request.network {
-                None => None,
-                Some(client) => {
-                    let server =
-                        self.0.networks.recognise(client).await.ok_or_else(|| {
-                            failed("bad-grant", "not a Network issued by this host")
-                        })?;
-                    Some(NetPolicy::clone(&server.policy))
-                }
-            };
+        let network = match request.network {
+            None => None,
+            Some(client) => {
+                let server =
+                    self.0.networks.recognise(client).await.ok_or_else(|| {
+                        failed(Reason::BadGrant, "not a Network issued by this host")
+                    })?;
+                Some(NetPolicy::clone(&server.policy))
+            }
+        };
         let mut sockets = Vec::with_capacity(request.sockets.len());
         for socket in request.sockets {
             let grant = match socket {
@@ -253,44 +253,11 @@ impl NetCaps {
                     .map(|u| SocketGrant::UdpSocket(u.inner.clone())),
             };
             sockets.push(
-                grant.ok_or_else(|| failed("bad-grant", "not a socket issued by this host"))?,
+                grant
+                    .ok_or_else(|| failed(Reason::BadGrant, "not a socket issued by this host"))?,
             );
         }
         Ok((network, sockets))
-    }
-}
-
-enum WireSocket {
-    TcpStream(tcp_stream::Client),
-    TcpListener(tcp_listener::Client),
-    UdpSocket(udp_socket::Client),
-}
-
-/// The capabilities named in a spawn request's grants, copied out of the message so the
-/// request can be released before they are resolved.
-pub struct NetGrantRequest {
-    network: Option<network::Client>,
-    sockets: Vec<WireSocket>,
-}
-
-impl NetGrantRequest {
-    /// Reads `grants.network` (null = no network) and `grants.sockets`.
-    pub fn read(grants: grants::Reader<'_>) -> capnp::Result<Self> {
-        let network = if grants.has_network() {
-            Some(grants.get_network()?)
-        } else {
-            None
-        };
-        let mut sockets = Vec::new();
-        for s in grants.get_sockets()?.iter() {
-            use crate::cell_capnp::socket::Which;
-            sockets.push(match s.which()? {
-                Which::TcpStream(c) => WireSocket::TcpStream(c?),
-                Which::TcpListener(c) => WireSocket::TcpListener(c?),
-                Which::UdpSocket(c) => WireSocket::UdpSocket(c?),
-            });
-        }
-        Ok(NetGrantRequest { network, sockets })
     }
 }
 
@@ -302,8 +269,12 @@ pub struct NetworkServer {
 
 /// The local address of a listen or bind request; binding by name is not supported.
 fn local_ip(address: &str) -> Result<IpAddr, capnp::Error> {
-    parse_ip(address)
-        .ok_or_else(|| failed("bad-address", format!("{address:?} is not an IP address")))
+    parse_ip(address).ok_or_else(|| {
+        failed(
+            Reason::BadAddress,
+            format!("{address:?} is not an IP address"),
+        )
+    })
 }
 
 /// An address as a guest writes it: `127.0.0.1`, `::1` or `[::1]`.
@@ -316,7 +287,7 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
 }
 
 fn denied(decision: &Decision) -> capnp::Error {
-    failed("denied", decision)
+    failed(Reason::Denied, decision)
 }
 
 impl NetworkServer {
@@ -346,7 +317,7 @@ impl NetworkServer {
         // One spelling is matched, resolved and audited (`LOCALHOST.` is `localhost`).
         let host = &canonical_name(host).map_err(|why| {
             failed(
-                "bad-address",
+                Reason::BadAddress,
                 format!(
                     "{:?} is neither an IP address nor a host name: {why}",
                     guest_text(host)
@@ -362,7 +333,7 @@ impl NetworkServer {
                 port,
                 reason,
             ));
-            failed("denied", reason)
+            failed(Reason::Denied, reason)
         };
         if !self.policy.has_name_rules(NetOp::Connect) {
             return Err(deny_name(NO_NAME_RULES));
@@ -374,7 +345,7 @@ impl NetworkServer {
         }
         let resolved = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| failed("unresolvable", format!("{host}: {e}")))?;
+            .map_err(|e| failed(Reason::Unresolvable, format!("{host}: {e}")))?;
         let mut allowed = Vec::new();
         let mut last = None;
         for addr in resolved.take(MAX_RESOLVED_ADDRS) {
@@ -391,7 +362,10 @@ impl NetworkServer {
         match (allowed.is_empty(), last) {
             (false, _) => Ok(allowed),
             (true, Some(decision)) => Err(denied(&decision)),
-            (true, None) => Err(failed("unresolvable", format!("{host}: no addresses"))),
+            (true, None) => Err(failed(
+                Reason::Unresolvable,
+                format!("{host}: no addresses"),
+            )),
         }
     }
 }
@@ -407,7 +381,7 @@ async fn connect_any(targets: &[SocketAddr]) -> Result<tokio::net::TcpStream, ca
         }
     }
     Err(failed(
-        "connect-failed",
+        Reason::ConnectFailed,
         last_err.unwrap_or_else(|| "no address to try".into()),
     ))
 }
@@ -427,7 +401,8 @@ impl network::Server for NetworkServer {
         let targets = self.connect_targets(&host, port).await?;
         let permit = self.net.acquire_socket()?;
         let stream = connect_any(&targets).await?;
-        let inner = StreamInner::new(stream, permit).map_err(|e| failed("connect-failed", e))?;
+        let inner =
+            StreamInner::new(stream, permit).map_err(|e| failed(Reason::ConnectFailed, e))?;
         results.get().set_stream(self.net.stream(Rc::new(inner)));
         Ok(())
     }
@@ -446,7 +421,7 @@ impl network::Server for NetworkServer {
         self.check(NetOp::Listen, ip, port)?;
         let permit = self.net.acquire_socket()?;
         let inner = ListenerInner::bind(SocketAddr::new(ip, port), backlog, permit)
-            .map_err(|e| failed("listen-failed", e))?;
+            .map_err(|e| failed(Reason::ListenFailed, e))?;
         results
             .get()
             .set_listener(self.net.listener(Rc::new(inner)));
@@ -467,7 +442,7 @@ impl network::Server for NetworkServer {
         let permit = self.net.acquire_socket()?;
         let inner = UdpInner::bind(SocketAddr::new(ip, port), self.policy.clone(), permit)
             .await
-            .map_err(|e| failed("bind-failed", e))?;
+            .map_err(|e| failed(Reason::BindFailed, e))?;
         results.get().set_socket(self.net.udp(inner));
         Ok(())
     }
@@ -483,7 +458,7 @@ impl network::Server for NetworkServer {
         let narrowed = self
             .policy
             .try_intersect(&requested)
-            .map_err(|e| failed("limit", e))?;
+            .map_err(|e| failed(Reason::Limit, e))?;
         tracing::debug!(
             target: "cell::audit",
             pid = self.net.pid(),
@@ -502,87 +477,21 @@ impl network::Server for NetworkServer {
         mut results: network::PolicyResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.net.gate().enter()?;
-        write_policy(&self.policy, results.get().init_policy());
-        Ok(())
+        write_policy(&self.policy, results.get().init_policy())
     }
 }
 
-// ------------------------------------------------------------------------------------------------
-// Schema <-> policy
-// ------------------------------------------------------------------------------------------------
-
-fn op_from_wire(op: WireOp) -> NetOp {
-    match op {
-        WireOp::Connect => NetOp::Connect,
-        WireOp::Listen => NetOp::Listen,
-        WireOp::Udp => NetOp::Udp,
-    }
-}
-
-fn op_to_wire(op: NetOp) -> WireOp {
-    match op {
-        NetOp::Connect => WireOp::Connect,
-        NetOp::Listen => WireOp::Listen,
-        NetOp::Udp => WireOp::Udp,
-    }
-}
-
-/// A wire rule, validated exactly like a `--net` rule (by printing it in that syntax and
-/// parsing it), so both paths accept the same rules.
-///
-/// # Errors
-/// `bad-policy: …` naming the bad part.
-pub fn rule_from_wire(rule: crate::cell_capnp::net_rule::Reader<'_>) -> capnp::Result<NetRule> {
-    let op = op_from_wire(rule.get_op()?);
-    let host = rule.get_host()?.to_str()?;
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    let (low, high) = (rule.get_port_low(), rule.get_port_high());
-    let ports = if low == high {
-        low.to_string()
-    } else {
-        format!("{low}-{high}")
-    };
-    parse_rule(&format!("{op}={host}:{ports}")).map_err(|e| failed("bad-policy", e))
-}
-
-/// A policy from the wire, its size checked before any rule is parsed.
+/// A policy from the wire, its size checked before any rule is parsed (through the one rule
+/// grammar of `cell-proto`).
 ///
 /// # Errors
 /// `limit: …` past [`crate::net::policy::MAX_RULES`] rules, `bad-policy: …` for a bad rule.
 fn read_policy(policy: net_policy::Reader<'_>) -> capnp::Result<NetPolicy> {
-    let rules = policy.get_rules()?;
-    check_rule_count(rules.len() as usize).map_err(|e| failed("limit", e))?;
-    rules
-        .iter()
-        .map(rule_from_wire)
-        .collect::<capnp::Result<Vec<_>>>()
-        .map(NetPolicy::new)
+    Ok(NetPolicy::new(read_rules(policy, MAX_RULES)?))
 }
 
-fn write_policy(policy: &NetPolicy, out: net_policy::Builder<'_>) {
-    let rules = policy.rules();
-    let mut list = out.init_rules(rules.len() as u32);
-    for (i, rule) in rules.iter().enumerate() {
-        let mut r = list.reborrow().get(i as u32);
-        r.set_op(op_to_wire(rule.op));
-        // The `--net` spelling without IPv6 brackets: `127.0.0.1`, `::1`, `10.0.0.0/8`.
-        let host = match &rule.target {
-            Target::Cidr(_) => rule
-                .target
-                .to_string()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            other => other.to_string(),
-        };
-        r.set_host(host.as_str());
-        r.set_port_low(rule.ports.low);
-        r.set_port_high(rule.ports.high);
-    }
+fn write_policy(policy: &NetPolicy, out: net_policy::Builder<'_>) -> capnp::Result<()> {
+    Ok(write_rules(policy.rules(), out)?)
 }
 
 #[cfg(test)]
@@ -601,7 +510,7 @@ mod tests {
         ])
         .unwrap();
         let mut message = capnp::message::Builder::new_default();
-        write_policy(&policy, message.init_root());
+        write_policy(&policy, message.init_root()).unwrap();
         let reader = message
             .get_root_as_reader::<net_policy::Reader<'_>>()
             .unwrap();

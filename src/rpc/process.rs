@@ -10,6 +10,7 @@ use crate::handle::ProcessHandle;
 use crate::rpc::stream::ByteStreamServer;
 use crate::rpc::{failed, ByteBudget, CallGate};
 use crate::status::KilledBy;
+use cell_proto::Reason;
 
 pub struct ProcessServer {
     handle: StdRc<ProcessHandle>,
@@ -71,7 +72,7 @@ impl process::Server for ProcessServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let status = self.handle.wait().await;
-        status.write_to(results.get().init_status());
+        status.write(results.get().init_status());
         Ok(())
     }
 
@@ -95,7 +96,7 @@ impl process::Server for ProcessServer {
         let _call = self.gate.enter()?;
         let captured = self.handle.stderr.as_ref().ok_or_else(|| {
             failed(
-                "not-captured",
+                Reason::NotCaptured,
                 format!(
                     "pid {} was not spawned with stderr = capture",
                     self.handle.pid
@@ -142,7 +143,7 @@ impl ProcessServer {
     fn plain(&self) -> Result<&crate::handle::PlainStdio, capnp::Error> {
         self.handle.plain.as_ref().ok_or_else(|| {
             failed(
-                "not-plain",
+                Reason::NotPlain,
                 format!(
                     "pid {} is an RPC guest; its stdio is its RPC channel",
                     self.handle.pid

@@ -12,6 +12,7 @@ use crate::rpc::stream::ByteStreamServer;
 use crate::rpc::{failed, CallGate};
 use crate::supervisor::Supervisor;
 use crate::table::Pid;
+use cell_proto::Reason;
 
 pub struct SessionServer {
     sup: Supervisor,
@@ -52,7 +53,7 @@ impl SessionServer {
     }
 
     fn not_granted(what: &str) -> capnp::Error {
-        failed("not-granted", what)
+        failed(Reason::NotGranted, what)
     }
 }
 
@@ -66,7 +67,7 @@ impl session::Server for SessionServer {
         let info = self
             .sup
             .info(self.pid)
-            .ok_or_else(|| failed("dead", format!("process {} has exited", self.pid)))?;
+            .ok_or_else(|| failed(Reason::Dead, format!("process {} has exited", self.pid)))?;
         let mut out = results.get().init_info();
         out.set_pid(info.pid);
         out.set_parent(info.parent.unwrap_or(0));

@@ -10,6 +10,7 @@ use crate::cell_capnp::byte_stream;
 use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
 use crate::rpc::{failed, ByteBudget, CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
+use cell_proto::Reason;
 
 /// Refuses a single write larger than [`NET_MAX_WRITE`] (a guest writes more in several calls).
 ///
@@ -18,7 +19,7 @@ use crate::transport::{PipeReader, PipeWriter};
 pub(crate) fn check_write_size(len: usize) -> Result<(), capnp::Error> {
     if len > NET_MAX_WRITE {
         return Err(failed(
-            "limit",
+            Reason::Limit,
             format!("write of {len} bytes exceeds the {NET_MAX_WRITE}-byte maximum"),
         ));
     }
@@ -79,7 +80,7 @@ impl byte_stream::Server for ByteStreamServer {
         let reader = self
             .reader
             .as_ref()
-            .ok_or_else(|| failed("unsupported", "this stream is write-only"))?;
+            .ok_or_else(|| failed(Reason::Unsupported, "this stream is write-only"))?;
         let reader = reader.lock().await;
         if let Some(gate) = &self.gate {
             gate.reply_room().await;
@@ -98,7 +99,7 @@ impl byte_stream::Server for ByteStreamServer {
         let writer = self
             .writer
             .as_ref()
-            .ok_or_else(|| failed("unsupported", "this stream is read-only"))?;
+            .ok_or_else(|| failed(Reason::Unsupported, "this stream is read-only"))?;
         let data = params.get()?.get_data()?;
         check_write_size(data.len())?;
         // What waits is charged twice over: its bytes to the owner's in-flight budget, and the
@@ -113,7 +114,7 @@ impl byte_stream::Server for ByteStreamServer {
             .await
             .write_all(data)
             .await
-            .map_err(|e| failed("closed", e))
+            .map_err(|e| failed(Reason::Closed, e))
     }
 
     async fn close(

@@ -26,6 +26,7 @@ use crate::limits::MAX_READ_CHUNK;
 use crate::rpc::failed;
 use crate::rpc::network::{NetCaps, SocketPermit};
 use crate::rpc::{ByteBudget, CallGate};
+use cell_proto::Reason;
 
 /// An open TCP connection.
 pub struct StreamInner {
@@ -93,7 +94,10 @@ impl byte_stream::Server for TcpStreamServer {
         // Wait for the guest to take its replies before making another one of up to `max`.
         self.gate.reply_room().await;
         let mut buf = vec![0u8; max];
-        let n = reader.read(&mut buf).await.map_err(|e| failed("io", e))?;
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| failed(Reason::Io, e))?;
         results.get().set_data(&buf[..n]);
         Ok(())
     }
@@ -115,7 +119,7 @@ impl byte_stream::Server for TcpStreamServer {
             .await
             .write_all(data)
             .await
-            .map_err(|e| failed("closed", e))
+            .map_err(|e| failed(Reason::Closed, e))
     }
 
     async fn close(
@@ -130,7 +134,7 @@ impl byte_stream::Server for TcpStreamServer {
             .await
             .shutdown()
             .await
-            .map_err(|e| failed("io", e))
+            .map_err(|e| failed(Reason::Io, e))
     }
 }
 
@@ -208,10 +212,10 @@ impl tcp_listener::Server for TcpListenerServer {
             .listener
             .accept()
             .await
-            .map_err(|e| failed("io", e))?;
+            .map_err(|e| failed(Reason::Io, e))?;
         // Over budget: the connection is closed (dropped) and the caller told why.
         let permit = self.net.acquire_socket()?;
-        let inner = StreamInner::new(stream, permit).map_err(|e| failed("io", e))?;
+        let inner = StreamInner::new(stream, permit).map_err(|e| failed(Reason::Io, e))?;
         tracing::debug!(target: "cell::audit", pid = self.net.pid(), "accept {peer} on {}", self.inner.local);
         let mut r = results.get();
         r.set_stream(self.net.stream(Rc::new(inner)));

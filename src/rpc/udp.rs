@@ -23,6 +23,7 @@ use crate::limits::{UDP_MAX_DATAGRAM, UDP_RECV_QUEUE};
 use crate::net::policy::{NetOp, NetPolicy};
 use crate::rpc::failed;
 use crate::rpc::network::{parse_ip, NetCaps, SocketPermit};
+use cell_proto::Reason;
 
 /// Datagrams received but not yet read by the guest.
 #[derive(Default)]
@@ -128,7 +129,7 @@ impl udp_socket::Server for UdpSocketServer {
         let host = p.get_host()?.to_str()?;
         let ip = parse_ip(host).ok_or_else(|| {
             failed(
-                "bad-address",
+                Reason::BadAddress,
                 format!("{host:?} is not an IP address (UDP sends take addresses, not names)"),
             )
         })?;
@@ -136,7 +137,7 @@ impl udp_socket::Server for UdpSocketServer {
         let data = p.get_data()?;
         if data.len() > UDP_MAX_DATAGRAM {
             return Err(failed(
-                "limit",
+                Reason::Limit,
                 format!(
                     "datagram of {} bytes exceeds {UDP_MAX_DATAGRAM}",
                     data.len()
@@ -146,14 +147,14 @@ impl udp_socket::Server for UdpSocketServer {
         let decision = self.inner.policy.allows_destination(NetOp::Udp, ip, port);
         self.net.record(&decision);
         if !decision.allowed {
-            return Err(failed("denied", decision));
+            return Err(failed(Reason::Denied, decision));
         }
         let _bytes = self.net.in_flight().reserve(data.len())?;
         self.inner
             .socket
             .send_to(data, SocketAddr::new(ip, port))
             .await
-            .map_err(|e| failed("io", e))?;
+            .map_err(|e| failed(Reason::Io, e))?;
         Ok(())
     }
 
@@ -169,7 +170,7 @@ impl udp_socket::Server for UdpSocketServer {
                 break d;
             }
             if let Some(e) = queue.error.borrow().as_ref() {
-                return Err(failed("io", e));
+                return Err(failed(Reason::Io, e));
             }
             queue.ready.notified().await;
         };

@@ -59,7 +59,7 @@ fn main() {
             "tcp" => {
                 let host = args.get(1).context("tcp: HOST missing")?;
                 let port = u16::try_from(n(2)?).context("tcp: bad PORT")?;
-                let network = Network::new(caps.network().await?);
+                let network = caps.network().await?;
                 tcp_bulk(&network, host, port, n(3)?, n(4)?, n(5)?).await
             }
             other => bail!("unknown mode {other:?}"),

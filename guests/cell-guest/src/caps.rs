@@ -8,20 +8,13 @@
 //! The raw clients stay reachable (`Caps::session`, `Executor::client`, `Process::client`, …)
 //! for anything these helpers do not cover.
 
-use std::fmt;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
+use cell_proto::{ExitStatus, Socket, SpawnRequest};
 
-use crate::cell_capnp::{
-    byte_stream, executor, exit_status, network, process, session, tcp_listener, tcp_stream,
-    udp_socket, KilledBy, ProcessMode, StderrMode,
-};
-
-/// Converts a length to the `u32` Cap'n Proto list sizes use.
-fn list_len(len: usize, what: &str) -> Result<u32> {
-    u32::try_from(len).map_err(|_| anyhow!("too many {what}: {len}"))
-}
+use crate::cell_capnp::{byte_stream, executor, process, session, ProcessMode, StderrMode};
+use crate::net::Network;
 
 /// Reads a text field as an owned `String`.
 fn text(t: capnp::Result<capnp::text::Reader<'_>>, what: &str) -> Result<String> {
@@ -48,14 +41,6 @@ pub struct Info {
     pub depth: u32,
     /// The names of the grants this process holds, e.g. `["executor", "network"]`.
     pub grants: Vec<String>,
-}
-
-/// A socket handed to this process by its parent (see `Session.sockets`).
-#[derive(Clone)]
-pub enum Socket {
-    TcpStream(tcp_stream::Client),
-    TcpListener(tcp_listener::Client),
-    UdpSocket(udp_socket::Client),
 }
 
 /// The operator's terminal, for an interactive pid0 started with `--tty`.
@@ -119,7 +104,7 @@ impl Caps {
     }
 
     /// This process's Network; fails ("not-granted: network") unless it was granted one.
-    pub async fn network(&self) -> Result<network::Client> {
+    pub async fn network(&self) -> Result<Network> {
         let response = self
             .session
             .network_request()
@@ -127,10 +112,11 @@ impl Caps {
             .promise
             .await
             .context("session.network")?;
-        response
+        let client = response
             .get()
             .and_then(|r| r.get_network())
-            .context("session.network: reading the response")
+            .context("session.network: reading the response")?;
+        Ok(Network::new(client))
     }
 
     /// The sockets handed to this process by its parent, in the order they were granted.
@@ -146,18 +132,9 @@ impl Caps {
             .get()
             .and_then(|r| r.get_sockets())
             .context("session.sockets: reading the response")?;
-        let mut sockets = Vec::with_capacity(list.len() as usize);
-        for socket in list.iter() {
-            use crate::cell_capnp::socket::Which;
-            let socket = match socket.which() {
-                Ok(Which::TcpStream(c)) => Socket::TcpStream(c?),
-                Ok(Which::TcpListener(c)) => Socket::TcpListener(c?),
-                Ok(Which::UdpSocket(c)) => Socket::UdpSocket(c?),
-                Err(e) => return Err(e).context("session.sockets: unknown socket kind"),
-            };
-            sockets.push(socket);
-        }
-        Ok(sockets)
+        list.iter()
+            .map(|s| Socket::read(s).context("session.sockets: reading a socket"))
+            .collect()
     }
 
     /// The operator's terminal; fails ("not-granted: terminal") unless pid0 runs with `--tty`.
@@ -226,57 +203,32 @@ impl Executor {
     }
 }
 
-/// Builds a `SpawnRequest`. Everything not set is left at the schema's default: name "child",
-/// no args, empty environment, no grants, stderr forwarded, RPC mode, the parent's limits.
+/// Builds a `SpawnRequest` (the wire crate's [`SpawnRequest`], written by its own writer).
+/// Everything not set is left at the schema's default: name "child", no args, empty
+/// environment, no grants, stderr forwarded, RPC mode, the parent's limits.
 #[must_use = "a spawn does nothing until `start().await`"]
 pub struct SpawnBuilder<'a> {
     executor: executor::Client,
-    wasm: &'a [u8],
-    name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    grant_executor: bool,
-    network: Option<network::Client>,
-    sockets: Vec<Socket>,
-    stderr: StderrMode,
-    mode: ProcessMode,
-    max_memory_bytes: u64,
-    timeout_ms: u64,
-    fuel: u64,
-    max_procs: u32,
-    max_depth: u32,
+    request: SpawnRequest<&'a [u8]>,
 }
 
 impl<'a> SpawnBuilder<'a> {
     fn new(executor: executor::Client, wasm: &'a [u8]) -> Self {
         SpawnBuilder {
             executor,
-            wasm,
-            name: String::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            grant_executor: false,
-            network: None,
-            sockets: Vec::new(),
-            stderr: StderrMode::Forward,
-            mode: ProcessMode::Rpc,
-            max_memory_bytes: 0,
-            timeout_ms: 0,
-            fuel: 0,
-            max_procs: 0,
-            max_depth: 0,
+            request: SpawnRequest::new(wasm),
         }
     }
 
     /// argv[0] and the name used in the host's logs.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.request.name = name.into();
         self
     }
 
     /// Appends one argument (argv[1..]).
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
-        self.args.push(arg.into());
+        self.request.args.push(arg.into());
         self
     }
 
@@ -286,55 +238,55 @@ impl<'a> SpawnBuilder<'a> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.args.extend(args.into_iter().map(Into::into));
+        self.request.args.extend(args.into_iter().map(Into::into));
         self
     }
 
     /// Adds an environment variable; the child inherits nothing else.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
+        self.request.env.push((key.into(), value.into()));
         self
     }
 
     /// Gives the child an Executor of its own (it may then spawn, one level further down).
     pub fn grant_executor(mut self, grant: bool) -> Self {
-        self.grant_executor = grant;
+        self.request.grants.executor = grant;
         self
     }
 
     /// Gives the child a Network (one this process holds, possibly restricted).
-    pub fn grant_network(mut self, network: network::Client) -> Self {
-        self.network = Some(network);
+    pub fn grant_network(mut self, network: &Network) -> Self {
+        self.request.grants.network = Some(network.client().clone());
         self
     }
 
     /// Hands a socket over to the child (it gets them, in order, from `Session.sockets`).
-    pub fn grant_socket(mut self, socket: Socket) -> Self {
-        self.sockets.push(socket);
+    pub fn grant_socket(mut self, socket: impl Into<Socket>) -> Self {
+        self.request.grants.sockets.push(socket.into());
         self
     }
 
     /// Where the child's stderr goes (default: forwarded to the host's stderr).
     pub fn stderr(mut self, mode: StderrMode) -> Self {
-        self.stderr = mode;
+        self.request.stderr = mode;
         self
     }
 
     /// `Rpc` (a cell guest, the default) or `Plain` (an ordinary WASI program).
     pub fn mode(mut self, mode: ProcessMode) -> Self {
-        self.mode = mode;
+        self.request.mode = mode;
         self
     }
 
     /// Memory limit for the child; clamped to this process's own.
     pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
-        self.max_memory_bytes = bytes;
+        self.request.limits.max_memory = Some(bytes);
         self
     }
 
     /// Wall-clock deadline from spawn; clamped to this process's own.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.request.limits.timeout = Some(timeout);
         self
     }
 
@@ -342,32 +294,32 @@ impl<'a> SpawnBuilder<'a> {
     /// left) and given back when the child ends. Without it the child is lent half of what is
     /// left.
     pub fn fuel(mut self, fuel: u64) -> Self {
-        self.fuel = fuel;
+        self.request.limits.fuel = Some(fuel);
         self
     }
 
     /// Live processes in the child's subtree, itself included.
     pub fn max_procs(mut self, n: u32) -> Self {
-        self.max_procs = n;
+        self.request.limits.max_procs = Some(n);
         self
     }
 
     /// How many levels below the child may still be spawned.
     pub fn max_depth(mut self, n: u32) -> Self {
-        self.max_depth = n;
+        self.request.limits.max_depth = Some(n);
         self
     }
 
     /// Sends the spawn request; resolves once the child runs (or the host refused it).
     pub async fn start(self) -> Result<Process> {
-        let label = if self.name.is_empty() {
-            "child"
+        let label = if self.request.name.is_empty() {
+            "child".to_string()
         } else {
-            &self.name
+            self.request.name.clone()
         };
-        let label = label.to_string();
         let mut request = self.executor.spawn_request();
-        self.fill(request.get().init_request())
+        self.request
+            .write(request.get().init_request())
             .with_context(|| format!("spawn {label}: building the request"))?;
         let spawned = request.send();
         // Pipelined with the spawn: no extra round trip.
@@ -385,101 +337,6 @@ impl<'a> SpawnBuilder<'a> {
             .and_then(|r| Ok(r.get()?.get_pid()))
             .with_context(|| format!("spawn {label}: process.pid"))?;
         Ok(Process { client, pid })
-    }
-
-    fn fill(&self, mut r: crate::cell_capnp::spawn_request::Builder<'_>) -> Result<()> {
-        r.set_wasm(self.wasm);
-        r.set_name(self.name.as_str());
-        let mut args = r.reborrow().init_args(list_len(self.args.len(), "args")?);
-        for (i, arg) in self.args.iter().enumerate() {
-            args.set(i as u32, arg.as_str());
-        }
-        let mut env = r.reborrow().init_env(list_len(self.env.len(), "env vars")?);
-        for (i, (key, value)) in self.env.iter().enumerate() {
-            let mut var = env.reborrow().get(i as u32);
-            var.set_key(key.as_str());
-            var.set_value(value.as_str());
-        }
-        {
-            let mut grants = r.reborrow().init_grants();
-            grants.set_executor(self.grant_executor);
-            if let Some(network) = &self.network {
-                grants.set_network(network.clone());
-            }
-            let mut sockets = grants.init_sockets(list_len(self.sockets.len(), "sockets")?);
-            for (i, socket) in self.sockets.iter().enumerate() {
-                let mut s = sockets.reborrow().get(i as u32);
-                match socket {
-                    Socket::TcpStream(c) => s.set_tcp_stream(c.clone()),
-                    Socket::TcpListener(c) => s.set_tcp_listener(c.clone()),
-                    Socket::UdpSocket(c) => s.set_udp_socket(c.clone()),
-                }
-            }
-        }
-        r.set_stderr(self.stderr);
-        r.set_mode(self.mode);
-        let mut limits = r.init_limits();
-        limits.set_max_memory_bytes(self.max_memory_bytes);
-        limits.set_timeout_ms(self.timeout_ms);
-        limits.set_fuel(self.fuel);
-        limits.set_max_procs(self.max_procs);
-        limits.set_max_depth(self.max_depth);
-        Ok(())
-    }
-}
-
-/// How a process ended (`ExitStatus` in the schema).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// The program returned; its exit code (0 = success).
-    Exited(i32),
-    /// A wasm trap, with its message.
-    Trapped(String),
-    Killed(KilledBy),
-    /// Its wall-clock deadline passed.
-    TimedOut,
-    /// It tried to grow memory past its limit.
-    OutOfMemory,
-    OutOfFuel,
-    /// It broke its RPC channel (e.g. wrote garbage on stdout).
-    ProtocolViolation(String),
-}
-
-impl ExitStatus {
-    /// Exited with code 0.
-    pub fn success(&self) -> bool {
-        *self == ExitStatus::Exited(0)
-    }
-
-    fn read(status: exit_status::Reader<'_>) -> Result<Self> {
-        use exit_status::Which;
-        Ok(match status.which().context("unknown exit status")? {
-            Which::Exited(code) => ExitStatus::Exited(code),
-            Which::Trapped(t) => ExitStatus::Trapped(text(t, "trap message")?),
-            Which::Killed(by) => ExitStatus::Killed(by.context("unknown killer")?),
-            Which::TimedOut(()) => ExitStatus::TimedOut,
-            Which::OutOfMemory(()) => ExitStatus::OutOfMemory,
-            Which::OutOfFuel(()) => ExitStatus::OutOfFuel,
-            Which::ProtocolViolation(t) => {
-                ExitStatus::ProtocolViolation(text(t, "protocol violation")?)
-            }
-        })
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Exited(code) => write!(f, "exited({code})"),
-            ExitStatus::Trapped(msg) => write!(f, "trapped: {msg}"),
-            ExitStatus::Killed(KilledBy::Parent) => write!(f, "killed by its parent"),
-            ExitStatus::Killed(KilledBy::Cascade) => write!(f, "killed with its parent"),
-            ExitStatus::Killed(KilledBy::Operator) => write!(f, "killed by the operator"),
-            ExitStatus::TimedOut => write!(f, "timed out"),
-            ExitStatus::OutOfMemory => write!(f, "out of memory"),
-            ExitStatus::OutOfFuel => write!(f, "out of fuel"),
-            ExitStatus::ProtocolViolation(msg) => write!(f, "protocol violation: {msg}"),
-        }
     }
 }
 
@@ -515,7 +372,7 @@ impl Process {
             .get()
             .and_then(|r| r.get_status())
             .with_context(|| format!("process {pid}: wait: reading the response"))?;
-        ExitStatus::read(status).with_context(|| format!("process {pid}: wait"))
+        ExitStatus::read(status).with_context(|| format!("process {pid}: wait: reading the status"))
     }
 
     /// Terminates the child and its whole subtree.
@@ -622,6 +479,11 @@ impl ByteStream {
             }
             all.extend_from_slice(&chunk);
         }
+    }
+
+    /// This stream as a `futures::io::AsyncRead + AsyncWrite` (see [`crate::io`]).
+    pub fn async_io(&self) -> crate::io::AsyncStream {
+        crate::io::AsyncStream::new(self.client.clone())
     }
 
     /// Writes `data`; resolves once the host accepted it.

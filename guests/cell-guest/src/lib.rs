@@ -24,15 +24,14 @@
 //!   std's `process::exit(n)` turns every non-zero code into 1 on wasm32-wasip2.
 
 mod caps;
+pub mod io;
 pub mod net;
 mod runtime;
 mod stdio;
 
-/// The Rust bindings of `capnp/cell.capnp`, for raw access to the capabilities.
-#[allow(clippy::all, missing_docs, unused)]
-pub mod cell_capnp {
-    include!(concat!(env!("OUT_DIR"), "/cell_capnp.rs"));
-}
+/// The Rust bindings of `capnp/cell.capnp` (from `cell-proto`), for raw access to the
+/// capabilities.
+pub use cell_proto::cell_capnp;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -43,16 +42,15 @@ use anyhow::Context as _;
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use futures::FutureExt as _;
 
-pub use caps::{
-    ByteStream, Caps, Executor, ExitStatus, Info, Process, Socket, SpawnBuilder, Terminal,
-};
-pub use cell_capnp::{KilledBy, ProcessMode, StderrMode};
+pub use caps::{ByteStream, Caps, Executor, Info, Process, SpawnBuilder, Terminal};
+pub use cell_proto::{CellError, ExitStatus, KilledBy, ProcessMode, Reason, Socket, StderrMode};
 pub use runtime::{sleep, timeout, Elapsed, Sleep};
 
 // Re-exported so guests can name the types in the raw API without extra dependencies.
 pub use anyhow;
 pub use capnp;
 pub use capnp_rpc;
+pub use cell_proto;
 
 /// Runs a guest: connects to the host, hands `f` its [`Caps`] and drives the resulting future
 /// together with the RPC connection until it completes, then exits the process.
@@ -106,9 +104,34 @@ where
 /// from an ordinary WASI program: a custom section (no run-time cost) holding this text, which
 /// names the capnp schema the guest speaks. Kept next to [`run`] so it is linked whenever `run`
 /// is.
+/// (The section name must be a literal; `cell_proto::SDK_MARKER_SECTION` is the same name, and
+/// `cell inspect` looks for it.)
 #[used]
 #[link_section = "cell-guest"]
-static SDK_MARKER: [u8; 43] = *b"cell-guest: capnp schema 0x82e2c8207d94532d";
+static SDK_MARKER: [u8; 43] = cell_proto::SDK_MARKER;
+
+/// The typed reason of a failed call, e.g. `Some(Reason::NotGranted)` for the error of
+/// `caps.executor()` without an Executor grant: the host's error (a `capnp::Error` somewhere in
+/// `e`'s chain) read as a [`CellError`]. `None` if `e` did not come from an RPC call.
+///
+/// ```no_run
+/// # async fn f(caps: cell_guest::Caps) -> anyhow::Result<()> {
+/// match caps.executor().await {
+///     Err(e) if cell_guest::reason(&e) == Some(cell_guest::Reason::NotGranted) => {}
+///     other => { other?; }
+/// }
+/// # Ok(()) }
+/// ```
+pub fn reason(e: &anyhow::Error) -> Option<Reason> {
+    cell_error(e).map(|e| e.reason)
+}
+
+/// The host's error in `e`'s chain, typed (see [`reason`]).
+pub fn cell_error(e: &anyhow::Error) -> Option<CellError> {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<capnp::Error>())
+        .map(|c| CellError::from(c.clone()))
+}
 
 /// Ends the process now with exit code `code` (reported exactly to the parent).
 pub fn exit(code: u8) -> ! {

@@ -1,85 +1,34 @@
 //! Typed wrappers over the network capabilities: `Network`, `TcpStream`, `TcpListener`,
-//! `UdpSocket`. Get a [`Network`] with `Network::new(caps.network().await?)`.
+//! `UdpSocket`. Get the [`Network`] of this process with `caps.network().await?`.
+//!
+//! Rules ([`Rule`], the wire crate's `NetRule`) are parsed and checked by the same grammar the
+//! host uses for `--net`: `Rule::connect("127.0.0.1", 8080)?`, `Rule::parse("udp=[::1]:*")?`.
 //!
 //! Host errors keep their reason word: a request the policy refuses fails with
 //! `denied: deny connect 10.0.0.1:80: …`; a name with no name rule with
 //! `denied: no rule allows name lookups`.
 
-use anyhow::{anyhow, Context as _, Result};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use anyhow::{Context as _, Result};
+use cell_proto::{read_rules, write_rules, Socket};
+use futures::io::{AsyncRead, AsyncWrite};
 
 use crate::caps::ByteStream;
-use crate::cell_capnp::{byte_stream, network, tcp_listener, tcp_stream, udp_socket, NetOp};
+use crate::cell_capnp::{byte_stream, network, tcp_listener, tcp_stream, udp_socket};
+use crate::io::AsyncStream;
+
+pub use cell_proto::{NetOp, NetRule as Rule, PortRange, RuleParseError};
+
+/// The most rules [`Network::policy`] reads back (the host's own bound is lower).
+const MAX_POLICY_RULES: usize = 4096;
 
 /// A `Network` capability: connect, listen, bind UDP, restrict, introspect.
 #[derive(Clone)]
 pub struct Network {
     client: network::Client,
-}
-
-/// One rule of a policy as the wire carries it (see `NetRule` in cell.capnp).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub op: NetOp,
-    /// A CIDR, an IP address (IPv6 without brackets) or a DNS name.
-    pub host: String,
-    pub port_low: u16,
-    pub port_high: u16,
-}
-
-impl Rule {
-    /// Parses the `--net` syntax, e.g. `connect=127.0.0.1:8080`, `connect=[::1]:1-1024`,
-    /// `udp=127.0.0.1:*`. Only splits the rule; the host validates it.
-    pub fn parse(s: &str) -> Result<Rule> {
-        let (op, rest) = s
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{s}: missing '='"))?;
-        let op = match op {
-            "connect" => NetOp::Connect,
-            "listen" => NetOp::Listen,
-            "udp" => NetOp::Udp,
-            other => return Err(anyhow!("{s}: unknown operation {other}")),
-        };
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow!("{s}: missing port"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let (port_low, port_high) = match port {
-            "*" => (0, u16::MAX),
-            p => match p.split_once('-') {
-                Some((a, b)) => (a.parse()?, b.parse()?),
-                None => (p.parse()?, p.parse()?),
-            },
-        };
-        Ok(Rule {
-            op,
-            host,
-            port_low,
-            port_high,
-        })
-    }
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = match self.op {
-            NetOp::Connect => "connect",
-            NetOp::Listen => "listen",
-            NetOp::Udp => "udp",
-        };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port_low == self.port_high {
-            write!(f, "{op}={host}:{}", self.port_low)
-        } else {
-            write!(f, "{op}={host}:{}-{}", self.port_low, self.port_high)
-        }
-    }
 }
 
 impl Network {
@@ -139,19 +88,7 @@ impl Network {
     /// A Network allowing only what both this one and `rules` allow (never more).
     pub async fn restrict(&self, rules: &[Rule]) -> Result<Network> {
         let mut request = self.client.restrict_request();
-        {
-            let mut list = request
-                .get()
-                .init_policy()
-                .init_rules(u32::try_from(rules.len())?);
-            for (i, rule) in rules.iter().enumerate() {
-                let mut r = list.reborrow().get(i as u32);
-                r.set_op(rule.op);
-                r.set_host(rule.host.as_str());
-                r.set_port_low(rule.port_low);
-                r.set_port_high(rule.port_high);
-            }
-        }
+        write_rules(rules, request.get().init_policy()).context("network.restrict")?;
         let response = request.send().promise.await.context("network.restrict")?;
         let client = response.get().and_then(|r| r.get_network())?;
         Ok(Network { client })
@@ -166,26 +103,25 @@ impl Network {
             .promise
             .await
             .context("network.policy")?;
-        let rules = response.get()?.get_policy()?.get_rules()?;
-        rules
-            .iter()
-            .map(|r| {
-                Ok(Rule {
-                    op: r.get_op()?,
-                    host: r.get_host()?.to_string()?,
-                    port_low: r.get_port_low(),
-                    port_high: r.get_port_high(),
-                })
-            })
-            .collect()
+        let policy = response.get()?.get_policy()?;
+        read_rules(policy, MAX_POLICY_RULES).context("network.policy")
     }
 }
 
-/// An open TCP connection; its byte-stream side is [`TcpStream::bytes`].
-#[derive(Clone)]
+/// An open TCP connection: call-per-operation through [`TcpStream::bytes`], or as a
+/// `futures::io::AsyncRead + AsyncWrite` (`read_to_end`, `write_all`, `copy`, …; `close` shuts
+/// down the write half). A clone shares the connection but not the in-flight reads and writes
+/// of `AsyncRead`/`AsyncWrite`.
 pub struct TcpStream {
     client: tcp_stream::Client,
     bytes: ByteStream,
+    io: AsyncStream,
+}
+
+impl Clone for TcpStream {
+    fn clone(&self) -> Self {
+        TcpStream::new(self.client.clone())
+    }
 }
 
 impl TcpStream {
@@ -195,6 +131,7 @@ impl TcpStream {
             capnp::capability::FromClientHook::new(client.client.hook.add_ref());
         TcpStream {
             client,
+            io: AsyncStream::new(bytes.clone()),
             bytes: ByteStream::new(bytes),
         }
     }
@@ -312,5 +249,70 @@ impl UdpSocket {
     pub async fn dropped(&self) -> Result<u64> {
         let r = self.client.dropped_request().send().promise.await?;
         Ok(r.get()?.get_count())
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+/// Sockets can be handed to a child as they are (`SpawnBuilder::grant_socket(stream)`).
+impl From<TcpStream> for Socket {
+    fn from(s: TcpStream) -> Self {
+        Socket::TcpStream(s.client)
+    }
+}
+
+impl From<&TcpStream> for Socket {
+    fn from(s: &TcpStream) -> Self {
+        Socket::TcpStream(s.client.clone())
+    }
+}
+
+impl From<TcpListener> for Socket {
+    fn from(l: TcpListener) -> Self {
+        Socket::TcpListener(l.client)
+    }
+}
+
+impl From<&TcpListener> for Socket {
+    fn from(l: &TcpListener) -> Self {
+        Socket::TcpListener(l.client.clone())
+    }
+}
+
+impl From<UdpSocket> for Socket {
+    fn from(u: UdpSocket) -> Self {
+        Socket::UdpSocket(u.client)
+    }
+}
+
+impl From<&UdpSocket> for Socket {
+    fn from(u: &UdpSocket) -> Self {
+        Socket::UdpSocket(u.client.clone())
     }
 }

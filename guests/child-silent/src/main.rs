@@ -1,6 +1,6 @@
 //! child-silent: never speaks RPC. It writes one line to stderr and exits with the code given
 //! as its first argument (default 0), so the host must cope with a child that ignores its RPC
-//! connection entirely (expected status: `exited(<code>)`, and nothing hangs).
+//! connection entirely (expected status: `exited with code <code>`, and nothing hangs).
 
 fn main() {
     let code = match std::env::args().nth(1) {

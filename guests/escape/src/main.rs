@@ -83,7 +83,7 @@ fn main() {
 }
 
 async fn network(caps: &Caps) -> Result<Network> {
-    Ok(Network::new(caps.network().await?))
+    caps.network().await
 }
 
 async fn udp_unspecified(caps: &Caps, port: u16, report: &mut Report) -> Result<()> {
@@ -138,6 +138,7 @@ fn rules(count: usize) -> Result<Vec<Rule>> {
                 i % 256,
                 1 + i % 1000
             ))
+            .map_err(anyhow::Error::from)
         })
         .collect()
 }
@@ -170,10 +171,10 @@ async fn network_many(caps: &Caps, count: u64, report: &mut Report) -> Result<()
     }
     report.ok(format!("Session.network() answered {count} times"));
     // One capability, handed out again: every client imports the same host object.
-    let first = kept.first().map(|c| c.client.hook.get_ptr());
+    let first = kept.first().map(|c| c.client().client.hook.get_ptr());
     let distinct = kept
         .iter()
-        .filter(|c| Some(c.client.hook.get_ptr()) != first)
+        .filter(|c| Some(c.client().client.hook.get_ptr()) != first)
         .count();
     report.check(
         distinct == 0,

@@ -11,7 +11,7 @@
 //!   `stack-overflow` trapped · `garbage`, `big-message` (run cell with a message limit below
 //!   `--bytes`), `huge-segment` protocol violation · `stderr-flood` timed out, capture at most
 //!   `--capture` bytes · `no-read-stdin`, `slow-read-stdin` timed out · `flood --limit L` (cell's
-//!   `--max-outstanding-calls`), `spawn-invalid-loop`, `forkbomb`, `parent-exits` exited(0) ·
+//!   `--max-outstanding-calls`), `spawn-invalid-loop`, `forkbomb`, `parent-exits` exited with code 0 ·
 //!   `dead-caps` a killed child's wait and captured stderr still answer (EOF), never hang ·
 //!   `operator` starts spinning children, logs `operator: ready` and waits to be stopped.
 

@@ -7,8 +7,7 @@
 //! connections (default: forever) it waits for the children and exits 0 iff they all did.
 
 use anyhow::Context as _;
-use cell_guest::net::Network;
-use cell_guest::{log, Socket};
+use cell_guest::log;
 
 static INETD_ECHO: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -18,7 +17,7 @@ static INETD_ECHO: &[u8] = include_bytes!(concat!(
 fn main() {
     cell_guest::run(|caps| async move {
         let count = cell_guest::arg::<u32>("--count")?;
-        let network = Network::new(caps.network().await.context("inetd needs --net listen=…")?);
+        let network = caps.network().await.context("inetd needs --net listen=…")?;
         let listener = network.listen("127.0.0.1", 0, 16).await?;
         log!("inetd: listening on {}", listener.local_address().await?);
         let mut children = Vec::new();
@@ -28,7 +27,7 @@ fn main() {
             let child = caps
                 .spawn(INETD_ECHO)
                 .name("inetd-echo")
-                .grant_socket(Socket::TcpStream(stream.client().clone()))
+                .grant_socket(&stream)
                 .start()
                 .await?;
             log!("inetd: {peer} -> pid {}", child.pid());

@@ -11,7 +11,7 @@
 //!   (no Network needed), write "bye", close, exit
 
 use anyhow::{bail, Result};
-use cell_guest::net::{Network, Rule, TcpListener};
+use cell_guest::net::{Rule, TcpListener};
 use cell_guest::{log, ExitStatus, ProcessMode, Socket, StderrMode};
 use cell_testkit::Report;
 
@@ -28,7 +28,7 @@ fn denied<T>(r: &Result<T>) -> Option<String> {
 }
 
 async fn widen(caps: &cell_guest::Caps, host: &str, port: u16, report: &mut Report) -> Result<()> {
-    let network = Network::new(caps.network().await?);
+    let network = caps.network().await?;
     let mine = network.policy().await?;
     let r = network.connect(host, port).await;
     report.check(
@@ -59,7 +59,7 @@ async fn widen(caps: &cell_guest::Caps, host: &str, port: u16, report: &mut Repo
         .name("net-std")
         .args(["deny", &format!("{host}:{port}")])
         .mode(ProcessMode::Plain)
-        .grant_network(wider.client().clone())
+        .grant_network(&wider)
         .stderr(StderrMode::Forward)
         .start()
         .await?;
@@ -72,7 +72,7 @@ async fn widen(caps: &cell_guest::Caps, host: &str, port: u16, report: &mut Repo
 }
 
 async fn listen_once(caps: &cell_guest::Caps) -> Result<()> {
-    let network = Network::new(caps.network().await?);
+    let network = caps.network().await?;
     let listener = network.listen("127.0.0.1", 0, 4).await?;
     log!(
         "net-child: listening on {}",

@@ -6,7 +6,6 @@
 
 use anyhow::{bail, Context as _};
 use cell_guest::log;
-use cell_guest::net::Network;
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -16,7 +15,7 @@ fn main() {
         };
         let port: u16 = port.parse().context("PORT")?;
         let path = args.get(3).map_or("/", String::as_str);
-        let network = Network::new(caps.network().await?);
+        let network = caps.network().await?;
         let stream = network.connect(host, port).await?;
         log!("net-fetch: connected to {}", stream.peer_address().await?);
         let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");

@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use cell_guest::cell_capnp::network;
 use cell_guest::net::{Network, Rule};
-use cell_guest::{log, Caps, ExitStatus, ProcessMode, Socket, StderrMode};
+use cell_guest::{log, Caps, ExitStatus, ProcessMode, StderrMode};
 use cell_testkit::Report;
 use futures::StreamExt as _;
 
@@ -74,7 +74,7 @@ impl Probe {
             .mode(ProcessMode::Plain)
             .stderr(StderrMode::Forward);
         if let Some(n) = network {
-            b = b.grant_network(n.client().clone());
+            b = b.grant_network(n);
         }
         b.start().await?.wait().await
     }
@@ -88,7 +88,7 @@ impl Probe {
             .grant_executor(true)
             .stderr(StderrMode::Forward);
         if let Some(n) = network {
-            b = b.grant_network(n.client().clone());
+            b = b.grant_network(n);
         }
         b.start().await?.wait().await
     }
@@ -245,7 +245,7 @@ impl Probe {
                     .spawn(NET_STD)
                     .args(["deny", "127.0.0.1:1"])
                     .mode(ProcessMode::Plain)
-                    .grant_network(impostor)
+                    .grant_network(&Network::new(impostor))
                     .start()
                     .await;
                 let e = err_text(&r);
@@ -265,7 +265,7 @@ impl Probe {
             .spawn(NET_CHILD)
             .name("net-child")
             .arg("listen-once")
-            .grant_network(self.network.client().clone())
+            .grant_network(&self.network)
             .stderr(StderrMode::Capture)
             .start()
             .await?;
@@ -318,7 +318,7 @@ impl Probe {
             .spawn(NET_CHILD)
             .name("net-child")
             .arg("accept-granted")
-            .grant_socket(Socket::TcpListener(listener.client().clone()))
+            .grant_socket(&listener)
             .start()
             .await?;
         drop(listener);
@@ -413,7 +413,7 @@ impl network::Server for Impostor {}
 
 fn main() {
     cell_guest::run(|caps| async move {
-        let network = Network::new(caps.network().await?);
+        let network = caps.network().await?;
         let policy = network.policy().await?;
         log!(
             "probe: policy {:?}",

@@ -77,7 +77,7 @@ async fn demo(caps: Caps) -> anyhow::Result<()> {
         child.pid()
     );
     if status != ExitStatus::Exited(1) {
-        bail!("child-echo without an Executor grant: expected exited(1), got {status}");
+        bail!("child-echo without an Executor grant: expected exited with code 1, got {status}");
     }
 
     log!("");

@@ -9,7 +9,7 @@
 //! - `bad-wasm`        junk bytes and a core module are refused; a good spawn still works
 //! - `trap`            child-trap is reported as trapped; a child-leaf afterwards works
 //! - `garbage`         child-garbage is reported as a protocol violation; a sibling is fine
-//! - `silent`          child-silent 5 (never speaks RPC) is reported as exited(5)
+//! - `silent`          child-silent 5 (never speaks RPC) is reported as exited with code 5
 //! - `stderr-capture`  child-leaf's captured stderr contains "leaf"
 //! - `all`             every scenario above except `exit`, in order
 //!
@@ -233,7 +233,7 @@ async fn spawn_many(executor: &Executor, args: &[String], report: &mut Report) -
     report.check(
         failures.is_empty(),
         format!(
-            "spawned child-leaf {n} times sequentially: {} exited(0) {failures:?}",
+            "spawned child-leaf {n} times sequentially: {} exited with code 0 {failures:?}",
             n as usize - failures.len()
         ),
     );

@@ -96,14 +96,15 @@
 
 mod decision;
 mod intersect;
-mod parse;
-mod rule;
 mod special;
 
 pub use decision::*;
 use intersect::*;
-pub use parse::*;
-pub use rule::*;
+// Rules and their grammar are the wire crate's: one definition for host, guests and clients.
+pub use cell_proto::{
+    canonical_name, canonical_net, intersect_names, name_covers, normalize_host_name, parse_rule,
+    NetOp, NetRule, PortRange, RuleErrorKind, RuleParseError, Target,
+};
 pub use special::*;
 
 use std::fmt;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// An address range a broad rule never covers: reaching it needs a rule that names it.
@@ -195,19 +195,5 @@ pub(super) fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
         Some(Ipv4Addr::new(a, b, c, d))
     } else {
         None
-    }
-}
-
-/// A rule CIDR as the checks see it: truncated, and an IPv4-mapped IPv6 CIDR (prefix >= 96
-/// inside `::ffff:0:0/96`) turned into the IPv4 CIDR it denotes, matching [`canonical_ip`].
-/// IPv4-compatible CIDRs are left alone (and so match nothing); write IPv4 rules as IPv4.
-pub(super) fn canonical_net(net: IpNet) -> IpNet {
-    let net = net.trunc();
-    let IpNet::V6(v6) = net else { return net };
-    match v6.addr().to_ipv4_mapped() {
-        Some(v4) if v6.prefix_len() >= 96 => {
-            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
-        }
-        _ => net,
     }
 }

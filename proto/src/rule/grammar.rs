@@ -1,8 +1,8 @@
-//! The `--net` rule syntax: parsing rules and host names (the one grammar of the host).
+//! The `--net` rule syntax: parsing rules and host names (the one grammar of cell).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::*;
 
@@ -95,7 +95,7 @@ pub fn parse_rule(s: &str) -> Result<NetRule, RuleParseError> {
     })
 }
 
-pub(super) fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
+pub(crate) fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
     let (op, rest) = s.split_once('=').ok_or(RuleErrorKind::MissingEquals)?;
     let op: NetOp = op.parse()?;
     let (host, port) = split_host_port(rest)?;
@@ -113,14 +113,14 @@ pub(super) fn parse_rule_kind(s: &str) -> Result<NetRule, RuleErrorKind> {
     Ok(NetRule { op, target, ports })
 }
 
-pub(super) enum HostPart<'a> {
+pub(crate) enum HostPart<'a> {
     Bracketed(&'a str),
     Plain(&'a str),
 }
 
 /// Split `HOST:PORT` / `[V6]:PORT`. The port is after the *last* colon of a plain host; a plain
 /// host with a colon left in it is an unbracketed IPv6 address.
-pub(super) fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleErrorKind> {
+pub(crate) fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleErrorKind> {
     if let Some(after_open) = rest.strip_prefix('[') {
         let (inner, after) = after_open
             .split_once(']')
@@ -143,7 +143,7 @@ pub(super) fn split_host_port(rest: &str) -> Result<(HostPart<'_>, &str), RuleEr
     Ok((HostPart::Plain(host), port))
 }
 
-pub(super) fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
+pub(crate) fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
     if inner.is_empty() {
         return Err(RuleErrorKind::MissingTarget);
     }
@@ -157,7 +157,7 @@ pub(super) fn parse_bracketed(inner: &str) -> Result<Target, RuleErrorKind> {
     Ok(Target::Cidr(canonical_net(net)))
 }
 
-pub(super) fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
+pub(crate) fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
     if text == "*" {
         return Ok(Target::Any);
     }
@@ -177,7 +177,7 @@ pub(super) fn parse_plain_target(text: &str) -> Result<Target, RuleErrorKind> {
 }
 
 /// `ADDR` or `ADDR/LEN` (either family), rejecting host bits and over-long prefixes.
-pub(super) fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
+pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
     let bad = |why: String| RuleErrorKind::BadCidr {
         text: text.to_string(),
         why,
@@ -207,7 +207,7 @@ pub(super) fn parse_cidr(text: &str) -> Result<IpNet, RuleErrorKind> {
     Ok(net)
 }
 
-pub(super) fn parse_prefix_len(s: &str) -> Option<u8> {
+pub(crate) fn parse_prefix_len(s: &str) -> Option<u8> {
     if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -225,7 +225,7 @@ pub fn canonical_name(name: &str) -> Result<String, &'static str> {
 }
 
 /// Lowercase, drop one trailing dot, validate. `wildcard_ok` allows a leading `*.` label.
-pub(super) fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
+pub fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<String, &'static str> {
     let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
     let base = match name.strip_prefix("*.") {
         Some(base) if wildcard_ok => base,
@@ -236,7 +236,7 @@ pub(super) fn normalize_host_name(text: &str, wildcard_ok: bool) -> Result<Strin
     Ok(name)
 }
 
-pub(super) fn validate_dns_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_dns_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty name");
     }
@@ -253,7 +253,7 @@ pub(super) fn validate_dns_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-pub(super) fn validate_label(label: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_label(label: &str) -> Result<(), &'static str> {
     if label.is_empty() {
         return Err("empty label");
     }
@@ -277,7 +277,7 @@ pub(super) fn validate_label(label: &str) -> Result<(), &'static str> {
 
 /// Whether every name matched by `q` (a name or `*.` wildcard) is matched by `p`.
 /// For a plain name `q` this is simply "`p` matches `q`".
-pub(super) fn name_covers(p: &str, q: &str) -> bool {
+pub fn name_covers(p: &str, q: &str) -> bool {
     if p == q {
         return true;
     }
@@ -290,12 +290,26 @@ pub(super) fn name_covers(p: &str, q: &str) -> bool {
 
 /// The names matched by both patterns, as one pattern. Two patterns either nest or are disjoint
 /// (a name matching `*.a` and `*.b` makes one of `a`, `b` a suffix of the other), so this is exact.
-pub(super) fn intersect_names(a: &str, b: &str) -> Option<String> {
+pub fn intersect_names(a: &str, b: &str) -> Option<String> {
     if name_covers(a, b) {
         Some(b.to_string())
     } else if name_covers(b, a) {
         Some(a.to_string())
     } else {
         None
+    }
+}
+
+/// A rule CIDR as the checks see it: truncated, and an IPv4-mapped IPv6 CIDR (prefix >= 96
+/// inside `::ffff:0:0/96`) turned into the IPv4 CIDR it denotes, matching the host's `canonical_ip`.
+/// IPv4-compatible CIDRs are left alone (and so match nothing); write IPv4 rules as IPv4.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    let net = net.trunc();
+    let IpNet::V6(v6) = net else { return net };
+    match v6.addr().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+        }
+        _ => net,
     }
 }

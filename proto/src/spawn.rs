@@ -1,0 +1,338 @@
+//! `SpawnRequest`, `Grants` and `Limits`: what a parent asks for when it spawns a child. The
+//! guest SDK writes them, the host reads them, with the same code.
+
+use std::time::Duration;
+
+use crate::cell_capnp::{
+    grants, limits, network, socket, spawn_request, tcp_listener, tcp_stream, udp_socket,
+    ProcessMode, StderrMode,
+};
+use crate::reason::{CellError, Reason};
+
+/// A socket capability handed to a child (`Socket` in the schema).
+#[derive(Clone)]
+pub enum Socket {
+    /// An open TCP connection.
+    TcpStream(tcp_stream::Client),
+    /// A listening TCP socket.
+    TcpListener(tcp_listener::Client),
+    /// A bound UDP socket.
+    UdpSocket(udp_socket::Client),
+}
+
+impl Socket {
+    /// Writes this socket into a `Socket` union.
+    pub fn write(&self, mut b: socket::Builder<'_>) {
+        match self {
+            Socket::TcpStream(c) => b.set_tcp_stream(c.clone()),
+            Socket::TcpListener(c) => b.set_tcp_listener(c.clone()),
+            Socket::UdpSocket(c) => b.set_udp_socket(c.clone()),
+        }
+    }
+
+    /// Reads a `Socket` union (fails on a kind this version does not know).
+    pub fn read(r: socket::Reader<'_>) -> capnp::Result<Self> {
+        use socket::Which;
+        Ok(match r.which()? {
+            Which::TcpStream(c) => Socket::TcpStream(c?),
+            Which::TcpListener(c) => Socket::TcpListener(c?),
+            Which::UdpSocket(c) => Socket::UdpSocket(c?),
+        })
+    }
+}
+
+/// What a parent grants a child (`Grants` in the schema). Nothing is granted unless named.
+/// The capabilities are as the parent sent them: the host checks that it issued them.
+#[derive(Clone, Default)]
+pub struct Grants {
+    /// The child gets an Executor of its own.
+    pub executor: bool,
+    /// A Network the parent holds (possibly restricted); `None`: no network.
+    pub network: Option<network::Client>,
+    /// Sockets handed over, in order (`Session.sockets`).
+    pub sockets: Vec<Socket>,
+}
+
+impl Grants {
+    /// Writes the grants.
+    pub fn write(&self, mut b: grants::Builder<'_>) -> Result<(), CellError> {
+        b.set_executor(self.executor);
+        if let Some(network) = &self.network {
+            b.set_network(network.clone());
+        }
+        let mut list = b.init_sockets(list_len(self.sockets.len(), "sockets")?);
+        for (i, s) in self.sockets.iter().enumerate() {
+            s.write(list.reborrow().get(i as u32));
+        }
+        Ok(())
+    }
+
+    /// Reads the grants (a null network is no network).
+    pub fn read(r: grants::Reader<'_>) -> capnp::Result<Self> {
+        let network = if r.has_network() {
+            Some(r.get_network()?)
+        } else {
+            None
+        };
+        let sockets = r
+            .get_sockets()?
+            .iter()
+            .map(Socket::read)
+            .collect::<capnp::Result<Vec<_>>>()?;
+        Ok(Grants {
+            executor: r.get_executor(),
+            network,
+            sockets,
+        })
+    }
+}
+
+/// Limits a parent asks for on behalf of a child (`Limits` in the schema); `None` = the same as
+/// the parent's (zero on the wire). The host clamps every value to what the parent holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitRequest {
+    /// All linear memories and tables of the child's store together, in bytes.
+    pub max_memory: Option<u64>,
+    /// Wall-clock deadline from spawn (whole milliseconds on the wire).
+    pub timeout: Option<Duration>,
+    /// CPU fuel lent from the parent's (`None`: half of what it has left).
+    pub fuel: Option<u64>,
+    /// Live processes in the child's subtree, itself included.
+    pub max_procs: Option<u32>,
+    /// How many levels below the child may still be spawned.
+    pub max_depth: Option<u32>,
+}
+
+impl LimitRequest {
+    /// Writes the limits (`None` as 0; a timeout in whole milliseconds, saturating).
+    pub fn write(&self, mut b: limits::Builder<'_>) {
+        b.set_max_memory_bytes(self.max_memory.unwrap_or(0));
+        let ms = self
+            .timeout
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        b.set_timeout_ms(ms);
+        b.set_fuel(self.fuel.unwrap_or(0));
+        b.set_max_procs(self.max_procs.unwrap_or(0));
+        b.set_max_depth(self.max_depth.unwrap_or(0));
+    }
+
+    /// Reads the limits (0 as `None`).
+    pub fn read(r: limits::Reader<'_>) -> Self {
+        let nonzero = |v: u64| (v != 0).then_some(v);
+        let nonzero32 = |v: u32| (v != 0).then_some(v);
+        LimitRequest {
+            max_memory: nonzero(r.get_max_memory_bytes()),
+            timeout: nonzero(r.get_timeout_ms()).map(Duration::from_millis),
+            fuel: nonzero(r.get_fuel()),
+            max_procs: nonzero32(r.get_max_procs()),
+            max_depth: nonzero32(r.get_max_depth()),
+        }
+    }
+}
+
+/// A spawn request (`SpawnRequest` in the schema). `W` holds the wasm: a borrowed slice when a
+/// guest writes one, an owned buffer (`Arc<[u8]>`, `Vec<u8>`) when the host reads one.
+#[derive(Clone)]
+pub struct SpawnRequest<W> {
+    /// A WASI preview-2 component.
+    pub wasm: W,
+    /// argv[0] and the name in the host's logs; empty means "child".
+    pub name: String,
+    /// argv[1..].
+    pub args: Vec<String>,
+    /// The child's whole environment.
+    pub env: Vec<(String, String)>,
+    /// What the child may do.
+    pub grants: Grants,
+    /// Where its stderr goes.
+    pub stderr: StderrMode,
+    /// A cell guest (`Rpc`) or an ordinary WASI program (`Plain`).
+    pub mode: ProcessMode,
+    /// Limits asked for; the host clamps them to the parent's.
+    pub limits: LimitRequest,
+}
+
+impl<W> SpawnRequest<W> {
+    /// A request for `wasm` with everything else at the schema's defaults: no name, args, env
+    /// or grants, stderr forwarded, RPC mode, the parent's limits.
+    pub fn new(wasm: W) -> Self {
+        SpawnRequest {
+            wasm,
+            name: String::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            grants: Grants::default(),
+            stderr: StderrMode::Forward,
+            mode: ProcessMode::Rpc,
+            limits: LimitRequest::default(),
+        }
+    }
+}
+
+/// Bounds a reader enforces while it copies a request out of a message, before it allocates
+/// more: the host's limits on what a child's argv and environment may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadBounds {
+    /// Bytes of args, env keys and env values together.
+    pub argv_env_bytes: usize,
+    /// Args plus env entries.
+    pub argv_env_entries: usize,
+}
+
+/// Counts what is copied against [`ReadBounds`].
+struct Budget {
+    bounds: ReadBounds,
+    bytes: usize,
+    entries: usize,
+}
+
+impl Budget {
+    fn take(&mut self, len: usize) -> Result<(), CellError> {
+        self.bytes = self.bytes.saturating_add(len);
+        self.entries += 1;
+        if self.bytes > self.bounds.argv_env_bytes || self.entries > self.bounds.argv_env_entries {
+            return Err(CellError::new(
+                Reason::Limit,
+                format!(
+                    "args and env exceed {} bytes or {} entries",
+                    self.bounds.argv_env_bytes, self.bounds.argv_env_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<W: AsRef<[u8]>> SpawnRequest<W> {
+    /// Writes the request.
+    pub fn write(&self, mut b: spawn_request::Builder<'_>) -> Result<(), CellError> {
+        b.set_wasm(self.wasm.as_ref());
+        b.set_name(self.name.as_str());
+        let mut args = b.reborrow().init_args(list_len(self.args.len(), "args")?);
+        for (i, arg) in self.args.iter().enumerate() {
+            args.set(i as u32, arg.as_str());
+        }
+        let mut env = b.reborrow().init_env(list_len(self.env.len(), "env vars")?);
+        for (i, (key, value)) in self.env.iter().enumerate() {
+            let mut var = env.reborrow().get(i as u32);
+            var.set_key(key.as_str());
+            var.set_value(value.as_str());
+        }
+        self.grants.write(b.reborrow().init_grants())?;
+        b.set_stderr(self.stderr);
+        b.set_mode(self.mode);
+        self.limits.write(b.init_limits());
+        Ok(())
+    }
+}
+
+impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
+    /// Reads a request, refusing (`limit: …`) args and env beyond `bounds` before copying
+    /// them. Text must be UTF-8; unknown enumerants fail.
+    pub fn read(r: spawn_request::Reader<'_>, bounds: ReadBounds) -> Result<Self, CellError> {
+        let bad = CellError::bad_request;
+        let mut budget = Budget {
+            bounds,
+            bytes: 0,
+            entries: 0,
+        };
+        let mut args = Vec::new();
+        for a in r.get_args().map_err(bad)?.iter() {
+            let a = a.map_err(bad)?;
+            budget.take(a.len())?;
+            args.push(text(a)?);
+        }
+        let mut env = Vec::new();
+        for kv in r.get_env().map_err(bad)?.iter() {
+            let (k, v) = (kv.get_key().map_err(bad)?, kv.get_value().map_err(bad)?);
+            budget.take(k.len() + v.len())?;
+            env.push((text(k)?, text(v)?));
+        }
+        Ok(SpawnRequest {
+            wasm: W::from(r.get_wasm().map_err(bad)?),
+            name: text(r.get_name().map_err(bad)?)?,
+            args,
+            env,
+            grants: Grants::read(r.get_grants().map_err(bad)?).map_err(bad)?,
+            stderr: r.get_stderr().map_err(|e| bad(e.into()))?,
+            mode: r.get_mode().map_err(|e| bad(e.into()))?,
+            limits: LimitRequest::read(r.get_limits().map_err(bad)?),
+        })
+    }
+}
+
+/// A text field as an owned string (`bad-request` unless UTF-8).
+fn text(t: capnp::text::Reader<'_>) -> Result<String, CellError> {
+    t.to_string().map_err(|e| CellError::bad_request(e.into()))
+}
+
+/// A list length as the `u32` Cap'n Proto uses.
+pub(crate) fn list_len(len: usize, what: &str) -> Result<u32, CellError> {
+    u32::try_from(len).map_err(|_| CellError::new(Reason::Limit, format!("too many {what}: {len}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> ReadBounds {
+        ReadBounds {
+            argv_env_bytes: 64,
+            argv_env_entries: 4,
+        }
+    }
+
+    #[test]
+    fn a_request_round_trips() {
+        let mut req = SpawnRequest::new(&b"\0asm"[..]);
+        req.name = "leaf".into();
+        req.args = vec!["--depth".into(), "3".into()];
+        req.env = vec![("K".into(), "V".into())];
+        req.grants.executor = true;
+        req.stderr = StderrMode::Capture;
+        req.mode = ProcessMode::Plain;
+        req.limits = LimitRequest {
+            max_memory: Some(1 << 20),
+            timeout: Some(Duration::from_millis(1500)),
+            fuel: None,
+            max_procs: Some(3),
+            max_depth: None,
+        };
+        let mut message = capnp::message::Builder::new_default();
+        req.write(message.init_root()).expect("write");
+        let r = message
+            .get_root_as_reader::<spawn_request::Reader<'_>>()
+            .expect("root");
+        let back = SpawnRequest::<Vec<u8>>::read(r, bounds()).expect("read");
+        assert_eq!(back.wasm, b"\0asm");
+        assert_eq!(
+            (back.name.as_str(), &back.args, &back.env),
+            ("leaf", &req.args, &req.env)
+        );
+        assert!(back.grants.executor && back.grants.network.is_none());
+        assert_eq!(
+            (back.stderr, back.mode),
+            (StderrMode::Capture, ProcessMode::Plain)
+        );
+        assert_eq!(back.limits, req.limits);
+    }
+
+    #[test]
+    fn args_past_the_bounds_are_refused_with_limit() {
+        let mut req = SpawnRequest::new(&b""[..]);
+        req.args = vec!["x".repeat(65)];
+        let mut message = capnp::message::Builder::new_default();
+        req.write(message.init_root()).expect("write");
+        let r = message.get_root_as_reader().expect("root");
+        let err = SpawnRequest::<Vec<u8>>::read(r, bounds())
+            .err()
+            .expect("refused");
+        assert_eq!(err.reason, Reason::Limit);
+        let mut req = SpawnRequest::new(&b""[..]);
+        req.env = (0..5).map(|i| (format!("K{i}"), String::new())).collect();
+        let mut message = capnp::message::Builder::new_default();
+        req.write(message.init_root()).expect("write");
+        let r = message.get_root_as_reader().expect("root");
+        assert!(SpawnRequest::<Vec<u8>>::read(r, bounds()).is_err());
+    }
+}
