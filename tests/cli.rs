@@ -8,25 +8,12 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{cell, cell_run, finish, finish_with_stdin, guest, Finished};
+use common::{cell, finish, guest, read_json, Cell, Finished};
 use serde_json::Value;
 
 /// `cell run --plain [flags] hello.wasm ARGS`.
-fn hello(flags: &[&str], args: &[&str]) -> Command {
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .arg("--plain")
-        .args(flags)
-        .arg(guest("hello"))
-        .args(args);
-    cmd
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
+fn hello(flags: &[&str], args: &[&str]) -> Cell {
+    Cell::run("hello").flag("--plain").flags(flags).args(args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -34,7 +21,7 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn plain_passes_args_exactly() {
-    let f = finish(hello(&[], &["args", "a b", "--flag", ""]));
+    let f = hello(&[], &["args", "a b", "--flag", ""]).finish();
     f.assert_code(0);
     assert_eq!(
         f.stdout,
@@ -44,7 +31,7 @@ fn plain_passes_args_exactly() {
 
 #[test]
 fn plain_env_is_only_what_is_granted() {
-    let mut cmd = hello(
+    let f = hello(
         &[
             "--env",
             "MODE=ci",
@@ -58,21 +45,21 @@ fn plain_env_is_only_what_is_granted() {
             "CELL_TEST_OVERRIDDEN=from-flag",
         ],
         &["env"],
-    );
-    cmd.env("CELL_TEST_INHERITED", "yes")
-        .env("CELL_TEST_OVERRIDDEN", "from-host")
-        .env("CELL_TEST_LEAK", "must-not-appear")
-        .env_remove("CELL_TEST_UNSET");
-    let f = finish(cmd);
+    )
+    .env("CELL_TEST_INHERITED", "yes")
+    .env("CELL_TEST_OVERRIDDEN", "from-host")
+    .env("CELL_TEST_LEAK", "must-not-appear")
+    .env_remove("CELL_TEST_UNSET")
+    .finish();
     f.assert_code(0);
     assert_eq!(
         f.stdout,
         "CELL_TEST_INHERITED=yes\nCELL_TEST_OVERRIDDEN=from-flag\nMODE=ci\n"
     );
 
-    let mut cmd = hello(&[], &["env"]);
-    cmd.env("CELL_TEST_LEAK", "must-not-appear");
-    let f = finish(cmd);
+    let f = hello(&[], &["env"])
+        .env("CELL_TEST_LEAK", "must-not-appear")
+        .finish();
     f.assert_code(0);
     assert_eq!(f.stdout, "", "nothing from the host environment leaks");
 }
@@ -82,7 +69,7 @@ fn plain_reads_a_read_only_preopen() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.txt"), "hello from the host\n").unwrap();
     let map = format!("{}::/data", dir.path().display());
-    let f = finish(hello(&["--dir", &map], &["read", "/data/a.txt"]));
+    let f = hello(&["--dir", &map], &["read", "/data/a.txt"]).finish();
     f.assert_code(0);
     assert_eq!(f.stdout, "hello from the host\n");
 }
@@ -91,7 +78,7 @@ fn plain_reads_a_read_only_preopen() {
 fn plain_write_is_refused_on_a_read_only_dir() {
     let dir = tempfile::tempdir().unwrap();
     let map = format!("{}::/data", dir.path().display());
-    let f = finish(hello(&["--dir", &map], &["write", "/data/new.txt"]));
+    let f = hello(&["--dir", &map], &["write", "/data/new.txt"]).finish();
     f.assert_code(1)
         .assert_stderr_has("error: write /data/new.txt");
     assert!(!dir.path().join("new.txt").exists());
@@ -101,7 +88,7 @@ fn plain_write_is_refused_on_a_read_only_dir() {
 fn plain_write_is_allowed_on_a_read_write_dir() {
     let dir = tempfile::tempdir().unwrap();
     let map = format!("{}::/out", dir.path().display());
-    let f = finish(hello(&["--dir-rw", &map], &["write", "/out/new.txt"]));
+    let f = hello(&["--dir-rw", &map], &["write", "/out/new.txt"]).finish();
     f.assert_code(0);
     assert_eq!(f.stdout, "wrote /out/new.txt\n");
     assert_eq!(
@@ -115,7 +102,7 @@ fn plain_sees_no_host_files_without_a_grant() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
     let path = dir.path().join("secret.txt");
-    let f = finish(hello(&[], &["read", path.to_str().unwrap()]));
+    let f = hello(&[], &["read", path.to_str().unwrap()]).finish();
     f.assert_code(1).assert_stderr_has("error: read");
     assert!(!f.stdout.contains("secret"));
 }
@@ -123,7 +110,7 @@ fn plain_sees_no_host_files_without_a_grant() {
 #[test]
 fn plain_exit_codes_are_exact() {
     for code in [0, 3, 42, 255] {
-        let f = finish(hello(&[], &["exit", &code.to_string()]));
+        let f = hello(&[], &["exit", &code.to_string()]).finish();
         f.assert_code(code);
     }
 }
@@ -134,7 +121,7 @@ fn plain_stdin_flows_to_stdout() {
     let input: Vec<u8> = (0..300_000u32)
         .map(|i| b"0123456789abcdef\n"[(i % 17) as usize])
         .collect();
-    let f = finish_with_stdin(hello(&[], &["cat"]), input.clone());
+    let f = hello(&[], &["cat"]).stdin(input.clone()).finish();
     f.assert_code(0);
     assert_eq!(f.stdout.len(), input.len());
     assert!(f.stdout.as_bytes() == input.as_slice());
@@ -142,7 +129,7 @@ fn plain_stdin_flows_to_stdout() {
 
 #[test]
 fn plain_has_clocks_and_random() {
-    let f = finish(hello(&[], &["clock"]));
+    let f = hello(&[], &["clock"]).finish();
     f.assert_code(0);
     let secs: u64 = f
         .stdout
@@ -154,7 +141,7 @@ fn plain_has_clocks_and_random() {
     assert!(secs > 1_600_000_000, "wall clock is real: {secs}");
     assert!(f.stdout.contains("monotonic-ok"));
 
-    let f = finish(hello(&[], &["random"]));
+    let f = hello(&[], &["random"]).finish();
     f.assert_code(0);
     let lines: Vec<&str> = f.stdout.lines().collect();
     assert_eq!(lines.len(), 2);
@@ -163,7 +150,7 @@ fn plain_has_clocks_and_random() {
 
 #[test]
 fn plain_trap_is_one_line_and_134() {
-    let f = finish(hello(&[], &["trap"]));
+    let f = hello(&[], &["trap"]).finish();
     f.assert_code(134);
     let cell_lines = f.stderr_lines_with("cell:");
     assert_eq!(cell_lines.len(), 1, "stderr:\n{}", f.stderr);
@@ -172,14 +159,14 @@ fn plain_trap_is_one_line_and_134() {
     assert_eq!(f.stderr.lines().count(), 1, "no backtrace:\n{}", f.stderr);
 
     // With -v the whole story is logged (still on stderr only).
-    let f = finish(hello(&["-v"], &["trap"]));
+    let f = hello(&["-v"], &["trap"]).finish();
     f.assert_code(134).assert_stderr_has("guest failed");
     assert_eq!(f.stdout, "");
 }
 
 #[test]
 fn host_logs_never_mix_with_guest_output() {
-    let f = finish(hello(&["-vv"], &["args", "x"]));
+    let f = hello(&["-vv"], &["args", "x"]).finish();
     f.assert_code(0);
     assert_eq!(f.stdout, "argv[0]=hello.wasm\nargv[1]=args\nargv[2]=x\n");
     assert!(f.stderr.contains("INFO") || f.stderr.contains("DEBUG"));
@@ -190,7 +177,7 @@ fn host_logs_never_mix_with_guest_output() {
 
 #[test]
 fn plain_child_filters_text_through_bytestreams() {
-    let f = finish(cell_run(&guest("pipe-pid0"), &[]));
+    let f = Cell::run("pipe-pid0").finish();
     f.assert_code(0)
         .assert_stderr_has("ok: short text through upper")
         .assert_stderr_has("ok: large payload through upper")
@@ -199,25 +186,24 @@ fn plain_child_filters_text_through_bytestreams() {
 
 #[test]
 fn tty_gives_pid0_the_terminal() {
-    let mut cmd = cell();
-    cmd.args(["run", "--tty", "--cache-dir"])
-        .arg(common::cache_dir())
-        .arg(guest("tty-echo"));
-    let f = finish_with_stdin(cmd, b"hello terminal\nsecond line\n".to_vec());
+    let f = Cell::run("tty-echo")
+        .flag("--tty")
+        .stdin(&b"hello terminal\nsecond line\n"[..])
+        .finish();
     f.assert_code(0);
     assert_eq!(f.stdout, "tty: HELLO TERMINAL\n");
 }
 
 #[test]
 fn terminal_is_not_granted_without_tty() {
-    let f = finish(cell_run(&guest("tty-echo"), &[]));
+    let f = Cell::run("tty-echo").finish();
     f.assert_code(1).assert_stderr_has("not-granted: terminal");
     assert_eq!(f.stdout, "");
 }
 
 #[test]
 fn tty_and_plain_do_not_mix() {
-    let f = finish(hello(&["--tty"], &["args"]));
+    let f = hello(&["--tty"], &["args"]).finish();
     f.assert_code(125);
 }
 
@@ -260,17 +246,10 @@ fn check_report_schema(r: &Value, exit_code: u64) {
 
 #[test]
 fn report_describes_a_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let mut cmd = cell();
-    cmd.args(["run", "--report"])
-        .arg(&report)
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .arg(guest("pipe-pid0"));
-    finish(cmd).assert_code(0);
-    let r = read_json(&report);
-    check_report_schema(&r, 0);
+    let f = Cell::run("pipe-pid0").report().finish();
+    f.assert_code(0);
+    let r = f.report();
+    check_report_schema(r, 0);
     assert_eq!(r["mode"], "rpc");
     assert_eq!(
         r["pid0"],
@@ -291,12 +270,10 @@ fn report_describes_a_tree() {
 
 #[test]
 fn report_in_plain_mode_has_pid0_code_and_trap() {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("r.json");
-    let report_flag = report.to_str().unwrap();
-    finish(hello(&["--report", report_flag], &["exit", "3"])).assert_code(3);
-    let r = read_json(&report);
-    check_report_schema(&r, 3);
+    let f = hello(&[], &["exit", "3"]).report().finish();
+    f.assert_code(3);
+    let r = f.report();
+    check_report_schema(r, 3);
     assert_eq!(r["mode"], "plain");
     assert_eq!(
         r["pid0"],
@@ -304,9 +281,10 @@ fn report_in_plain_mode_has_pid0_code_and_trap() {
     );
     assert_eq!(r["processes"].as_array().unwrap().len(), 1);
 
-    finish(hello(&["--report", report_flag], &["trap"])).assert_code(134);
-    let r = read_json(&report);
-    check_report_schema(&r, 134);
+    let f = hello(&[], &["trap"]).report().finish();
+    f.assert_code(134);
+    let r = f.report();
+    check_report_schema(r, 134);
     assert_eq!(r["pid0"]["status"], "trapped");
     assert!(r["pid0"]["detail"]
         .as_str()
@@ -316,10 +294,7 @@ fn report_in_plain_mode_has_pid0_code_and_trap() {
 
 #[test]
 fn report_to_an_unwritable_place_fails_before_running() {
-    let f = finish(hello(
-        &["--report", "/nonexistent-dir/report.json"],
-        &["args"],
-    ));
+    let f = hello(&["--report", "/nonexistent-dir/report.json"], &["args"]).finish();
     f.assert_code(125)
         .assert_stderr_has("cannot write the report");
     assert_eq!(f.stdout, "", "pid0 did not run");
@@ -329,14 +304,15 @@ fn report_to_an_unwritable_place_fails_before_running() {
 // The compile cache and `cell compile`.
 
 fn run_with_cache(cache: &Path, report: &Path) -> Value {
-    let mut cmd = cell();
-    cmd.args(["run", "--plain", "--cache-dir"])
-        .arg(cache)
-        .arg("--report")
-        .arg(report)
-        .arg(guest("hello"))
-        .arg("args");
-    finish(cmd).assert_code(0);
+    Cell::run("hello")
+        .own_cache()
+        .flags(&["--plain", "--cache-dir"])
+        .flag(cache)
+        .flag("--report")
+        .flag(report)
+        .arg("args")
+        .finish()
+        .assert_code(0);
     read_json(report)
 }
 
@@ -362,12 +338,13 @@ fn second_run_hits_the_compile_cache() {
 fn no_cache_disables_the_disk_cache() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let mut cmd = cell();
-    cmd.env("XDG_CACHE_HOME", dir.path().join("xdg"))
-        .args(["run", "--plain", "--no-cache", "--report"])
-        .arg(&report)
-        .arg(guest("hello"));
-    finish(cmd).assert_code(0);
+    Cell::run("hello")
+        .own_cache()
+        .env("XDG_CACHE_HOME", dir.path().join("xdg"))
+        .flags(&["--plain", "--no-cache", "--report"])
+        .flag(&report)
+        .finish()
+        .assert_code(0);
     let r = read_json(&report);
     assert_eq!(
         r["compile_cache"],
@@ -512,7 +489,7 @@ fn exit_code_125_for_a_bad_flag() {
 
 #[test]
 fn exit_code_125_for_a_missing_dir() {
-    let f = finish(hello(&["--dir", "/definitely/not/here::/x"], &["args"]));
+    let f = hello(&["--dir", "/definitely/not/here::/x"], &["args"]).finish();
     f.assert_code(125).assert_stderr_has("/definitely/not/here");
 }
 
@@ -522,33 +499,35 @@ fn exit_code_126_for_what_is_not_a_component() {
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     for plain in [false, true] {
-        let mut cmd = cell();
-        cmd.arg("run").arg("--no-cache");
-        if plain {
-            cmd.arg("--plain");
-        }
-        cmd.arg(&core);
-        finish(cmd)
+        let run = Cell::run_path(&core).own_cache().flag("--no-cache");
+        let run = if plain { run.flag("--plain") } else { run };
+        run.finish()
             .assert_code(126)
             .assert_stderr_has("core wasm module");
     }
     let text = dir.path().join("x.wasm");
     std::fs::write(&text, "hello").unwrap();
-    finish(cell_run(&text, &[])).assert_code(126);
+    Cell::run_path(&text).finish().assert_code(126);
 }
 
 #[test]
 fn exit_code_127_for_a_missing_file() {
-    let f = finish(cell_run(Path::new("/definitely/not/here.wasm"), &[]));
+    let f = Cell::run_path("/definitely/not/here.wasm").finish();
     f.assert_code(127).assert_stderr_has("cannot read");
 }
 
 #[test]
 fn exit_code_134_for_a_trap_and_pid0_codes_pass_through() {
-    finish(hello(&[], &["trap"])).assert_code(134);
+    hello(&[], &["trap"]).finish().assert_code(134);
     // An RPC pid0's own code, exactly.
-    finish(cell_run(&guest("child-silent"), &["3"])).assert_code(3);
-    finish(cell_run(&guest("child-silent"), &["0"])).assert_code(0);
+    Cell::run("child-silent")
+        .args(&["3"])
+        .finish()
+        .assert_code(3);
+    Cell::run("child-silent")
+        .args(&["0"])
+        .finish()
+        .assert_code(0);
 }
 
 /// Starts `hello cat` in plain mode, waits until it echoed a line (so cell is serving it and
@@ -556,6 +535,7 @@ fn exit_code_134_for_a_trap_and_pid0_codes_pass_through() {
 fn stopped_by(signal: &str) -> Finished {
     use std::io::{BufRead as _, BufReader, Read as _};
     let mut child = hello(&[], &["cat"])
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -582,11 +562,7 @@ fn stopped_by(signal: &str) -> Finished {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    Finished {
-        code,
-        stdout: String::new(),
-        stderr,
-    }
+    Finished::new(code, String::new(), stderr)
 }
 
 #[test]

@@ -12,18 +12,11 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cache_dir, cell, finish, guest, Finished};
+use common::{cache_dir, cell, finish, guest, Cell, Finished};
 
 /// `cell run [flags] escape.wasm <args>`, expecting every check inside to pass.
 fn escape(flags: &[&str], args: &[&str]) -> Finished {
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .args(flags)
-        .arg(guest("escape"))
-        .args(args);
-    let out = finish(cmd);
+    let out = Cell::run("escape").flags(flags).args(args).finish();
     out.assert_code(0).assert_stderr_has(", 0 failed");
     out
 }
@@ -45,14 +38,10 @@ fn escape_rss(flags: &[&str], args: &[&str], bound_kib: u64) -> Finished {
         .arg(cache_dir())
         .arg(guest("escape"));
     finish(compile).assert_code(0);
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .args(flags)
-        .arg(guest("escape"))
-        .args(args);
-    let (out, peak) = common::finish_with_peak_rss(cmd);
+    let (out, peak) = Cell::run("escape")
+        .flags(flags)
+        .args(args)
+        .finish_with_peak_rss();
     assert!(
         peak < bound_kib,
         "cell peaked at {peak} KiB (bound {bound_kib} KiB); stderr:\n{}",
@@ -107,20 +96,20 @@ fn host_files_inside_a_writable_grant_are_refused() {
         ("--audit", "audit log"),
         ("--cache-dir", "compile cache"),
     ] {
-        let mut cmd = cell();
-        cmd.args(["run", "--dir-rw", &rw_flag, flag, inside])
-            .arg(guest("child-silent"));
-        let out = finish(cmd);
+        let out = Cell::run("child-silent")
+            .own_cache()
+            .flags(&["--dir-rw", &rw_flag, flag, inside])
+            .finish();
         out.assert_code(125).assert_stderr_has(&format!(
             "{what} {inside} lies inside the writable directory"
         ));
     }
     // A cache directory that merely contains the grant is refused as well.
-    let mut cmd = cell();
-    cmd.args(["run", "--dir-rw", &rw_flag, "--cache-dir"])
-        .arg(dir.path())
-        .arg(guest("child-silent"));
-    finish(cmd)
+    Cell::run("child-silent")
+        .own_cache()
+        .flags(&["--dir-rw", &rw_flag, "--cache-dir"])
+        .flag(dir.path())
+        .finish()
         .assert_code(125)
         .assert_stderr_has("lies inside the writable directory");
     assert!(!Path::new(inside).exists(), "nothing was written");
@@ -133,14 +122,10 @@ fn the_report_is_never_written_through_a_symlink() {
     std::fs::write(&victim, "precious").unwrap();
     let link = dir.path().join("report.json");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .arg("--report")
-        .arg(&link)
-        .arg(guest("child-silent"));
-    finish(cmd)
+    Cell::run("child-silent")
+        .flag("--report")
+        .flag(&link)
+        .finish()
         .assert_code(125)
         .assert_stderr_has("cannot write the report")
         .assert_stderr_has("symbolic links");
@@ -154,11 +139,12 @@ fn the_compile_cache_is_owner_only() {
     let cache = dir.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = cell();
-    cmd.args(["run", "--cache-dir"])
-        .arg(&cache)
-        .arg(guest("child-silent"));
-    finish(cmd).assert_code(0);
+    Cell::run("child-silent")
+        .own_cache()
+        .flag("--cache-dir")
+        .flag(&cache)
+        .finish()
+        .assert_code(0);
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "cache dir mode {mode:o}");
 }
@@ -176,13 +162,13 @@ fn a_huge_restrict_is_refused_with_limit() {
 
 #[test]
 fn too_many_net_rules_on_the_command_line_are_refused() {
-    let mut cmd = cell();
-    cmd.args(["run", "--cache-dir"]).arg(cache_dir());
-    for i in 0..65 {
-        cmd.arg("--net").arg(format!("connect=93.184.{i}.0/24:443"));
-    }
-    cmd.arg(guest("child-silent"));
-    finish(cmd)
+    let rules: Vec<String> = (0..65)
+        .map(|i| format!("connect=93.184.{i}.0/24:443"))
+        .collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    Cell::run("child-silent")
+        .net(&rules)
+        .finish()
         .assert_code(125)
         .assert_stderr_has("policy of 65 rules (at most 64 rules per policy)");
 }
@@ -195,15 +181,12 @@ fn a_blocked_file_operation_does_not_outlive_the_timeout() {
     let fifo = dir.path().join("fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-    let mut cmd = cell();
-    cmd.args(["run", "--plain", "--timeout", "1s", "--cache-dir"])
-        .arg(cache_dir())
-        .arg("--dir")
-        .arg(format!("{}::/d", dir.path().display()))
-        .arg(guest("hello"))
-        .args(["read", "/d/fifo"]);
+    let run = Cell::run("hello")
+        .flags(&["--plain", "--timeout", "1s", "--dir"])
+        .flag(format!("{}::/d", dir.path().display()))
+        .args(&["read", "/d/fifo"]);
     let started = Instant::now();
-    let out = finish(cmd);
+    let out = run.finish();
     out.assert_code(124);
     assert!(
         started.elapsed() < Duration::from_secs(20),
@@ -237,14 +220,13 @@ fn slow_compiles_do_not_outlive_the_deadline() {
         let path = dir.path().join(format!("slow{i}.wasm"));
         std::fs::write(path, slow_component(i, 150_000)).unwrap();
     }
-    let mut cmd = cell();
-    cmd.args(["run", "--timeout", "1s", "--no-cache"])
-        .arg("--dir")
-        .arg(format!("{}::/d", dir.path().display()))
-        .arg(guest("escape"))
-        .args(["slow-spawns", "6"]);
+    let run = Cell::run("escape")
+        .own_cache()
+        .flags(&["--timeout", "1s", "--no-cache", "--dir"])
+        .flag(format!("{}::/d", dir.path().display()))
+        .args(&["slow-spawns", "6"]);
     let started = Instant::now();
-    let out = finish(cmd);
+    let out = run.finish();
     let took = started.elapsed();
     out.assert_code(124);
     eprintln!("cell exited {took:?} after starting (deadline 1 s)");
@@ -304,12 +286,10 @@ fn spawn_args_are_bounded() {
 /// Every WASI resource a process holds costs the host a table entry: the table is capped.
 #[test]
 fn the_resource_table_is_bounded() {
-    let mut cmd = cell();
-    cmd.args(["run", "--plain", "--cache-dir"])
-        .arg(cache_dir())
-        .arg(guest("hostile"))
-        .arg("pollables");
-    let out = finish(cmd);
+    let out = Cell::run("hostile")
+        .flag("--plain")
+        .arg("pollables")
+        .finish();
     out.assert_code(134).assert_stderr_has("cell: pid0 trapped");
     assert!(
         !out.stderr.contains("holding 10000"),
@@ -362,15 +342,15 @@ fn host_names_are_canonicalised() {
     });
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let mut cmd = cell();
-    cmd.args(["run", "--cache-dir"])
-        .arg(cache_dir())
-        .args(["--net", &format!("connect=localhost:{port}")])
-        .args(["--net", &format!("connect=127.0.0.1:{port}")])
-        .args(["--audit", audit.to_str().unwrap()])
-        .arg(guest("net-probe"))
-        .args(["rpc-allow", "LOCALHOST.", &port.to_string()]);
-    finish(cmd).assert_code(0);
+    Cell::run("net-probe")
+        .net(&[
+            &format!("connect=localhost:{port}"),
+            &format!("connect=127.0.0.1:{port}"),
+        ])
+        .flags(&["--audit", audit.to_str().unwrap()])
+        .args(&["rpc-allow", "LOCALHOST.", &port.to_string()])
+        .finish()
+        .assert_code(0);
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(log.contains("\"host\":\"localhost\""), "{log}");
     assert!(!log.contains("LOCALHOST"), "{log}");
@@ -400,20 +380,15 @@ fn a_component_with_too_many_memories_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("memories.wasm");
     std::fs::write(&path, wasm).unwrap();
-    let mut cmd = cell();
-    cmd.args(["run", "--plain", "--cache-dir"])
-        .arg(cache_dir())
-        .arg(&path);
-    let out = finish(cmd);
+    let out = Cell::run_path(&path).flag("--plain").finish();
     out.assert_code(126).assert_stderr_has("memor");
 }
 
 #[test]
 fn max_procs_is_bounded_by_the_address_space() {
-    let mut cmd = cell();
-    cmd.args(["run", "--max-procs", "100000"])
-        .arg(guest("child-silent"));
-    finish(cmd)
+    Cell::run("child-silent")
+        .flags(&["--max-procs", "100000"])
+        .finish()
         .assert_code(125)
         .assert_stderr_has("is more than 12192");
 }
@@ -425,16 +400,11 @@ fn fuel_bounds_the_whole_tree() {
     let fuel: u64 = 1_000_000_000;
     // Children with a limit each (together more than pid0 has), then children without one.
     for each in [fuel / 3, 0] {
-        let dir = tempfile::tempdir().unwrap();
-        let report = dir.path().join("report.json");
-        let mut cmd = cell();
-        cmd.args(["run", "--fuel", &fuel.to_string(), "--cache-dir"])
-            .arg(cache_dir())
-            .arg("--report")
-            .arg(&report)
-            .arg(guest("escape"))
-            .args(["fuel-tree", "4", &each.to_string()]);
-        let out = finish(cmd);
+        let out = Cell::run("escape")
+            .flags(&["--fuel", &fuel.to_string()])
+            .args(&["fuel-tree", "4", &each.to_string()])
+            .report()
+            .finish();
         // pid0 may run dry once it has lent everything (134), or see its last spawn refused
         // for want of fuel (1): each is correct, as long as the tree stayed within its fuel.
         assert!(
@@ -443,9 +413,7 @@ fn fuel_bounds_the_whole_tree() {
             out.code,
             out.stderr
         );
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-        let used: u64 = json["processes"]
+        let used: u64 = out.report()["processes"]
             .as_array()
             .unwrap()
             .iter()
@@ -484,14 +452,11 @@ fn accepted_wasi_sockets_count_against_max_sockets() {
 /// `net-std <args>` as a plain pid0 under `--max-sockets 10` and the given `--net` rules,
 /// expected to exit 0.
 fn net_std_under_max_sockets(rules: &[&str], args: &[&str]) -> Finished {
-    let mut cmd = cell();
-    cmd.args(["run", "--plain", "--max-sockets", "10", "--cache-dir"])
-        .arg(cache_dir());
-    for rule in rules {
-        cmd.args(["--net", rule]);
-    }
-    cmd.arg(guest("net-std")).args(args);
-    let out = finish(cmd);
+    let out = Cell::run("net-std")
+        .flags(&["--plain", "--max-sockets", "10"])
+        .net(rules)
+        .args(args)
+        .finish();
     out.assert_code(0);
     out
 }

@@ -7,24 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use common::{Cell, Finished};
+use serde_json::Value;
 
-use common::{cache_dir, cell, finish, guest, Finished, RUN_TIMEOUT};
-
-/// Runs `cell run [flags] hostile-pid0.wasm <case> [args]` with the host logging how every
-/// process ended, and asserts that every check inside passed.
+/// Runs `cell run --report R [flags] hostile-pid0.wasm <case> [args]` and asserts that every
+/// check inside passed.
 fn case(flags: &[&str], args: &[&str]) -> Finished {
-    let mut cmd = cell();
-    cmd.env("RUST_LOG", "cell::proc=info")
-        .arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .args(flags)
-        .arg(guest("hostile-pid0"))
-        .args(args);
-    let out = finish(cmd);
+    let out = Cell::run("hostile-pid0")
+        .flags(flags)
+        .args(args)
+        .report()
+        .finish();
     out.assert_code(0)
         .assert_stderr_has("ok: sibling echo loop completed all its calls: exited with code 0")
         .assert_stderr_has(", 0 failed");
@@ -36,12 +29,10 @@ fn case(flags: &[&str], args: &[&str]) -> Finished {
     out
 }
 
-/// The host's log lines saying how processes ended, e.g. `status=killed by cascade …`.
-fn ended_with(out: &Finished, status: &str) -> usize {
-    out.stderr
-        .lines()
-        .filter(|l| l.contains("process ended") && l.contains(status))
-        .count()
+/// How many processes of the run ended killed by `by` (`parent`, `cascade`, `operator`),
+/// from the report.
+fn killed_by(out: &Finished, by: &str) -> usize {
+    out.count_status("killed", Value::from(by))
 }
 
 #[test]
@@ -64,7 +55,7 @@ fn kill_during_a_blocking_rpc_call_takes_the_subtree() {
     let out = case(&[], &["kill-blocked"]);
     out.assert_stderr_has("ok: child blocked in Process.wait killed: killed by its parent");
     // Its sleeping child went with it.
-    assert_eq!(ended_with(&out, "killed by cascade"), 1, "{}", out.stderr);
+    assert_eq!(killed_by(&out, "cascade"), 1, "{}", out.stderr);
 }
 
 #[test]
@@ -107,12 +98,28 @@ fn huge_segment_claim_is_refused_without_allocating() {
 
 #[test]
 fn call_flood_past_the_outstanding_limit_is_refused_not_fatal() {
-    case(
+    let out = case(
         &["--max-outstanding-calls", "16"],
         &["flood", "--limit", "16"],
-    )
-    .assert_stderr_has("ok: flood past max-outstanding-calls: exited with code 0")
-    .assert_stderr_has("refused");
+    );
+    out.assert_stderr_has("ok: flood past max-outstanding-calls: exited with code 0");
+    // "flood: 500 waits: A accepted, R refused, 0 other …": some refused with `limit`, the
+    // rest answered, nothing else.
+    let line = out.stderr_lines_with("flood: 500 waits: ");
+    let counts: Vec<u64> = line
+        .first()
+        .unwrap_or_else(|| panic!("no flood line:\n{}", out.stderr))
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [_, calls, accepted, refused, other, ..] = counts[..] else {
+        panic!("unexpected flood line {line:?}");
+    };
+    assert_eq!((calls, other), (500, 0), "{line:?}");
+    assert!(
+        refused > 0 && accepted >= 16 && accepted + refused == 500,
+        "{line:?}"
+    );
 }
 
 #[test]
@@ -155,14 +162,14 @@ fn fork_bomb_stays_bounded() {
         .assert_stderr_has("limit: max-procs 10 reached")
         .assert_stderr_has("ok: spawning works after the bomb ended");
     // The bomb's 9 sleepers were killed with it when it exited.
-    assert_eq!(ended_with(&out, "killed by cascade"), 9, "{}", out.stderr);
+    assert_eq!(killed_by(&out, "cascade"), 9, "{}", out.stderr);
 }
 
 #[test]
 fn parent_exit_terminates_its_children() {
     let out = case(&[], &["parent-exits"]);
     out.assert_stderr_has("ok: parent exited with children running: exited with code 0");
-    assert_eq!(ended_with(&out, "killed by cascade"), 3, "{}", out.stderr);
+    assert_eq!(killed_by(&out, "cascade"), 3, "{}", out.stderr);
 }
 
 #[test]
@@ -177,49 +184,55 @@ fn capabilities_of_a_dead_process_answer_never_hang() {
 // pid0 itself: each status maps to cell's exit code.
 
 fn pid0(flags: &[&str], mode: &str) -> Finished {
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .args(flags)
-        .arg(guest("hostile"))
-        .arg(mode);
-    finish(cmd)
+    Cell::run("hostile")
+        .flags(flags)
+        .arg(mode)
+        .report()
+        .finish()
+}
+
+/// pid0's status in the report of `out`.
+fn pid0_is(out: &Finished, status: &str) {
+    assert_eq!(out.pid0_status().0, status, "{}", out.stderr);
 }
 
 #[test]
 fn pid0_timeout_exits_124() {
-    pid0(&["--timeout", "300ms"], "spin")
-        .assert_code(124)
+    let out = pid0(&["--timeout", "300ms"], "spin");
+    out.assert_code(124)
         .assert_stderr_has("cell: pid0 timed out");
+    pid0_is(&out, "timed-out");
 }
 
 #[test]
 fn pid0_out_of_memory_exits_134() {
-    pid0(&["--max-memory", "16M"], "membomb")
-        .assert_code(134)
+    let out = pid0(&["--max-memory", "16M"], "membomb");
+    out.assert_code(134)
         .assert_stderr_has("cell: pid0 out of memory");
+    pid0_is(&out, "out-of-memory");
 }
 
 #[test]
 fn pid0_out_of_fuel_exits_134() {
-    pid0(&["--fuel", "50000000"], "spin")
-        .assert_code(134)
+    let out = pid0(&["--fuel", "50000000"], "spin");
+    out.assert_code(134)
         .assert_stderr_has("cell: pid0 out of fuel");
+    pid0_is(&out, "out-of-fuel");
 }
 
 #[test]
 fn pid0_trap_exits_134() {
-    pid0(&[], "stack-overflow")
-        .assert_code(134)
-        .assert_stderr_has("cell: pid0 trapped");
+    let out = pid0(&[], "stack-overflow");
+    out.assert_code(134).assert_stderr_has("cell: pid0 trapped");
+    pid0_is(&out, "trapped");
 }
 
 #[test]
 fn pid0_protocol_violation_exits_134() {
-    pid0(&[], "huge-segment")
-        .assert_code(134)
+    let out = pid0(&[], "huge-segment");
+    out.assert_code(134)
         .assert_stderr_has("cell: pid0 protocol violation");
+    pid0_is(&out, "protocol-violation");
 }
 
 #[test]
@@ -239,80 +252,37 @@ fn bad_limit_values_are_usage_errors() {
 
 /// Starts `hostile-pid0 operator` (spinning children, a child blocked in Process.wait, the
 /// sibling echo loop), waits for it to be ready, sends `signal` with kill(1), and returns the
-/// exit code and the whole stderr.
-fn stop_with(signal: &str) -> (Option<i32>, String) {
-    let mut child = cell()
-        .env("RUST_LOG", "cell::proc=info")
-        .arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .arg(guest("hostile-pid0"))
-        .arg("operator")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cell");
-    let _watchdog = common::Watchdog::arm(child.id());
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
+/// finished run (with its report).
+fn stop_with(signal: &str) -> Finished {
+    let mut run = Cell::run("hostile-pid0").arg("operator").report().spawn();
     // Ready once pid0 says so and block-wait's child runs (forwarded stderr may come later).
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if log.contains("operator: ready") && log.contains("block-wait: waiting on pid") {
-            break;
-        }
-    }
-    assert!(log.contains("operator: ready"), "never ready:\n{log}");
-    let sent = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let reader = std::thread::spawn(move || {
-        let mut rest = String::new();
-        for line in lines.map_while(Result::ok) {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        rest
+    let (mut ready, mut waiting) = (false, false);
+    run.wait_until(|line| {
+        ready |= line.contains("operator: ready");
+        waiting |= line.contains("block-wait: waiting on pid");
+        (ready && waiting).then_some(())
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            panic!("cell did not stop after SIG{signal}:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    log.push_str(&reader.join().unwrap());
-    (status.code(), log)
+    run.signal(signal);
+    run.finish()
 }
 
 #[test]
 fn sigterm_tears_the_tree_down_and_exits_143() {
-    let (code, log) = stop_with("TERM");
-    assert_eq!(code, Some(143), "{log}");
-    assert!(log.contains("cell: stopped by signal 15"), "{log}");
+    let out = stop_with("TERM");
+    out.assert_code(143)
+        .assert_stderr_has("cell: stopped by signal 15");
     // pid0, the sibling, 3 spinners, block-wait and its sleeping child.
-    let by_operator = log
-        .lines()
-        .filter(|l| l.contains("process ended") && l.contains("killed by the operator"))
-        .count();
-    assert_eq!(by_operator, 7, "{log}");
+    assert_eq!(killed_by(&out, "operator"), 7, "{}", out.stderr);
+    assert_eq!(out.pid0_status(), ("killed".into(), "operator".into()));
+    assert_eq!(out.report()["signal"], 15);
 }
 
 #[test]
 fn sigint_exits_130() {
-    let (code, log) = stop_with("INT");
-    assert_eq!(code, Some(130), "{log}");
-    assert!(log.contains("killed by the operator"), "{log}");
+    let out = stop_with("INT");
+    out.assert_code(130);
+    assert_eq!(out.pid0_status(), ("killed".into(), "operator".into()));
+    assert_eq!(out.report()["signal"], 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,14 +295,10 @@ const PEAK_RSS_BOUND_KIB: u64 = 64 * 1024;
 
 /// Runs a case like [`case`] while sampling `cell`'s VmHWM (peak RSS) from /proc.
 fn with_peak_rss(flags: &[&str], args: &[&str]) -> (Finished, u64) {
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .args(flags)
-        .arg(guest("hostile-pid0"))
-        .args(args);
-    let (out, peak) = common::finish_with_peak_rss(cmd);
+    let (out, peak) = Cell::run("hostile-pid0")
+        .flags(flags)
+        .args(args)
+        .finish_with_peak_rss();
     out.assert_code(0)
         .assert_stderr_has("ok: sibling echo loop completed all its calls: exited with code 0");
     (out, peak)

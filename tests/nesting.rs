@@ -8,7 +8,7 @@ use common::*;
 
 /// Asserts a scenario passed every check and printed each expected `ok:` fragment.
 fn passes(args: &[&str], expected: &[&str]) -> Finished {
-    let out = scenario(args);
+    let out = Cell::run("scenarios").args(args).finish();
     out.assert_code(0);
     assert!(!out.stderr.contains("fail:"), "{}", out.stderr);
     for e in expected {
@@ -39,9 +39,10 @@ fn hundred_pipelined_echo_calls_are_all_answered() {
 
 #[test]
 fn spawning_the_same_child_fifty_times_compiles_it_once() {
-    let mut cmd = cell_run(&guest("scenarios"), &["spawn-many", "50"]);
-    cmd.env("RUST_LOG", "cell::engine=info");
-    let out = finish(cmd);
+    let out = Cell::run("scenarios")
+        .args(&["spawn-many", "50"])
+        .env("RUST_LOG", "cell::engine=info")
+        .finish();
     out.assert_code(0)
         .assert_stderr_has("ok: spawned child-leaf 50 times sequentially: 50 exited with code 0");
     // pid0 itself and child-leaf: two components, each compiled exactly once.

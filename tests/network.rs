@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{finish, guest, Finished, RUN_TIMEOUT};
+use common::{Cell, Finished};
 use serde_json::Value;
 
 /// A TCP server on 127.0.0.1 that answers every connection with `reply(request)`, where the
@@ -63,23 +61,12 @@ fn temp_audit() -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// `cell run [--net RULE]... [--audit FILE] <guest> <args>`.
 fn run_guest(name: &str, rules: &[String], audit: Option<&Path>, args: &[&str]) -> Finished {
-    let mut flags: Vec<String> = Vec::new();
-    for rule in rules {
-        flags.push("--net".into());
-        flags.push(rule.clone());
-    }
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let mut run = Cell::run(name).net(&rules).args(args);
     if let Some(path) = audit {
-        flags.push("--audit".into());
-        flags.push(path.display().to_string());
+        run = run.flag("--audit").flag(path);
     }
-    let mut cmd = common::cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .args(&flags)
-        .arg(guest(name))
-        .args(args);
-    finish(cmd)
+    run.finish()
 }
 
 fn probe(rules: &[String], audit: Option<&Path>, checks: &[&str]) -> Finished {
@@ -119,72 +106,6 @@ fn assert_audited(lines: &[Value], fields: &[(&str, Value)]) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-}
-
-/// A running `cell` whose stderr is read line by line while it runs.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(name: &str, rules: &[&str], args: &[&str]) -> Running {
-        let mut full = common::cell();
-        full.arg("run").arg("--cache-dir").arg(common::cache_dir());
-        for r in rules {
-            full.arg("--net").arg(r);
-        }
-        full.arg(guest(name)).args(args);
-        let mut child = full
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The rest of the first stderr line starting with `prefix`.
-    fn wait_for(&mut self, prefix: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(RUN_TIMEOUT) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.trim().to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no line {prefix:?}; stderr:\n{}", self.seen.join("\n"));
-                }
-            }
-        }
-    }
-
-    /// Waits for the exit code and the remaining stderr.
-    fn finish(mut self) -> (Option<i32>, String) {
-        while let Ok(line) = self.lines.recv_timeout(RUN_TIMEOUT) {
-            self.seen.push(line);
-        }
-        let status = self.child.wait().unwrap();
-        (status.code(), self.seen.join("\n"))
-    }
 }
 
 /// Sends `msg`, shuts down the write half, and returns everything the server answered.
@@ -493,16 +414,21 @@ fn children_without_a_grant_have_no_sockets() {
 
 #[test]
 fn std_listener_accepts_a_real_client() {
-    let mut run = Running::start("net-std", &["listen=127.0.0.1:0"], &["listen"]);
+    let mut run = Cell::run("net-std")
+        .net(&["listen=127.0.0.1:0"])
+        .arg("listen")
+        .spawn();
     let addr = run.wait_for("net-std: listening on ");
     assert_eq!(exchange(&addr, "hello"), "HELLO");
-    let (code, stderr) = run.finish();
-    assert_eq!(code, Some(0), "{stderr}");
+    run.finish().assert_code(0);
 }
 
 #[test]
 fn inetd_hands_each_connection_to_a_fresh_child() {
-    let mut run = Running::start("inetd", &["listen=127.0.0.1:0"], &["--count", "3"]);
+    let mut run = Cell::run("inetd")
+        .net(&["listen=127.0.0.1:0"])
+        .args(&["--count", "3"])
+        .spawn();
     let addr = run.wait_for("inetd: listening on ");
     let clients: Vec<_> = (0..3)
         .map(|i| {
@@ -513,8 +439,9 @@ fn inetd_hands_each_connection_to_a_fresh_child() {
     for (i, c) in clients.into_iter().enumerate() {
         assert_eq!(c.join().unwrap(), format!("HELLO {i}"));
     }
-    let (code, stderr) = run.finish();
-    assert_eq!(code, Some(0), "{stderr}");
+    let done = run.finish();
+    done.assert_code(0);
+    let stderr = &done.stderr;
     assert_eq!(stderr.matches("inetd-echo: pid").count(), 6, "{stderr}");
     assert!(
         stderr.contains("served 3 connections, 0 children failed"),
@@ -559,26 +486,21 @@ fn malformed_net_rules_are_rejected_naming_the_bad_part() {
 #[test]
 fn run_report_counts_the_audited_decisions() {
     let a = echo_server();
-    let (dir, audit) = temp_audit();
-    let report = dir.path().join("report.json");
+    let (_dir, audit) = temp_audit();
     let a_s = a.to_string();
-    let mut cmd = common::cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .args(["--net", &format!("connect=127.0.0.1:{a}")])
-        .arg("--audit")
-        .arg(&audit)
-        .arg("--report")
-        .arg(&report)
-        .arg(guest("net-probe"))
-        .args(["rpc-allow", "127.0.0.1", &a_s, "rpc-deny", "10.0.0.1", "80"]);
-    finish(cmd).assert_code(0);
+    let done = Cell::run("net-probe")
+        .net(&[&format!("connect=127.0.0.1:{a}")])
+        .flag("--audit")
+        .flag(&audit)
+        .args(&["rpc-allow", "127.0.0.1", &a_s, "rpc-deny", "10.0.0.1", "80"])
+        .report()
+        .finish();
+    done.assert_code(0);
     let lines = audit_lines(&audit);
     let allowed = lines.iter().filter(|l| l["allowed"] == true).count() as u64;
     let denied = lines.len() as u64 - allowed;
     assert!(allowed >= 1 && denied >= 1, "{lines:?}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = done.report();
     assert_eq!(report["network"]["allowed"], allowed, "{report}");
     assert_eq!(report["network"]["denied"], denied, "{report}");
 }

@@ -6,7 +6,7 @@ use common::*;
 
 #[test]
 fn demo_pid0_tells_its_story_and_exits_zero() {
-    let out = finish(cell_run(&guest("pid0"), &[]));
+    let out = Cell::run("pid0").finish();
     out.assert_code(0)
         .assert_stderr_has("pid0: hello! I am pid 0")
         .assert_stderr_has("[pid 2] leaf pid=2 depth=2 parent=1")
@@ -21,14 +21,34 @@ fn demo_pid0_tells_its_story_and_exits_zero() {
 #[test]
 fn pid0_exit_code_is_cell_exit_code() {
     for code in ["0", "3", "42", "255"] {
-        scenario(&["exit", code]).assert_code(code.parse().unwrap());
+        let out = Cell::run("scenarios")
+            .args(&["exit", code])
+            .report()
+            .finish();
+        out.assert_code(code.parse().unwrap());
+        let want: i64 = code.parse().unwrap();
+        assert_eq!(out.pid0_status(), ("exited".into(), want.into()));
     }
 }
 
 #[test]
-fn args_reach_pid0_and_unknown_scenario_is_a_guest_error() {
+fn args_reach_pid0_exactly() {
+    // Empty, spaced and dash-led arguments arrive as given, in order.
+    Cell::run("scenarios")
+        .args(&["argv", "a b", "", "-x", "--flag=1"])
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has(r#"argv: ["a b", "", "-x", "--flag=1"]"#);
+}
+
+#[test]
+fn an_unknown_scenario_is_pid0s_own_usage_error() {
     // The scenario name is pid0's argv[1]; an unknown one is pid0's own usage error (code 2).
-    scenario(&["no-such-scenario"]).assert_code(2);
+    Cell::run("scenarios")
+        .arg("no-such-scenario")
+        .finish()
+        .assert_code(2)
+        .assert_stderr_has("unknown scenario \"no-such-scenario\"");
 }
 
 fn assert_one_line_error(out: &Finished, code: i32, needle: &str) {
@@ -44,10 +64,7 @@ fn assert_one_line_error(out: &Finished, code: i32, needle: &str) {
 
 #[test]
 fn missing_file_is_one_line_and_exit_127() {
-    let out = finish(cell_run(
-        std::path::Path::new("/nonexistent/missing.wasm"),
-        &[],
-    ));
+    let out = Cell::run_path("/nonexistent/missing.wasm").finish();
     assert_one_line_error(&out, 127, "cannot read /nonexistent/missing.wasm");
 }
 
@@ -56,7 +73,7 @@ fn non_wasm_file_is_one_line_and_exit_126() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.wasm");
     std::fs::write(&path, "this is text, not wasm").unwrap();
-    let out = finish(cell_run(&path, &[]));
+    let out = Cell::run_path(&path).finish();
     assert_one_line_error(&out, 126, "not a WebAssembly binary");
 }
 
@@ -65,7 +82,7 @@ fn core_module_is_one_line_and_exit_126() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("core.wasm");
     std::fs::write(&path, wat::parse_str("(module)").unwrap()).unwrap();
-    let out = finish(cell_run(&path, &[]));
+    let out = Cell::run_path(&path).finish();
     assert_one_line_error(&out, 126, "core wasm module, not a component");
 }
 
@@ -77,7 +94,7 @@ fn missing_import_is_named_in_one_line() {
         (import "wasi:http/outgoing-handler@0.2.0" (instance))
     )"#;
     std::fs::write(&path, wat::parse_str(component).unwrap()).unwrap();
-    let out = finish(cell_run(&path, &[]));
+    let out = Cell::run_path(&path).finish();
     assert_one_line_error(
         &out,
         126,
@@ -90,7 +107,7 @@ fn component_without_run_export_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("library.wasm");
     std::fs::write(&path, wat::parse_str("(component)").unwrap()).unwrap();
-    let out = finish(cell_run(&path, &[]));
+    let out = Cell::run_path(&path).finish();
     assert_one_line_error(&out, 126, "not a command (it must export wasi:cli/run)");
 }
 

@@ -1,11 +1,27 @@
-//! Shared harness for the integration tests: run the real `cell` binary on real guests built
+//! The one harness of the integration tests: run the real `cell` binary on real guests built
 //! from `guests/` (by `make test`, through `guests/build.sh`).
+//!
+//! ```ignore
+//! let out = Cell::run("scenarios").flag("--max-procs").flag("8").arg("tree").report().finish();
+//! out.assert_code(0);
+//! assert_eq!(out.report()["pid0"]["status"], "exited");
+//! let mut running = Cell::run("net-std").flags(&["--net", rule]).args(&["serve"]).spawn();
+//! let addr = running.wait_for("net-std: listening on ");
+//! running.signal("TERM");
+//! ```
+//!
+//! Statuses are read from the `--report` (`Finished::report`, `Finished::statuses`), not from
+//! log text. Every run is killed after [`RUN_TIMEOUT`], so no test can hang CI.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The longest any single `cell` run may take in a test before it is killed and the test fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -28,15 +44,225 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cell-cache")
 }
 
+/// A `cell` command with a clean environment: no RUST_LOG from the caller's shell.
+pub fn cell() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cell"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Reads a JSON file, panicking with its text if it does not parse.
+pub fn read_json(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
+}
+
+/// A `cell run` to be started: `cell run --cache-dir <shared> FLAGS WASM ARGS`.
+#[must_use = "nothing runs until finish() or spawn()"]
+pub struct Cell {
+    wasm: PathBuf,
+    flags: Vec<OsString>,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    env_removed: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    report: Option<tempfile::TempDir>,
+    shared_cache: bool,
+}
+
+impl Cell {
+    /// Runs the guest `name` from `guests/` as pid0.
+    pub fn run(name: &str) -> Cell {
+        Cell::run_path(guest(name))
+    }
+
+    /// Runs the component at `wasm` as pid0.
+    pub fn run_path(wasm: impl Into<PathBuf>) -> Cell {
+        Cell {
+            wasm: wasm.into(),
+            flags: Vec::new(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            env_removed: Vec::new(),
+            stdin: None,
+            report: None,
+            shared_cache: true,
+        }
+    }
+
+    /// Leaves out the shared `--cache-dir` (for tests that pass their own, or `--no-cache`).
+    pub fn own_cache(mut self) -> Self {
+        self.shared_cache = false;
+        self
+    }
+
+    /// One of cell's flags (before the wasm path).
+    pub fn flag(mut self, flag: impl AsRef<OsStr>) -> Self {
+        self.flags.push(flag.as_ref().to_owned());
+        self
+    }
+
+    /// Several of cell's flags.
+    pub fn flags<S: AsRef<OsStr>>(mut self, flags: &[S]) -> Self {
+        self.flags
+            .extend(flags.iter().map(|f| f.as_ref().to_owned()));
+        self
+    }
+
+    /// `--net RULE` for each rule.
+    pub fn net(mut self, rules: &[&str]) -> Self {
+        for rule in rules {
+            self = self.flag("--net").flag(rule);
+        }
+        self
+    }
+
+    /// One argument for pid0 (after the wasm path).
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Several arguments for pid0.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// An environment variable of the `cell` process itself (e.g. `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.envs.push((key.into(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Removes a variable from the `cell` process's environment.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.into());
+        self
+    }
+
+    /// Bytes written to cell's stdin (then closed); without it stdin is `/dev/null`.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// Asks for `--report` into a temporary file, parsed by [`Finished::report`].
+    pub fn report(mut self) -> Self {
+        self.report = Some(tempfile::tempdir().expect("temp dir"));
+        self
+    }
+
+    /// The command this run would execute, for tests that drive stdio themselves (the
+    /// report, if asked for, is then theirs to read).
+    pub fn command(&self) -> Command {
+        let mut cmd = cell();
+        cmd.arg("run");
+        if self.shared_cache {
+            cmd.arg("--cache-dir").arg(cache_dir());
+        }
+        if let Some(dir) = &self.report {
+            cmd.arg("--report").arg(dir.path().join("report.json"));
+        }
+        cmd.args(&self.flags).arg(&self.wasm).args(&self.args);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        for k in &self.env_removed {
+            cmd.env_remove(k);
+        }
+        cmd
+    }
+
+    /// Runs to the end (killed after [`RUN_TIMEOUT`]) and collects the output.
+    pub fn finish(self) -> Finished {
+        let cmd = self.command();
+        let mut out = run_to_end(cmd, self.stdin);
+        out.attach_report(self.report);
+        out
+    }
+
+    /// Runs to the end with stdout discarded, sampling cell's peak resident memory (VmHWM,
+    /// KiB) from /proc.
+    pub fn finish_with_peak_rss(self) -> (Finished, u64) {
+        let cmd = self.command();
+        let (mut out, peak) = run_sampling_rss(cmd);
+        out.attach_report(self.report);
+        (out, peak)
+    }
+
+    /// Starts the run and returns at once; stderr is read line by line (see
+    /// [`Running::wait_for`]).
+    pub fn spawn(self) -> Running {
+        let mut cmd = self.command();
+        let mut child = cmd
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cell");
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), self.stdin) {
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let stdout = drain(child.stdout.take());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            watchdog: Watchdog::arm(child.id()),
+            child,
+            lines,
+            seen: Vec::new(),
+            stdout,
+            report: self.report,
+        }
+    }
+}
+
 /// What a finished `cell` process left behind.
 #[derive(Debug)]
 pub struct Finished {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    report: Option<Value>,
+    report_text: Option<String>,
 }
 
 impl Finished {
+    /// A result collected by a test that ran `cell` itself.
+    pub fn new(code: Option<i32>, stdout: String, stderr: String) -> Finished {
+        Finished {
+            code,
+            stdout,
+            stderr,
+            report: None,
+            report_text: None,
+        }
+    }
+
+    fn attach_report(&mut self, dir: Option<tempfile::TempDir>) {
+        if let Some(dir) = dir {
+            let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap_or_default();
+            self.report = serde_json::from_str(&text).ok();
+            self.report_text = Some(text);
+        }
+    }
+
     /// Panics with the whole stderr unless `cell` exited with `code`.
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
@@ -62,34 +288,143 @@ impl Finished {
     pub fn stderr_lines_with(&self, needle: &str) -> Vec<&str> {
         self.stderr.lines().filter(|l| l.contains(needle)).collect()
     }
+
+    /// The parsed `--report` (the run must have asked for one with [`Cell::report`]).
+    pub fn report(&self) -> &Value {
+        let text = self
+            .report_text
+            .as_deref()
+            .expect("this run did not ask for a report (Cell::report)");
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| panic!("the report is not JSON: {text:?}; stderr:\n{}", self.stderr))
+    }
+
+    /// pid0's status in the report, e.g. `("exited", 0)` or `("killed", "operator")`.
+    pub fn pid0_status(&self) -> (String, Value) {
+        status_of(&self.report()["pid0"])
+    }
+
+    /// `(pid, status, detail)` of every ended process in the report, in the order they ended.
+    pub fn statuses(&self) -> Vec<(u64, String, Value)> {
+        self.report()["processes"]
+            .as_array()
+            .expect("report.processes is a list")
+            .iter()
+            .map(|p| {
+                let (s, d) = status_of(&p["status"]);
+                (p["pid"].as_u64().expect("a pid"), s, d)
+            })
+            .collect()
+    }
+
+    /// How many ended processes have `status` (and `detail`, unless it is `Value::Null`).
+    pub fn count_status(&self, status: &str, detail: Value) -> usize {
+        self.statuses()
+            .iter()
+            .filter(|(_, s, d)| s == status && (detail.is_null() || *d == detail))
+            .count()
+    }
 }
 
-/// A `cell` command with a clean environment: no RUST_LOG from the caller's shell.
-pub fn cell() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cell"));
-    cmd.env_remove("RUST_LOG");
-    cmd
+fn status_of(v: &Value) -> (String, Value) {
+    let status = v["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an ExitStatus: {v}"))
+        .to_string();
+    (status, v["detail"].clone())
 }
 
-/// `cell run --cache-dir <shared> <wasm> <args...>`.
-pub fn cell_run(wasm: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = cell();
-    cmd.arg("run")
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .arg(wasm)
-        .args(args);
-    cmd
+/// A `cell` started with [`Cell::spawn`]: read its stderr while it runs, signal it, finish it.
+pub struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+    report: Option<tempfile::TempDir>,
+    watchdog: Watchdog,
 }
 
-/// Runs `cmd` to completion (killing it after [`RUN_TIMEOUT`]) and collects its output.
-pub fn finish(cmd: Command) -> Finished {
-    run_to_end(cmd, None)
-}
+impl Running {
+    /// cell's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
 
-/// Like [`finish`], with `input` written to the command's stdin (then closed).
-pub fn finish_with_stdin(cmd: Command, input: Vec<u8>) -> Finished {
-    run_to_end(cmd, Some(input))
+    /// The rest of the first stderr line (from now on) starting with `prefix`.
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        self.wait_until(|line| {
+            line.strip_prefix(prefix)
+                .map(|rest| rest.trim().to_string())
+        })
+    }
+
+    /// Reads stderr lines until `pick` returns something for one of them.
+    pub fn wait_until<T>(&mut self, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let picked = pick(&line);
+                    self.seen.push(line);
+                    if let Some(v) = picked {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "the awaited line never came; stderr:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything read from stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`, `"INT"`) to cell with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for cell to end (killing it after [`RUN_TIMEOUT`]) and collects the rest.
+    pub fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait on cell") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("cell did not finish; stderr:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        drop(self.watchdog);
+        let mut out = Finished {
+            code: status.code(),
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr: self.seen.join("\n"),
+            report: None,
+            report_text: None,
+        };
+        out.attach_report(self.report);
+        out
+    }
 }
 
 fn run_to_end(mut cmd: Command, input: Option<Vec<u8>>) -> Finished {
@@ -106,25 +441,13 @@ fn run_to_end(mut cmd: Command, input: Option<Vec<u8>>) -> Finished {
         .expect("spawn cell");
     let feeder = child.stdin.take().zip(input).map(|(mut pipe, input)| {
         std::thread::spawn(move || {
-            use std::io::Write as _;
             // cell may exit without reading everything; that is its business.
             let _ = pipe.write_all(&input);
         })
     });
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait on cell") {
-            break Some(s);
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut child, || {});
     if let Some(feeder) = feeder {
         let _ = feeder.join();
     }
@@ -137,7 +460,62 @@ fn run_to_end(mut cmd: Command, input: Option<Vec<u8>>) -> Finished {
         code: status.code(),
         stdout,
         stderr,
+        report: None,
+        report_text: None,
     }
+}
+
+/// Waits for `child`, calling `tick` every few milliseconds; kills it past [`RUN_TIMEOUT`].
+fn wait_bounded(child: &mut Child, mut tick: impl FnMut()) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        tick();
+        if let Some(s) = child.try_wait().expect("wait on cell") {
+            return Some(s);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_sampling_rss(mut cmd: Command) -> (Finished, u64) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    let pid = child.id();
+    let err = drain(child.stderr.take());
+    let mut peak = 0;
+    let status = wait_bounded(&mut child, || {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+    });
+    let stderr = err.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!("cell did not finish within {RUN_TIMEOUT:?}; stderr:\n{stderr}");
+    };
+    assert!(peak > 0, "no VmHWM sample");
+    let out = Finished {
+        code: status.code(),
+        stdout: String::new(),
+        stderr,
+        report: None,
+        report_text: None,
+    };
+    (out, peak)
 }
 
 fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
@@ -152,65 +530,15 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Stri
     })
 }
 
-/// Runs `cmd` to completion (stdout discarded, stderr collected) while sampling its peak
-/// resident memory (VmHWM, KiB) from /proc; panics if it runs past [`RUN_TIMEOUT`] or no sample
-/// was taken.
-pub fn finish_with_peak_rss(mut cmd: Command) -> (Finished, u64) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cell");
-    let pid = child.id();
-    let err = drain(child.stderr.take());
-    let mut peak = 0;
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kib) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kib);
-            }
-        }
-        if let Some(s) = child.try_wait().expect("wait on cell") {
-            break s;
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cell did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert!(peak > 0, "no VmHWM sample");
-    let out = Finished {
-        code: status.code(),
-        stdout: String::new(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    (out, peak)
-}
-
-/// Runs the `scenarios` guest as pid0 with `args` and returns the finished run.
-pub fn scenario(args: &[&str]) -> Finished {
-    finish(cell_run(&guest("scenarios"), args))
-}
-
 /// Kills process `pid` if it is still running [`RUN_TIMEOUT`] after this was created, so a
 /// test that reads a child's output line by line cannot hang CI. Dropping it disarms it.
-pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+pub struct Watchdog(Option<mpsc::Sender<()>>);
 
 impl Watchdog {
     pub fn arm(pid: u32) -> Self {
-        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        let (disarm, disarmed) = mpsc::channel::<()>();
         std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                disarmed.recv_timeout(RUN_TIMEOUT)
-            {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(RUN_TIMEOUT) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
@@ -226,4 +554,9 @@ impl Drop for Watchdog {
             let _ = d.send(());
         }
     }
+}
+
+/// Runs `cmd` (any `cell` subcommand) to the end and collects its output.
+pub fn finish(cmd: Command) -> Finished {
+    run_to_end(cmd, None)
 }

@@ -6,7 +6,7 @@
 //!
 //! - `connect ADDR MSG`  connect to ADDR (`ip:port`), send MSG, shut down the write half, and
 //!   expect MSG back (the test servers echo)
-//! - `deny ADDR`         expect the connect to ADDR to fail
+//! - `deny ADDR`         expect the policy to deny the connect to ADDR (access-denied), not a refusal
 //! - `no-dns NAME`       expect resolving NAME to fail (no DNS in wasi:sockets)
 //! - `no-udp`            expect binding a UDP socket on 127.0.0.1 to fail
 //! - `socket-flood N`    bind UDP sockets on 127.0.0.1 until refused; expect exactly N, and
@@ -57,10 +57,26 @@ fn run(args: &[String]) -> Result<String, String> {
             }
         }
         "deny" => {
+            // Only the policy's answer counts: wasi:sockets' access-denied (PermissionDenied),
+            // or invalid-argument for an IPv4-mapped IPv6 address (which wasi:sockets rejects
+            // by spec before any check). A refused connection or a timeout is not a denial.
             let addr = arg(2)?;
             match TcpStream::connect(addr) {
                 Ok(_) => Err(format!("connected to {addr}, which should be denied")),
-                Err(e) => Ok(format!("connect {addr} refused: {e}")),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    Ok(format!("connect {addr} denied: {e}"))
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::InvalidInput && addr.contains("::ffff:") =>
+                {
+                    Ok(format!(
+                        "connect {addr} rejected as an invalid argument: {e}"
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "connect {addr} failed, but not by the policy: {e} ({:?})",
+                    e.kind()
+                )),
             }
         }
         "no-dns" => {

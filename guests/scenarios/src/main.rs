@@ -3,6 +3,7 @@
 //!
 //! Scenarios:
 //! - `exit N`          exit with code N, nothing else
+//! - `argv ARGS...`    log the arguments after `argv` exactly (`argv: ["a b", ""]`), exit 0
 //! - `nested`          pid0 -> relay -> child-echo -> child-leaf (depth 3), echo at every level
 //! - `pipelined`       100 echo calls sent before any is awaited, all answered correctly
 //! - `spawn-many [N]`  spawn child-leaf N times (default 10) sequentially, all exit(0)
@@ -47,12 +48,17 @@ fn main() {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let Some(name) = args.first().cloned() else {
             log!(
-                "usage: scenarios <{}|all|exit N> [args]",
+                "usage: scenarios <{}|all|exit N|argv ARGS...> [args]",
                 SCENARIOS.join("|")
             );
             cell_guest::exit(2);
         };
         let mut report = Report::default();
+        if name == "argv" {
+            // Exactly what arrived after "argv", so a test can tell "no args" from "these args".
+            log!("argv: {:?}", &args[1..]);
+            return Ok(());
+        }
         if name == "exit" {
             let code: u8 = args
                 .get(1)
