@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use cell_guest::net::{Network, Rule};
-use cell_guest::{log, Caps, ProcessMode, StderrMode};
-use cell_testkit::Report;
+use cell_guest::{log, Caps, ProcessMode, Reason, StderrMode};
+use cell_testkit::{cell_error, err_text, failed_with, Report};
 
 static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
 static UPPER: &[u8] = cell_testkit::embed!("upper");
@@ -39,11 +39,10 @@ static SILENT: &[u8] = cell_testkit::embed!("child-silent");
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn err_text<T>(r: &Result<T>) -> String {
-    match r {
-        Ok(_) => "succeeded".into(),
-        Err(e) => format!("{e:#}"),
-    }
+/// A write refused because the in-flight byte budget is full.
+fn in_flight_limit(e: &cell_guest::capnp::Error) -> bool {
+    let e = cell_error(e);
+    e.reason == Reason::Limit && e.detail.starts_with("max in-flight bytes")
 }
 
 fn main() {
@@ -148,7 +147,7 @@ async fn restrict_big(caps: &Caps, count: usize, report: &mut Report) -> Result<
     let big = net.restrict(&rules(count)?).await;
     let text = err_text(&big);
     report.check(
-        text.contains("limit:") && text.contains("at most 64 rules"),
+        failed_with(&big, Reason::Limit) && text.contains("at most 64 rules"),
         format!("restrict with {count} rules refused: {text}"),
     );
     let fits = net.restrict(&rules(64)?).await;
@@ -247,7 +246,7 @@ async fn stdin_flood(caps: &Caps, count: u64, report: &mut Report) -> Result<()>
         if window.len() >= 8 {
             if let Some(w) = window.pop_front() {
                 match w.await {
-                    Err(e) if e.to_string().contains("limit: max in-flight bytes") => refused += 1,
+                    Err(e) if in_flight_limit(&e) => refused += 1,
                     Err(e) => other = Some(e.to_string()),
                     Ok(_) => other = Some("a write past the budget was accepted".into()),
                 }
@@ -256,7 +255,7 @@ async fn stdin_flood(caps: &Caps, count: u64, report: &mut Report) -> Result<()>
     }
     for w in window {
         match w.await {
-            Err(e) if e.to_string().contains("limit: max in-flight bytes") => refused += 1,
+            Err(e) if in_flight_limit(&e) => refused += 1,
             Err(e) => other = Some(e.to_string()),
             Ok(_) => other = Some("a write past the budget was accepted".into()),
         }
@@ -385,7 +384,7 @@ async fn big_args(caps: &Caps, report: &mut Report) -> Result<()> {
     let big = spawn(300).await;
     let text = err_text(&big);
     report.check(
-        text.contains("limit: args and env exceed"),
+        failed_with(&big, Reason::Limit) && text.contains("args and env exceed"),
         format!("300 KiB of args: {text}"),
     );
     let fits = spawn(100).await?;

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cell_guest::{log, Caps, ExitStatus, Process, StderrMode};
+use cell_guest::{log, Caps, ExitStatus, Process, Reason, StderrMode};
 
 static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
 
@@ -90,19 +90,24 @@ async fn forkbomb(caps: &Caps) -> Result<bool> {
                     any_ok = true;
                     alive.push(p);
                 }
-                Err(e) => refused.push(format!("{e:#}")),
+                Err(e) => refused.push((cell_guest::reason(&e), format!("{e:#}"))),
             }
         }
         if !any_ok {
             refused_waves += 1;
         }
     }
-    let all_limit = refused.iter().all(|e| e.contains("limit: max-procs"));
+    let all_limit = refused
+        .iter()
+        .all(|(reason, text)| *reason == Some(Reason::Limit) && text.contains("max-procs"));
     log!(
         "forkbomb: {} started, {} refused; first refusal: {}",
         alive.len(),
         refused.len(),
-        refused.first().map(String::as_str).unwrap_or("none")
+        refused
+            .first()
+            .map(|(_, text)| text.as_str())
+            .unwrap_or("none")
     );
     Ok(alive.len() as u32 == max - 1 && all_limit)
 }
@@ -137,7 +142,7 @@ async fn flood(caps: &Caps) -> Result<bool> {
                     other.push("a wait answered something other than timed out".to_string());
                 }
             }
-            Err(e) if e.to_string().contains("limit: max-outstanding-calls") => refused += 1,
+            Err(e) if cell_testkit::cell_error(&e).reason == Reason::Limit => refused += 1,
             Err(e) => other.push(e.to_string()),
         }
     }

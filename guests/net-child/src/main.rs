@@ -12,19 +12,13 @@
 
 use anyhow::{bail, Result};
 use cell_guest::net::{Rule, TcpListener};
-use cell_guest::{log, ExitStatus, ProcessMode, Socket, StderrMode};
-use cell_testkit::Report;
+use cell_guest::{log, ExitStatus, ProcessMode, Reason, Socket, StderrMode};
+use cell_testkit::{err_text, failed_with, Report};
 
 static NET_STD: &[u8] = cell_testkit::embed!("net-std");
 
 fn denied<T>(r: &Result<T>) -> Option<String> {
-    match r {
-        Ok(_) => None,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            msg.contains("denied:").then_some(msg)
-        }
-    }
+    failed_with(r, Reason::Denied).then(|| err_text(r))
 }
 
 async fn widen(caps: &cell_guest::Caps, host: &str, port: u16, report: &mut Report) -> Result<()> {
@@ -98,13 +92,9 @@ fn main() {
             }
             Some("no-grant") => {
                 let r = caps.network().await;
-                let msg = r
-                    .as_ref()
-                    .err()
-                    .map(|e| format!("{e:#}"))
-                    .unwrap_or_default();
+                let msg = err_text(&r);
                 report.check(
-                    msg.contains("not-granted: network"),
+                    failed_with(&r, Reason::NotGranted),
                     format!("child without grant: Session.network() fails: {msg}"),
                 );
             }

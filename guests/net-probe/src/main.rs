@@ -30,8 +30,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use cell_guest::cell_capnp::network;
 use cell_guest::net::{Network, Rule};
-use cell_guest::{log, Caps, ExitStatus, ProcessMode, StderrMode};
-use cell_testkit::Report;
+use cell_guest::{log, Caps, ExitStatus, ProcessMode, Reason, StderrMode};
+use cell_testkit::{err_text, failed_with, Report};
 use futures::StreamExt as _;
 
 static NET_STD: &[u8] = cell_testkit::embed!("net-std");
@@ -39,13 +39,6 @@ static NET_CHILD: &[u8] = cell_testkit::embed!("net-child");
 
 /// The host's receive-queue bound (limits::UDP_RECV_QUEUE).
 const UDP_QUEUE: usize = 64;
-
-fn err_text<T>(r: &Result<T>) -> String {
-    match r {
-        Ok(_) => "succeeded".into(),
-        Err(e) => format!("{e:#}"),
-    }
-}
 
 struct Probe {
     caps: Caps,
@@ -112,7 +105,7 @@ impl Probe {
                 let r = self.network.connect(&host, port).await;
                 let e = err_text(&r);
                 self.report.check(
-                    e.contains("denied:"),
+                    failed_with(&r, Reason::Denied),
                     format!("rpc connect {host}:{port} denied: {e}"),
                 );
             }
@@ -185,7 +178,7 @@ impl Probe {
                 let r = self.network.listen(&addr, port, 4).await;
                 let e = err_text(&r);
                 self.report.check(
-                    e.contains("denied:"),
+                    failed_with(&r, Reason::Denied),
                     format!("listen {addr}:{port} denied: {e}"),
                 );
             }
@@ -193,17 +186,17 @@ impl Probe {
             "max-sockets" => {
                 let (host, port) = (next()?, next()?.parse::<u16>()?);
                 let mut open = Vec::new();
-                let err = loop {
+                let (reason, err) = loop {
                     match self.network.connect(&host, port).await {
                         Ok(s) => open.push(s),
-                        Err(e) => break format!("{e:#}"),
+                        Err(e) => break (cell_guest::reason(&e), format!("{e:#}")),
                     }
                     if open.len() > 1000 {
-                        break "no limit after 1000 sockets".into();
+                        break (None, "no limit after 1000 sockets".into());
                     }
                 };
                 self.report.check(
-                    err.contains("limit: max-sockets"),
+                    reason == Some(Reason::Limit) && err.contains("max-sockets"),
                     format!("socket {} refused: {err}", open.len() + 1),
                 );
                 drop(open);
@@ -225,11 +218,14 @@ impl Probe {
                     cell_guest::timeout(Duration::from_secs(2), writes.next()).await
                 {
                     if let Err(e) = r {
-                        let e = format!("{e:#}");
-                        if e.contains("limit: max in-flight bytes") {
-                            refused += 1;
-                        } else {
-                            other.push(e);
+                        match cell_guest::cell_error(&e) {
+                            Some(c)
+                                if c.reason == Reason::Limit
+                                    && c.detail.starts_with("max in-flight bytes") =>
+                            {
+                                refused += 1
+                            }
+                            _ => other.push(format!("{e:#}")),
                         }
                     }
                 }
@@ -250,7 +246,8 @@ impl Probe {
                     .await;
                 let e = err_text(&r);
                 self.report.check(
-                    e.contains("bad-grant: not a Network issued by this host"),
+                    failed_with(&r, Reason::BadGrant)
+                        && e.contains("not a Network issued by this host"),
                     format!("guest-made Network refused: {e}"),
                 );
             }
@@ -362,7 +359,7 @@ impl Probe {
         let r = a.send("10.0.0.1", 53, b"x").await;
         let e = err_text(&r);
         self.report.check(
-            e.contains("denied:"),
+            failed_with(&r, Reason::Denied),
             format!("udp send to 10.0.0.1:53 denied before sending: {e}"),
         );
 

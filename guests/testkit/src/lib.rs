@@ -7,6 +7,8 @@
 //!   the two-echo handshake, and "wait for my child, fail unless it exited 0".
 //! - [`raw`]: stdout written through the raw WASI stream, for guests that must not run the
 //!   SDK's RPC system because they break the protocol on purpose.
+//! - [`err_text`], [`failed_with`], [`cell_error`]: outcomes for check lines, and the host's
+//!   typed reason of a failure (match on `Reason`, never on the text).
 //! - [`embed!`]: another guest's wasm, included at compile time (see `build.sh` for the stages).
 //!
 //! The demo guest `pid0` deliberately does not use this crate: it is meant to be read as an
@@ -17,6 +19,26 @@ mod report;
 pub mod tree;
 
 pub use report::Report;
+
+use cell_guest::{CellError, Reason};
+
+/// An outcome as text for a check line: `succeeded`, or the error with its causes.
+pub fn err_text<T>(r: &anyhow::Result<T>) -> String {
+    match r {
+        Ok(_) => "succeeded".into(),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Whether `r` failed with the host's `reason` (typed, from the error's `capnp::Error`).
+pub fn failed_with<T>(r: &anyhow::Result<T>, reason: Reason) -> bool {
+    matches!(r, Err(e) if cell_guest::reason(e) == Some(reason))
+}
+
+/// The host's error of a raw capnp call, typed.
+pub fn cell_error(e: &cell_guest::capnp::Error) -> CellError {
+    CellError::from(e.clone())
+}
 
 /// The bytes of another guest of this workspace, by package name: `embed!("child-leaf")` is
 /// `guests/target/wasm32-wasip2/release/child-leaf.wasm`, included at compile time. That guest
