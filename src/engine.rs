@@ -19,8 +19,20 @@ use wasmtime::component::{types::ComponentItem, Component, Linker};
 use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::bindings::{CommandPre, LinkOptions};
 
+use serde::Serialize;
+
 use crate::limits::{COMPONENT_CACHE_ENTRIES, EPOCH_TICK};
-use crate::process::ProcState;
+use crate::state::ProcState;
+
+/// wasmtime's on-disk compile cache, as seen by this run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CompileCacheStats {
+    pub enabled: bool,
+    /// Components (and their modules) found compiled on disk.
+    pub hits: u64,
+    /// Compiled and written to the disk cache.
+    pub misses: u64,
+}
 
 /// How the engine is set up; fixed for a run.
 #[derive(Clone, Debug, Default)]
@@ -166,14 +178,14 @@ impl CellEngine {
     }
 
     /// What wasmtime's on-disk compile cache did so far: hits are compilations avoided.
-    pub fn compile_cache_stats(&self) -> crate::report::CompileCacheStats {
+    pub fn compile_cache_stats(&self) -> CompileCacheStats {
         match &self.disk_cache {
-            Some(c) => crate::report::CompileCacheStats {
+            Some(c) => CompileCacheStats {
                 enabled: true,
                 hits: c.cache_hits() as u64,
                 misses: c.cache_misses() as u64,
             },
-            None => crate::report::CompileCacheStats::default(),
+            None => CompileCacheStats::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use crate::net::policy::NetPolicy;
-use crate::rpc::network::SocketGrant;
+use crate::net::socket::SocketGrant;
 
 /// What one process may do through its `Session`.
 #[derive(Clone, Debug, Default)]

@@ -28,6 +28,7 @@
 //! - [`rpc`]: the capability servers, one file each, and the per-process RPC connection.
 
 pub mod cli;
+pub mod budget;
 pub mod engine;
 pub mod grants;
 pub mod handle;
@@ -40,6 +41,7 @@ pub mod process;
 pub mod report;
 pub mod rpc;
 pub mod run;
+pub mod state;
 pub mod status;
 pub mod stderr;
 pub mod supervisor;

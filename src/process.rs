@@ -1,5 +1,5 @@
-//! One process: its store state, how its store is built from its grants and limits, and how
-//! the outcome of running it becomes an [`ExitStatus`].
+//! One process's store: how it is built from its grants and limits (its data is
+//! [`crate::state::ProcState`]), and how the outcome of running it becomes an [`ExitStatus`].
 //!
 //! A process owns exactly one `Store`; nothing else reaches into it. The supervisor decides
 //! *when* a process stops (kill, deadline, protocol violation) by dropping the future that
@@ -11,27 +11,16 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::sockets::WasiSocketsCtxView;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::CellEngine;
 use crate::grants::DirGrant;
 use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
-use crate::net::count::{CountedView, SocketTally, WasiSockets};
+use crate::net::count::{SocketTally, WasiSockets};
 use crate::net::policy::NetPolicy;
+use crate::state::ProcState;
 use crate::status::ExitStatus;
-
-/// The data of one process's store.
-pub struct ProcState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    /// Its own `wasi:sockets` sockets, counted against `max-sockets` (see [`crate::net::count`]).
-    sockets: WasiSockets,
-    limiter: MemoryLimiter,
-    /// Where the remaining fuel is published, when fuel is metered.
-    fuel: Option<FuelGauge>,
-}
 
 /// What a process used, read from its store when it ends (for the run report).
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,28 +44,6 @@ pub fn usage(store: &Store<ProcState>) -> Usage {
         peak_memory: state.limiter.peak() as u64,
         fuel_used: state.fuel.as_ref().zip(left).map(|(g, left)| g.used(left)),
         fuel_left: left,
-    }
-}
-
-impl ProcState {
-    /// The view the counting socket constructors need (see [`crate::net::count`]).
-    pub fn counted_sockets(&mut self) -> CountedView<'_> {
-        CountedView {
-            view: WasiSocketsCtxView {
-                ctx: self.wasi.sockets(),
-                table: &mut self.table,
-            },
-            sockets: &mut self.sockets,
-        }
-    }
-}
-
-impl WasiView for ProcState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
     }
 }
 

@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use crate::engine::CompileCacheStats;
 use crate::limits::{PROCESS_HISTORY, PROCESS_HISTORY_BYTES};
 use crate::status::ExitStatus;
 use crate::table::Pid;
@@ -78,16 +79,6 @@ impl ProcessSummary {
 pub struct NetworkStats {
     pub allowed: u64,
     pub denied: u64,
-}
-
-/// wasmtime's on-disk compile cache, as seen by this run.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct CompileCacheStats {
-    pub enabled: bool,
-    /// Components (and their modules) found compiled on disk.
-    pub hits: u64,
-    /// Compiled and written to the disk cache.
-    pub misses: u64,
 }
 
 /// What the supervisor records during a run. Bounded: at most [`PROCESS_HISTORY`] summaries

@@ -1,8 +1,12 @@
-//! Guest networking. [`policy`] decides which socket operations a guest may perform; it is the
-//! single gate for both RPC sockets and the guest's own `wasi:sockets`.
+//! Guest networking below the capability servers. [`policy`] decides which socket operations a
+//! guest may perform; it is the single gate for both RPC sockets and the guest's own
+//! `wasi:sockets` ([`wasi`]). [`socket`] holds the host sockets a process has through RPC,
+//! [`count`] counts them (both paths) against `max-sockets`, [`bind`] binds them, and [`audit`]
+//! records every decision.
 
 pub mod audit;
 pub mod bind;
 pub mod count;
 pub mod policy;
+pub mod socket;
 pub mod wasi;

@@ -6,9 +6,10 @@
 //!   as the method's future, so a call that waits (`Process.wait`, `ByteStream.read`, `spawn`)
 //!   holds its slot until it answers or is cancelled. A call arriving while all slots are taken
 //!   fails at once with `limit: max-outstanding-calls N reached`; the caller is not terminated.
-//! - [`ByteBudget`]: bytes of socket writes and UDP sends waiting in the host for a slow peer
-//!   (`NET_MAX_IN_FLIGHT`), so pipelining writes cannot park unbounded data in the host.
-//! - sockets held open through RPC (`--max-sockets`), in `rpc::network`.
+//! - [`ByteBudget`] (in [`crate::budget`]): bytes of socket writes and UDP sends waiting in the
+//!   host for a slow peer (`NET_MAX_IN_FLIGHT`), so pipelining writes cannot park unbounded
+//!   data in the host.
+//! - sockets held open (`--max-sockets`), in [`crate::net::count`].
 //!
 //! Whose gate: each gate belongs to one process's connection, created in [`super::serve`] and
 //! handed to every server issued *on* that connection (Session → Executor → Process →
@@ -16,64 +17,13 @@
 //! was created as, so if a process passes a host capability on to another process, calls on it
 //! keep counting against the process it was issued to.
 
-use std::cell::Cell;
 use std::rc::Rc;
 
-use crate::rpc::failed;
-use crate::rpc::flow::Flow;
 use cell_proto::Reason;
 
-/// A counter with a limit. Cheap to clone; clones share the count.
-#[derive(Clone, Debug)]
-pub struct Budget {
-    used: Rc<Cell<usize>>,
-    limit: usize,
-}
-
-/// An amount taken from a [`Budget`]; given back when dropped.
-#[derive(Debug)]
-#[must_use = "the amount is given back as soon as the guard is dropped"]
-pub struct Taken {
-    used: Rc<Cell<usize>>,
-    amount: usize,
-}
-
-impl Budget {
-    pub fn new(limit: usize) -> Self {
-        Budget {
-            used: Rc::new(Cell::new(0)),
-            limit,
-        }
-    }
-
-    /// Takes `amount` until the guard is dropped, or `None` if it does not fit.
-    pub fn take(&self, amount: usize) -> Option<Taken> {
-        let used = self.used.get();
-        if used.saturating_add(amount) > self.limit {
-            return None;
-        }
-        self.used.set(used + amount);
-        Some(Taken {
-            used: self.used.clone(),
-            amount,
-        })
-    }
-
-    /// How much is taken now.
-    pub fn used(&self) -> usize {
-        self.used.get()
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        self.used.set(self.used.get().saturating_sub(self.amount));
-    }
-}
+pub use crate::budget::{Budget, ByteBudget, Taken};
+use crate::rpc::fail::failed;
+use crate::rpc::flow::Flow;
 
 /// One call in progress; frees its slot when dropped.
 pub type InFlight = Taken;
@@ -121,59 +71,9 @@ impl CallGate {
     }
 }
 
-/// A per-process budget of bytes held in the host while they wait to be written to a socket.
-/// Each call reserves its payload's size for as long as it waits.
-#[derive(Clone, Debug)]
-pub struct ByteBudget(Budget);
-
-impl ByteBudget {
-    pub fn new(limit: usize) -> Self {
-        ByteBudget(Budget::new(limit))
-    }
-
-    /// Reserves `bytes` until the guard is dropped.
-    ///
-    /// # Errors
-    /// `limit: max in-flight bytes N reached` when the reservation does not fit.
-    pub fn reserve(&self, bytes: usize) -> Result<Taken, capnp::Error> {
-        self.0.take(bytes).ok_or_else(|| {
-            failed(
-                Reason::Limit,
-                format!(
-                    "max in-flight bytes {} reached ({} bytes already waiting to be sent)",
-                    self.0.limit(),
-                    self.0.used()
-                ),
-            )
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_takes_and_gives_back() {
-        let b = Budget::new(10);
-        let a = b.take(6).unwrap();
-        assert!(b.clone().take(5).is_none());
-        drop(a);
-        assert_eq!(b.used(), 0);
-        assert!(b.take(10).is_some());
-    }
-
-    #[test]
-    fn bytes_are_reserved_and_returned() {
-        let budget = ByteBudget::new(10);
-        let a = budget.reserve(6).unwrap();
-        let err = budget.clone().reserve(5).unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("limit: max in-flight bytes 10 reached"));
-        drop(a);
-        assert!(budget.reserve(10).is_ok());
-    }
 
     #[test]
     fn slots_are_taken_and_freed() {

@@ -5,6 +5,7 @@
 //! methods; the supervisor reaches this module only through [`serve`].
 
 pub mod executor;
+pub mod fail;
 pub mod flow;
 pub mod framing;
 pub mod gate;
@@ -15,11 +16,8 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
-pub use gate::{ByteBudget, CallGate, InFlight};
+use gate::CallGate;
 
-use std::fmt::Display;
-
-use cell_proto::{CellError, Reason};
 
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
@@ -97,9 +95,4 @@ pub fn serve(
         system: RpcSystem::new(Box::new(network), Some(session.client)),
         violation,
     }
-}
-
-/// An RPC error with a stable reason word, e.g. `not-granted: executor` (see `cell_proto::Reason`).
-pub(crate) fn failed(reason: Reason, detail: impl Display) -> capnp::Error {
-    CellError::new(reason, detail).into()
 }

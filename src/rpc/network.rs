@@ -31,10 +31,12 @@ use crate::limits::{
 use crate::net::audit::{Audit, AuditEvent, Via};
 use crate::net::count::SocketTally;
 use crate::net::policy::{canonical_name, Decision, NetOp, NetPolicy, MAX_RULES};
-use crate::rpc::failed;
-use crate::rpc::tcp::{ListenerInner, StreamInner, TcpListenerServer, TcpStreamServer};
-use crate::rpc::udp::{UdpInner, UdpSocketServer};
-use crate::rpc::{ByteBudget, CallGate};
+use crate::rpc::fail::failed;
+use crate::net::socket::{ListenerInner, SocketGrant, StreamInner, UdpInner};
+use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
+use crate::rpc::udp::UdpSocketServer;
+use crate::budget::ByteBudget;
+use crate::rpc::gate::CallGate;
 use crate::table::Pid;
 use crate::text::guest_text;
 
@@ -83,26 +85,6 @@ where
 }
 
 pub use crate::net::count::SocketPermit;
-
-/// A socket handed from one process to another in `Grants.sockets`: the open socket itself,
-/// shared by every process that holds it, and closed when the last holder lets go (at the
-/// latest when the last holder exits).
-#[derive(Clone)]
-pub enum SocketGrant {
-    TcpStream(Rc<StreamInner>),
-    TcpListener(Rc<ListenerInner>),
-    UdpSocket(Rc<UdpInner>),
-}
-
-impl std::fmt::Debug for SocketGrant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SocketGrant::TcpStream(s) => write!(f, "TcpStream({})", s.peer),
-            SocketGrant::TcpListener(l) => write!(f, "TcpListener({})", l.local),
-            SocketGrant::UdpSocket(u) => write!(f, "UdpSocket({})", u.local),
-        }
-    }
-}
 
 /// The network side of one process's RPC connection: who it is, where decisions are audited,
 /// its socket budget, and the capabilities it was issued.

@@ -8,7 +8,9 @@ use capnp::capability::Rc;
 use crate::cell_capnp::{byte_stream, process};
 use crate::handle::ProcessHandle;
 use crate::rpc::stream::ByteStreamServer;
-use crate::rpc::{failed, ByteBudget, CallGate};
+use crate::budget::ByteBudget;
+use crate::rpc::fail::failed;
+use crate::rpc::gate::CallGate;
 use crate::status::KilledBy;
 use cell_proto::Reason;
 

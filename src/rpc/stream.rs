@@ -8,7 +8,9 @@ use tokio::sync::Mutex;
 
 use crate::cell_capnp::byte_stream;
 use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
-use crate::rpc::{failed, ByteBudget, CallGate, InFlight};
+use crate::budget::ByteBudget;
+use crate::rpc::fail::failed;
+use crate::rpc::gate::{CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
 use cell_proto::Reason;
 

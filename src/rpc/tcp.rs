@@ -1,6 +1,6 @@
 //! `TcpStream` and `TcpListener`: open TCP sockets as capabilities.
 //!
-//! The socket itself (`StreamInner`, `ListenerInner`) is shared by every process it was handed
+//! The socket itself (`net::socket::{StreamInner, ListenerInner}`) is shared by every process it was handed
 //! to (see `SocketGrant`) and closed when the last capability to it is dropped — at the latest
 //! when the last holder exits, because a process's capabilities live in its RPC connection,
 //! which is dropped when it ends. Each open socket holds one slot of the budget of the process
@@ -12,50 +12,19 @@
 //! their bytes against the process's in-flight budget (`NET_MAX_IN_FLIGHT`), so pipelining
 //! writes cannot park unbounded data in the host.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
 
 use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
 use crate::limits::MAX_READ_CHUNK;
-use crate::rpc::failed;
-use crate::rpc::network::{NetCaps, SocketPermit};
-use crate::rpc::{ByteBudget, CallGate};
+use crate::rpc::fail::failed;
+use crate::net::socket::{ListenerInner, StreamInner};
+use crate::rpc::network::NetCaps;
+use crate::budget::ByteBudget;
+use crate::rpc::gate::CallGate;
 use cell_proto::Reason;
-
-/// An open TCP connection.
-pub struct StreamInner {
-    reader: Mutex<OwnedReadHalf>,
-    writer: Mutex<OwnedWriteHalf>,
-    pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    _permit: SocketPermit,
-}
-
-impl StreamInner {
-    /// Wraps a connected stream, holding `permit` until it is closed.
-    ///
-    /// # Errors
-    /// The stream's addresses cannot be read (it was already reset).
-    pub fn new(stream: TcpStream, permit: SocketPermit) -> std::io::Result<Self> {
-        let local = stream.local_addr()?;
-        let peer = stream.peer_addr()?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        Ok(StreamInner {
-            reader: Mutex::new(reader),
-            writer: Mutex::new(writer),
-            local,
-            peer,
-            _permit: permit,
-        })
-    }
-}
 
 /// The server of one `TcpStream` capability.
 pub struct TcpStreamServer {
@@ -161,29 +130,6 @@ impl tcp_stream::Server for TcpStreamServer {
             .get()
             .set_address(self.inner.peer.to_string().as_str());
         Ok(())
-    }
-}
-
-/// A listening TCP socket.
-pub struct ListenerInner {
-    listener: TcpListener,
-    pub(crate) local: SocketAddr,
-    _permit: SocketPermit,
-}
-
-impl ListenerInner {
-    /// Binds and listens on `addr` (the policy was checked by the caller).
-    ///
-    /// # Errors
-    /// The bind or listen system call failed (address in use, not local, ...).
-    pub fn bind(addr: SocketAddr, backlog: u32, permit: SocketPermit) -> std::io::Result<Self> {
-        let listener = crate::net::bind::tcp_listener(addr, backlog)?;
-        let local = listener.local_addr()?;
-        Ok(ListenerInner {
-            listener,
-            local,
-            _permit: permit,
-        })
     }
 }
 

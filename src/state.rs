@@ -1,0 +1,44 @@
+//! `ProcState`: the data of one process's store — its WASI context and resource table, its
+//! counted sockets, its memory limiter and fuel gauge. Below the engine in the layering (the
+//! engine's `Linker` is typed by it); built by [`crate::process::build_store`].
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::limits::{FuelGauge, MemoryLimiter};
+use crate::net::count::{CountedView, WasiSockets};
+
+/// The data of one process's store.
+pub struct ProcState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    /// Its own `wasi:sockets` sockets, counted against `max-sockets` (see [`crate::net::count`]).
+    pub(crate) sockets: WasiSockets,
+    pub(crate) limiter: MemoryLimiter,
+    /// Where the remaining fuel is published, when fuel is metered.
+    pub(crate) fuel: Option<FuelGauge>,
+}
+
+impl ProcState {
+    /// The view the counting socket constructors need (see [`crate::net::count`]).
+    pub fn counted_sockets(&mut self) -> CountedView<'_> {
+        CountedView {
+            view: WasiSocketsCtxView {
+                ctx: self.wasi.sockets(),
+                table: &mut self.table,
+            },
+            sockets: &mut self.sockets,
+        }
+    }
+}
+
+impl WasiView for ProcState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
