@@ -27,8 +27,8 @@
 //! - [`inspect`]: `cell inspect`: what a component imports and exports.
 //! - [`rpc`]: the capability servers, one file each, and the per-process RPC connection.
 
-pub mod cli;
 pub mod budget;
+pub mod cli;
 pub mod engine;
 pub mod grants;
 pub mod handle;
@@ -41,6 +41,7 @@ pub mod process;
 pub mod report;
 pub mod rpc;
 pub mod run;
+pub mod spec;
 pub mod state;
 pub mod status;
 pub mod stderr;

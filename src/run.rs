@@ -13,8 +13,9 @@ use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
 use crate::report::{NetworkStats, Report, SCHEMA};
+use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
-use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
+use crate::supervisor::Supervisor;
 
 /// Exit codes of `cell` itself. Any other code is pid0's own exit code, passed through.
 pub mod exit_code {

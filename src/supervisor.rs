@@ -19,91 +19,27 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
+use futures::future::LocalBoxFuture;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 
-use crate::engine::{CellEngine, LoadError, LoadedComponent};
-use crate::grants::Grants;
+use crate::engine::{CellEngine, LoadedComponent};
 use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
 use crate::process::{build_store, classify, fuel_gauge, usage, StoreSpec, Usage};
-use crate::state::ProcState;
 use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
+use crate::rpc::host::Host;
+use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+use crate::state::ProcState;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
 use crate::table::{Pid, ProcessTable};
 use crate::transport::pipe;
-use cell_proto::Reason;
-
-/// Where a process's stderr goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StderrMode {
-    /// The host's own stderr, untouched (pid0).
-    Inherit,
-    /// The host's stderr, each line prefixed with `[pid N] `.
-    Forward,
-    /// A bounded buffer read through `Process.stderr()`.
-    Capture,
-    Discard,
-}
-
-/// How a process's stdin/stdout are used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StdioMode {
-    /// Its own RPC connection to the host (a cell guest).
-    Rpc,
-    /// Plain byte streams, exposed on its `Process` capability.
-    Plain,
-    /// The host's own stdin/stdout (`cell run --plain`: an ordinary WASI program as pid0).
-    Host,
-}
-
-/// What a new process is, apart from its code.
-#[derive(Clone, Debug)]
-pub struct ProcessSpec {
-    /// argv[0]; also the name in logs.
-    pub name: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub grants: Grants,
-    pub stderr: StderrMode,
-    pub stdio: StdioMode,
-}
-
-/// Why a spawn failed. Returned to the caller of `spawn`; never affects anyone else.
-#[derive(Debug, Error)]
-pub enum SpawnError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Limit(#[from] LimitError),
-    #[error("process {0} has exited")]
-    Dead(Pid),
-    #[error("instantiation failed: {0}")]
-    Instantiate(String),
-    #[error("{0}")]
-    Grant(String),
-}
-
-impl SpawnError {
-    /// The stable reason word that prefixes the error on the wire (see capnp/cell.capnp).
-    pub fn reason(&self) -> Reason {
-        match self {
-            SpawnError::Load(LoadError::MissingImport(_)) => Reason::MissingImport,
-            SpawnError::Load(_) => Reason::BadWasm,
-            SpawnError::Limit(_) => Reason::Limit,
-            SpawnError::Dead(_) => Reason::Dead,
-            SpawnError::Instantiate(_) => Reason::Instantiate,
-            SpawnError::Grant(_) => Reason::BadGrant,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Supervisor(Rc<Inner>);
@@ -318,16 +254,19 @@ impl Supervisor {
         handle.fuel = fuel_gauge(&store);
         let connection = match spec.stdio {
             StdioMode::Rpc => Some(rpc::serve(
-                self.clone(),
-                pid,
-                spec.grants.clone(),
+                rpc::ServeSpec {
+                    host: Rc::new(self.clone()),
+                    pid,
+                    grants: spec.grants.clone(),
+                    audit: self.0.audit.clone(),
+                    sockets,
+                },
                 rpc::Transport {
                     from_guest: stdout_r.into_host(),
                     to_guest: stdin_w.into_host(),
                     max_message_bytes: limits.max_message_bytes,
                     max_outstanding_calls: limits.max_outstanding_calls,
                 },
-                sockets,
             )),
             StdioMode::Plain => {
                 handle.plain = Some(PlainStdio {
@@ -417,6 +356,32 @@ impl Supervisor {
         let mut rx = self.0.live.subscribe();
         let emptied = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
         emptied.is_ok()
+    }
+}
+
+/// The capability servers reach the supervisor only through [`Host`].
+impl Host for Supervisor {
+    fn spawn_child(
+        &self,
+        parent: Pid,
+        wasm: Arc<[u8]>,
+        spec: ProcessSpec,
+        limits: LimitRequest,
+    ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>> {
+        let sup = self.clone();
+        Box::pin(async move { sup.spawn_child(parent, wasm, spec, &limits).await })
+    }
+
+    fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {
+        Supervisor::ensure_running(self, pid)
+    }
+
+    fn info(&self, pid: Pid) -> Option<ProcessInfo> {
+        Supervisor::info(self, pid)
+    }
+
+    fn host_stdio(&self) -> &HostStdio {
+        Supervisor::host_stdio(self)
     }
 }
 

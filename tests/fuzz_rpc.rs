@@ -146,16 +146,19 @@ fn run_connection(sup: &Supervisor, input: Vec<u8>) -> usize {
             ..Grants::default()
         };
         let connection = rpc::serve(
-            sup.clone(),
-            0,
-            grants,
+            rpc::ServeSpec {
+                host: Rc::new(sup.clone()),
+                pid: 0,
+                grants,
+                audit: Audit::tracing_only(),
+                sockets: cell::net::count::SocketTally::new(4),
+            },
             Transport {
                 from_guest: to_host_r.into_host(),
                 to_guest: to_guest_w.into_host(),
                 max_message_bytes: 1 << 20,
                 max_outstanding_calls: 64,
             },
-            cell::net::count::SocketTally::new(4),
         );
         let writer = tokio::task::spawn_local(async move {
             let _ = to_host_w.write_all(&input).await;

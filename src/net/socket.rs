@@ -172,4 +172,3 @@ impl std::fmt::Debug for SocketGrant {
         }
     }
 }
-

@@ -9,32 +9,21 @@ use cell_proto::{CellError, ReadBounds, SpawnRequest};
 use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
 use crate::grants::Grants;
 use crate::limits::{MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
-use crate::rpc::network::NetCaps;
-use crate::rpc::process::ProcessServer;
+use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
-use crate::rpc::gate::CallGate;
-use crate::supervisor::{ProcessSpec, SpawnError, StderrMode, StdioMode, Supervisor};
-use crate::table::Pid;
+use crate::rpc::process::ProcessServer;
+use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::text::guest_text;
 
+/// Spawns children of the process whose connection `conn` is (the parent of everything it
+/// spawns); recognises the Network and sockets that process grants through `conn`.
 pub struct ExecutorServer {
-    sup: Supervisor,
-    /// The process this executor belongs to: the parent of everything it spawns.
-    owner: Pid,
-    /// The owner's network context, to recognise the Network and sockets it grants.
-    net: NetCaps,
-    /// The owner's connection's call bound, passed on to the Process caps it hands out.
-    gate: CallGate,
+    conn: Conn,
 }
 
 impl ExecutorServer {
-    pub fn new(sup: Supervisor, owner: Pid, net: NetCaps, gate: CallGate) -> Self {
-        ExecutorServer {
-            sup,
-            owner,
-            net,
-            gate,
-        }
+    pub fn new(conn: Conn) -> Self {
+        ExecutorServer { conn }
     }
 }
 
@@ -90,26 +79,26 @@ impl executor::Server for ExecutorServer {
         params: executor::SpawnParams,
         mut results: executor::SpawnResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
-        self.sup.ensure_running(self.owner).map_err(spawn_error)?;
+        let _call = self.conn.gate().enter()?;
+        self.conn.ensure_running()?;
         let (request, mut spec) = read_request(params.get()?.get_request()?)?;
         drop(params);
         // The child's network is the policy of a Network this process was issued (a new server
         // with the same policy is made for the child), never a guest-made object.
-        let (network, sockets) = self.net.resolve_grants(request.grants).await?;
+        let (network, sockets) = self.conn.resolve_grants(request.grants).await?;
         spec.grants.network = network;
         spec.grants.sockets = sockets;
         let handle = self
-            .sup
-            .spawn_child(self.owner, request.wasm, spec, &request.limits)
+            .conn
+            .host()
+            .spawn_child(self.conn.pid(), request.wasm, spec, request.limits)
             .await
             .map_err(spawn_error)?;
         results
             .get()
             .set_process(capnp_rpc::new_client(ProcessServer::new(
                 handle,
-                self.gate.clone(),
-                self.net.in_flight().clone(),
+                self.conn.clone(),
             )));
         Ok(())
     }
@@ -119,8 +108,8 @@ impl executor::Server for ExecutorServer {
         params: executor::EchoParams,
         mut results: executor::EchoResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
-        self.sup.ensure_running(self.owner).map_err(spawn_error)?;
+        let _call = self.conn.gate().enter()?;
+        self.conn.ensure_running()?;
         let message = params.get()?.get_message()?;
         results.get().set_response(message);
         Ok(())

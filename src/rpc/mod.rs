@@ -4,11 +4,13 @@
 //! One file per capability server. Servers reach the supervisor only through its public
 //! methods; the supervisor reaches this module only through [`serve`].
 
+pub mod conn;
 pub mod executor;
 pub mod fail;
 pub mod flow;
 pub mod framing;
 pub mod gate;
+pub mod host;
 pub mod network;
 pub mod process;
 pub mod session;
@@ -18,13 +20,15 @@ pub mod udp;
 
 use gate::CallGate;
 
-
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
 
 use crate::grants::Grants;
-use crate::supervisor::Supervisor;
+use crate::net::audit::Audit;
+use crate::net::count::SocketTally;
+use crate::rpc::conn::{Conn, ConnSpec};
+use crate::rpc::host::Host;
 use crate::table::Pid;
 use crate::transport::{HostReader, HostWriter};
 
@@ -60,15 +64,29 @@ impl Connection {
     }
 }
 
-/// Builds the RPC connection of process `pid`, bootstrapping its `Session`. The process may hold
-/// sockets counted in `sockets` (shared with its store's `wasi:sockets`).
-pub fn serve(
-    sup: Supervisor,
-    pid: Pid,
-    grants: Grants,
-    transport: Transport,
-    sockets: std::sync::Arc<crate::net::count::SocketTally>,
-) -> Connection {
+/// Whose connection [`serve`] builds, and with what.
+pub struct ServeSpec {
+    /// Who runs processes (the supervisor).
+    pub host: std::rc::Rc<dyn Host>,
+    /// The process the connection belongs to.
+    pub pid: Pid,
+    /// What its `Session` hands out.
+    pub grants: Grants,
+    /// Where its network decisions are recorded.
+    pub audit: Audit,
+    /// Its sockets on both paths (shared with its store's `wasi:sockets`).
+    pub sockets: std::sync::Arc<SocketTally>,
+}
+
+/// Builds the RPC connection of a process over `transport`, bootstrapping its `Session`.
+pub fn serve(spec: ServeSpec, transport: Transport) -> Connection {
+    let ServeSpec {
+        host,
+        pid,
+        grants,
+        audit,
+        sockets,
+    } = spec;
     let mut options = ReaderOptions::new();
     options
         .traversal_limit_in_words(Some(
@@ -88,9 +106,15 @@ pub fn serve(
         flow.clone(),
     );
     let gate = CallGate::with_flow(transport.max_outstanding_calls, flow.clone());
-    let net = network::NetCaps::new(pid, sup.audit().clone(), sockets, gate.clone());
+    let conn = Conn::new(ConnSpec {
+        pid,
+        host,
+        audit,
+        sockets,
+        gate,
+    });
     let session: crate::cell_capnp::session::Client =
-        capnp_rpc::new_client(session::SessionServer::new(sup, pid, grants, net, gate));
+        capnp_rpc::new_client(session::SessionServer::new(conn, grants));
     Connection {
         system: RpcSystem::new(Box::new(network), Some(session.client)),
         violation,

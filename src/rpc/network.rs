@@ -5,7 +5,7 @@
 //! `denied: <decision>` (e.g. `denied: deny connect 10.0.0.1:80: private (RFC 1918) address not
 //! named by any rule`).
 //!
-//! Per connection (= per process) state lives in [`NetCaps`]: the capability server sets that
+//! Per connection (= per process) state lives in [`Conn`] (`rpc/conn.rs`): the capability server sets that
 //! let the host recognise a `Network` or socket it issued when a guest hands one back in
 //! `Executor.spawn` (a guest-made object implementing the interface is refused with
 //! `bad-grant: …`), and the process's socket budget (`max-sockets`).
@@ -13,240 +13,40 @@
 //! `restrict` yields `policy ∩ requested` ([`NetPolicy::intersect`]): a request for more than
 //! this Network allows is *clamped* (silently narrowed), never refused and never widened.
 
-use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use capnp::capability::Rc as CapRc;
-use capnp_rpc::CapabilityServerSet;
+use cell_proto::{read_rules, write_rules, Reason};
 
-use cell_proto::Reason;
-use cell_proto::{read_rules, write_rules, Grants as WireGrants, Socket as WireSocket};
-
-use crate::cell_capnp::{net_policy, network, socket, tcp_listener, tcp_stream, udp_socket};
-use crate::limits::{
-    MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT, NET_MAX_IN_FLIGHT,
-};
-use crate::net::audit::{Audit, AuditEvent, Via};
-use crate::net::count::SocketTally;
+use crate::cell_capnp::{net_policy, network};
+use crate::limits::{MAX_LISTEN_BACKLOG, MAX_RESOLVED_ADDRS, NET_CONNECT_TIMEOUT};
+use crate::net::audit::{AuditEvent, Via};
 use crate::net::policy::{canonical_name, Decision, NetOp, NetPolicy, MAX_RULES};
+use crate::net::socket::{ListenerInner, StreamInner, UdpInner};
+use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
-use crate::net::socket::{ListenerInner, SocketGrant, StreamInner, UdpInner};
-use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
-use crate::rpc::udp::UdpSocketServer;
-use crate::budget::ByteBudget;
-use crate::rpc::gate::CallGate;
-use crate::table::Pid;
 use crate::text::guest_text;
 
 /// The reason text for a name that no rule lets the host resolve.
 pub const NO_NAME_RULES: &str = "no rule allows name lookups";
 
-/// How many capabilities may be issued between two sweeps of a server set's dead entries.
-const SET_GC_EVERY: u32 = 256;
-
-/// A capability server set that sweeps its dead (weak) entries now and then, so a long-running
-/// process that accepts many connections does not grow the set without bound.
-struct Issued<S, C: capnp::capability::FromServer<S>> {
-    set: RefCell<CapabilityServerSet<S, C>>,
-    since_gc: Cell<u32>,
-}
-
-impl<S, C> Issued<S, C>
-where
-    C: capnp::capability::FromServer<S> + capnp::capability::FromClientHook,
-{
-    fn new() -> Self {
-        Issued {
-            set: RefCell::new(CapabilityServerSet::new()),
-            since_gc: Cell::new(0),
-        }
-    }
-
-    fn issue(&self, server: S) -> C {
-        let mut set = self.set.borrow_mut();
-        let n = self.since_gc.get() + 1;
-        if n >= SET_GC_EVERY {
-            set.gc();
-            self.since_gc.set(0);
-        } else {
-            self.since_gc.set(n);
-        }
-        set.new_client(server)
-    }
-
-    /// The server behind `client` if this connection issued it. Resolves promises first; the
-    /// set is borrowed only for the synchronous lookup.
-    async fn recognise(&self, client: C) -> Option<Rc<S>> {
-        let resolved = capnp::capability::get_resolved_cap(client).await;
-        self.set.borrow().get_local_server_of_resolved(&resolved)
-    }
-}
-
-pub use crate::net::count::SocketPermit;
-
-/// The network side of one process's RPC connection: who it is, where decisions are audited,
-/// its socket budget, and the capabilities it was issued.
-#[derive(Clone)]
-pub struct NetCaps(Rc<NetCapsInner>);
-
-struct NetCapsInner {
-    pid: Pid,
-    /// The connection's bound on calls in progress, shared by every network cap issued here.
-    gate: CallGate,
-    /// Bytes of socket writes and sends waiting in the host ([`NET_MAX_IN_FLIGHT`]).
-    in_flight: ByteBudget,
-    audit: Audit,
-    /// The process's sockets on both paths (RPC and its own `wasi:sockets`).
-    sockets: Arc<SocketTally>,
-    networks: Issued<NetworkServer, network::Client>,
-    streams: Issued<TcpStreamServer, tcp_stream::Client>,
-    listeners: Issued<TcpListenerServer, tcp_listener::Client>,
-    udp: Issued<UdpSocketServer, udp_socket::Client>,
-}
-
-impl NetCaps {
-    /// The network context of process `pid`, whose sockets are counted in `sockets`.
-    pub fn new(pid: Pid, audit: Audit, sockets: Arc<SocketTally>, gate: CallGate) -> Self {
-        NetCaps(Rc::new(NetCapsInner {
-            pid,
-            gate,
-            in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
-            audit,
-            sockets,
-            networks: Issued::new(),
-            streams: Issued::new(),
-            listeners: Issued::new(),
-            udp: Issued::new(),
-        }))
-    }
-
-    /// The process this context belongs to.
-    pub fn pid(&self) -> Pid {
-        self.0.pid
-    }
-
-    /// The call gate of the connection this context belongs to.
-    pub fn gate(&self) -> &CallGate {
-        &self.0.gate
-    }
-
-    /// The process's budget of bytes waiting to be sent.
-    pub fn in_flight(&self) -> &ByteBudget {
-        &self.0.in_flight
-    }
-
-    /// The audit sink.
-    pub fn audit(&self) -> &Audit {
-        &self.0.audit
-    }
-
-    /// Records a policy decision made for this process over RPC.
-    pub fn record(&self, decision: &Decision) {
-        self.0.audit.decision(self.0.pid, Via::Rpc, decision);
-    }
-
-    /// A slot for one more open socket.
-    pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
-        self.0
-            .sockets
-            .acquire()
-            .map_err(|e| failed(Reason::Limit, e))
-    }
-
-    /// A new `Network` capability with `policy`, recognisable by this connection.
-    pub fn network(&self, policy: NetPolicy) -> network::Client {
-        self.0.networks.issue(NetworkServer {
-            policy: Rc::new(policy),
-            net: self.clone(),
-        })
-    }
-
-    /// A `TcpStream` capability for an open stream.
-    pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
-        self.0.streams.issue(TcpStreamServer::new(
-            inner,
-            self.0.gate.clone(),
-            self.0.in_flight.clone(),
-        ))
-    }
-
-    /// A `TcpListener` capability for an open listener; its accepted streams are issued here.
-    pub fn listener(&self, inner: Rc<ListenerInner>) -> tcp_listener::Client {
-        self.0
-            .listeners
-            .issue(TcpListenerServer::new(inner, self.clone()))
-    }
-
-    /// A `UdpSocket` capability for a bound socket.
-    pub fn udp(&self, inner: Rc<UdpInner>) -> udp_socket::Client {
-        self.0.udp.issue(UdpSocketServer::new(inner, self.clone()))
-    }
-
-    /// The capability for a socket handed to this process.
-    pub fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
-        match grant {
-            SocketGrant::TcpStream(s) => out.set_tcp_stream(self.stream(s.clone())),
-            SocketGrant::TcpListener(l) => out.set_tcp_listener(self.listener(l.clone())),
-            SocketGrant::UdpSocket(u) => out.set_udp_socket(self.udp(u.clone())),
-        }
-    }
-
-    /// The network part of a spawn request, resolved: the policy of the granted `Network` (which
-    /// must be one this connection issued) and the granted sockets (likewise).
-    ///
-    /// # Errors
-    /// `bad-grant: …` for a capability this host did not issue to this process.
-    pub async fn resolve_grants(
-        &self,
-        request: WireGrants,
-    ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {
-        let network = match request.network {
-            None => None,
-            Some(client) => {
-                let server =
-                    self.0.networks.recognise(client).await.ok_or_else(|| {
-                        failed(Reason::BadGrant, "not a Network issued by this host")
-                    })?;
-                Some(NetPolicy::clone(&server.policy))
-            }
-        };
-        let mut sockets = Vec::with_capacity(request.sockets.len());
-        for socket in request.sockets {
-            let grant = match socket {
-                WireSocket::TcpStream(c) => self
-                    .0
-                    .streams
-                    .recognise(c)
-                    .await
-                    .map(|s| SocketGrant::TcpStream(s.inner.clone())),
-                WireSocket::TcpListener(c) => self
-                    .0
-                    .listeners
-                    .recognise(c)
-                    .await
-                    .map(|l| SocketGrant::TcpListener(l.inner.clone())),
-                WireSocket::UdpSocket(c) => self
-                    .0
-                    .udp
-                    .recognise(c)
-                    .await
-                    .map(|u| SocketGrant::UdpSocket(u.inner.clone())),
-            };
-            sockets.push(
-                grant
-                    .ok_or_else(|| failed(Reason::BadGrant, "not a socket issued by this host"))?,
-            );
-        }
-        Ok((network, sockets))
-    }
-}
-
 /// The server of one `Network` capability.
 pub struct NetworkServer {
     policy: Rc<NetPolicy>,
-    net: NetCaps,
+    net: Conn,
+}
+
+impl NetworkServer {
+    /// A `Network` with `policy`, issued on `net` (see [`Conn::network`]).
+    pub fn new(policy: Rc<NetPolicy>, net: Conn) -> Self {
+        NetworkServer { policy, net }
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> &NetPolicy {
+        &self.policy
+    }
 }
 
 /// The local address of a listen or bind request; binding by name is not supported.

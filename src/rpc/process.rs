@@ -7,19 +7,17 @@ use capnp::capability::Rc;
 
 use crate::cell_capnp::{byte_stream, process};
 use crate::handle::ProcessHandle;
-use crate::rpc::stream::ByteStreamServer;
-use crate::budget::ByteBudget;
+use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
-use crate::rpc::gate::CallGate;
+use crate::rpc::stream::ByteStreamServer;
 use crate::status::KilledBy;
 use cell_proto::Reason;
 
 pub struct ProcessServer {
     handle: StdRc<ProcessHandle>,
-    /// The call bound of the connection this cap was issued on (the parent's).
-    gate: CallGate,
-    /// The parent's budget of bytes waiting in the host (writes to a plain child's stdin).
-    budget: ByteBudget,
+    /// The connection this cap was issued on (the parent's): its call bound, and its budget
+    /// of bytes waiting in the host (writes to a plain child's stdin).
+    conn: Conn,
     /// The stream capabilities, made on first use and handed out again after: a second
     /// `stdout()` must not make a second reader of one pipe (one of them would never be woken).
     streams: Streams,
@@ -33,11 +31,10 @@ struct Streams {
 }
 
 impl ProcessServer {
-    pub fn new(handle: StdRc<ProcessHandle>, gate: CallGate, budget: ByteBudget) -> Self {
+    pub fn new(handle: StdRc<ProcessHandle>, conn: Conn) -> Self {
         ProcessServer {
             handle,
-            gate,
-            budget,
+            conn,
             streams: Streams::default(),
         }
     }
@@ -49,9 +46,7 @@ impl ProcessServer {
         make: impl FnOnce() -> ByteStreamServer,
     ) -> byte_stream::Client {
         slot.borrow_mut()
-            .get_or_insert_with(|| {
-                capnp_rpc::new_client(make().gated(self.gate.clone(), self.budget.clone()))
-            })
+            .get_or_insert_with(|| capnp_rpc::new_client(make().on(&self.conn)))
             .clone()
     }
 }
@@ -62,7 +57,7 @@ impl process::Server for ProcessServer {
         _: process::PidParams,
         mut results: process::PidResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         results.get().set_pid(self.handle.pid);
         Ok(())
     }
@@ -72,7 +67,7 @@ impl process::Server for ProcessServer {
         _: process::WaitParams,
         mut results: process::WaitResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let status = self.handle.wait().await;
         status.write(results.get().init_status());
         Ok(())
@@ -83,7 +78,7 @@ impl process::Server for ProcessServer {
         _: process::KillParams,
         _: process::KillResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         self.handle.kill(KilledBy::Parent);
         // Answer once it is really gone, so "kill then wait" never observes it running.
         self.handle.wait().await;
@@ -95,7 +90,7 @@ impl process::Server for ProcessServer {
         _: process::StderrParams,
         mut results: process::StderrResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let captured = self.handle.stderr.as_ref().ok_or_else(|| {
             failed(
                 Reason::NotCaptured,
@@ -117,7 +112,7 @@ impl process::Server for ProcessServer {
         _: process::StdinParams,
         mut results: process::StdinResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let plain = self.plain()?;
         let stream = self.stream(&self.streams.stdin, || {
             ByteStreamServer::writer(plain.stdin.clone())
@@ -131,7 +126,7 @@ impl process::Server for ProcessServer {
         _: process::StdoutParams,
         mut results: process::StdoutResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let plain = self.plain()?;
         let stream = self.stream(&self.streams.stdout, || {
             ByteStreamServer::reader(plain.stdout.clone())

@@ -6,23 +6,16 @@ use capnp::capability::Rc;
 
 use crate::cell_capnp::{byte_stream, executor, network, session};
 use crate::grants::Grants;
+use crate::rpc::conn::Conn;
 use crate::rpc::executor::ExecutorServer;
-use crate::rpc::network::NetCaps;
-use crate::rpc::stream::ByteStreamServer;
 use crate::rpc::fail::failed;
-use crate::rpc::gate::CallGate;
-use crate::supervisor::Supervisor;
-use crate::table::Pid;
+use crate::rpc::stream::ByteStreamServer;
 use cell_proto::Reason;
 
 pub struct SessionServer {
-    sup: Supervisor,
-    pid: Pid,
+    /// This process's connection: its pid, bounds, and the capabilities issued on it.
+    conn: Conn,
     grants: Grants,
-    /// This connection's network context: issues (and later recognises) Network and sockets.
-    net: NetCaps,
-    /// The bound on this connection's calls in progress, shared with every cap issued on it.
-    gate: CallGate,
     /// Each capability is made once and handed out again on every later call, so a guest
     /// calling `network()` a million times holds one server (and one copy of its policy), not
     /// a million; and one pipe never gets two competing readers (`terminal()`).
@@ -42,13 +35,10 @@ fn once<C: Clone>(slot: &RefCell<Option<C>>, make: impl FnOnce() -> C) -> C {
 }
 
 impl SessionServer {
-    pub fn new(sup: Supervisor, pid: Pid, grants: Grants, net: NetCaps, gate: CallGate) -> Self {
+    pub fn new(conn: Conn, grants: Grants) -> Self {
         SessionServer {
-            sup,
-            pid,
+            conn,
             grants,
-            net,
-            gate,
             issued: Issued::default(),
         }
     }
@@ -64,11 +54,13 @@ impl session::Server for SessionServer {
         _: session::InfoParams,
         mut results: session::InfoResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
+        let pid = self.conn.pid();
         let info = self
-            .sup
-            .info(self.pid)
-            .ok_or_else(|| failed(Reason::Dead, format!("process {} has exited", self.pid)))?;
+            .conn
+            .host()
+            .info(pid)
+            .ok_or_else(|| failed(Reason::Dead, format!("process {pid} has exited")))?;
         let mut out = results.get().init_info();
         out.set_pid(info.pid);
         out.set_parent(info.parent.unwrap_or(0));
@@ -86,17 +78,12 @@ impl session::Server for SessionServer {
         _: session::ExecutorParams,
         mut results: session::ExecutorResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         if !self.grants.executor {
             return Err(Self::not_granted("executor"));
         }
         let executor = once(&self.issued.executor, || {
-            capnp_rpc::new_client(ExecutorServer::new(
-                self.sup.clone(),
-                self.pid,
-                self.net.clone(),
-                self.gate.clone(),
-            ))
+            capnp_rpc::new_client(ExecutorServer::new(self.conn.clone()))
         });
         results.get().set_executor(executor);
         Ok(())
@@ -107,13 +94,13 @@ impl session::Server for SessionServer {
         _: session::NetworkParams,
         mut results: session::NetworkResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let policy = self
             .grants
             .network
             .as_ref()
             .ok_or_else(|| Self::not_granted("network"))?;
-        let network = once(&self.issued.network, || self.net.network(policy.clone()));
+        let network = once(&self.issued.network, || self.conn.network(policy.clone()));
         results.get().set_network(network);
         Ok(())
     }
@@ -123,11 +110,12 @@ impl session::Server for SessionServer {
         _: session::SocketsParams,
         mut results: session::SocketsResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let granted = &self.grants.sockets;
         let mut list = results.get().init_sockets(granted.len() as u32);
         for (i, grant) in granted.iter().enumerate() {
-            self.net.socket_client(grant, list.reborrow().get(i as u32));
+            self.conn
+                .socket_client(grant, list.reborrow().get(i as u32));
         }
         Ok(())
     }
@@ -137,21 +125,15 @@ impl session::Server for SessionServer {
         _: session::TerminalParams,
         mut results: session::TerminalResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         if !self.grants.terminal {
             return Err(Self::not_granted("terminal"));
         }
         let (input, output) = once(&self.issued.terminal, || {
-            let host = self.sup.host_stdio();
+            let host = self.conn.host().host_stdio();
             (
-                capnp_rpc::new_client(
-                    ByteStreamServer::reader(host.input())
-                        .gated(self.gate.clone(), self.net.in_flight().clone()),
-                ),
-                capnp_rpc::new_client(
-                    ByteStreamServer::writer(host.output())
-                        .gated(self.gate.clone(), self.net.in_flight().clone()),
-                ),
+                capnp_rpc::new_client(ByteStreamServer::reader(host.input()).on(&self.conn)),
+                capnp_rpc::new_client(ByteStreamServer::writer(host.output()).on(&self.conn)),
             )
         });
         let mut out = results.get();

@@ -6,9 +6,10 @@
 use capnp::capability::Rc;
 use tokio::sync::Mutex;
 
+use crate::budget::ByteBudget;
 use crate::cell_capnp::byte_stream;
 use crate::limits::{MAX_READ_CHUNK, NET_MAX_WRITE};
-use crate::budget::ByteBudget;
+use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::{CallGate, InFlight};
 use crate::transport::{PipeReader, PipeWriter};
@@ -58,10 +59,11 @@ impl ByteStreamServer {
         }
     }
 
-    /// Counts calls on this stream against `gate` (the connection it is issued on).
-    pub fn gated(mut self, gate: CallGate, budget: ByteBudget) -> Self {
-        self.gate = Some(gate);
-        self.budget = Some(budget);
+    /// Issues this stream on `conn`: its calls count against that connection's call gate,
+    /// its queued writes against its in-flight budget.
+    pub fn on(mut self, conn: &Conn) -> Self {
+        self.gate = Some(conn.gate().clone());
+        self.budget = Some(conn.in_flight().clone());
         self
     }
 

@@ -19,29 +19,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
 use crate::limits::MAX_READ_CHUNK;
-use crate::rpc::fail::failed;
 use crate::net::socket::{ListenerInner, StreamInner};
-use crate::rpc::network::NetCaps;
-use crate::budget::ByteBudget;
-use crate::rpc::gate::CallGate;
+use crate::rpc::conn::Conn;
+use crate::rpc::fail::failed;
 use cell_proto::Reason;
 
 /// The server of one `TcpStream` capability.
 pub struct TcpStreamServer {
     pub(crate) inner: Rc<StreamInner>,
-    /// The call gate of the connection this stream was issued on.
-    gate: CallGate,
-    /// The issuing process's budget of bytes waiting to be written.
-    in_flight: ByteBudget,
+    /// The connection this stream was issued on: its call gate, and its budget of bytes
+    /// waiting to be written.
+    conn: Conn,
 }
 
 impl TcpStreamServer {
-    pub fn new(inner: Rc<StreamInner>, gate: CallGate, in_flight: ByteBudget) -> Self {
-        TcpStreamServer {
-            inner,
-            gate,
-            in_flight,
-        }
+    pub fn new(inner: Rc<StreamInner>, conn: Conn) -> Self {
+        TcpStreamServer { inner, conn }
     }
 }
 
@@ -51,7 +44,7 @@ impl byte_stream::Server for TcpStreamServer {
         params: byte_stream::ReadParams,
         mut results: byte_stream::ReadResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let asked = params.get()?.get_max_bytes() as usize;
         drop(params);
         let max = if asked == 0 {
@@ -61,7 +54,7 @@ impl byte_stream::Server for TcpStreamServer {
         };
         let mut reader = self.inner.reader.lock().await;
         // Wait for the guest to take its replies before making another one of up to `max`.
-        self.gate.reply_room().await;
+        self.conn.gate().reply_room().await;
         let mut buf = vec![0u8; max];
         let n = reader
             .read(&mut buf)
@@ -76,10 +69,10 @@ impl byte_stream::Server for TcpStreamServer {
         params: byte_stream::WriteParams,
         _: byte_stream::WriteResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         let data = params.get()?.get_data()?;
         crate::rpc::stream::check_write_size(data.len())?;
-        let _bytes = self.in_flight.reserve(data.len())?;
+        let _bytes = self.conn.in_flight().reserve(data.len())?;
         // The call's message stays held while the write waits: it is charged to the
         // connection by `rpc::flow`, and its bytes to the in-flight budget above.
         self.inner
@@ -96,7 +89,7 @@ impl byte_stream::Server for TcpStreamServer {
         _: byte_stream::CloseParams,
         _: byte_stream::CloseResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         self.inner
             .writer
             .lock()
@@ -113,7 +106,7 @@ impl tcp_stream::Server for TcpStreamServer {
         _: tcp_stream::LocalAddressParams,
         mut results: tcp_stream::LocalAddressResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         results
             .get()
             .set_address(self.inner.local.to_string().as_str());
@@ -125,7 +118,7 @@ impl tcp_stream::Server for TcpStreamServer {
         _: tcp_stream::PeerAddressParams,
         mut results: tcp_stream::PeerAddressResults,
     ) -> Result<(), capnp::Error> {
-        let _call = self.gate.enter()?;
+        let _call = self.conn.gate().enter()?;
         results
             .get()
             .set_address(self.inner.peer.to_string().as_str());
@@ -137,11 +130,11 @@ impl tcp_stream::Server for TcpStreamServer {
 /// in, the connection of the process holding this capability.
 pub struct TcpListenerServer {
     pub(crate) inner: Rc<ListenerInner>,
-    net: NetCaps,
+    net: Conn,
 }
 
 impl TcpListenerServer {
-    pub fn new(inner: Rc<ListenerInner>, net: NetCaps) -> Self {
+    pub fn new(inner: Rc<ListenerInner>, net: Conn) -> Self {
         TcpListenerServer { inner, net }
     }
 }

@@ -17,19 +17,20 @@ use capnp::capability::Rc as CapRc;
 use crate::cell_capnp::udp_socket;
 use crate::limits::UDP_MAX_DATAGRAM;
 use crate::net::policy::NetOp;
-use crate::rpc::fail::failed;
 use crate::net::socket::UdpInner;
-use crate::rpc::network::{parse_ip, NetCaps};
+use crate::rpc::conn::Conn;
+use crate::rpc::fail::failed;
+use crate::rpc::network::parse_ip;
 use cell_proto::Reason;
 
 /// The server of one `UdpSocket` capability.
 pub struct UdpSocketServer {
     pub(crate) inner: Rc<UdpInner>,
-    net: NetCaps,
+    net: Conn,
 }
 
 impl UdpSocketServer {
-    pub fn new(inner: Rc<UdpInner>, net: NetCaps) -> Self {
+    pub fn new(inner: Rc<UdpInner>, net: Conn) -> Self {
         UdpSocketServer { inner, net }
     }
 }

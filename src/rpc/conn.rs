@@ -1,0 +1,263 @@
+//! [`Conn`]: the one per-connection context every capability server holds — pid, host,
+//! call gate, in-flight budget, socket tally, audit sink and the sets of issued capabilities.
+//!
+//! Ownership: made once per process by [`super::serve`]; every server issued on the connection
+//! holds a clone. A capability handed to another process keeps the `Conn` it was issued on, so
+//! calls on it count against the issuing process's bounds.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use capnp_rpc::CapabilityServerSet;
+use cell_proto::{Grants as WireGrants, Reason, Socket as WireSocket};
+
+use crate::budget::ByteBudget;
+use crate::cell_capnp::{network, socket, tcp_listener, tcp_stream, udp_socket};
+use crate::limits::NET_MAX_IN_FLIGHT;
+use crate::net::audit::{Audit, Via};
+use crate::net::count::{SocketPermit, SocketTally};
+use crate::net::policy::{Decision, NetPolicy};
+use crate::net::socket::{ListenerInner, SocketGrant, StreamInner, UdpInner};
+use crate::rpc::fail::failed;
+use crate::rpc::gate::CallGate;
+use crate::rpc::host::Host;
+use crate::rpc::network::NetworkServer;
+use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
+use crate::rpc::udp::UdpSocketServer;
+use crate::table::Pid;
+
+/// What a [`Conn`] is made from.
+pub struct ConnSpec {
+    /// The process the connection belongs to.
+    pub pid: Pid,
+    /// Who runs processes (the supervisor).
+    pub host: Rc<dyn Host>,
+    /// Where its network decisions are recorded.
+    pub audit: Audit,
+    /// Its sockets on both paths (shared with its store's `wasi:sockets`).
+    pub sockets: Arc<SocketTally>,
+    /// The connection's bound on calls in progress.
+    pub gate: CallGate,
+}
+
+/// How many capabilities may be issued between two sweeps of a server set's dead entries.
+const SET_GC_EVERY: u32 = 256;
+
+/// A capability server set that sweeps its dead (weak) entries now and then, so a long-running
+/// process that accepts many connections does not grow the set without bound.
+struct Issued<S, C: capnp::capability::FromServer<S>> {
+    set: RefCell<CapabilityServerSet<S, C>>,
+    since_gc: Cell<u32>,
+}
+
+impl<S, C> Issued<S, C>
+where
+    C: capnp::capability::FromServer<S> + capnp::capability::FromClientHook,
+{
+    fn new() -> Self {
+        Issued {
+            set: RefCell::new(CapabilityServerSet::new()),
+            since_gc: Cell::new(0),
+        }
+    }
+
+    fn issue(&self, server: S) -> C {
+        let mut set = self.set.borrow_mut();
+        let n = self.since_gc.get() + 1;
+        if n >= SET_GC_EVERY {
+            set.gc();
+            self.since_gc.set(0);
+        } else {
+            self.since_gc.set(n);
+        }
+        set.new_client(server)
+    }
+
+    /// The server behind `client` if this connection issued it. Resolves promises first; the
+    /// set is borrowed only for the synchronous lookup.
+    async fn recognise(&self, client: C) -> Option<Rc<S>> {
+        let resolved = capnp::capability::get_resolved_cap(client).await;
+        self.set.borrow().get_local_server_of_resolved(&resolved)
+    }
+}
+
+/// One process's RPC connection, as every server on it sees it: whose it is, the host that
+/// runs processes, the bounds (call gate, in-flight bytes, sockets), where decisions are
+/// audited, and the capabilities issued on it (so a Network or socket handed back in a spawn
+/// request is recognised). Cheap to clone; one per connection, made by [`super::serve`].
+#[derive(Clone)]
+pub struct Conn(Rc<ConnInner>);
+
+struct ConnInner {
+    pid: Pid,
+    /// Spawns children, answers who a process is, lends the host's stdio.
+    host: Rc<dyn Host>,
+    /// The connection's bound on calls in progress, shared by every network cap issued here.
+    gate: CallGate,
+    /// Bytes of socket writes and sends waiting in the host ([`NET_MAX_IN_FLIGHT`]).
+    in_flight: ByteBudget,
+    audit: Audit,
+    /// The process's sockets on both paths (RPC and its own `wasi:sockets`).
+    sockets: Arc<SocketTally>,
+    networks: Issued<NetworkServer, network::Client>,
+    streams: Issued<TcpStreamServer, tcp_stream::Client>,
+    listeners: Issued<TcpListenerServer, tcp_listener::Client>,
+    udp: Issued<UdpSocketServer, udp_socket::Client>,
+}
+
+impl Conn {
+    /// The context of process `pid`'s connection, whose sockets are counted in `sockets`.
+    pub fn new(spec: ConnSpec) -> Self {
+        let ConnSpec {
+            pid,
+            host,
+            audit,
+            sockets,
+            gate,
+        } = spec;
+        Conn(Rc::new(ConnInner {
+            pid,
+            host,
+            gate,
+            in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
+            audit,
+            sockets,
+            networks: Issued::new(),
+            streams: Issued::new(),
+            listeners: Issued::new(),
+            udp: Issued::new(),
+        }))
+    }
+
+    /// The process this context belongs to.
+    pub fn pid(&self) -> Pid {
+        self.0.pid
+    }
+
+    /// The host running this connection's process.
+    pub fn host(&self) -> &dyn Host {
+        &*self.0.host
+    }
+
+    /// Fails with `dead: …` unless this connection's process still runs: capabilities die
+    /// with their process.
+    pub fn ensure_running(&self) -> Result<(), capnp::Error> {
+        self.0
+            .host
+            .ensure_running(self.0.pid)
+            .map_err(|e| failed(e.reason(), e))
+    }
+
+    /// The call gate of the connection this context belongs to.
+    pub fn gate(&self) -> &CallGate {
+        &self.0.gate
+    }
+
+    /// The process's budget of bytes waiting to be sent.
+    pub fn in_flight(&self) -> &ByteBudget {
+        &self.0.in_flight
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &Audit {
+        &self.0.audit
+    }
+
+    /// Records a policy decision made for this process over RPC.
+    pub fn record(&self, decision: &Decision) {
+        self.0.audit.decision(self.0.pid, Via::Rpc, decision);
+    }
+
+    /// A slot for one more open socket.
+    pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
+        self.0
+            .sockets
+            .acquire()
+            .map_err(|e| failed(Reason::Limit, e))
+    }
+
+    /// A new `Network` capability with `policy`, recognisable by this connection.
+    pub fn network(&self, policy: NetPolicy) -> network::Client {
+        self.0
+            .networks
+            .issue(NetworkServer::new(Rc::new(policy), self.clone()))
+    }
+
+    /// A `TcpStream` capability for an open stream.
+    pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
+        self.0
+            .streams
+            .issue(TcpStreamServer::new(inner, self.clone()))
+    }
+
+    /// A `TcpListener` capability for an open listener; its accepted streams are issued here.
+    pub fn listener(&self, inner: Rc<ListenerInner>) -> tcp_listener::Client {
+        self.0
+            .listeners
+            .issue(TcpListenerServer::new(inner, self.clone()))
+    }
+
+    /// A `UdpSocket` capability for a bound socket.
+    pub fn udp(&self, inner: Rc<UdpInner>) -> udp_socket::Client {
+        self.0.udp.issue(UdpSocketServer::new(inner, self.clone()))
+    }
+
+    /// The capability for a socket handed to this process.
+    pub fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
+        match grant {
+            SocketGrant::TcpStream(s) => out.set_tcp_stream(self.stream(s.clone())),
+            SocketGrant::TcpListener(l) => out.set_tcp_listener(self.listener(l.clone())),
+            SocketGrant::UdpSocket(u) => out.set_udp_socket(self.udp(u.clone())),
+        }
+    }
+
+    /// The network part of a spawn request, resolved: the policy of the granted `Network` (which
+    /// must be one this connection issued) and the granted sockets (likewise).
+    ///
+    /// # Errors
+    /// `bad-grant: …` for a capability this host did not issue to this process.
+    pub async fn resolve_grants(
+        &self,
+        request: WireGrants,
+    ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {
+        let network = match request.network {
+            None => None,
+            Some(client) => {
+                let server =
+                    self.0.networks.recognise(client).await.ok_or_else(|| {
+                        failed(Reason::BadGrant, "not a Network issued by this host")
+                    })?;
+                Some(NetPolicy::clone(server.policy()))
+            }
+        };
+        let mut sockets = Vec::with_capacity(request.sockets.len());
+        for socket in request.sockets {
+            let grant = match socket {
+                WireSocket::TcpStream(c) => self
+                    .0
+                    .streams
+                    .recognise(c)
+                    .await
+                    .map(|s| SocketGrant::TcpStream(s.inner.clone())),
+                WireSocket::TcpListener(c) => self
+                    .0
+                    .listeners
+                    .recognise(c)
+                    .await
+                    .map(|l| SocketGrant::TcpListener(l.inner.clone())),
+                WireSocket::UdpSocket(c) => self
+                    .0
+                    .udp
+                    .recognise(c)
+                    .await
+                    .map(|u| SocketGrant::UdpSocket(u.inner.clone())),
+            };
+            sockets.push(
+                grant
+                    .ok_or_else(|| failed(Reason::BadGrant, "not a socket issued by this host"))?,
+            );
+        }
+        Ok((network, sockets))
+    }
+}

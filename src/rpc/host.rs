@@ -1,0 +1,40 @@
+//! [`Host`]: the little the capability servers need from whoever runs processes — spawn a
+//! child, say whether a process still runs and who it is, lend the host's own stdio. The
+//! supervisor implements it; the servers never see the supervisor itself, so `rpc` sits below
+//! `supervisor` in the layering (PLAN.md) and can be driven by anything that implements this
+//! (a daemon, a test double).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+
+use crate::handle::{ProcessHandle, ProcessInfo};
+use crate::hoststdio::HostStdio;
+use crate::limits::LimitRequest;
+use crate::spec::{ProcessSpec, SpawnError};
+use crate::table::Pid;
+
+/// What the capability servers of every connection call on the host.
+///
+/// Everything here runs on the one supervisor thread; the futures are `!Send`.
+pub trait Host {
+    /// Starts a child of `parent` from `wasm`; resolves once it is instantiated (may compile,
+    /// on a blocking thread, bounded by the engine's compile semaphore).
+    fn spawn_child(
+        &self,
+        parent: Pid,
+        wasm: Arc<[u8]>,
+        spec: ProcessSpec,
+        limits: LimitRequest,
+    ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>>;
+
+    /// Fails with [`SpawnError::Dead`] unless `pid` is running.
+    fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError>;
+
+    /// Facts about a live (possibly exited but not reaped) process.
+    fn info(&self, pid: Pid) -> Option<ProcessInfo>;
+
+    /// The host's own stdin/stdout (for `Session.terminal`).
+    fn host_stdio(&self) -> &HostStdio;
+}
