@@ -12,8 +12,10 @@ use crate::engine::ContentHash;
 use crate::limits::FuelGauge;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
-use crate::table::Pid;
 use crate::transport::{PipeReader, PipeWriter};
+
+/// A process id: never reused within a run; pid0 is 0.
+pub type Pid = u32;
 
 /// Fixed facts about a process.
 #[derive(Clone, Debug)]

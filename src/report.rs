@@ -38,9 +38,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use crate::engine::CompileCacheStats;
+use crate::handle::Pid;
 use crate::limits::{PROCESS_HISTORY, PROCESS_HISTORY_BYTES};
 use crate::status::ExitStatus;
-use crate::table::Pid;
 
 /// The schema name and version written in every report.
 pub const SCHEMA: &str = "cell-report/1";

@@ -8,8 +8,8 @@ use thiserror::Error;
 
 use crate::engine::LoadError;
 use crate::grants::Grants;
+use crate::handle::Pid;
 use crate::limits::LimitError;
-use crate::table::Pid;
 
 /// Where a process's stderr goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,10 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
+pub use crate::handle::Pid;
 use crate::handle::ProcessHandle;
 use crate::limits::{LimitError, Limits};
-
-pub type Pid = u32;
 
 /// One row of the table.
 pub struct Entry {

@@ -14,6 +14,7 @@ use cell_proto::{Grants as WireGrants, Reason, Socket as WireSocket};
 
 use crate::budget::ByteBudget;
 use crate::cell_capnp::{network, socket, tcp_listener, tcp_stream, udp_socket};
+use crate::handle::Pid;
 use crate::limits::NET_MAX_IN_FLIGHT;
 use crate::net::audit::{Audit, Via};
 use crate::net::count::{SocketPermit, SocketTally};
@@ -25,7 +26,6 @@ use crate::rpc::host::Host;
 use crate::rpc::network::NetworkServer;
 use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::UdpSocketServer;
-use crate::table::Pid;
 
 /// What a [`Conn`] is made from.
 pub struct ConnSpec {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 
+use crate::handle::Pid;
 use crate::handle::{ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::LimitRequest;
 use crate::spec::{ProcessSpec, SpawnError};
-use crate::table::Pid;
 
 /// What the capability servers of every connection call on the host.
 ///

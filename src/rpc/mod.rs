@@ -25,11 +25,11 @@ use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
 
 use crate::grants::Grants;
+use crate::handle::Pid;
 use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
 use crate::rpc::conn::{Conn, ConnSpec};
 use crate::rpc::host::Host;
-use crate::table::Pid;
 use crate::transport::{HostReader, HostWriter};
 
 /// The host ends of a guest's stdio, and the bound on what may arrive through them.
