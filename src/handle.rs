@@ -64,8 +64,32 @@ pub struct ProcessHandle {
     pub fuel: Option<FuelGauge>,
 }
 
+/// What a handle is made of besides its channels: everything is known before the process
+/// runs, so a handle is built whole and never changed afterwards (only its status and kill
+/// channels move).
+#[derive(Default)]
+pub struct HandleParts {
+    /// Its captured stderr, when spawned with `stderr = capture`.
+    pub stderr: Option<CapturedStderr>,
+    /// The host ends of its stdio, for a plain child.
+    pub plain: Option<PlainStdio>,
+    /// Its fuel gauge, when fuel is metered.
+    pub fuel: Option<FuelGauge>,
+}
+
 impl ProcessHandle {
+    /// A handle with nothing captured, no plain stdio and no fuel gauge.
     pub fn new(info: ProcessInfo) -> Self {
+        Self::with(info, HandleParts::default())
+    }
+
+    /// A handle of the process `info` with `parts`.
+    pub fn with(info: ProcessInfo, parts: HandleParts) -> Self {
+        let HandleParts {
+            stderr,
+            plain,
+            fuel,
+        } = parts;
         ProcessHandle {
             pid: info.pid,
             parent: info.parent,
@@ -73,9 +97,9 @@ impl ProcessHandle {
             started: Instant::now(),
             status: watch::channel(None).0,
             kill: watch::channel(None).0,
-            stderr: None,
-            plain: None,
-            fuel: None,
+            stderr,
+            plain,
+            fuel,
         }
     }
 

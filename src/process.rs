@@ -10,7 +10,6 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
-use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::CellEngine;
@@ -138,18 +137,6 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
 /// The gauge of a store's remaining fuel, when fuel is metered.
 pub fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
     store.data().fuel.clone()
-}
-
-/// Instantiates the component in `store` and runs its `wasi:cli/run` export to completion.
-///
-/// Cancel-safe in the sense the supervisor needs: dropping the future abandons the guest, and
-/// the store must then be dropped too.
-pub async fn run_command(
-    store: &mut Store<ProcState>,
-    pre: &CommandPre<ProcState>,
-) -> wasmtime::Result<Result<(), ()>> {
-    let command = pre.instantiate_async(&mut *store).await?;
-    command.wasi_cli_run().call_run(&mut *store).await
 }
 
 /// What a finished run means.

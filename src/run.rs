@@ -57,8 +57,6 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     /// The signal that stopped the run, if the operator sent one.
     pub signal: Option<i32>,
-    /// Components compiled (not found in the in-memory cache) during the run.
-    pub compiled: u64,
     /// Everything `--report` writes.
     pub report: Report,
 }
@@ -179,7 +177,6 @@ pub async fn run(
     let mut outcome = RunOutcome {
         status: status.clone(),
         signal,
-        compiled,
         report: {
             let stats = sup.stats();
             Report {

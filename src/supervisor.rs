@@ -26,10 +26,11 @@ use wasmtime::Store;
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 
 use crate::engine::{CellEngine, LoadedComponent};
-use crate::handle::{PlainStdio, ProcessHandle, ProcessInfo};
+use crate::handle::{HandleParts, PlainStdio, ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
+use crate::net::count::SocketTally;
 use crate::process::{build_store, classify, fuel_gauge, usage, StoreSpec, Usage};
 use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
@@ -58,10 +59,6 @@ struct Inner {
 }
 
 impl Supervisor {
-    pub fn new(engine: CellEngine) -> Self {
-        Self::with_audit(engine, Audit::tracing_only())
-    }
-
     /// A supervisor recording network decisions to `audit`.
     pub fn with_audit(engine: CellEngine, audit: Audit) -> Self {
         Supervisor(Rc::new(Inner {
@@ -190,7 +187,9 @@ impl Supervisor {
         Ok((limits, entry.handle.info.depth + 1))
     }
 
-    /// Registers a process, starts its task, and waits until it is instantiated.
+    /// Registers a process, starts its task, and waits until it is instantiated. The steps:
+    /// make its stdio, build its store, wire its RPC connection (or plain stdio), register its
+    /// handle, launch its task.
     async fn start(
         &self,
         parent: Option<Pid>,
@@ -207,83 +206,139 @@ impl Supervisor {
             depth,
             hash: Some(component.hash),
         };
+        let stdio = self.stdio_for(pid, &spec, &limits);
+        let sockets = SocketTally::new(limits.max_sockets);
+        let store = self.store_for(pid, &spec, &limits, stdio.guest, sockets.clone())?;
+        let (connection, plain) = self.wire(pid, &spec, &limits, stdio.host, sockets);
+        let parts = HandleParts {
+            stderr: stdio.captured,
+            plain,
+            fuel: fuel_gauge(&store),
+        };
+        let handle = Rc::new(ProcessHandle::with(info, parts));
+        let timeout = limits.timeout;
+        self.0.table.borrow_mut().insert(handle.clone(), limits);
+        self.publish_live();
+        self.launch(handle, component, store, connection, timeout)
+            .await
+    }
+
+    /// The stdio of a new process: pipes to the host (or the host's own stdio for a plain
+    /// pid0) and its stderr sink.
+    fn stdio_for(&self, pid: Pid, spec: &ProcessSpec, limits: &Limits) -> NewStdio {
         let (stdin_w, stdin_r) = pipe(PIPE_CAPACITY);
         let (stdout_w, stdout_r) = pipe(PIPE_CAPACITY);
-        let mut handle = ProcessHandle::new(info);
-        let stderr_sink = match spec.stderr {
+        let mut captured = None;
+        let stderr = match spec.stderr {
             StderrMode::Inherit => Box::new(wasmtime_wasi::cli::stderr()) as _,
             StderrMode::Forward => stderr::forward(pid),
             StderrMode::Discard => Box::new(tokio::io::empty()) as _,
             StderrMode::Capture => {
                 let cap = usize::try_from(limits.stderr_capture_bytes).unwrap_or(usize::MAX);
-                let (sink, captured) = stderr::capture(cap);
-                handle.stderr = Some(captured);
+                let (sink, buffer) = stderr::capture(cap);
+                captured = Some(buffer);
                 sink
             }
         };
-        let mut argv = vec![spec.name.clone()];
-        argv.extend(spec.args.iter().cloned());
         let (stdin, stdout): (Box<dyn StdinStream>, Box<dyn StdoutStream>) = match spec.stdio {
             StdioMode::Host => (
                 Box::new(self.0.host_stdio.guest_stdin()),
                 Box::new(self.0.host_stdio.guest_stdout()),
             ),
             StdioMode::Rpc | StdioMode::Plain => (
-                Box::new(stdin_r.clone().into_guest()),
-                Box::new(stdout_w.clone().into_guest()),
+                Box::new(stdin_r.into_guest()),
+                Box::new(stdout_w.into_guest()),
             ),
         };
-        let sockets = crate::net::count::SocketTally::new(limits.max_sockets);
-        let store = build_store(
+        NewStdio {
+            guest: GuestStdio {
+                stdin,
+                stdout,
+                stderr,
+            },
+            host: PlainStdio {
+                stdin: stdin_w,
+                stdout: stdout_r,
+            },
+            captured,
+        }
+    }
+
+    /// The process's store: its WASI context built from its spec, grants and limits.
+    fn store_for(
+        &self,
+        pid: Pid,
+        spec: &ProcessSpec,
+        limits: &Limits,
+        stdio: GuestStdio,
+        sockets: Arc<SocketTally>,
+    ) -> Result<Store<ProcState>, SpawnError> {
+        let mut argv = vec![spec.name.clone()];
+        argv.extend(spec.args.iter().cloned());
+        build_store(
             &self.0.engine,
             StoreSpec {
                 argv,
                 env: spec.env.clone(),
-                stdin,
-                stdout,
-                stderr: stderr_sink,
+                stdin: stdio.stdin,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
                 dirs: spec.grants.dirs.clone(),
                 limits: limits.clone(),
                 pid,
                 network: spec.grants.network.clone(),
                 audit: self.0.audit.clone(),
-                sockets: sockets.clone(),
+                sockets,
             },
         )
-        .map_err(|e| SpawnError::Grant(format!("{e:#}")))?;
-        handle.fuel = fuel_gauge(&store);
-        let connection = match spec.stdio {
-            StdioMode::Rpc => Some(rpc::serve(
-                rpc::ServeSpec {
-                    host: Rc::new(self.clone()),
-                    pid,
-                    grants: spec.grants.clone(),
-                    audit: self.0.audit.clone(),
-                    sockets,
-                },
-                rpc::Transport {
-                    from_guest: stdout_r.into_host(),
-                    to_guest: stdin_w.into_host(),
-                    max_message_bytes: limits.max_message_bytes,
-                    max_outstanding_calls: limits.max_outstanding_calls,
-                },
-            )),
-            StdioMode::Plain => {
-                handle.plain = Some(PlainStdio {
-                    stdin: stdin_w,
-                    stdout: stdout_r,
-                });
-                None
-            }
-            StdioMode::Host => None,
-        };
-        let handle = Rc::new(handle);
-        let timeout = limits.timeout;
-        self.0.table.borrow_mut().insert(handle.clone(), limits);
-        self.publish_live();
+        .map_err(|e| SpawnError::Grant(format!("{e:#}")))
+    }
 
+    /// What the host end of the process's stdio becomes: its RPC connection (a cell guest),
+    /// ByteStreams on its `Process` (plain), or nothing (the host's own stdio).
+    fn wire(
+        &self,
+        pid: Pid,
+        spec: &ProcessSpec,
+        limits: &Limits,
+        host: PlainStdio,
+        sockets: Arc<SocketTally>,
+    ) -> (Option<rpc::Connection>, Option<PlainStdio>) {
+        match spec.stdio {
+            StdioMode::Rpc => {
+                let connection = rpc::serve(
+                    rpc::ServeSpec {
+                        host: Rc::new(self.clone()),
+                        pid,
+                        grants: spec.grants.clone(),
+                        audit: self.0.audit.clone(),
+                        sockets,
+                    },
+                    rpc::Transport {
+                        from_guest: host.stdout.into_host(),
+                        to_guest: host.stdin.into_host(),
+                        max_message_bytes: limits.max_message_bytes,
+                        max_outstanding_calls: limits.max_outstanding_calls,
+                    },
+                );
+                (Some(connection), None)
+            }
+            StdioMode::Plain => (None, Some(host)),
+            StdioMode::Host => (None, None),
+        }
+    }
+
+    /// Spawns the process's task and waits until it is instantiated.
+    async fn launch(
+        &self,
+        handle: Rc<ProcessHandle>,
+        component: Rc<LoadedComponent>,
+        store: Store<ProcState>,
+        connection: Option<rpc::Connection>,
+        timeout: Option<Duration>,
+    ) -> Result<Rc<ProcessHandle>, SpawnError> {
         let (started_tx, started_rx) = oneshot::channel();
-        let span = tracing::info_span!("proc", pid, name = %spec.name);
+        let span = tracing::info_span!("proc", pid = handle.pid, name = %handle.info.name);
         let task = ProcessTask {
             sup: self.clone(),
             handle: handle.clone(),
@@ -383,6 +438,20 @@ impl Host for Supervisor {
     fn host_stdio(&self) -> &HostStdio {
         Supervisor::host_stdio(self)
     }
+}
+
+/// The guest's ends of a new process's stdio, for its store.
+struct GuestStdio {
+    stdin: Box<dyn StdinStream>,
+    stdout: Box<dyn StdoutStream>,
+    stderr: Box<dyn StdoutStream>,
+}
+
+/// Both ends of a new process's stdio, and its stderr capture buffer.
+struct NewStdio {
+    guest: GuestStdio,
+    host: PlainStdio,
+    captured: Option<crate::stderr::CapturedStderr>,
 }
 
 /// How the run of one process ended, before it is turned into an [`ExitStatus`].
