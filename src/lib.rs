@@ -4,52 +4,59 @@
 //! Proto capabilities, served over the guest's own stdin/stdout. A process can do nothing beyond
 //! pure computation except through what it was granted.
 //!
-//! Layout (one concept per module):
-//! - [`cli`]: clap definitions; flags into typed configuration.
-//! - [`run`]: the `cell run` entry point: boot pid0, wait, tear down, exit codes.
-//! - [`engine`]: the wasmtime engine, linker, compile caches, import checks.
-//! - [`supervisor`]: starting, running and ending processes; the one place that decides when a
-//!   process stops.
-//! - [`table`]: the process table (parents, children, subtree counts, reaping).
-//! - [`handle`]: `ProcessHandle`, the shared face of one process (status, kill, stdio ends).
-//! - [`process`]: one process's store: building it from grants/limits, classifying outcomes.
-//! - [`grants`]: what a process may do; deny by default.
-//! - [`hostfiles`]: the report, audit log and compile cache, kept out of every guest's reach.
-//! - [`hoststdio`]: the host's own stdin/stdout lent to a guest (plain pid0, `--tty`), through
-//!   plain threads.
-//! - [`net`]: network policy (`NetPolicy`: deny by default, special ranges, attenuation).
-//! - [`limits`]: per-process limits, how children's derive from parents', fixed buffer bounds.
-//! - [`status`]: `ExitStatus`, how a process ended.
-//! - [`transport`]: bounded in-memory pipes between guest stdio and the host.
-//! - [`stderr`]: where a child's stderr goes (forwarded, captured, discarded).
-//! - [`text`]: guest-supplied text made safe to print and store (bounded, controls escaped).
-//! - [`report`]: the JSON run report (`--report`) and what the supervisor records for it.
-//! - [`inspect`]: `cell inspect`: what a component imports and exports.
-//! - [`rpc`]: the capability servers, one file each, and the per-process RPC connection.
+//! The library is the binary's implementation; its modules are `pub(crate)` and their layering
+//! is PLAN.md's (checked by `tests/layering.rs`). What is public is the small facade below:
+//! [`Cli`] and [`exit_code`] for the `cell` binary, and [`inproc`] for benches and in-process
+//! tests that serve a guest connection over pipes without wasm.
 
-pub mod budget;
-pub mod cli;
-pub mod engine;
-pub mod grants;
-pub mod handle;
-pub mod hostfiles;
-pub mod hoststdio;
-pub mod inspect;
-pub mod limits;
-pub mod net;
-pub mod process;
-pub mod report;
-pub mod rpc;
-pub mod run;
-pub mod spec;
-pub mod state;
-pub mod status;
-pub mod stderr;
-pub mod supervisor;
-pub mod table;
-pub mod text;
-pub mod transport;
+#![warn(unreachable_pub)]
+
+pub(crate) mod budget;
+pub(crate) mod cli;
+pub(crate) mod engine;
+pub(crate) mod grants;
+pub(crate) mod handle;
+pub(crate) mod hostfiles;
+pub(crate) mod hoststdio;
+pub(crate) mod inspect;
+pub(crate) mod limits;
+pub(crate) mod net;
+pub(crate) mod process;
+pub(crate) mod report;
+pub(crate) mod rpc;
+pub(crate) mod run;
+pub(crate) mod spec;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod stderr;
+pub(crate) mod supervisor;
+pub(crate) mod table;
+pub(crate) mod text;
+pub(crate) mod transport;
 
 /// Bindings generated from `capnp/cell.capnp`, from the wire crate shared with guests and
 /// clients.
 pub use cell_proto::cell_capnp;
+
+pub use cli::Cli;
+pub use limits::EXIT_GRACE;
+pub use run::exit_code;
+
+/// In-process access to the host, for benches and tests: serve one guest connection over
+/// in-memory pipes (no wasm), with a real [`Supervisor`] or any [`Host`].
+pub mod inproc {
+    pub use crate::engine::{CellEngine, EngineConfig};
+    pub use crate::grants::Grants;
+    pub use crate::handle::{Pid, ProcessHandle, ProcessInfo};
+    pub use crate::hoststdio::HostStdio;
+    pub use crate::limits::{LimitRequest, PIPE_CAPACITY};
+    pub use crate::net::audit::Audit;
+    pub use crate::net::count::SocketTally;
+    pub use crate::net::policy::NetPolicy;
+    pub use crate::rpc::host::Host;
+    pub use crate::rpc::{serve, Connection, ServeSpec, Transport};
+    pub use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+    pub use crate::status::{ExitStatus, KilledBy};
+    pub use crate::supervisor::Supervisor;
+    pub use crate::transport::{pipe, HostReader, HostWriter, PipeReader, PipeWriter};
+}

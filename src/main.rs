@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cell::cli::Cli;
-use cell::run::exit_code;
+use cell::{exit_code, Cli};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -43,7 +42,7 @@ fn main() -> ExitCode {
     // Blocking threads may still be busy on behalf of guests that are gone (a compile, a file
     // operation stuck on a FIFO): give them a short grace, then exit regardless.
     drop(local);
-    runtime.shutdown_timeout(cell::limits::EXIT_GRACE);
+    runtime.shutdown_timeout(cell::EXIT_GRACE);
     code
 }
 

@@ -13,13 +13,13 @@ use std::time::Duration;
 use capnp_rpc::rpc_capnp::{message, message_target};
 use proptest::prelude::*;
 
-use cell::engine::{CellEngine, EngineConfig};
-use cell::grants::Grants;
-use cell::net::audit::Audit;
-use cell::net::policy::NetPolicy;
-use cell::rpc::{self, Transport};
-use cell::supervisor::Supervisor;
-use cell::transport::pipe;
+use cell::inproc::{CellEngine, EngineConfig};
+use cell::inproc::Grants;
+use cell::inproc::Audit;
+use cell::inproc::NetPolicy;
+use cell::inproc::{self as rpc, Transport};
+use cell::inproc::Supervisor;
+use cell::inproc::pipe;
 
 /// Interface ids worth aiming at: the host's own, plus a few that exist nowhere.
 const INTERFACES: &[u64] = &[
@@ -151,7 +151,7 @@ fn run_connection(sup: &Supervisor, input: Vec<u8>) -> usize {
                 pid: 0,
                 grants,
                 audit: Audit::tracing_only(),
-                sockets: cell::net::count::SocketTally::new(4),
+                sockets: cell::inproc::SocketTally::new(4),
             },
             Transport {
                 from_guest: to_host_r.into_host(),
