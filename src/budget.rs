@@ -12,7 +12,7 @@ use cell_proto::{CellError, Reason};
 
 /// A counter with a limit. Cheap to clone; clones share the count.
 #[derive(Clone, Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     used: Rc<Cell<usize>>,
     limit: usize,
 }
@@ -20,13 +20,13 @@ pub struct Budget {
 /// An amount taken from a [`Budget`]; given back when dropped.
 #[derive(Debug)]
 #[must_use = "the amount is given back as soon as the guard is dropped"]
-pub struct Taken {
+pub(crate) struct Taken {
     used: Rc<Cell<usize>>,
     amount: usize,
 }
 
 impl Budget {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Budget {
             used: Rc::new(Cell::new(0)),
             limit,
@@ -34,7 +34,7 @@ impl Budget {
     }
 
     /// Takes `amount` until the guard is dropped, or `None` if it does not fit.
-    pub fn take(&self, amount: usize) -> Option<Taken> {
+    pub(crate) fn take(&self, amount: usize) -> Option<Taken> {
         let used = self.used.get();
         if used.saturating_add(amount) > self.limit {
             return None;
@@ -47,11 +47,11 @@ impl Budget {
     }
 
     /// How much is taken now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.get()
     }
 
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 }
@@ -65,10 +65,10 @@ impl Drop for Taken {
 /// A per-process budget of bytes held in the host while they wait to be written to a socket.
 /// Each call reserves its payload's size for as long as it waits.
 #[derive(Clone, Debug)]
-pub struct ByteBudget(Budget);
+pub(crate) struct ByteBudget(Budget);
 
 impl ByteBudget {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         ByteBudget(Budget::new(limit))
     }
 
@@ -76,7 +76,7 @@ impl ByteBudget {
     ///
     /// # Errors
     /// `limit: max in-flight bytes N reached` when the reservation does not fit.
-    pub fn reserve(&self, bytes: usize) -> Result<Taken, capnp::Error> {
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Taken, capnp::Error> {
         self.0.take(bytes).ok_or_else(|| {
             capnp::Error::from(CellError::new(
                 Reason::Limit,

@@ -45,7 +45,7 @@ pub struct EngineConfig {
 
 /// The WASI packages cell links, with the versions in `wit/`. A component importing anything
 /// else cannot run under cell; see [`missing_import`].
-pub const PROVIDED_PACKAGES: &[&str] = &[
+pub(crate) const PROVIDED_PACKAGES: &[&str] = &[
     "wasi:cli",
     "wasi:clocks",
     "wasi:filesystem",
@@ -274,7 +274,7 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 ///
 /// Names are compared by package (`wasi:cli`) and major version 0.2, as wasmtime's linker
 /// accepts any 0.2.x import for the 0.2 interfaces it provides.
-pub fn missing_import(engine: &Engine, component: &Component) -> Option<String> {
+pub(crate) fn missing_import(engine: &Engine, component: &Component) -> Option<String> {
     component
         .component_type()
         .imports(engine)
@@ -284,7 +284,7 @@ pub fn missing_import(engine: &Engine, component: &Component) -> Option<String> 
 }
 
 /// Whether cell links `import` (a name like `wasi:cli/stdin@0.2.6`).
-pub fn is_provided(import: &str) -> bool {
+pub(crate) fn is_provided(import: &str) -> bool {
     let (path, version) = import.split_once('@').unwrap_or((import, ""));
     let package = path.split('/').next().unwrap_or(path);
     PROVIDED_PACKAGES.contains(&package) && (version.is_empty() || version.starts_with("0.2."))

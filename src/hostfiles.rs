@@ -26,7 +26,7 @@ use crate::grants::DirGrant;
 
 /// Why a host file cannot be used.
 #[derive(Debug, Error)]
-pub enum HostFileError {
+pub(crate) enum HostFileError {
     #[error("{what} {path} lies inside the writable directory {grant} (--dir-rw): a guest could replace it; put it elsewhere")]
     InsideGrant {
         what: &'static str,
@@ -51,7 +51,7 @@ pub enum HostFileError {
 
 /// Where the run report goes, opened before pid0 starts.
 #[derive(Debug)]
-pub enum ReportOut {
+pub(crate) enum ReportOut {
     /// `--report -`: cell's own stderr.
     Stderr,
     File(File),
@@ -59,13 +59,13 @@ pub enum ReportOut {
 
 /// The host's own output files of one run, checked and opened before pid0 starts.
 #[derive(Debug, Default)]
-pub struct HostFiles {
+pub(crate) struct HostFiles {
     pub report: Option<ReportOut>,
     pub audit: Option<File>,
 }
 
 /// What [`prepare`] checks and opens.
-pub struct HostPaths<'a> {
+pub(crate) struct HostPaths<'a> {
     /// The directories granted to pid0 (only the writable ones matter).
     pub dirs: &'a [DirGrant],
     pub report: Option<&'a Path>,
@@ -78,7 +78,7 @@ pub struct HostPaths<'a> {
 ///
 /// # Errors
 /// The first [`HostFileError`].
-pub fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError> {
+pub(crate) fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError> {
     let roots = writable_roots(paths.dirs);
     if let Some(cache) = paths.cache {
         check_outside("compile cache", cache, &roots, true)?;
@@ -113,7 +113,7 @@ pub fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError> {
 }
 
 /// The canonical host paths of the writable directory grants.
-pub fn writable_roots(dirs: &[DirGrant]) -> Vec<PathBuf> {
+pub(crate) fn writable_roots(dirs: &[DirGrant]) -> Vec<PathBuf> {
     dirs.iter()
         .filter(|d| d.writable)
         .filter_map(|d| d.host.canonicalize().ok())
@@ -151,7 +151,7 @@ fn canonical_target(path: &Path) -> io::Result<PathBuf> {
 ///
 /// # Errors
 /// [`HostFileError::InsideGrant`], or the path's parent cannot be resolved.
-pub fn check_outside(
+pub(crate) fn check_outside(
     what: &'static str,
     path: &Path,
     roots: &[PathBuf],
@@ -179,7 +179,7 @@ pub fn check_outside(
 ///
 /// # Errors
 /// [`HostFileError::Io`] (e.g. `ELOOP` for a symlink) or [`HostFileError::NotAFile`].
-pub fn open_output(what: &'static str, path: &Path) -> Result<File, HostFileError> {
+pub(crate) fn open_output(what: &'static str, path: &Path) -> Result<File, HostFileError> {
     let io_err = |error| HostFileError::Io {
         what,
         path: path.to_path_buf(),
@@ -206,7 +206,7 @@ pub fn open_output(what: &'static str, path: &Path) -> Result<File, HostFileErro
 ///
 /// # Errors
 /// It cannot be created, or belongs to another user.
-pub fn prepare_cache_dir(path: &Path) -> Result<(), HostFileError> {
+pub(crate) fn prepare_cache_dir(path: &Path) -> Result<(), HostFileError> {
     let io_err = |error| HostFileError::Io {
         what: "compile cache",
         path: path.to_path_buf(),

@@ -13,11 +13,11 @@ use wasmtime::component::types::ComponentItem;
 use crate::engine::{is_provided, missing_import, CellEngine, ContentHash, LoadError};
 
 /// The bytes the `cell-guest` SDK embeds in every guest (defined once, in `cell-proto`).
-pub use cell_proto::SDK_MARKER;
+pub(crate) use cell_proto::SDK_MARKER;
 
 /// One import or export.
 #[derive(Clone, Debug, Serialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// The full name, with its version (`wasi:cli/stdin@0.2.6`).
     pub name: String,
     /// `instance`, `func`, `type`, `resource`, `module`, `component` or `core-func`.
@@ -29,7 +29,7 @@ pub struct Item {
 
 /// What `cell inspect` reports (also its `--json` output).
 #[derive(Clone, Debug, Serialize)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     pub file: String,
     pub size: u64,
     pub sha256: String,
@@ -48,7 +48,11 @@ pub struct Inspection {
 ///
 /// # Errors
 /// The bytes are not a component (not wasm, a core module, invalid).
-pub fn inspect(engine: &CellEngine, file: &str, bytes: &[u8]) -> Result<Inspection, LoadError> {
+pub(crate) fn inspect(
+    engine: &CellEngine,
+    file: &str,
+    bytes: &[u8],
+) -> Result<Inspection, LoadError> {
     let component = engine.compile_blocking(bytes)?;
     let wt = engine.engine();
     let ty = component.component_type();
@@ -108,7 +112,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 impl Inspection {
     /// The human-readable form.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
         let _ = writeln!(s, "file:     {}", self.file);

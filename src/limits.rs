@@ -14,69 +14,69 @@ use thiserror::Error;
 /// Capacity of each stdio pipe between a guest and the host (bytes in flight per direction).
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 /// Largest single `ByteStream.read` the host answers, whatever the caller asks for.
-pub const MAX_READ_CHUNK: usize = 64 * 1024;
+pub(crate) const MAX_READ_CHUNK: usize = 64 * 1024;
 /// Largest partial line kept when forwarding a child's stderr; longer lines are split.
-pub const STDERR_LINE_MAX: usize = 4 * 1024;
+pub(crate) const STDERR_LINE_MAX: usize = 4 * 1024;
 /// How many distinct compiled components stay cached in memory.
-pub const COMPONENT_CACHE_ENTRIES: usize = 64;
+pub(crate) const COMPONENT_CACHE_ENTRIES: usize = 64;
 /// Epoch tick: how often a running guest yields to its siblings and checks for kills.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How many ended processes the run report lists; later ones are only counted.
-pub const PROCESS_HISTORY: usize = 10_000;
+pub(crate) const PROCESS_HISTORY: usize = 10_000;
 /// Bytes the listed ended processes may take in the host (names and trap messages included);
 /// past it, ended processes are only counted.
-pub const PROCESS_HISTORY_BYTES: usize = 4 << 20;
+pub(crate) const PROCESS_HISTORY_BYTES: usize = 4 << 20;
 /// How long `cell` waits for its own blocking threads (a compile nobody waits for any more, a
 /// guest's file operation stuck on a FIFO) once the run has ended, before it exits anyway.
 pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How long the host waits for killed processes to unwind when the run ends.
-pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest single `TcpStream.write` the host accepts; a guest writes more in several calls.
-pub const NET_MAX_WRITE: usize = 1 << 20;
+pub(crate) const NET_MAX_WRITE: usize = 1 << 20;
 /// Bytes of one process's TCP writes and UDP sends that may wait in the host at once for a slow
 /// peer; more fail with `limit: max in-flight bytes …`.
-pub const NET_MAX_IN_FLIGHT: usize = 4 << 20;
+pub(crate) const NET_MAX_IN_FLIGHT: usize = 4 << 20;
 /// Datagrams a `UdpSocket` keeps for its guest; more arriving while it is full are dropped and
 /// counted. With [`UDP_MAX_DATAGRAM`], at most 4 MiB per socket.
-pub const UDP_RECV_QUEUE: usize = 64;
+pub(crate) const UDP_RECV_QUEUE: usize = 64;
 /// Largest UDP datagram sent or received (the IPv4 maximum payload, rounded up).
-pub const UDP_MAX_DATAGRAM: usize = 64 * 1024;
+pub(crate) const UDP_MAX_DATAGRAM: usize = 64 * 1024;
 /// Largest listen backlog a guest may ask for.
-pub const MAX_LISTEN_BACKLOG: u32 = 1024;
+pub(crate) const MAX_LISTEN_BACKLOG: u32 = 1024;
 /// Addresses of one resolved host name the host considers (and audits) per connect.
-pub const MAX_RESOLVED_ADDRS: usize = 16;
+pub(crate) const MAX_RESOLVED_ADDRS: usize = 16;
 /// Bytes of argv and environment one spawn request may carry (all strings together); the host
 /// keeps them for the child's whole life. More fail with `limit: …`.
-pub const MAX_ARGV_ENV_BYTES: usize = 256 << 10;
+pub(crate) const MAX_ARGV_ENV_BYTES: usize = 256 << 10;
 /// Strings (arguments plus variables) one spawn request may carry.
-pub const MAX_ARGV_ENV_ENTRIES: usize = 4096;
+pub(crate) const MAX_ARGV_ENV_ENTRIES: usize = 4096;
 /// WASI resources (streams, pollables, sockets, files, …) one process may hold at once. Each
 /// costs the host a table entry and the object behind it; wasmtime's default is far larger.
-pub const MAX_RESOURCES: usize = 4096;
+pub(crate) const MAX_RESOURCES: usize = 4096;
 /// Core instances, linear memories and tables one store may create. Each linear memory
 /// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
 /// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see
 /// [`MAX_PROCS_CEILING`]).
-pub const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_INSTANCES: usize = 64;
 /// See [`MAX_INSTANCES`].
-pub const MAX_MEMORIES: usize = 2;
+pub(crate) const MAX_MEMORIES: usize = 2;
 /// See [`MAX_INSTANCES`].
-pub const MAX_TABLES: usize = 64;
+pub(crate) const MAX_TABLES: usize = 64;
 /// Address space wasmtime reserves per linear memory on 64-bit hosts (4 GiB plus its 32 MiB
 /// guard), however small the memory.
-pub const MEMORY_RESERVATION: u64 = (4 << 30) + (32 << 20);
+pub(crate) const MEMORY_RESERVATION: u64 = (4 << 30) + (32 << 20);
 /// The address space all the memories of a run may reserve: 96 TiB of x86-64's 128 TiB user
 /// address space, leaving the rest to the host itself.
-pub const ADDRESS_SPACE_BUDGET: u64 = 96 << 40;
+pub(crate) const ADDRESS_SPACE_BUDGET: u64 = 96 << 40;
 /// The largest `--max-procs`: as many processes as [`ADDRESS_SPACE_BUDGET`] holds at
 /// [`MAX_MEMORIES`] memories each (12,192).
-pub const MAX_PROCS_CEILING: u32 =
+pub(crate) const MAX_PROCS_CEILING: u32 =
     (ADDRESS_SPACE_BUDGET / (MAX_MEMORIES as u64 * MEMORY_RESERVATION)) as u32;
 /// Fuel a running guest is handed at a time when fuel is metered: lending fuel to a child (see
 /// [`FuelGauge`]) takes effect within one slice of the parent's own execution.
-pub const FUEL_SLICE: u64 = 1_000_000;
+pub(crate) const FUEL_SLICE: u64 = 1_000_000;
 /// How long one connection attempt of `Network.connect` may take.
-pub const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The limits one process runs under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -256,7 +256,7 @@ fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 ///
 /// Growth past the cap is refused the wasm way (`memory.grow` returns -1), so a guest that
 /// handles allocation failure keeps running; most guests abort, which traps.
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: usize,
     used: usize,
     /// The largest `used` has been (for the run report).
@@ -268,7 +268,7 @@ pub struct MemoryLimiter {
 const TABLE_ELEMENT_BYTES: usize = 8;
 
 impl MemoryLimiter {
-    pub fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64) -> Self {
         MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
@@ -278,17 +278,18 @@ impl MemoryLimiter {
     }
 
     /// Whether a growth was refused because of the cap.
-    pub fn hit(&self) -> bool {
+    pub(crate) fn hit(&self) -> bool {
         self.hit
     }
 
     /// Bytes in use now (memories and tables).
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
         self.used
     }
 
     /// The most bytes in use at any one time so far.
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 

@@ -23,7 +23,7 @@ use crate::status::ExitStatus;
 
 /// What a process used, read from its store when it ends (for the run report).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// The most linear memory and table bytes it held at once.
     pub peak_memory: u64,
     /// Fuel consumed by it and lent to children it did not get back, when metered.
@@ -33,7 +33,7 @@ pub struct Usage {
 }
 
 /// What `store` used so far.
-pub fn usage(store: &Store<ProcState>) -> Usage {
+pub(crate) fn usage(store: &Store<ProcState>) -> Usage {
     let state = store.data();
     let left = state.fuel.as_ref().map(|gauge| {
         // Lending and repayments since the last epoch tick count too.
@@ -47,7 +47,7 @@ pub fn usage(store: &Store<ProcState>) -> Usage {
 }
 
 /// Everything a new store needs: the guest's view of the world.
-pub struct StoreSpec {
+pub(crate) struct StoreSpec {
     /// argv[0] followed by the arguments.
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -72,7 +72,10 @@ pub struct StoreSpec {
 ///
 /// # Errors
 /// A granted directory cannot be opened (it vanished since the command line was checked).
-pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store<ProcState>> {
+pub(crate) fn build_store(
+    engine: &CellEngine,
+    spec: StoreSpec,
+) -> anyhow::Result<Store<ProcState>> {
     let mut b = WasiCtxBuilder::new();
     b.args(&spec.argv)
         .envs(&spec.env)
@@ -135,12 +138,15 @@ pub fn build_store(engine: &CellEngine, spec: StoreSpec) -> anyhow::Result<Store
 }
 
 /// The gauge of a store's remaining fuel, when fuel is metered.
-pub fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
+pub(crate) fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
     store.data().fuel.clone()
 }
 
 /// What a finished run means.
-pub fn classify(outcome: wasmtime::Result<Result<(), ()>>, store: &Store<ProcState>) -> ExitStatus {
+pub(crate) fn classify(
+    outcome: wasmtime::Result<Result<(), ()>>,
+    store: &Store<ProcState>,
+) -> ExitStatus {
     let err = match outcome {
         Ok(Ok(())) => return ExitStatus::Exited(0),
         Ok(Err(())) => return ExitStatus::Exited(1),

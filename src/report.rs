@@ -37,13 +37,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use crate::engine::CompileCacheStats;
+pub(crate) use crate::engine::CompileCacheStats;
 use crate::handle::Pid;
 use crate::limits::{PROCESS_HISTORY, PROCESS_HISTORY_BYTES};
 use crate::status::ExitStatus;
 
 /// The schema name and version written in every report.
-pub const SCHEMA: &str = "cell-report/1";
+pub(crate) const SCHEMA: &str = "cell-report/1";
 
 /// The final facts of one ended process.
 #[derive(Clone, Debug, Serialize)]
@@ -76,7 +76,7 @@ impl ProcessSummary {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct NetworkStats {
+pub(crate) struct NetworkStats {
     pub allowed: u64,
     pub denied: u64,
 }
@@ -133,7 +133,7 @@ impl RunStats {
 
 /// The whole report; see the module documentation for the schema.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub schema: &'static str,
     pub wasm: String,
     pub sha256: String,
@@ -155,7 +155,7 @@ impl Report {
     ///
     /// # Errors
     /// Serialisation or writing failed.
-    pub fn write(&self, out: &mut crate::hostfiles::ReportOut) -> std::io::Result<()> {
+    pub(crate) fn write(&self, out: &mut crate::hostfiles::ReportOut) -> std::io::Result<()> {
         use std::io::Write as _;
         let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         json.push(b'\n');

@@ -53,7 +53,7 @@ pub struct RunConfig {
 
 /// How a run ended.
 #[derive(Debug)]
-pub struct RunOutcome {
+pub(crate) struct RunOutcome {
     pub status: ExitStatus,
     /// The signal that stopped the run, if the operator sent one.
     pub signal: Option<i32>,
@@ -63,7 +63,7 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// The exit code `cell` should end with.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if let Some(sig) = self.signal {
             return (128 + sig).clamp(0, 255) as u8;
         }
@@ -113,7 +113,7 @@ impl RunError {
 ///
 /// # Errors
 /// [`RunError`] when pid0 cannot be started; once started, every ending is an [`RunOutcome`].
-pub async fn run(
+pub(crate) async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = i32>,
 ) -> Result<RunOutcome, RunError> {

@@ -23,7 +23,7 @@ use crate::transport::{pipe, PipeReader, PipeWriter};
 const SINK_BUDGET: usize = 64 * 1024;
 
 /// Forwards a child's stderr to the host's, prefixed with its pid.
-pub fn forward(pid: u32) -> Box<dyn StdoutStream> {
+pub(crate) fn forward(pid: u32) -> Box<dyn StdoutStream> {
     Box::new(SinkStream(ForwardSink(Arc::new(Mutex::new(
         LineForwarder {
             prefix: format!("[pid {pid}] "),
@@ -33,7 +33,7 @@ pub fn forward(pid: u32) -> Box<dyn StdoutStream> {
 }
 
 /// Captures a child's stderr into a buffer of `capacity` bytes.
-pub fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
+pub(crate) fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
     let (writer, reader) = pipe(capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     let sink = CaptureSink {

@@ -8,12 +8,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-pub use crate::handle::Pid;
+pub(crate) use crate::handle::Pid;
 use crate::handle::ProcessHandle;
 use crate::limits::{LimitError, Limits};
 
 /// One row of the table.
-pub struct Entry {
+pub(crate) struct Entry {
     pub handle: Rc<ProcessHandle>,
     pub limits: Limits,
     children: BTreeSet<Pid>,
@@ -23,41 +23,37 @@ pub struct Entry {
 }
 
 #[derive(Default)]
-pub struct ProcessTable {
+pub(crate) struct ProcessTable {
     entries: HashMap<Pid, Entry>,
     next_pid: Pid,
 }
 
 impl ProcessTable {
     /// The pid the next process will get. Pids are never reused within a run.
-    pub fn next_pid(&mut self) -> Pid {
+    pub(crate) fn next_pid(&mut self) -> Pid {
         let pid = self.next_pid;
         self.next_pid += 1;
         pid
     }
 
-    pub fn get(&self, pid: Pid) -> Option<&Entry> {
+    pub(crate) fn get(&self, pid: Pid) -> Option<&Entry> {
         self.entries.get(&pid)
     }
 
     /// A running (not exited) process.
-    pub fn running(&self, pid: Pid) -> Option<&Entry> {
+    pub(crate) fn running(&self, pid: Pid) -> Option<&Entry> {
         self.entries.get(&pid).filter(|e| !e.exited)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Checks that one more process fits under `parent` in every ancestor's `max_procs`.
     ///
     /// # Errors
     /// [`LimitError::Procs`] naming the ancestor whose subtree is full.
-    pub fn check_room(&self, parent: Pid) -> Result<(), LimitError> {
+    pub(crate) fn check_room(&self, parent: Pid) -> Result<(), LimitError> {
         let mut at = Some(parent);
         while let Some(pid) = at {
             let Some(e) = self.entries.get(&pid) else {
@@ -75,7 +71,7 @@ impl ProcessTable {
     }
 
     /// Adds a started process under its parent (if any).
-    pub fn insert(&mut self, handle: Rc<ProcessHandle>, limits: Limits) {
+    pub(crate) fn insert(&mut self, handle: Rc<ProcessHandle>, limits: Limits) {
         let pid = handle.pid;
         let parent = handle.parent;
         self.entries.insert(
@@ -97,7 +93,7 @@ impl ProcessTable {
     }
 
     /// Marks `pid` exited; returns its children, which the caller must terminate.
-    pub fn mark_exited(&mut self, pid: Pid) -> Vec<Rc<ProcessHandle>> {
+    pub(crate) fn mark_exited(&mut self, pid: Pid) -> Vec<Rc<ProcessHandle>> {
         let Some(e) = self.entries.get_mut(&pid) else {
             return Vec::new();
         };
@@ -110,7 +106,7 @@ impl ProcessTable {
     }
 
     /// Removes `pid` and then its ancestors, as far as each has exited and has no children.
-    pub fn reap(&mut self, pid: Pid) {
+    pub(crate) fn reap(&mut self, pid: Pid) {
         let mut at = Some(pid);
         while let Some(p) = at {
             let reapable = self
@@ -132,7 +128,7 @@ impl ProcessTable {
     }
 
     /// Every process that has not exited yet.
-    pub fn running_handles(&self) -> Vec<Rc<ProcessHandle>> {
+    pub(crate) fn running_handles(&self) -> Vec<Rc<ProcessHandle>> {
         self.entries
             .values()
             .filter(|e| !e.exited)

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 /// The most bytes of one guest-supplied string the host keeps or prints (names, hosts, frames).
 /// Longer strings are cut at a character boundary and say how long they were.
-pub const GUEST_TEXT_MAX: usize = 256;
+pub(crate) const GUEST_TEXT_MAX: usize = 256;
 
 /// Whether `c` must not reach a terminal or a log as itself: C0 and C1 controls and DEL (tab
 /// excepted), and the bidirectional embedding/override/isolate characters.
@@ -32,7 +32,7 @@ fn push_escaped(out: &mut String, s: &str) {
 
 /// `s` made safe to print and store: at most [`GUEST_TEXT_MAX`] bytes of it (then
 /// `…(N bytes)`), control characters escaped.
-pub fn guest_text(s: &str) -> String {
+pub(crate) fn guest_text(s: &str) -> String {
     let mut cut = s.len().min(GUEST_TEXT_MAX);
     while !s.is_char_boundary(cut) {
         cut -= 1;
@@ -48,7 +48,7 @@ pub fn guest_text(s: &str) -> String {
 /// One line of a guest's stderr made safe to forward to the host's: invalid UTF-8 becomes
 /// U+FFFD and control characters are escaped, except tab and a final newline. Not truncated:
 /// the forwarder already splits lines at `STDERR_LINE_MAX`.
-pub fn escape_line(line: &[u8]) -> Vec<u8> {
+pub(crate) fn escape_line(line: &[u8]) -> Vec<u8> {
     let (body, newline) = match line.strip_suffix(b"\n") {
         Some(body) => (body, true),
         None => (line, false),

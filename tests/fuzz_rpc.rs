@@ -13,13 +13,13 @@ use std::time::Duration;
 use capnp_rpc::rpc_capnp::{message, message_target};
 use proptest::prelude::*;
 
-use cell::inproc::{CellEngine, EngineConfig};
-use cell::inproc::Grants;
-use cell::inproc::Audit;
-use cell::inproc::NetPolicy;
-use cell::inproc::{self as rpc, Transport};
-use cell::inproc::Supervisor;
 use cell::inproc::pipe;
+use cell::inproc::Audit;
+use cell::inproc::Grants;
+use cell::inproc::NetPolicy;
+use cell::inproc::Supervisor;
+use cell::inproc::{self as rpc, Transport};
+use cell::inproc::{CellEngine, EngineConfig};
 
 /// Interface ids worth aiming at: the host's own, plus a few that exist nowhere.
 const INTERFACES: &[u64] = &[

@@ -12,8 +12,8 @@ use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
 use cell::cell_capnp::executor;
-use cell::inproc::PIPE_CAPACITY;
 use cell::inproc::pipe;
+use cell::inproc::PIPE_CAPACITY;
 use futures::io::{BufReader, BufWriter};
 use futures::stream::{FuturesUnordered, StreamExt as _};
 

@@ -27,7 +27,7 @@ impl CacheArgs {
 }
 
 /// The default on-disk cache directory, if the environment names a home.
-pub fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

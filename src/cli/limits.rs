@@ -100,7 +100,7 @@ fn split_number(s: &str) -> Result<(u64, &str), String> {
 }
 
 /// A byte size: plain bytes or `K`/`M`/`G` (also `KB`, `KiB`, …; all powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (n, unit) = split_number(s)?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -118,7 +118,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A duration: a number followed by `ms`, `s`, `m` or `h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = split_number(s)?;
     let secs = |mult: u64| {
         n.checked_mul(mult)

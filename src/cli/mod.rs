@@ -5,11 +5,11 @@
 //! [`grants`] (what pid0 may do), [`limits`] (how much it may use), [`cache`] (compile cache).
 //! The other subcommands have a file each: [`inspect`], [`compile`].
 
-pub mod cache;
-pub mod compile;
-pub mod grants;
-pub mod inspect;
-pub mod limits;
+pub(crate) mod cache;
+pub(crate) mod compile;
+pub(crate) mod grants;
+pub(crate) mod inspect;
+pub(crate) mod limits;
 
 use std::path::PathBuf;
 

@@ -23,7 +23,7 @@ fn socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> 
 ///
 /// # Errors
 /// The socket, bind or listen system call failed (address in use, not local, …).
-pub fn tcp_listener(addr: SocketAddr, backlog: u32) -> io::Result<tokio::net::TcpListener> {
+pub(crate) fn tcp_listener(addr: SocketAddr, backlog: u32) -> io::Result<tokio::net::TcpListener> {
     let socket = socket(addr, Type::STREAM, Protocol::TCP)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
@@ -35,7 +35,7 @@ pub fn tcp_listener(addr: SocketAddr, backlog: u32) -> io::Result<tokio::net::Tc
 ///
 /// # Errors
 /// The socket or bind system call failed.
-pub fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
     let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
     socket.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(socket.into())

@@ -26,7 +26,7 @@ use wasmtime_wasi::p2::{
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
 /// Descriptors the host keeps for itself: no guest socket is made once fewer remain.
-pub const FD_RESERVE: u64 = 256;
+pub(crate) const FD_RESERVE: u64 = 256;
 
 /// The sockets of one process, shared by its RPC connection and its store (hence atomics: the
 /// store's data must be `Send`; both sides live on one thread).
@@ -91,7 +91,7 @@ impl SocketTally {
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (guests then share the larger
 /// budget, minus [`FD_RESERVE`]). Failing leaves the limit as it was.
-pub fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -220,7 +220,7 @@ impl udp_create_socket::Host for CountedView<'_> {
 }
 
 /// The [`HasData`] marker of [`CountedView`].
-pub struct Counted;
+pub(crate) struct Counted;
 
 impl HasData for Counted {
     type Data<'a> = CountedView<'a>;
@@ -262,7 +262,7 @@ const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
 ///
 /// # Errors
 /// wasmtime refused the definitions.
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> CountedView<'_>,
 ) -> wasmtime::Result<()> {

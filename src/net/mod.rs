@@ -4,9 +4,9 @@
 //! [`count`] counts them (both paths) against `max-sockets`, [`bind`] binds them, and [`audit`]
 //! records every decision.
 
-pub mod audit;
-pub mod bind;
-pub mod count;
-pub mod policy;
-pub mod socket;
-pub mod wasi;
+pub(crate) mod audit;
+pub(crate) mod bind;
+pub(crate) mod count;
+pub(crate) mod policy;
+pub(crate) mod socket;
+pub(crate) mod wasi;

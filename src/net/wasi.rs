@@ -42,7 +42,7 @@ fn has_rules(policy: &NetPolicy, op: NetOp) -> bool {
 }
 
 /// Enables exactly the socket uses `policy` allows on `b`, auditing each decision for `pid`.
-pub fn apply(b: &mut WasiCtxBuilder, policy: &NetPolicy, pid: u32, audit: Audit) {
+pub(crate) fn apply(b: &mut WasiCtxBuilder, policy: &NetPolicy, pid: u32, audit: Audit) {
     b.allow_tcp(has_rules(policy, NetOp::Connect) || has_rules(policy, NetOp::Listen))
         .allow_udp(has_rules(policy, NetOp::Udp))
         .allow_ip_name_lookup(false);

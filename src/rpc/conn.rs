@@ -28,7 +28,7 @@ use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::UdpSocketServer;
 
 /// What a [`Conn`] is made from.
-pub struct ConnSpec {
+pub(crate) struct ConnSpec {
     /// The process the connection belongs to.
     pub pid: Pid,
     /// Who runs processes (the supervisor).
@@ -87,7 +87,7 @@ where
 /// audited, and the capabilities issued on it (so a Network or socket handed back in a spawn
 /// request is recognised). Cheap to clone; one per connection, made by [`super::serve`].
 #[derive(Clone)]
-pub struct Conn(Rc<ConnInner>);
+pub(crate) struct Conn(Rc<ConnInner>);
 
 struct ConnInner {
     pid: Pid,
@@ -108,7 +108,7 @@ struct ConnInner {
 
 impl Conn {
     /// The context of process `pid`'s connection, whose sockets are counted in `sockets`.
-    pub fn new(spec: ConnSpec) -> Self {
+    pub(crate) fn new(spec: ConnSpec) -> Self {
         let ConnSpec {
             pid,
             host,
@@ -131,18 +131,18 @@ impl Conn {
     }
 
     /// The process this context belongs to.
-    pub fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         self.0.pid
     }
 
     /// The host running this connection's process.
-    pub fn host(&self) -> &dyn Host {
+    pub(crate) fn host(&self) -> &dyn Host {
         &*self.0.host
     }
 
     /// Fails with `dead: …` unless this connection's process still runs: capabilities die
     /// with their process.
-    pub fn ensure_running(&self) -> Result<(), capnp::Error> {
+    pub(crate) fn ensure_running(&self) -> Result<(), capnp::Error> {
         self.0
             .host
             .ensure_running(self.0.pid)
@@ -150,27 +150,27 @@ impl Conn {
     }
 
     /// The call gate of the connection this context belongs to.
-    pub fn gate(&self) -> &CallGate {
+    pub(crate) fn gate(&self) -> &CallGate {
         &self.0.gate
     }
 
     /// The process's budget of bytes waiting to be sent.
-    pub fn in_flight(&self) -> &ByteBudget {
+    pub(crate) fn in_flight(&self) -> &ByteBudget {
         &self.0.in_flight
     }
 
     /// The audit sink.
-    pub fn audit(&self) -> &Audit {
+    pub(crate) fn audit(&self) -> &Audit {
         &self.0.audit
     }
 
     /// Records a policy decision made for this process over RPC.
-    pub fn record(&self, decision: &Decision) {
+    pub(crate) fn record(&self, decision: &Decision) {
         self.0.audit.decision(self.0.pid, Via::Rpc, decision);
     }
 
     /// A slot for one more open socket.
-    pub fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
+    pub(crate) fn acquire_socket(&self) -> Result<SocketPermit, capnp::Error> {
         self.0
             .sockets
             .acquire()
@@ -178,33 +178,33 @@ impl Conn {
     }
 
     /// A new `Network` capability with `policy`, recognisable by this connection.
-    pub fn network(&self, policy: NetPolicy) -> network::Client {
+    pub(crate) fn network(&self, policy: NetPolicy) -> network::Client {
         self.0
             .networks
             .issue(NetworkServer::new(Rc::new(policy), self.clone()))
     }
 
     /// A `TcpStream` capability for an open stream.
-    pub fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
+    pub(crate) fn stream(&self, inner: Rc<StreamInner>) -> tcp_stream::Client {
         self.0
             .streams
             .issue(TcpStreamServer::new(inner, self.clone()))
     }
 
     /// A `TcpListener` capability for an open listener; its accepted streams are issued here.
-    pub fn listener(&self, inner: Rc<ListenerInner>) -> tcp_listener::Client {
+    pub(crate) fn listener(&self, inner: Rc<ListenerInner>) -> tcp_listener::Client {
         self.0
             .listeners
             .issue(TcpListenerServer::new(inner, self.clone()))
     }
 
     /// A `UdpSocket` capability for a bound socket.
-    pub fn udp(&self, inner: Rc<UdpInner>) -> udp_socket::Client {
+    pub(crate) fn udp(&self, inner: Rc<UdpInner>) -> udp_socket::Client {
         self.0.udp.issue(UdpSocketServer::new(inner, self.clone()))
     }
 
     /// The capability for a socket handed to this process.
-    pub fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
+    pub(crate) fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
         match grant {
             SocketGrant::TcpStream(s) => out.set_tcp_stream(self.stream(s.clone())),
             SocketGrant::TcpListener(l) => out.set_tcp_listener(self.listener(l.clone())),
@@ -217,7 +217,7 @@ impl Conn {
     ///
     /// # Errors
     /// `bad-grant: …` for a capability this host did not issue to this process.
-    pub async fn resolve_grants(
+    pub(crate) async fn resolve_grants(
         &self,
         request: WireGrants,
     ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {

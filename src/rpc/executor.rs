@@ -17,12 +17,12 @@ use crate::text::guest_text;
 
 /// Spawns children of the process whose connection `conn` is (the parent of everything it
 /// spawns); recognises the Network and sockets that process grants through `conn`.
-pub struct ExecutorServer {
+pub(crate) struct ExecutorServer {
     conn: Conn,
 }
 
 impl ExecutorServer {
-    pub fn new(conn: Conn) -> Self {
+    pub(crate) fn new(conn: Conn) -> Self {
         ExecutorServer { conn }
     }
 }

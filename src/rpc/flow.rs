@@ -35,13 +35,13 @@ use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{Connection, IncomingMessage, OutgoingMessage, VatNetwork};
 
 /// Bytes of call messages one connection may hold before the host stops reading it.
-pub const HELD_MAX: usize = 8 << 20;
+pub(crate) const HELD_MAX: usize = 8 << 20;
 /// Bytes of replies waiting for the guest's stdin before the host stops reading its calls.
-pub const UNSENT_MAX: u64 = 1 << 20;
+pub(crate) const UNSENT_MAX: u64 = 1 << 20;
 
 /// The shared accounting of one connection.
 #[derive(Debug, Default)]
-pub struct Flow {
+pub(crate) struct Flow {
     /// Framed sizes of messages read off the wire and not yet handed to capnp-rpc, in order.
     framed: RefCell<VecDeque<usize>>,
     /// Bytes of incoming messages capnp-rpc still holds.
@@ -56,7 +56,7 @@ pub struct Flow {
 
 impl Flow {
     /// Records the framed size of the next message on the wire (by [`super::framing`]).
-    pub fn framed(&self, bytes: usize) {
+    pub(crate) fn framed(&self, bytes: usize) {
         self.framed.borrow_mut().push_back(bytes);
     }
 
@@ -72,7 +72,7 @@ impl Flow {
     }
 
     /// Resolves once held call messages and unsent replies are within their bounds.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         // The common case costs one comparison: no waiter is registered when there is room.
         if self.has_room() {
             return;
@@ -88,21 +88,16 @@ impl Flow {
             notified.await;
         }
     }
-
-    /// Bytes of call messages held now (for tests and the report).
-    pub fn held(&self) -> usize {
-        self.held.get()
-    }
 }
 
 /// The two-party network of one connection with [`Flow`] accounting around it.
-pub struct FlowNetwork<N> {
+pub(crate) struct FlowNetwork<N> {
     inner: N,
     flow: Rc<Flow>,
 }
 
 impl<N> FlowNetwork<N> {
-    pub fn new(inner: N, flow: Rc<Flow>) -> Self {
+    pub(crate) fn new(inner: N, flow: Rc<Flow>) -> Self {
         FlowNetwork { inner, flow }
     }
 }
@@ -232,13 +227,13 @@ impl OutgoingMessage for Outgoing {
 }
 
 /// The writer to the guest's stdin, counting what it writes against the queued replies.
-pub struct CountingWriter<W> {
+pub(crate) struct CountingWriter<W> {
     inner: W,
     flow: Rc<Flow>,
 }
 
 impl<W> CountingWriter<W> {
-    pub fn new(inner: W, flow: Rc<Flow>) -> Self {
+    pub(crate) fn new(inner: W, flow: Rc<Flow>) -> Self {
         CountingWriter { inner, flow }
     }
 }

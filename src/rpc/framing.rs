@@ -22,11 +22,11 @@ use crate::rpc::flow::Flow;
 const MAX_SEGMENTS: u64 = 512;
 
 /// The first protocol violation seen on a connection, shared with its process task.
-pub type Violation = Rc<RefCell<Option<String>>>;
+pub(crate) type Violation = Rc<RefCell<Option<String>>>;
 
 /// Tracks message boundaries in a byte stream and checks each segment table.
 #[derive(Debug)]
-pub struct FramingCheck {
+pub(crate) struct FramingCheck {
     limit_bytes: u64,
     /// Bytes of the current segment table read so far.
     table: Vec<u8>,
@@ -39,7 +39,7 @@ pub struct FramingCheck {
 }
 
 impl FramingCheck {
-    pub fn new(limit_bytes: u64) -> Self {
+    pub(crate) fn new(limit_bytes: u64) -> Self {
         FramingCheck {
             limit_bytes,
             table: Vec::new(),
@@ -50,7 +50,7 @@ impl FramingCheck {
     }
 
     /// This check, telling `flow` the size of every message it passes.
-    pub fn with_flow(mut self, flow: Rc<Flow>) -> Self {
+    pub(crate) fn with_flow(mut self, flow: Rc<Flow>) -> Self {
         self.flow = Some(flow);
         self
     }
@@ -59,7 +59,7 @@ impl FramingCheck {
     ///
     /// # Errors
     /// A description of the violation: too many segments, or a message over the limit.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), String> {
         while !data.is_empty() {
             if self.body_left > 0 {
                 let n = data
@@ -120,14 +120,14 @@ fn word(table: &[u8], i: usize) -> u32 {
 
 /// A reader that runs every byte through a [`FramingCheck`] and fails, recording the
 /// violation, on the first bad frame.
-pub struct CheckedReader<R> {
+pub(crate) struct CheckedReader<R> {
     inner: R,
     check: FramingCheck,
     violation: Violation,
 }
 
 impl<R> CheckedReader<R> {
-    pub fn new(inner: R, check: FramingCheck, violation: Violation) -> Self {
+    pub(crate) fn new(inner: R, check: FramingCheck, violation: Violation) -> Self {
         CheckedReader {
             inner,
             check,

@@ -21,32 +21,33 @@ use std::rc::Rc;
 
 use cell_proto::Reason;
 
-pub use crate::budget::{Budget, ByteBudget, Taken};
+pub(crate) use crate::budget::{Budget, Taken};
 use crate::rpc::fail::failed;
 use crate::rpc::flow::Flow;
 
 /// One call in progress; frees its slot when dropped.
-pub type InFlight = Taken;
+pub(crate) type InFlight = Taken;
 
 /// The bound on RPC calls in progress on one connection, and the connection's flow control
 /// (see [`crate::rpc::flow`]) for servers whose replies are large.
 #[derive(Clone, Debug)]
-pub struct CallGate(Budget, Option<Rc<Flow>>);
+pub(crate) struct CallGate(Budget, Option<Rc<Flow>>);
 
 impl CallGate {
-    pub fn new(limit: u32) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(limit: u32) -> Self {
         CallGate(Budget::new(limit as usize), None)
     }
 
     /// A gate whose [`CallGate::reply_room`] waits on `flow`.
-    pub fn with_flow(limit: u32, flow: Rc<Flow>) -> Self {
+    pub(crate) fn with_flow(limit: u32, flow: Rc<Flow>) -> Self {
         CallGate(Budget::new(limit as usize), Some(flow))
     }
 
     /// Waits until the connection's unsent replies are within their bound. A server about to
     /// produce a large reply (a read of up to 64 KiB) waits here first, so a guest that has
     /// many reads in progress but does not read its replies cannot make the host queue them.
-    pub async fn reply_room(&self) {
+    pub(crate) async fn reply_room(&self) {
         if let Some(flow) = &self.1 {
             flow.room().await;
         }
@@ -56,7 +57,7 @@ impl CallGate {
     ///
     /// # Errors
     /// `limit: max-outstanding-calls N reached` when every slot is taken.
-    pub fn enter(&self) -> Result<InFlight, capnp::Error> {
+    pub(crate) fn enter(&self) -> Result<InFlight, capnp::Error> {
         self.0.take(1).ok_or_else(|| {
             failed(
                 Reason::Limit,
@@ -66,7 +67,8 @@ impl CallGate {
     }
 
     /// Calls in progress now.
-    pub fn in_flight(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> u32 {
         self.0.used() as u32
     }
 }

@@ -4,19 +4,19 @@
 //! One file per capability server. Servers reach the supervisor only through its public
 //! methods; the supervisor reaches this module only through [`serve`].
 
-pub mod conn;
-pub mod executor;
-pub mod fail;
-pub mod flow;
-pub mod framing;
-pub mod gate;
-pub mod host;
-pub mod network;
-pub mod process;
-pub mod session;
-pub mod stream;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod conn;
+pub(crate) mod executor;
+pub(crate) mod fail;
+pub(crate) mod flow;
+pub(crate) mod framing;
+pub(crate) mod gate;
+pub(crate) mod host;
+pub(crate) mod network;
+pub(crate) mod process;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use gate::CallGate;
 

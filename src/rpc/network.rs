@@ -29,22 +29,22 @@ use crate::rpc::fail::failed;
 use crate::text::guest_text;
 
 /// The reason text for a name that no rule lets the host resolve.
-pub const NO_NAME_RULES: &str = "no rule allows name lookups";
+pub(crate) const NO_NAME_RULES: &str = "no rule allows name lookups";
 
 /// The server of one `Network` capability.
-pub struct NetworkServer {
+pub(crate) struct NetworkServer {
     policy: Rc<NetPolicy>,
     net: Conn,
 }
 
 impl NetworkServer {
     /// A `Network` with `policy`, issued on `net` (see [`Conn::network`]).
-    pub fn new(policy: Rc<NetPolicy>, net: Conn) -> Self {
+    pub(crate) fn new(policy: Rc<NetPolicy>, net: Conn) -> Self {
         NetworkServer { policy, net }
     }
 
     /// Its policy.
-    pub fn policy(&self) -> &NetPolicy {
+    pub(crate) fn policy(&self) -> &NetPolicy {
         &self.policy
     }
 }
@@ -60,7 +60,7 @@ fn local_ip(address: &str) -> Result<IpAddr, capnp::Error> {
 }
 
 /// An address as a guest writes it: `127.0.0.1`, `::1` or `[::1]`.
-pub fn parse_ip(text: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     let inner = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))

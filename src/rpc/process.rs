@@ -13,7 +13,7 @@ use crate::rpc::stream::ByteStreamServer;
 use crate::status::KilledBy;
 use cell_proto::Reason;
 
-pub struct ProcessServer {
+pub(crate) struct ProcessServer {
     handle: StdRc<ProcessHandle>,
     /// The connection this cap was issued on (the parent's): its call bound, and its budget
     /// of bytes waiting in the host (writes to a plain child's stdin).
@@ -31,7 +31,7 @@ struct Streams {
 }
 
 impl ProcessServer {
-    pub fn new(handle: StdRc<ProcessHandle>, conn: Conn) -> Self {
+    pub(crate) fn new(handle: StdRc<ProcessHandle>, conn: Conn) -> Self {
         ProcessServer {
             handle,
             conn,

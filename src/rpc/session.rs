@@ -12,7 +12,7 @@ use crate::rpc::fail::failed;
 use crate::rpc::stream::ByteStreamServer;
 use cell_proto::Reason;
 
-pub struct SessionServer {
+pub(crate) struct SessionServer {
     /// This process's connection: its pid, bounds, and the capabilities issued on it.
     conn: Conn,
     grants: Grants,
@@ -35,7 +35,7 @@ fn once<C: Clone>(slot: &RefCell<Option<C>>, make: impl FnOnce() -> C) -> C {
 }
 
 impl SessionServer {
-    pub fn new(conn: Conn, grants: Grants) -> Self {
+    pub(crate) fn new(conn: Conn, grants: Grants) -> Self {
         SessionServer {
             conn,
             grants,

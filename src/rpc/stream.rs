@@ -29,7 +29,7 @@ pub(crate) fn check_write_size(len: usize) -> Result<(), capnp::Error> {
     Ok(())
 }
 
-pub struct ByteStreamServer {
+pub(crate) struct ByteStreamServer {
     reader: Option<Mutex<PipeReader>>,
     writer: Option<Mutex<PipeWriter>>,
     /// The call bound of the connection this stream was issued on; `None` = unbounded (only
@@ -41,7 +41,7 @@ pub struct ByteStreamServer {
 }
 
 impl ByteStreamServer {
-    pub fn reader(r: PipeReader) -> Self {
+    pub(crate) fn reader(r: PipeReader) -> Self {
         ByteStreamServer {
             reader: Some(Mutex::new(r)),
             writer: None,
@@ -50,7 +50,7 @@ impl ByteStreamServer {
         }
     }
 
-    pub fn writer(w: PipeWriter) -> Self {
+    pub(crate) fn writer(w: PipeWriter) -> Self {
         ByteStreamServer {
             reader: None,
             writer: Some(Mutex::new(w)),
@@ -61,7 +61,7 @@ impl ByteStreamServer {
 
     /// Issues this stream on `conn`: its calls count against that connection's call gate,
     /// its queued writes against its in-flight budget.
-    pub fn on(mut self, conn: &Conn) -> Self {
+    pub(crate) fn on(mut self, conn: &Conn) -> Self {
         self.gate = Some(conn.gate().clone());
         self.budget = Some(conn.in_flight().clone());
         self

@@ -25,7 +25,7 @@ use crate::rpc::fail::failed;
 use cell_proto::Reason;
 
 /// The server of one `TcpStream` capability.
-pub struct TcpStreamServer {
+pub(crate) struct TcpStreamServer {
     pub(crate) inner: Rc<StreamInner>,
     /// The connection this stream was issued on: its call gate, and its budget of bytes
     /// waiting to be written.
@@ -33,7 +33,7 @@ pub struct TcpStreamServer {
 }
 
 impl TcpStreamServer {
-    pub fn new(inner: Rc<StreamInner>, conn: Conn) -> Self {
+    pub(crate) fn new(inner: Rc<StreamInner>, conn: Conn) -> Self {
         TcpStreamServer { inner, conn }
     }
 }
@@ -128,13 +128,13 @@ impl tcp_stream::Server for TcpStreamServer {
 
 /// The server of one `TcpListener` capability; accepted streams count against, and are issued
 /// in, the connection of the process holding this capability.
-pub struct TcpListenerServer {
+pub(crate) struct TcpListenerServer {
     pub(crate) inner: Rc<ListenerInner>,
     net: Conn,
 }
 
 impl TcpListenerServer {
-    pub fn new(inner: Rc<ListenerInner>, net: Conn) -> Self {
+    pub(crate) fn new(inner: Rc<ListenerInner>, net: Conn) -> Self {
         TcpListenerServer { inner, net }
     }
 }

@@ -24,13 +24,13 @@ use crate::rpc::network::parse_ip;
 use cell_proto::Reason;
 
 /// The server of one `UdpSocket` capability.
-pub struct UdpSocketServer {
+pub(crate) struct UdpSocketServer {
     pub(crate) inner: Rc<UdpInner>,
     net: Conn,
 }
 
 impl UdpSocketServer {
-    pub fn new(inner: Rc<UdpInner>, net: Conn) -> Self {
+    pub(crate) fn new(inner: Rc<UdpInner>, net: Conn) -> Self {
         UdpSocketServer { inner, net }
     }
 }

@@ -98,14 +98,14 @@ mod decision;
 mod intersect;
 mod special;
 
-pub use decision::*;
+pub(crate) use decision::*;
 use intersect::*;
 // Rules and their grammar are the wire crate's: one definition for host, guests and clients.
-pub use cell_proto::{
+pub(crate) use cell_proto::{
     canonical_name, canonical_net, intersect_names, name_covers, normalize_host_name, parse_rule,
-    NetOp, NetRule, PortRange, RuleErrorKind, RuleParseError, Target,
+    NetOp, NetRule, PortRange, RuleParseError, Target,
 };
-pub use special::*;
+pub(crate) use special::*;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -118,7 +118,7 @@ use serde::{Deserialize, Serialize};
 /// every policy operation a guest can ask for ([`NetPolicy::try_intersect`] compares at most
 /// `MAX_RULES²` pairs), so no call can hold the supervisor thread for long. Rules take CIDRs,
 /// port ranges and `*.` wildcards, so 64 is plenty for hand-written policies.
-pub const MAX_RULES: usize = 64;
+pub(crate) const MAX_RULES: usize = 64;
 
 /// A policy with more than [`MAX_RULES`] rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -137,7 +137,7 @@ pub struct TooManyRules {
 ///
 /// # Errors
 /// [`TooManyRules`] naming the count.
-pub fn check_rule_count(count: usize) -> Result<(), TooManyRules> {
+pub(crate) fn check_rule_count(count: usize) -> Result<(), TooManyRules> {
     if count > MAX_RULES {
         return Err(TooManyRules {
             count: Some(count),
@@ -491,6 +491,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
+    use cell_proto::RuleErrorKind;
 
     fn policy(rules: &[&str]) -> NetPolicy {
         NetPolicy::parse(rules).expect("test rules parse")

@@ -154,14 +154,15 @@ pub(super) fn special_entry(ip: IpAddr) -> Option<(IpNet, SpecialRange)> {
 
 /// The special range `ip` is in, after canonicalisation (so `::ffff:10.0.0.1` is private).
 /// Does not look inside NAT64/6to4 addresses; [`NetPolicy`] checks those separately.
-pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
+#[cfg(test)]
+pub(crate) fn special_range(ip: IpAddr) -> Option<SpecialRange> {
     special_entry(canonical_ip(ip)).map(|(_, range)| range)
 }
 
 /// The address every check is made against: IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible
 /// (`::a.b.c.d`, except `::` and `::1`, which are IPv6 unspecified/loopback) addresses become the
 /// IPv4 address they denote; everything else is unchanged.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
