@@ -173,8 +173,9 @@ enum KilledBy {
 
 interface ByteStream {
   read @0 (maxBytes :UInt32) -> (data :Data);
-  # Waits for at least one byte; returns at most `maxBytes` (capped by the host).
-  # An empty result means end of stream.
+  # Waits for at least one byte; returns at most `maxBytes`, capped at 64 KiB by the host;
+  # `maxBytes = 0` means "as much as is there, up to the cap". The same on every stream (pipes,
+  # terminal, TCP). An empty result means end of stream.
 
   write @1 (data :Data) -> ();
   # Resolves once the data is accepted; a slow reader slows the writer (backpressure).

@@ -147,8 +147,9 @@ impl ProcessHandle {
         }
     }
 
-    /// Records the final status. Only the process's own task calls this.
-    pub(crate) fn set_status(&self, status: ExitStatus) {
+    /// Records the final status. Only whoever runs the process calls this: the supervisor's
+    /// task for it, or a test [`crate::rpc::host::Host`].
+    pub fn set_status(&self, status: ExitStatus) {
         self.status.send_replace(Some(status));
     }
 }

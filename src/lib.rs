@@ -47,7 +47,7 @@ pub use run::exit_code;
 pub mod inproc {
     pub use crate::engine::{CellEngine, EngineConfig};
     pub use crate::grants::Grants;
-    pub use crate::handle::{Pid, ProcessHandle, ProcessInfo};
+    pub use crate::handle::{HandleParts, Pid, PlainStdio, ProcessHandle, ProcessInfo};
     pub use crate::hoststdio::HostStdio;
     pub use crate::limits::{LimitRequest, PIPE_CAPACITY};
     pub use crate::net::audit::Audit;

@@ -29,6 +29,16 @@ pub(crate) fn check_write_size(len: usize) -> Result<(), capnp::Error> {
     Ok(())
 }
 
+/// How many bytes a `ByteStream.read(max_bytes)` may return, the same for every stream (pipes
+/// and TCP): `max_bytes` capped at [`MAX_READ_CHUNK`], and 0 meaning "as much as is there, up
+/// to [`MAX_READ_CHUNK`]". A read always waits for at least one byte (or the end).
+pub(crate) fn read_size(max_bytes: u32) -> usize {
+    match max_bytes as usize {
+        0 => MAX_READ_CHUNK,
+        asked => asked.min(MAX_READ_CHUNK),
+    }
+}
+
 pub(crate) struct ByteStreamServer {
     reader: Option<Mutex<PipeReader>>,
     writer: Option<Mutex<PipeWriter>>,
@@ -79,7 +89,7 @@ impl byte_stream::Server for ByteStreamServer {
         mut results: byte_stream::ReadResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.enter()?;
-        let max = (params.get()?.get_max_bytes() as usize).min(MAX_READ_CHUNK);
+        let max = read_size(params.get()?.get_max_bytes());
         drop(params);
         let reader = self
             .reader

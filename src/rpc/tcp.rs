@@ -6,7 +6,8 @@
 //! which is dropped when it ends. Each open socket holds one slot of the budget of the process
 //! that opened (or accepted) it.
 //!
-//! Bounds: a read returns at most [`MAX_READ_CHUNK`] bytes; a write carries at most
+//! Bounds: a read returns at most [`MAX_READ_CHUNK`](crate::limits::MAX_READ_CHUNK) bytes
+//! (see `rpc::stream::read_size`); a write carries at most
 //! [`NET_MAX_WRITE`](crate::limits::NET_MAX_WRITE) bytes and resolves only once the kernel took them (backpressure). Calls on
 //! one stream are served one at a time per direction; writes queued behind a slow peer hold
 //! their bytes against the process's in-flight budget (`NET_MAX_IN_FLIGHT`), so pipelining
@@ -18,7 +19,6 @@ use capnp::capability::Rc as CapRc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cell_capnp::{byte_stream, tcp_listener, tcp_stream};
-use crate::limits::MAX_READ_CHUNK;
 use crate::net::socket::{ListenerInner, StreamInner};
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
@@ -45,13 +45,8 @@ impl byte_stream::Server for TcpStreamServer {
         mut results: byte_stream::ReadResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        let asked = params.get()?.get_max_bytes() as usize;
+        let max = crate::rpc::stream::read_size(params.get()?.get_max_bytes());
         drop(params);
-        let max = if asked == 0 {
-            MAX_READ_CHUNK
-        } else {
-            asked.min(MAX_READ_CHUNK)
-        };
         let mut reader = self.inner.reader.lock().await;
         // Wait for the guest to take its replies before making another one of up to `max`.
         self.conn.gate().reply_room().await;
