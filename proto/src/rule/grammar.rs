@@ -313,3 +313,253 @@ pub fn canonical_net(net: IpNet) -> IpNet {
         _ => net,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use ipnet::IpNet;
+
+    use super::*;
+
+    fn v4net(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
+        IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), len)
+    }
+
+    fn v6net(segments: [u16; 8], len: u8) -> IpNet {
+        let [a, b, c, d, e, f, g, h] = segments;
+        IpNet::new_assert(IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), len)
+    }
+
+    fn parse_err(s: &str) -> RuleErrorKind {
+        parse_rule(s).expect_err("rule should not parse").kind
+    }
+
+    // ----- parsing and display --------------------------------------------------------------
+
+    #[test]
+    fn parses_every_form() {
+        let cases: &[(&str, NetOp, Target, PortRange)] = &[
+            (
+                "connect=93.184.0.0/16:443",
+                NetOp::Connect,
+                Target::Cidr(v4net(93, 184, 0, 0, 16)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=127.0.0.1:8000-8100",
+                NetOp::Connect,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange {
+                    low: 8000,
+                    high: 8100,
+                },
+            ),
+            (
+                "listen=127.0.0.1:0",
+                NetOp::Listen,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange::single(0),
+            ),
+            (
+                "udp=127.0.0.1:*",
+                NetOp::Udp,
+                Target::Cidr(v4net(127, 0, 0, 1, 32)),
+                PortRange::ANY,
+            ),
+            (
+                "connect=[::1]:443",
+                NetOp::Connect,
+                Target::Cidr(v6net([0, 0, 0, 0, 0, 0, 0, 1], 128)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=[2001:db8::/32]:443",
+                NetOp::Connect,
+                Target::Cidr(v6net([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32)),
+                PortRange::single(443),
+            ),
+            (
+                "connect=example.com:443",
+                NetOp::Connect,
+                Target::Host("example.com".into()),
+                PortRange::single(443),
+            ),
+            (
+                "connect=*.example.com:443",
+                NetOp::Connect,
+                Target::Host("*.example.com".into()),
+                PortRange::single(443),
+            ),
+            (
+                "connect=*:443",
+                NetOp::Connect,
+                Target::Any,
+                PortRange::single(443),
+            ),
+            (
+                "udp=0-65535.example:0-65535",
+                NetOp::Udp,
+                Target::Host("0-65535.example".into()),
+                PortRange::ANY,
+            ),
+        ];
+        for (text, op, target, ports) in cases {
+            let rule: NetRule = text.parse().expect("parses");
+            assert_eq!(rule, NetRule::new(*op, target.clone(), *ports), "{text}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "connect=93.184.0.0/16:443",
+            "connect=127.0.0.1:8000-8100",
+            "listen=127.0.0.1:0",
+            "udp=127.0.0.1:*",
+            "connect=[::1]:443",
+            "connect=[2001:db8::/32]:443",
+            "connect=[::]:1",
+            "connect=example.com:443",
+            "connect=*.example.com:443",
+            "connect=*:443",
+            "udp=0.0.0.0/0:53",
+        ] {
+            let rule = parse_rule(text).expect("parses");
+            assert_eq!(rule.to_string(), text);
+            assert_eq!(parse_rule(&rule.to_string()), Ok(rule));
+        }
+        // Non-canonical spellings parse to canonical rules that round-trip from then on.
+        for (text, canonical) in [
+            ("connect=127.0.0.1/32:0-65535", "connect=127.0.0.1:*"),
+            ("connect=[::ffff:10.0.0.0/104]:80", "connect=10.0.0.0/8:80"),
+            ("connect=Example.Com.:80-80", "connect=example.com:80"),
+            ("connect=[::1/128]:443", "connect=[::1]:443"),
+        ] {
+            let rule = parse_rule(text).expect("parses");
+            assert_eq!(rule.to_string(), canonical, "{text}");
+            assert_eq!(parse_rule(canonical), Ok(rule));
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_bad_part() {
+        let full = parse_rule("connect=10.0.0.0/33:80").expect_err("bad prefix");
+        assert_eq!(
+            full.to_string(),
+            "bad --net rule \"connect=10.0.0.0/33:80\": invalid CIDR \"10.0.0.0/33\" \
+             (prefix length 33 > 32)"
+        );
+        let msg = |s: &str| parse_rule(s).expect_err("should fail").to_string();
+        assert!(msg("conect=1.2.3.4:80")
+            .ends_with("unknown operation \"conect\" (expected connect, listen or udp)"));
+        assert!(msg("connect=example.com")
+            .ends_with("missing port (write HOST:PORT, PORT may be N, N-M or *)"));
+        assert!(msg("connect=1.2.3.4:90-80").ends_with("port range 90-80 is reversed"));
+
+        let cases: &[(&str, RuleErrorKind)] = &[
+            ("connect", RuleErrorKind::MissingEquals),
+            ("", RuleErrorKind::MissingEquals),
+            (
+                "Connect=1.2.3.4:80",
+                RuleErrorKind::UnknownOp("Connect".into()),
+            ),
+            ("connect=1.2.3.4", RuleErrorKind::MissingPort),
+            ("connect=1.2.3.4:", RuleErrorKind::MissingPort),
+            ("connect=[::1]", RuleErrorKind::MissingPort),
+            ("connect=[::1]:", RuleErrorKind::MissingPort),
+            ("connect=:80", RuleErrorKind::MissingTarget),
+            ("connect=[]:80", RuleErrorKind::MissingTarget),
+            (
+                "connect=[::1]443",
+                RuleErrorKind::JunkAfterBracket("443".into()),
+            ),
+            (
+                "connect=[::1:443",
+                RuleErrorKind::UnclosedBracket("[::1:443".into()),
+            ),
+            (
+                "connect=::1:443",
+                RuleErrorKind::UnbracketedIpv6("::1:443".into()),
+            ),
+            (
+                "connect=1.2.3.4:http",
+                RuleErrorKind::BadPort("http".into()),
+            ),
+            (
+                "connect=1.2.3.4:65536",
+                RuleErrorKind::BadPort("65536".into()),
+            ),
+            ("connect=1.2.3.4:+80", RuleErrorKind::BadPort("+80".into())),
+            ("connect=1.2.3.4:80-", RuleErrorKind::BadPort("80-".into())),
+            ("connect=1.2.3.4:-80", RuleErrorKind::BadPort("-80".into())),
+            (
+                "connect=1.2.3.4:1-2-3",
+                RuleErrorKind::BadPort("1-2-3".into()),
+            ),
+            (
+                "connect=1.2.3.4:90-80",
+                RuleErrorKind::ReversedPorts(90, 80),
+            ),
+            ("connect=1.2.3.4:0", RuleErrorKind::ConnectPortZero),
+            (
+                "listen=example.com:80",
+                RuleErrorKind::ListenOnHost("example.com".into()),
+            ),
+            (
+                "connect=10.0.0.1/8:80",
+                RuleErrorKind::HostBits {
+                    text: "10.0.0.1/8".into(),
+                    suggestion: "10.0.0.0/8".into(),
+                },
+            ),
+            (
+                "connect=[2001:db8::1/32]:80",
+                RuleErrorKind::HostBits {
+                    text: "2001:db8::1/32".into(),
+                    suggestion: "[2001:db8::/32]".into(),
+                },
+            ),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(&parse_err(text), kind, "{text}");
+        }
+        for text in [
+            "connect=10.0.0.0/33:80",
+            "connect=[::/129]:80",
+            "connect=10.0.0/8:80",
+            "connect=10.0.0.0/x:80",
+            "connect=10.0.0.0/:80",
+            "connect=[1.2.3.4]:80",
+            "connect=[example.com]:80",
+        ] {
+            assert!(
+                matches!(parse_err(text), RuleErrorKind::BadCidr { .. }),
+                "{text}: {:?}",
+                parse_err(text)
+            );
+        }
+        for text in [
+            "connect=10.0.0.256:80",
+            "connect=1.2.3:80",
+            "connect=exa mple.com:80",
+            "connect=exa..com:80",
+            "connect=-bad.com:80",
+            "connect=a.*.com:80",
+            "connect=**.com:80",
+            "connect=bücher.de:80",
+            "connect=.:80",
+        ] {
+            assert!(
+                matches!(parse_err(text), RuleErrorKind::BadHost { .. }),
+                "{text}: {:?}",
+                parse_err(text)
+            );
+        }
+        let long_label = format!("connect={}.com:80", "a".repeat(64));
+        assert!(matches!(
+            parse_err(&long_label),
+            RuleErrorKind::BadHost { .. }
+        ));
+    }
+}

@@ -100,3 +100,35 @@ impl fmt::Display for Decision {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::*;
+
+    // ----- serialisation --------------------------------------------------------------------
+
+    #[test]
+    fn serialises_for_audit_lines() {
+        let p = policy(&["connect=127.0.0.1:8080", "connect=example.com:443"]);
+        let json = serde_json::to_string(&p).expect("serialises");
+        assert_eq!(
+            json,
+            r#"{"rules":["connect=127.0.0.1:8080","connect=example.com:443"]}"#
+        );
+        let back: NetPolicy = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, p);
+
+        let allow = p.allows(NetOp::Connect, ip("127.0.0.1"), 8080);
+        assert_eq!(
+            serde_json::to_string(&allow).expect("serialises"),
+            r#"{"allowed":true,"op":"connect","ip":"127.0.0.1","port":8080,"rule":0,"matched":"connect=127.0.0.1:8080"}"#
+        );
+        let deny = p.allows_resolved(NetOp::Connect, "example.com", ip("::ffff:10.0.0.1"), 443);
+        assert_eq!(
+            serde_json::to_string(&deny).expect("serialises"),
+            r#"{"allowed":false,"op":"connect","name":"example.com","ip":"::ffff:10.0.0.1","port":443,"canonical_ip":"10.0.0.1","rule":null,"reason":{"special_range":"private"}}"#
+        );
+        assert!(serde_json::from_str::<NetPolicy>(r#"{"rules":["connect=x"]}"#).is_err());
+    }
+}

@@ -198,3 +198,253 @@ pub(super) fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::*;
+
+    // ----- special ranges -----------------------------------------------------------------
+
+    #[test]
+    fn special_range_table_is_laminar_and_canonical() {
+        for (i, (a, _)) in SPECIAL_RANGES.iter().enumerate() {
+            assert_eq!(*a, a.trunc(), "{a} has host bits");
+            assert_eq!(*a, canonical_net(*a), "{a} is not canonical");
+            for (b, _) in &SPECIAL_RANGES[i + 1..] {
+                let disjoint = !a.contains(&b.network()) && !b.contains(&a.network());
+                assert!(
+                    a.contains(b) || b.contains(a) || disjoint,
+                    "{a} and {b} overlap partially"
+                );
+                assert_ne!(a, b, "duplicate range");
+            }
+        }
+    }
+
+    #[test]
+    fn every_special_range_denied_under_broad_rules() {
+        let broad = policy(&[
+            "connect=0.0.0.0/0:*",
+            "connect=[::/0]:*",
+            "connect=*:*",
+            "listen=0.0.0.0/0:*",
+            "listen=[::/0]:*",
+            "udp=*:*",
+        ]);
+        for &(addr, range) in SPECIAL_SAMPLES {
+            for op in NetOp::ALL {
+                let d = broad.allows(op, ip(addr), 80);
+                assert!(!d.allowed, "{addr} allowed for {op}: {d}");
+                let expected = if op == NetOp::Connect && never_a_destination(ip(addr)) {
+                    DenyReason::NotADestination
+                } else {
+                    DenyReason::SpecialRange(range)
+                };
+                assert_eq!(d.reason, Some(expected), "{addr}");
+            }
+        }
+        for &addr in PUBLIC_SAMPLES {
+            assert!(connect(&broad, addr, 443), "{addr} should be public");
+        }
+    }
+
+    #[test]
+    fn special_range_helper_canonicalises() {
+        for &(addr, range) in SPECIAL_SAMPLES {
+            assert_eq!(special_range(ip(addr)), Some(range), "{addr}");
+        }
+        for &addr in PUBLIC_SAMPLES {
+            assert_eq!(special_range(ip(addr)), None, "{addr}");
+        }
+    }
+
+    #[test]
+    fn deny_all_denies_everything_and_is_default() {
+        let p = NetPolicy::default();
+        assert_eq!(p, NetPolicy::deny_all());
+        assert!(p.is_deny_all());
+        for &addr in PUBLIC_SAMPLES {
+            let d = p.allows(NetOp::Connect, ip(addr), 443);
+            assert!(!d.allowed);
+            assert_eq!(d.reason, Some(DenyReason::NoRule));
+        }
+        for &(addr, _) in SPECIAL_SAMPLES {
+            assert_eq!(
+                p.allows(NetOp::Listen, ip(addr), 0).reason,
+                Some(DenyReason::NoRule)
+            );
+        }
+        assert!(!p.has_name_rules(NetOp::Connect));
+        assert_eq!(p.to_string(), "deny all");
+    }
+
+    #[test]
+    fn every_special_range_allowed_when_named() {
+        for &(addr, _) in SPECIAL_SAMPLES {
+            if never_a_destination(ip(addr)) {
+                continue; // named or not, never a destination (below)
+            }
+            let canonical = canonical_ip(ip(addr));
+            let rule = NetRule::new(
+                NetOp::Connect,
+                Target::Cidr(IpNet::from(canonical)),
+                PortRange::single(80),
+            );
+            let p = NetPolicy::new(vec![rule]);
+            assert!(connect(&p, addr, 80), "{addr} named but denied");
+            assert!(!connect(&p, addr, 81), "{addr} allowed on another port");
+        }
+    }
+
+    #[test]
+    fn explicitly_named_loopback_allows_only_its_port() {
+        let p = policy(&["connect=93.184.0.0/16:443", "connect=127.0.0.1:8080"]);
+        let d = p.allows(NetOp::Connect, ip("127.0.0.1"), 8080);
+        assert!(d.allowed);
+        assert_eq!(d.rule, Some(1));
+        assert!(!connect(&p, "127.0.0.1", 8081));
+        assert!(!connect(&p, "127.0.0.2", 8080));
+        assert!(!allowed(&p, NetOp::Listen, "127.0.0.1", 8080));
+        assert!(!allowed(&p, NetOp::Udp, "127.0.0.1", 8080));
+    }
+
+    #[test]
+    fn named_loopback_range_covers_the_range() {
+        let p = policy(&["connect=127.0.0.0/8:*"]);
+        assert!(connect(&p, "127.1.2.3", 22));
+        assert!(connect(&p, "::ffff:127.1.2.3", 22));
+        assert!(
+            !connect(&p, "::1", 22),
+            "IPv6 loopback is not named by 127/8"
+        );
+    }
+
+    #[test]
+    fn mapped_and_v6_loopback_denied_under_rule_for_other_port() {
+        let p = policy(&[
+            "connect=127.0.0.1:8080",
+            "connect=0.0.0.0/0:*",
+            "connect=*:*",
+        ]);
+        assert!(!connect(&p, "::ffff:127.0.0.1", 9090));
+        assert!(!connect(&p, "::1", 9090));
+        assert!(!connect(&p, "::1", 8080), "::1 is not 127.0.0.1");
+        assert!(!connect(&p, "::127.0.0.1", 9090));
+    }
+
+    #[test]
+    fn mapped_loopback_allowed_under_v4_rule() {
+        let p = policy(&["connect=127.0.0.1:8080"]);
+        let d = p.allows(NetOp::Connect, ip("::ffff:127.0.0.1"), 8080);
+        assert!(d.allowed, "{d}");
+        assert_eq!(d.canonical_ip, Some(ip("127.0.0.1")));
+        assert_eq!(
+            d.to_string(),
+            "allow connect [::ffff:127.0.0.1]:8080 (as 127.0.0.1) by rule 0 (connect=127.0.0.1:8080)"
+        );
+        // A rule written in mapped form is the same rule.
+        let mapped = policy(&["connect=[::ffff:127.0.0.1]:8080"]);
+        assert_eq!(mapped, p);
+        assert!(connect(&mapped, "127.0.0.1", 8080));
+    }
+
+    #[test]
+    fn v6_rules_do_not_cover_mapped_v4() {
+        let p = policy(&["connect=[::/0]:443"]);
+        assert!(connect(&p, "2606:4700::1111", 443));
+        assert!(!connect(&p, "::ffff:93.184.216.34", 443), "that is IPv4");
+    }
+
+    #[test]
+    fn metadata_address() {
+        let meta = "169.254.169.254";
+        let d = policy(&["connect=0.0.0.0/0:*"]).allows(NetOp::Connect, ip(meta), 80);
+        assert!(!d.allowed);
+        assert_eq!(
+            d.to_string(),
+            "deny connect 169.254.169.254:80: link-local address not named by any rule"
+        );
+        let partial = policy(&["connect=169.0.0.0/8:*"]);
+        assert!(
+            !connect(&partial, meta, 80),
+            "partial overlap must not name it"
+        );
+        assert!(
+            connect(&partial, "169.1.2.3", 80),
+            "the public part is covered"
+        );
+        let named = policy(&["connect=169.254.169.254/32:80"]);
+        assert!(connect(&named, meta, 80));
+        assert!(!connect(&named, "169.254.169.253", 80));
+        assert!(connect(&policy(&["connect=169.254.0.0/16:80"]), meta, 80));
+    }
+
+    #[test]
+    fn nested_special_ranges_are_named_innermost_first() {
+        let this_net = policy(&["listen=0.0.0.0/8:*"]);
+        assert!(allowed(&this_net, NetOp::Listen, "0.1.2.3", 80));
+        assert!(
+            !allowed(&this_net, NetOp::Listen, "0.0.0.0", 80),
+            "unspecified is not named"
+        );
+        let reserved = policy(&["udp=240.0.0.0/4:*"]);
+        assert!(allowed(&reserved, NetOp::Udp, "240.1.2.3", 9));
+        assert!(!allowed(&reserved, NetOp::Udp, "255.255.255.255", 9));
+        let bcast = policy(&["udp=255.255.255.255:9"]);
+        assert!(allowed(&bcast, NetOp::Udp, "255.255.255.255", 9));
+    }
+
+    #[test]
+    fn private_range_named_by_subnet() {
+        let p = policy(&["connect=10.1.0.0/16:5432", "connect=8.0.0.0/6:5432"]);
+        assert!(connect(&p, "10.1.2.3", 5432));
+        assert!(
+            !connect(&p, "10.2.0.1", 5432),
+            "8/6 contains 10/8 but does not name it"
+        );
+        assert!(connect(&p, "9.1.2.3", 5432));
+    }
+
+    #[test]
+    fn unspecified_listen_needs_explicit_rule() {
+        let broad = policy(&["listen=0.0.0.0/0:*", "listen=[::/0]:*"]);
+        assert!(!allowed(&broad, NetOp::Listen, "0.0.0.0", 8080));
+        assert!(!allowed(&broad, NetOp::Listen, "::", 8080));
+        let named = policy(&["listen=0.0.0.0:8080", "listen=[::]:8080"]);
+        assert!(allowed(&named, NetOp::Listen, "0.0.0.0", 8080));
+        assert!(allowed(&named, NetOp::Listen, "::", 8080));
+    }
+
+    #[test]
+    fn nat64_and_6to4_embedded_addresses() {
+        let v6 = policy(&["connect=[::/0]:*"]);
+        // Embedded public IPv4: the IPv6 rule decides.
+        assert!(connect(&v6, "64:ff9b::5db8:d822", 443)); // 93.184.216.34
+        assert!(connect(&v6, "2002:5db8:d822::1", 443));
+        // Embedded special IPv4: denied unless the IPv4 address is named.
+        for addr in ["64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::1"] {
+            let d = v6.allows(NetOp::Connect, ip(addr), 80);
+            assert!(!d.allowed, "{addr}");
+            assert!(
+                matches!(d.reason, Some(DenyReason::EmbeddedSpecialRange { .. })),
+                "{d}"
+            );
+        }
+        let d = v6.allows(NetOp::Connect, ip("64:ff9b::a9fe:a9fe"), 80);
+        assert_eq!(
+            d.to_string(),
+            "deny connect [64:ff9b::a9fe:a9fe]:80: embeds link-local IPv4 address \
+             169.254.169.254, which is not named by any rule"
+        );
+        let named = policy(&["connect=[::/0]:*", "connect=127.0.0.1:80"]);
+        assert!(connect(&named, "64:ff9b::7f00:1", 80));
+        assert!(!connect(&named, "64:ff9b::7f00:1", 81));
+        // An IPv4 rule alone does not allow the IPv6 (translated) address.
+        assert!(!connect(
+            &policy(&["connect=127.0.0.1:80"]),
+            "64:ff9b::7f00:1",
+            80
+        ));
+    }
+}
