@@ -177,6 +177,9 @@ pub struct ReadBounds {
     pub argv_env_bytes: usize,
     /// Args plus env entries.
     pub argv_env_entries: usize,
+    /// The longest name kept: a longer one is cut (at a character boundary) without being
+    /// copied whole.
+    pub name_bytes: usize,
 }
 
 /// Counts what is copied against [`ReadBounds`].
@@ -250,7 +253,13 @@ impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
         }
         Ok(SpawnRequest {
             wasm: W::from(r.get_wasm().map_err(bad)?),
-            name: text(r.get_name().map_err(bad)?)?,
+            name: cut(
+                r.get_name()
+                    .map_err(bad)?
+                    .to_str()
+                    .map_err(|e| bad(e.into()))?,
+                bounds.name_bytes,
+            ),
             args,
             env,
             grants: Grants::read(r.get_grants().map_err(bad)?).map_err(bad)?,
@@ -259,6 +268,15 @@ impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
             limits: LimitRequest::read(r.get_limits().map_err(bad)?),
         })
     }
+}
+
+/// The first `max` bytes of `s` (fewer, to end at a character boundary), copied.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// A text field as an owned string (`bad-request` unless UTF-8).
@@ -279,6 +297,7 @@ mod tests {
         ReadBounds {
             argv_env_bytes: 64,
             argv_env_entries: 4,
+            name_bytes: 8,
         }
     }
 
@@ -315,6 +334,17 @@ mod tests {
             (StderrMode::Capture, ProcessMode::Plain)
         );
         assert_eq!(back.limits, req.limits);
+    }
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let mut req = SpawnRequest::new(&b""[..]);
+        req.name = "ééééé".into(); // 10 bytes
+        let mut message = capnp::message::Builder::new_default();
+        req.write(message.init_root()).expect("write");
+        let r = message.get_root_as_reader().expect("root");
+        let back = SpawnRequest::<Vec<u8>>::read(r, bounds()).expect("read");
+        assert_eq!(back.name, "éééé");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
 use crate::rpc::process::ProcessServer;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
-use crate::text::guest_text;
+use crate::text::{guest_text, GUEST_TEXT_MAX};
 
 /// Spawns children of the process whose connection `conn` is (the parent of everything it
 /// spawns); recognises the Network and sockets that process grants through `conn`.
@@ -43,6 +43,8 @@ fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessS
         ReadBounds {
             argv_env_bytes: MAX_ARGV_ENV_BYTES,
             argv_env_entries: MAX_ARGV_ENV_ENTRIES,
+            // `guest_text` keeps far less; this only avoids copying a huge name first.
+            name_bytes: 4 * GUEST_TEXT_MAX,
         },
     )?;
     // Names reach logs, the report and `ps`: bounded and escaped (see `crate::text`).
