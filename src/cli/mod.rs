@@ -5,6 +5,7 @@
 //! [`grants`] (what pid0 may do), [`limits`] (how much it may use), [`cache`] (compile cache).
 //! The other subcommands have a file each: [`inspect`], [`compile`].
 
+pub(crate) mod argv;
 pub(crate) mod cache;
 pub(crate) mod compile;
 pub(crate) mod grants;
@@ -20,6 +21,10 @@ use crate::hostfiles;
 use crate::net::policy::check_rule_count;
 use crate::run::{self, RunConfig, RunError};
 
+/// `cell --version`: cell's own version and the wasmtime it embeds (`concat!` takes literals
+/// only, so wasmtime's version is written here; a unit test checks it against Cargo.lock).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime 48.0.8)");
+
 /// cell: run WebAssembly components with no ambient authority.
 ///
 /// `cell run app.wasm` boots a WASI 0.2 component as pid0 and hands it authority only as
@@ -28,7 +33,7 @@ use crate::run::{self, RunConfig, RunError};
 #[derive(Debug, Parser)]
 #[command(
     name = "cell",
-    version,
+    version = VERSION,
     propagate_version = true,
     after_help = "\
 Examples:
@@ -138,6 +143,16 @@ impl RunArgs {
 }
 
 impl Cli {
+    /// Parses cell's own command line: everything after `cell run`'s wasm path is the guest's
+    /// (see [`argv`]).
+    ///
+    /// # Errors
+    /// A usage error, or `--help`/`--version` (clap's convention: print it and exit).
+    pub fn parse_command_line() -> Result<Cli, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(argv::protect_guest_args(std::env::args_os().collect()))
+    }
+
     /// Runs the command. Must be called inside a `LocalSet` on a current-thread runtime.
     pub async fn execute(self) -> Result<u8, RunError> {
         match self.command {
@@ -214,5 +229,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = i32> {
             _ = int.recv() => 2,
             _ = term.recv() => 15,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_wasmtime_in_cargo_lock() {
+        let lock = include_str!("../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'))
+            .expect("wasmtime in Cargo.lock");
+        assert!(
+            super::VERSION.ends_with(&format!("(wasmtime {locked})")),
+            "{} does not name wasmtime {locked}",
+            super::VERSION
+        );
     }
 }

@@ -1,0 +1,131 @@
+//! Everything after the wasm path of `cell run` belongs to the guest, as with `wasmtime run`:
+//! `cell run app.wasm --help` passes `--help` to the app. clap alone would still read cell's
+//! own flags there (`--help`, `--version`, `--timeout`, `-v`, …), so before parsing, the
+//! command line is split at the wasm path and a `--` is put after it.
+//!
+//! Finding the wasm path needs to know which of `cell run`'s options take a value (`--timeout
+//! 1s app.wasm`): that is read from clap's own definition of the command, so it cannot drift.
+
+use std::ffi::OsString;
+
+use clap::CommandFactory;
+
+use super::Cli;
+
+/// `argv` with `--` inserted after `cell run`'s wasm path (unless there is one already, or no
+/// wasm path at all).
+pub(crate) fn protect_guest_args(argv: Vec<OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let Some(run) = command.find_subcommand("run") else {
+        return argv;
+    };
+    let mut i = 1; // argv[0] is cell itself
+    // Global flags before the subcommand (`cell -v run …`) take no values.
+    while i < argv.len() && is_flag(&argv[i]) {
+        i += 1;
+    }
+    if argv.get(i).and_then(|a| a.to_str()) != Some("run") {
+        return argv;
+    }
+    i += 1;
+    while i < argv.len() {
+        let Some(arg) = argv[i].to_str() else {
+            break; // not UTF-8: the wasm path (cell's flags are ASCII)
+        };
+        if arg == "--" {
+            return argv;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            i += 1 + usize::from(!inline && takes_value_long(run, name));
+            continue;
+        }
+        if let Some(shorts) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+            i += 1 + usize::from(short_needs_next(run, shorts));
+            continue;
+        }
+        // The first operand: the wasm path. Everything after it is the guest's; a `--` right
+        // after it is the guest's separator from cell, as before.
+        if argv.get(i + 1).and_then(|a| a.to_str()) == Some("--") {
+            return argv;
+        }
+        let mut out = argv;
+        out.insert(i + 1, OsString::from("--"));
+        return out;
+    }
+    argv
+}
+
+fn is_flag(arg: &OsString) -> bool {
+    arg.to_str()
+        .is_some_and(|a| a.starts_with('-') && a.len() > 1 && a != "--")
+}
+
+fn takes_value_long(run: &clap::Command, name: &str) -> bool {
+    run.get_arguments()
+        .find(|a| a.get_long() == Some(name))
+        .is_some_and(|a| a.get_action().takes_values())
+}
+
+/// Whether a cluster of short flags (`vv`, `e`) ends with one that takes its value from the
+/// next argument.
+fn short_needs_next(run: &clap::Command, shorts: &str) -> bool {
+    for (pos, c) in shorts.char_indices() {
+        let takes = run
+            .get_arguments()
+            .find(|a| a.get_short() == Some(c))
+            .is_some_and(|a| a.get_action().takes_values());
+        if takes {
+            // `-eVALUE` carries it inline; `-e VALUE` takes the next argument.
+            return pos + c.len_utf8() == shorts.len();
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protect(line: &str) -> String {
+        let argv = line.split(' ').map(OsString::from).collect();
+        let out = protect_guest_args(argv);
+        out.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn everything_after_the_wasm_is_the_guests() {
+        assert_eq!(protect("cell run a.wasm --help"), "cell run a.wasm -- --help");
+        assert_eq!(
+            protect("cell run --plain a.wasm --version x"),
+            "cell run --plain a.wasm -- --version x"
+        );
+        assert_eq!(
+            protect("cell run --timeout 1s a.wasm --timeout 2s"),
+            "cell run --timeout 1s a.wasm -- --timeout 2s"
+        );
+        assert_eq!(
+            protect("cell -v run --timeout=1s -v a.wasm -v"),
+            "cell -v run --timeout=1s -v a.wasm -- -v"
+        );
+        assert_eq!(
+            protect("cell run --env K=V a.wasm --env X=Y"),
+            "cell run --env K=V a.wasm -- --env X=Y"
+        );
+    }
+
+    #[test]
+    fn lines_without_a_wasm_or_with_a_separator_are_left_alone() {
+        assert_eq!(protect("cell run --help"), "cell run --help");
+        assert_eq!(protect("cell run -- a.wasm --x"), "cell run -- a.wasm --x");
+        assert_eq!(protect("cell run a.wasm -- --x"), "cell run a.wasm -- --x");
+        assert_eq!(protect("cell inspect a.wasm --json"), "cell inspect a.wasm --json");
+        assert_eq!(protect("cell --version"), "cell --version");
+    }
+}
