@@ -29,6 +29,65 @@ fn plain_passes_args_exactly() {
     );
 }
 
+/// Everything after the wasm path is the guest's, as with `wasmtime run`: cell's own flags
+/// there (`--help`, `--version`, `--timeout`, `-v`, `--env`) reach the guest untouched.
+#[test]
+fn arguments_after_the_wasm_are_the_guests_even_cells_own_flags() {
+    for flag in [
+        &["--help"][..],
+        &["--version"],
+        &["--timeout", "1s", "x"],
+        &["-v"],
+        &["-vv", "--plain"],
+        &["--env", "X=1"],
+        &["--", "--help"], // a `--` after the guest's first argument is the guest's too
+    ] {
+        let f = hello(&[], &[&["args"], flag].concat()).finish();
+        f.assert_code(0);
+        let mut want = String::from("argv[0]=hello.wasm\nargv[1]=args\n");
+        for (i, a) in flag.iter().enumerate() {
+            want.push_str(&format!("argv[{}]={a}\n", i + 2));
+        }
+        assert_eq!(f.stdout, want, "hello args {flag:?}");
+        assert!(f.stderr.is_empty(), "cell said something: {}", f.stderr);
+    }
+    // A `--` right after the wasm path separates cell's arguments from the guest's, as before.
+    let f = hello(&[], &["--", "args", "--help"]).finish();
+    f.assert_code(0);
+    assert_eq!(
+        f.stdout,
+        "argv[0]=hello.wasm\nargv[1]=args\nargv[2]=--help\n"
+    );
+    // Right after the wasm path too: the guest sees its first argument, cell never parses it
+    // (scenarios reports an unknown scenario name with exit code 2).
+    for first in ["--help", "--version", "--timeout", "-v", "--env", "--plain"] {
+        Cell::run("scenarios")
+            .args(&[first, "1s"])
+            .finish()
+            .assert_code(2)
+            .assert_stderr_has(&format!("unknown scenario \"{first}\""));
+    }
+    // The same for a cell guest: pid0's argv, not cell's help.
+    Cell::run("scenarios")
+        .args(&["argv", "--help", "--version"])
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has(r#"argv: ["--help", "--version"]"#);
+}
+
+#[test]
+fn version_names_the_embedded_wasmtime() {
+    let mut cmd = cell();
+    cmd.arg("--version");
+    let f = finish(cmd);
+    f.assert_code(0);
+    assert!(
+        f.stdout.starts_with("cell ") && f.stdout.contains("(wasmtime 48."),
+        "{}",
+        f.stdout
+    );
+}
+
 #[test]
 fn plain_env_is_only_what_is_granted() {
     let f = hello(

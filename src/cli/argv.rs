@@ -20,7 +20,7 @@ pub(crate) fn protect_guest_args(argv: Vec<OsString>) -> Vec<OsString> {
         return argv;
     };
     let mut i = 1; // argv[0] is cell itself
-    // Global flags before the subcommand (`cell -v run …`) take no values.
+                   // Global flags before the subcommand (`cell -v run …`) take no values.
     while i < argv.len() && is_flag(&argv[i]) {
         i += 1;
     }
@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn everything_after_the_wasm_is_the_guests() {
-        assert_eq!(protect("cell run a.wasm --help"), "cell run a.wasm -- --help");
+        assert_eq!(
+            protect("cell run a.wasm --help"),
+            "cell run a.wasm -- --help"
+        );
         assert_eq!(
             protect("cell run --plain a.wasm --version x"),
             "cell run --plain a.wasm -- --version x"
@@ -125,7 +128,10 @@ mod tests {
         assert_eq!(protect("cell run --help"), "cell run --help");
         assert_eq!(protect("cell run -- a.wasm --x"), "cell run -- a.wasm --x");
         assert_eq!(protect("cell run a.wasm -- --x"), "cell run a.wasm -- --x");
-        assert_eq!(protect("cell inspect a.wasm --json"), "cell inspect a.wasm --json");
+        assert_eq!(
+            protect("cell inspect a.wasm --json"),
+            "cell inspect a.wasm --json"
+        );
         assert_eq!(protect("cell --version"), "cell --version");
     }
 }
