@@ -57,10 +57,10 @@ pub(crate) enum ReportOut {
     File(File),
 }
 
-/// The host's own output files of one run, checked and opened before pid0 starts.
+/// The host's own output files of one run besides the report, checked and opened before pid0
+/// starts.
 #[derive(Debug, Default)]
 pub(crate) struct HostFiles {
-    pub report: Option<ReportOut>,
     pub audit: Option<File>,
 }
 
@@ -73,8 +73,28 @@ pub(crate) struct HostPaths<'a> {
     pub cache: Option<&'a Path>,
 }
 
-/// Checks every host output path against the writable grants, opens the report and the audit
-/// log, and prepares the cache directory.
+/// Opens the report alone (checked against the writable grants like every host file), first
+/// of all, so that every later failure can still be reported in it.
+///
+/// # Errors
+/// The report's path lies inside a writable grant, or cannot be opened as a regular file.
+pub(crate) fn open_report(
+    dirs: &[DirGrant],
+    report: Option<&Path>,
+) -> Result<Option<ReportOut>, HostFileError> {
+    match report {
+        None => Ok(None),
+        Some(path) if path == Path::new("-") => Ok(Some(ReportOut::Stderr)),
+        Some(path) => {
+            check_outside("report", path, &writable_roots(dirs), false)?;
+            Ok(Some(ReportOut::File(open_output("report", path)?)))
+        }
+    }
+}
+
+/// Checks every host output path against the writable grants (the report and the audit log
+/// may not be one file), opens the audit log, and prepares the cache directory; the report
+/// itself is [`open_report`]'s.
 ///
 /// # Errors
 /// The first [`HostFileError`].
@@ -101,15 +121,7 @@ pub(crate) fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError>
         }
         None => None,
     };
-    let report = match paths.report {
-        None => None,
-        Some(path) if path == Path::new("-") => Some(ReportOut::Stderr),
-        Some(path) => {
-            check_outside("report", path, &roots, false)?;
-            Some(ReportOut::File(open_output("report", path)?))
-        }
-    };
-    Ok(HostFiles { report, audit })
+    Ok(HostFiles { audit })
 }
 
 /// The canonical host paths of the writable directory grants.

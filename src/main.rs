@@ -13,6 +13,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             // --help and --version are not errors; anything else is a usage error of cell's own.
             return if e.use_stderr() {
+                Cli::report_usage_error(&e);
                 ExitCode::from(exit_code::HOST_ERROR)
             } else {
                 ExitCode::SUCCESS

@@ -142,6 +142,12 @@ pub(crate) fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
     store.data().fuel.clone()
 }
 
+/// Whether a failed instantiation was the guest's own doing (its start code trapped or ran out
+/// of fuel, or a memory growth was refused), rather than a component that cannot be set up.
+pub(crate) fn guest_ended_it(err: &wasmtime::Error, store: &Store<ProcState>) -> bool {
+    store.data().limiter.hit() || err.downcast_ref::<Trap>().is_some()
+}
+
 /// What a finished run means.
 pub(crate) fn classify(
     outcome: wasmtime::Result<Result<(), ()>>,

@@ -8,10 +8,11 @@
 //! {
 //!   "schema": "cell-report/1",
 //!   "wasm": "app.wasm",                 // the path given on the command line
-//!   "sha256": "9f2c…",                  // of pid0's component
+//!   "sha256": "9f2c…" | null,           // of pid0's component; null if it never loaded
 //!   "mode": "rpc" | "plain",
 //!   "exit_code": 0,                     // cell's own exit code (see the README, "Exit codes")
-//!   "pid0": {"status": "exited", "detail": 0},   // an ExitStatus, see below
+//!   "pid0": {"status": "exited", "detail": 0},   // an ExitStatus, see below, or
+//!           {"status": "not-started", "detail": "cannot read app.wasm: …"}  (exit 125/126/127)
 //!   "signal": null | 2 | 15,            // the signal that stopped the run, if any
 //!   "wall_ms": 812,                     // from the start of the run to the end of teardown
 //!   "processes": [ {                    // ended processes, in the order they ended
@@ -136,10 +137,11 @@ impl RunStats {
 pub(crate) struct Report {
     pub schema: &'static str,
     pub wasm: String,
-    pub sha256: String,
+    /// Of pid0's component; `None` when it never loaded.
+    pub sha256: Option<String>,
     pub mode: &'static str,
     pub exit_code: u8,
-    pub pid0: ExitStatus,
+    pub pid0: Pid0Status,
     pub signal: Option<i32>,
     pub wall_ms: u64,
     pub processes: Vec<ProcessSummary>,
@@ -149,7 +151,49 @@ pub(crate) struct Report {
     pub network: NetworkStats,
 }
 
+/// pid0's entry in the report: how it ended, or why it never started.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Pid0Status {
+    /// It ran (an `ExitStatus`: `{"status": "exited", "detail": 0}`, …).
+    Ran(ExitStatus),
+    /// It never ran: `{"status": "not-started", "detail": "cannot read x.wasm: …"}`.
+    NotStarted {
+        status: &'static str,
+        detail: String,
+    },
+}
+
 impl Report {
+    /// The report of a run whose pid0 never started (cell's exit codes 125, 126, 127), with
+    /// `reason` as pid0's status detail.
+    pub(crate) fn not_started(
+        wasm: &std::path::Path,
+        mode: &'static str,
+        reason: String,
+        exit_code: u8,
+        wall_ms: u64,
+    ) -> Report {
+        Report {
+            schema: SCHEMA,
+            wasm: wasm.display().to_string(),
+            sha256: None,
+            mode,
+            exit_code,
+            pid0: Pid0Status::NotStarted {
+                status: "not-started",
+                detail: reason,
+            },
+            signal: None,
+            wall_ms,
+            processes: Vec::new(),
+            processes_not_listed: 0,
+            compile_cache: CompileCacheStats::default(),
+            components_compiled: 0,
+            network: NetworkStats::default(),
+        }
+    }
+
     /// Writes the report as pretty JSON to `out`, the handle opened before pid0 started (see
     /// [`crate::hostfiles`]): never a path looked up again at exit.
     ///

@@ -12,7 +12,7 @@ use crate::engine::{CellEngine, EngineConfig, LoadError};
 use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
-use crate::report::{NetworkStats, Report, SCHEMA};
+use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
 use crate::supervisor::Supervisor;
@@ -151,20 +151,22 @@ pub(crate) async fn run(
             StdioMode::Rpc
         },
     };
-    let pid0 = sup
-        .spawn_root(component, spec, config.limits)
-        .await
-        .map_err(|source| RunError::Start {
-            path: path.clone(),
-            source,
-        })?;
-
     tokio::pin!(shutdown);
-    let (status, signal) = tokio::select! {
-        status = pid0.wait() => (status, None),
-        sig = &mut shutdown => {
-            sup.kill_all(KilledBy::Operator);
-            (pid0.wait().await, Some(sig))
+    let (status, signal) = match sup.spawn_root(component, spec, config.limits).await {
+        Ok(pid0) => tokio::select! {
+            status = pid0.wait() => (status, None),
+            sig = &mut shutdown => {
+                sup.kill_all(KilledBy::Operator);
+                (pid0.wait().await, Some(sig))
+            }
+        },
+        // pid0's own code ended it while it started (out of fuel, a trap, …): it ran.
+        Err(SpawnError::EndedWhileStarting(status)) => (status, None),
+        Err(source) => {
+            return Err(RunError::Start {
+                path: path.clone(),
+                source,
+            })
         }
     };
     // pid0's exit takes its subtree with it (cascade); wait for the tree to unwind.
@@ -182,10 +184,10 @@ pub(crate) async fn run(
             Report {
                 schema: SCHEMA,
                 wasm: path.display().to_string(),
-                sha256,
+                sha256: Some(sha256),
                 mode: if config.plain { "plain" } else { "rpc" },
                 exit_code: 0,
-                pid0: status,
+                pid0: Pid0Status::Ran(status),
                 signal,
                 wall_ms: started.elapsed().as_millis() as u64,
                 processes: stats.processes().cloned().collect(),

@@ -10,6 +10,7 @@ use crate::engine::LoadError;
 use crate::grants::Grants;
 use crate::handle::Pid;
 use crate::limits::LimitError;
+use crate::status::ExitStatus;
 
 /// Where a process's stderr goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +56,14 @@ pub enum SpawnError {
     Limit(#[from] LimitError),
     #[error("process {0} has exited")]
     Dead(Pid),
+    /// The component could not be instantiated (no guest code ran to its end: a link or
+    /// resource error).
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// The guest's own code ended it while it was being instantiated (a trap in a start
+    /// function, out of fuel, memory refused, killed, timed out): that is how it ended.
+    #[error("instantiation failed: {0}")]
+    EndedWhileStarting(ExitStatus),
     #[error("{0}")]
     Grant(String),
 }
@@ -69,7 +76,7 @@ impl SpawnError {
             SpawnError::Load(_) => Reason::BadWasm,
             SpawnError::Limit(_) => Reason::Limit,
             SpawnError::Dead(_) => Reason::Dead,
-            SpawnError::Instantiate(_) => Reason::Instantiate,
+            SpawnError::Instantiate(_) | SpawnError::EndedWhileStarting(_) => Reason::Instantiate,
             SpawnError::Grant(_) => Reason::BadGrant,
         }
     }

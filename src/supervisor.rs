@@ -31,7 +31,7 @@ use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
-use crate::process::{build_store, classify, fuel_gauge, usage, StoreSpec, Usage};
+use crate::process::{build_store, classify, fuel_gauge, guest_ended_it, usage, StoreSpec, Usage};
 use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
 use crate::rpc::host::Host;
@@ -351,7 +351,7 @@ impl Supervisor {
         tokio::task::spawn_local(task.run().instrument(span));
         match started_rx.await {
             Ok(Ok(())) => Ok(handle),
-            Ok(Err(msg)) => Err(SpawnError::Instantiate(msg)),
+            Ok(Err(failure)) => Err(failure),
             Err(_) => Err(SpawnError::Instantiate("process task ended early".into())),
         }
     }
@@ -471,7 +471,7 @@ struct ProcessTask {
     connection: Option<rpc::Connection>,
     timeout: Option<Duration>,
     /// Told once instantiation succeeded or failed, so `spawn` can answer.
-    started: oneshot::Sender<Result<(), String>>,
+    started: oneshot::Sender<Result<(), SpawnError>>,
 }
 
 impl ProcessTask {
@@ -497,12 +497,15 @@ impl ProcessTask {
         };
         tokio::pin!(stop);
 
+        // Killed, timed out, trapped or out of fuel while starting: the guest ended that way;
+        // anything else means the component could not be set up.
         let instantiated = tokio::select! {
             biased;
-            s = &mut stop => Err(s),
-            r = self.component.pre.instantiate_async(&mut self.store) => {
-                r.map_err(|e| classify(Err(e), &self.store))
-            }
+            s = &mut stop => Err((s, true)),
+            r = self.component.pre.instantiate_async(&mut self.store) => r.map_err(|e| {
+                let ran = guest_ended_it(&e, &self.store);
+                (classify(Err(e), &self.store), ran)
+            }),
         };
         let (started, _) = oneshot::channel();
         let started = std::mem::replace(&mut self.started, started);
@@ -511,8 +514,13 @@ impl ProcessTask {
                 let _ = started.send(Ok(()));
                 c
             }
-            Err(status) => {
-                let _ = started.send(Err(status.to_string()));
+            Err((status, ran)) => {
+                let failure = if ran {
+                    SpawnError::EndedWhileStarting(status.clone())
+                } else {
+                    SpawnError::Instantiate(status.to_string())
+                };
+                let _ = started.send(Err(failure));
                 return status;
             }
         };

@@ -303,6 +303,104 @@ fn check_report_schema(r: &Value, exit_code: u64) {
     assert_eq!(pid0["sha256"], r["sha256"]);
 }
 
+/// The fields every report has, whatever the ending.
+fn check_report_envelope(r: &Value, exit_code: u64) {
+    assert_eq!(r["schema"], "cell-report/1", "{r}");
+    assert!(r["wasm"].is_string());
+    assert_eq!(r["exit_code"].as_u64(), Some(exit_code), "{r}");
+    assert!(r["pid0"]["status"].is_string(), "{r}");
+    for key in [
+        "sha256",
+        "mode",
+        "signal",
+        "wall_ms",
+        "processes",
+        "processes_not_listed",
+        "compile_cache",
+        "components_compiled",
+        "network",
+    ] {
+        assert!(r.get(key).is_some(), "the report lacks {key}: {r}");
+    }
+}
+
+/// A component whose start function spins: it runs out of fuel while being instantiated.
+fn spinning_start(dir: &Path) -> std::path::PathBuf {
+    let wat = r#"(component
+        (core module $m
+            (func $spin (loop $l (br $l)))
+            (start $spin)
+            (func (export "run") (result i32) i32.const 0))
+        (core instance $i (instantiate $m))
+        (func $f (result (result)) (canon lift (core func $i "run")))
+        (instance $cli (export "run" (func $f)))
+        (export "wasi:cli/run@0.2.0" (instance $cli)))"#;
+    let path = dir.join("spin-start.wasm");
+    std::fs::write(&path, wat::parse_str(wat).expect("wat")).expect("write");
+    path
+}
+
+/// Every ending writes a valid report: pid0's own codes, each of cell's codes (a start failure
+/// is pid0's `not-started` status with the reason), signals.
+#[test]
+fn every_exit_code_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "not wasm").unwrap();
+    let not_started = |f: &Finished, code: i32, needle: &str| {
+        f.assert_code(code);
+        let r = f.report();
+        check_report_envelope(r, code as u64);
+        assert_eq!(r["pid0"]["status"], "not-started", "{r}");
+        let detail = r["pid0"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{needle:?} not in {detail:?}");
+        assert!(r["sha256"].is_null());
+    };
+    let ran = |f: &Finished, code: i32, status: &str| {
+        f.assert_code(code);
+        let r = f.report();
+        check_report_envelope(r, code as u64);
+        assert_eq!(r["pid0"]["status"], status, "{r}");
+        assert_eq!(r["sha256"].as_str().map(str::len), Some(64));
+    };
+    ran(&hello(&[], &["exit", "0"]).report().finish(), 0, "exited");
+    ran(&hello(&[], &["exit", "7"]).report().finish(), 7, "exited");
+    ran(
+        &Cell::run("hostile")
+            .flags(&["--timeout", "200ms"])
+            .arg("spin")
+            .report()
+            .finish(),
+        124,
+        "timed-out",
+    );
+    ran(&hello(&[], &["trap"]).report().finish(), 134, "trapped");
+    // Out of fuel while instantiating is the guest running out of fuel: 134, not 126.
+    let spin = spinning_start(dir.path());
+    let f = Cell::run_path(&spin)
+        .flags(&["--plain", "--fuel", "1000000"])
+        .report()
+        .finish();
+    ran(&f, 134, "out-of-fuel");
+    f.assert_stderr_has("cell: pid0 out of fuel");
+    // cell's own codes.
+    let f = hello(&["--dir", "/definitely/not/here::/x"], &["args"])
+        .report()
+        .finish();
+    not_started(&f, 125, "/definitely/not/here");
+    let f = hello(&["--bogus-flag"], &["args"]).report().finish();
+    not_started(&f, 125, "--bogus-flag");
+    not_started(
+        &Cell::run_path(&text).report().finish(),
+        126,
+        "not a WebAssembly binary",
+    );
+    let f = Cell::run_path(dir.path().join("missing.wasm"))
+        .report()
+        .finish();
+    not_started(&f, 127, "cannot read");
+}
+
 #[test]
 fn report_describes_a_tree() {
     let f = Cell::run("pipe-pid0").report().finish();

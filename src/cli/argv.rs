@@ -59,6 +59,37 @@ pub(crate) fn protect_guest_args(argv: Vec<OsString>) -> Vec<OsString> {
     argv
 }
 
+/// The `--report FILE` (or `--report=FILE`) of a `cell run` line that clap refused, so that a
+/// usage error is reported there too. Only looks before the wasm path.
+pub(crate) fn report_flag(argv: &[OsString]) -> Option<std::path::PathBuf> {
+    let protected = protect_guest_args(argv.to_vec());
+    let mut it = protected
+        .iter()
+        .skip_while(|a| a.to_str() != Some("run"))
+        .skip(1);
+    while let Some(arg) = it.next() {
+        let text = arg.to_str()?;
+        if text == "--" {
+            return None;
+        }
+        if text == "--report" {
+            return it.next().map(std::path::PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--report=") {
+            return Some(path.into());
+        }
+    }
+    None
+}
+
+/// The wasm path of a `cell run` line, if it has one.
+pub(crate) fn wasm_path(argv: &[OsString]) -> Option<std::path::PathBuf> {
+    let protected = protect_guest_args(argv.to_vec());
+    let sep = protected.iter().position(|a| a.to_str() == Some("--"))?;
+    let before = protected.get(sep.checked_sub(1)?)?;
+    (before.to_str() != Some("run")).then(|| before.into())
+}
+
 fn is_flag(arg: &OsString) -> bool {
     arg.to_str()
         .is_some_and(|a| a.starts_with('-') && a.len() > 1 && a != "--")
@@ -121,6 +152,22 @@ mod tests {
             protect("cell run --env K=V a.wasm --env X=Y"),
             "cell run --env K=V a.wasm -- --env X=Y"
         );
+    }
+
+    #[test]
+    fn the_report_flag_is_found_before_the_wasm_only() {
+        let argv = |line: &str| line.split(' ').map(OsString::from).collect::<Vec<_>>();
+        let found = |line: &str| report_flag(&argv(line)).map(|p| p.display().to_string());
+        assert_eq!(
+            found("cell run --bad --report r.json a.wasm").as_deref(),
+            Some("r.json")
+        );
+        assert_eq!(
+            found("cell run --report=r.json a.wasm").as_deref(),
+            Some("r.json")
+        );
+        assert_eq!(found("cell run a.wasm --report r.json"), None);
+        assert_eq!(found("cell inspect --report r.json"), None);
     }
 
     #[test]

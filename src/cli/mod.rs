@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::EngineConfig;
 use crate::hostfiles;
 use crate::net::policy::check_rule_count;
+use crate::report::Report;
 use crate::run::{self, RunConfig, RunError};
 
 /// `cell --version`: cell's own version and the wasmtime it embeds (`concat!` takes literals
@@ -153,45 +154,91 @@ impl Cli {
         Cli::try_parse_from(argv::protect_guest_args(std::env::args_os().collect()))
     }
 
+    /// After a usage error of `cell run` (exit 125): writes a `not-started` report with the
+    /// error to the line's `--report FILE`, if it has one, so a CI script reading the report
+    /// sees why. Best effort: cell is exiting with the usage error anyway.
+    pub fn report_usage_error(error: &clap::Error) {
+        let argv: Vec<_> = std::env::args_os().collect();
+        let Some(path) = argv::report_flag(&argv) else {
+            return;
+        };
+        let wasm = argv::wasm_path(&argv).unwrap_or_default();
+        let rendered = error.to_string();
+        let first = rendered.lines().next().unwrap_or("usage error");
+        let why = format!("usage: {}", first.trim_start_matches("error: "));
+        let report = Report::not_started(&wasm, "rpc", why, run::exit_code::HOST_ERROR, 0);
+        if let Ok(Some(mut out)) = hostfiles::open_report(&[], Some(&path)) {
+            let _ = report.write(&mut out);
+        }
+    }
+
     /// Runs the command. Must be called inside a `LocalSet` on a current-thread runtime.
     pub async fn execute(self) -> Result<u8, RunError> {
         match self.command {
-            Command::Run(args) => {
-                let report = args.report.clone();
-                let audit = args.grants.audit.clone();
-                check_rule_count(args.grants.net.len())
-                    .map_err(|e| RunError::Host(anyhow::anyhow!("--net: {e}")))?;
-                let mut config = args.into_config();
-                // Every file cell writes is checked and opened before anything runs: a bad
-                // path fails now (exit 125), and no guest can swap it for a symlink later.
-                let mut files = hostfiles::prepare(&hostfiles::HostPaths {
-                    dirs: &config.grants.dirs,
-                    report: report.as_deref(),
-                    audit: audit.as_deref(),
-                    cache: config.engine.cache_dir.as_deref(),
-                })
-                .map_err(|e| RunError::Host(e.into()))?;
-                config.audit = files.audit.take();
-                // Handlers go in before pid0 starts: a signal that arrives while it boots must
-                // tear the tree down, not kill cell with the default action.
-                let shutdown = shutdown_signal();
-                let outcome = run::run(config, shutdown).await?;
-                if !outcome.status.success() && outcome.signal.is_none() {
-                    tracing::info!("pid0 {}", outcome.status);
-                }
-                report_abnormal(&outcome);
-                if let (Some(out), Some(dest)) = (files.report.as_mut(), &report) {
-                    if let Err(e) = outcome.report.write(out) {
-                        eprintln!("cell: cannot write the report to {}: {e}", dest.display());
-                        return Ok(run::exit_code::HOST_ERROR);
-                    }
-                }
-                Ok(outcome.exit_code())
-            }
+            Command::Run(args) => run_command(args).await,
             Command::Inspect(args) => args.execute(),
             Command::Compile(args) => args.execute(),
         }
     }
+}
+
+/// `cell run`: the report is opened first, so every ending — pid0's own, or a failure to
+/// start it (125, 126, 127) — is written to it.
+async fn run_command(args: RunArgs) -> Result<u8, RunError> {
+    let started = std::time::Instant::now();
+    let report_path = args.report.clone();
+    let wasm = args.wasm.clone();
+    let mode = if args.plain { "plain" } else { "rpc" };
+    let dirs: Vec<_> = args.grants.dirs_rw.clone();
+    // A report that cannot be opened cannot say anything either: that error is the only one
+    // that leaves no report.
+    let mut report = hostfiles::open_report(&dirs, report_path.as_deref())
+        .map_err(|e| RunError::Host(e.into()))?;
+    let result = start_and_run(args).await;
+    let (code, written) = match &result {
+        Ok(outcome) => (outcome.exit_code(), outcome.report.clone()),
+        Err(e) => {
+            let code = e.exit_code();
+            let wall_ms = started.elapsed().as_millis() as u64;
+            let why = format!("{e:#}");
+            (code, Report::not_started(&wasm, mode, why, code, wall_ms))
+        }
+    };
+    if let (Some(out), Some(dest)) = (report.as_mut(), &report_path) {
+        if let Err(e) = written.write(out) {
+            eprintln!("cell: cannot write the report to {}: {e}", dest.display());
+            return Ok(run::exit_code::HOST_ERROR);
+        }
+    }
+    result.map(|_| code)
+}
+
+/// Everything of `cell run` after the report is open: the remaining host files, pid0's run.
+async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
+    let audit = args.grants.audit.clone();
+    let report = args.report.clone();
+    check_rule_count(args.grants.net.len())
+        .map_err(|e| RunError::Host(anyhow::anyhow!("--net: {e}")))?;
+    let mut config = args.into_config();
+    // Every file cell writes is checked and opened before anything runs: a bad path fails
+    // now (exit 125), and no guest can swap it for a symlink later.
+    let mut files = hostfiles::prepare(&hostfiles::HostPaths {
+        dirs: &config.grants.dirs,
+        report: report.as_deref(),
+        audit: audit.as_deref(),
+        cache: config.engine.cache_dir.as_deref(),
+    })
+    .map_err(|e| RunError::Host(e.into()))?;
+    config.audit = files.audit.take();
+    // Handlers go in before pid0 starts: a signal that arrives while it boots must tear the
+    // tree down, not kill cell with the default action.
+    let shutdown = shutdown_signal();
+    let outcome = run::run(config, shutdown).await?;
+    if !outcome.status.success() && outcome.signal.is_none() {
+        tracing::info!("pid0 {}", outcome.status);
+    }
+    report_abnormal(&outcome);
+    Ok(outcome)
 }
 
 /// Writes `text` to stdout; a closed stdout (`cell inspect x.wasm | head`) is not an error.
