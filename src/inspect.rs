@@ -106,6 +106,12 @@ fn kind(item: &ComponentItem) -> &'static str {
     }
 }
 
+/// Whether `bytes` were built with the `cell-guest` SDK (they carry its marker): `cell run`
+/// runs such a component as a cell guest (RPC on its stdio), anything else as a plain program.
+pub(crate) fn has_sdk_marker(bytes: &[u8]) -> bool {
+    contains(bytes, &SDK_MARKER)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

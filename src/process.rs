@@ -170,13 +170,16 @@ pub(crate) fn classify(
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => ExitStatus::OutOfFuel,
-        Some(trap) => ExitStatus::Trapped(describe_trap(trap, &err)),
-        None => ExitStatus::Trapped(one_line(&format!("{err:#}"))),
+        Some(trap) => ExitStatus::Trapped(in_function(trap.to_string(), &err)),
+        // A host call failed and took the guest down: the cause is the innermost error (the
+        // outer ones are "error while executing at wasm backtrace:" and the frames).
+        None => ExitStatus::Trapped(in_function(one_line(&err.root_cause().to_string()), &err)),
     }
 }
 
-/// "wasm `unreachable` instruction executed in child_trap::main" style one-liners.
-fn describe_trap(trap: &Trap, err: &wasmtime::Error) -> String {
+/// `cause in func`: "wasm `unreachable` instruction executed in child_trap::main", "empty
+/// poll list in wasi:io/poll#poll" — the innermost named wasm frame, when there is one.
+fn in_function(cause: String, err: &wasmtime::Error) -> String {
     let frame = err
         .downcast_ref::<wasmtime::WasmBacktrace>()
         .and_then(|bt| {
@@ -185,8 +188,8 @@ fn describe_trap(trap: &Trap, err: &wasmtime::Error) -> String {
                 .find_map(|f| f.func_name().map(str::to_owned))
         });
     match frame {
-        Some(func) => format!("{trap} in {func}"),
-        None => trap.to_string(),
+        Some(func) => format!("{cause} in {func}"),
+        None => cause,
     }
 }
 

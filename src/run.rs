@@ -47,8 +47,50 @@ pub struct RunConfig {
     /// `--audit FILE`: network decisions as JSON lines, to this file (opened before pid0
     /// starts, see [`crate::hostfiles`]).
     pub audit: Option<std::fs::File>,
-    /// Run an ordinary WASI program with the host's stdio instead of a cell guest over RPC.
-    pub plain: bool,
+    /// How pid0's stdio is used: decided by the file unless a flag says so.
+    pub mode: ModeChoice,
+}
+
+/// `cell run`'s mode: a cell guest speaks RPC on its stdio; an ordinary WASI program gets the
+/// host's stdio (`--plain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// By the file: RPC for a component built with the `cell-guest` SDK (it carries the SDK
+    /// marker), plain for anything else (noted under `-v`).
+    Auto,
+    /// `--plain`: an ordinary WASI program. Refused for a cell guest, whose RPC bytes would go
+    /// to the terminal.
+    Plain,
+    /// `--rpc`: a cell guest, even without the SDK marker (written without the SDK).
+    Rpc,
+}
+
+impl ModeChoice {
+    /// The mode for a file, given whether it carries the SDK marker.
+    ///
+    /// # Errors
+    /// `--plain` for a cell guest.
+    fn decide(self, path: &std::path::Path, sdk_guest: bool) -> Result<bool, RunError> {
+        match (self, sdk_guest) {
+            (ModeChoice::Plain, true) => Err(RunError::WrongMode(format!(
+                "{} is a cell guest (built with cell-guest): it speaks Cap'n Proto RPC on its \
+                 stdout, which --plain would send to your terminal; run it without --plain",
+                path.display()
+            ))),
+            (ModeChoice::Plain, false) => Ok(true),
+            (ModeChoice::Rpc, _) => Ok(false),
+            (ModeChoice::Auto, guest) => {
+                if !guest {
+                    tracing::info!(
+                        "{} is not a cell guest (no cell-guest marker): running it as an \
+                         ordinary WASI program (--plain); --rpc forces RPC mode",
+                        path.display()
+                    );
+                }
+                Ok(!guest)
+            }
+        }
+    }
 }
 
 /// How a run ended.
@@ -91,6 +133,10 @@ pub enum RunError {
     Load { path: PathBuf, source: LoadError },
     #[error("cannot start {path}: {source}")]
     Start { path: PathBuf, source: SpawnError },
+    /// The mode asked for does not fit the file (`--plain` for a cell guest, `--tty` for an
+    /// ordinary program).
+    #[error("{0}")]
+    WrongMode(String),
     #[error(transparent)]
     Host(#[from] anyhow::Error),
 }
@@ -100,7 +146,7 @@ impl RunError {
         match self {
             RunError::Read { .. } => exit_code::NOT_FOUND,
             RunError::Load { .. } | RunError::Start { .. } => exit_code::CANNOT_RUN,
-            RunError::Host(_) => exit_code::HOST_ERROR,
+            RunError::Host(_) | RunError::WrongMode(_) => exit_code::HOST_ERROR,
         }
     }
 }
@@ -130,6 +176,18 @@ pub(crate) async fn run(
         None => Audit::tracing_only(),
     };
     let sup = Supervisor::with_audit(engine, audit);
+    let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
+    let plain = config.mode.decide(&path, sdk_guest)?;
+    if plain && config.grants.terminal {
+        return Err(RunError::WrongMode(format!(
+            "--tty lends the terminal to a cell guest through Session.terminal; {} is an \
+             ordinary WASI program (its stdio is the terminal already: drop --tty)",
+            path.display()
+        )));
+    }
+    let mut grants = config.grants;
+    // A plain program has no Session, so nothing to hand an Executor through.
+    grants.executor = !plain;
     let component = sup
         .engine()
         .load(Arc::from(bytes))
@@ -143,9 +201,9 @@ pub(crate) async fn run(
         name: program_name(&path),
         args: config.args,
         env: config.env,
-        grants: config.grants,
+        grants,
         stderr: StderrMode::Inherit,
-        stdio: if config.plain {
+        stdio: if plain {
             StdioMode::Host
         } else {
             StdioMode::Rpc
@@ -185,7 +243,7 @@ pub(crate) async fn run(
                 schema: SCHEMA,
                 wasm: path.display().to_string(),
                 sha256: Some(sha256),
-                mode: if config.plain { "plain" } else { "rpc" },
+                mode: if plain { "plain" } else { "rpc" },
                 exit_code: 0,
                 pid0: Pid0Status::Ran(status),
                 signal,

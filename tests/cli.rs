@@ -88,6 +88,64 @@ fn version_names_the_embedded_wasmtime() {
     );
 }
 
+/// The mode follows the file: an ordinary WASI program runs as one without `--plain` (its
+/// stdout and stdin are the terminal's), a cell guest is refused with `--plain`, and a cell
+/// guest that prints to stdout is told so.
+#[test]
+fn the_mode_follows_the_file() {
+    // hello is an ordinary program: no --plain needed, its stdout arrives, -v says why.
+    let f = Cell::run("hello").args(&["args", "x"]).flag("-v").finish();
+    f.assert_code(0).assert_stderr_has(
+        "is not a cell guest (no cell-guest marker): running it as an ordinary WASI program",
+    );
+    assert_eq!(f.stdout, "argv[0]=hello.wasm\nargv[1]=args\nargv[2]=x\n");
+    // A stdin filter without --plain reads its stdin instead of hanging.
+    let f = Cell::run("upper").stdin("quiet\n").finish();
+    f.assert_code(0);
+    assert_eq!(f.stdout, "QUIET\n");
+    // A cell guest with --plain: refused in one line, nothing written to stdout.
+    let f = Cell::run("child-silent").flag("--plain").report().finish();
+    f.assert_code(125)
+        .assert_stderr_has("is a cell guest (built with cell-guest)")
+        .assert_stderr_has("run it without --plain");
+    assert_eq!(f.stdout, "");
+    assert_eq!(f.report()["pid0"]["status"], "not-started");
+    // --rpc forces RPC mode for a program without the marker (it never speaks RPC here).
+    let f = Cell::run("hello")
+        .flag("--rpc")
+        .args(&["exit", "3"])
+        .report()
+        .finish();
+    f.assert_code(3);
+    assert_eq!(f.report()["mode"], "rpc");
+    assert_eq!(f.stdout, "", "its stdout is the RPC channel");
+    // A cell guest that println!s is told what it did.
+    let f = Cell::run("hostile").arg("println").finish();
+    f.assert_code(134).assert_stderr_has(
+        "cell: pid0 protocol violation: wrote text (\"hello fr\"…) to stdout, which is its RPC channel; a cell guest logs with stderr",
+    );
+}
+
+/// A trap caused by a failing host call names the cause, not "error while executing at wasm
+/// backtrace:"; the backtrace stays under -v.
+#[test]
+fn a_traps_one_line_carries_its_root_cause() {
+    let f = Cell::run("hostile").arg("pollables").report().finish();
+    f.assert_code(134)
+        .assert_stderr_has("cell: pid0 trapped: resource table has no free keys");
+    assert!(!f.stderr.contains("error while executing"), "{}", f.stderr);
+    let detail = f.report()["pid0"]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("resource table has no free keys"),
+        "{detail}"
+    );
+    let f = Cell::run("hostile").arg("pollables").flag("-v").finish();
+    f.assert_stderr_has("error while executing at wasm backtrace");
+}
+
 #[test]
 fn plain_env_is_only_what_is_granted() {
     let f = hello(
@@ -264,6 +322,10 @@ fn terminal_is_not_granted_without_tty() {
 fn tty_and_plain_do_not_mix() {
     let f = hello(&["--tty"], &["args"]).finish();
     f.assert_code(125);
+    // Not even when the file decides the mode: --tty is for a cell guest.
+    let f = Cell::run("hello").flag("--tty").arg("args").finish();
+    f.assert_code(125)
+        .assert_stderr_has("is an ordinary WASI program");
 }
 
 // ---------------------------------------------------------------------------------------------

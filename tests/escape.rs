@@ -286,10 +286,7 @@ fn spawn_args_are_bounded() {
 /// Every WASI resource a process holds costs the host a table entry: the table is capped.
 #[test]
 fn the_resource_table_is_bounded() {
-    let out = Cell::run("hostile")
-        .flag("--plain")
-        .arg("pollables")
-        .finish();
+    let out = Cell::run("hostile").arg("pollables").finish();
     out.assert_code(134).assert_stderr_has("cell: pid0 trapped");
     assert!(
         !out.stderr.contains("holding 10000"),

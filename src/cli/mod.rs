@@ -20,7 +20,7 @@ use crate::engine::EngineConfig;
 use crate::hostfiles;
 use crate::net::policy::check_rule_count;
 use crate::report::Report;
-use crate::run::{self, RunConfig, RunError};
+use crate::run::{self, ModeChoice, RunConfig, RunError};
 
 /// `cell --version`: cell's own version and the wasmtime it embeds (`concat!` takes literals
 /// only, so wasmtime's version is written here; a unit test checks it against Cargo.lock).
@@ -86,9 +86,14 @@ Exit status:
   130  cell was stopped by SIGINT (128+2), 143 by SIGTERM (128+15)")]
 pub struct RunArgs {
     /// Run an ordinary WASI program (no RPC): its stdin, stdout and stderr are cell's own,
-    /// as with `wasmtime run`.
-    #[arg(long)]
+    /// as with `wasmtime run`. The default for anything not built with the cell-guest SDK;
+    /// refused for a cell guest.
+    #[arg(long, conflicts_with = "rpc")]
     pub plain: bool,
+
+    /// Run pid0 as a cell guest (RPC over its stdio) even if it was not built with the SDK.
+    #[arg(long)]
+    pub rpc: bool,
 
     /// Write a JSON run report to FILE once the run ends (`-` = stderr). Schema: README, "The run report".
     #[arg(long, value_name = "FILE")]
@@ -121,19 +126,18 @@ impl RunArgs {
         let limits = self.limits.into_limits();
         let grants = self.grants;
         let env = grants.env_vars();
-        // A plain program has no Session, so nothing to hand an Executor through.
-        let executor = !self.plain;
+        let mode = match (self.plain, self.rpc) {
+            (true, _) => ModeChoice::Plain,
+            (_, true) => ModeChoice::Rpc,
+            _ => ModeChoice::Auto,
+        };
         RunConfig {
             audit: None,
             wasm: self.wasm,
             args: self.args,
             env,
-            plain: self.plain,
-            grants: {
-                let mut g = grants.into_grants();
-                g.executor = executor;
-                g
-            },
+            mode,
+            grants: grants.into_grants(),
             engine: EngineConfig {
                 cache_dir: self.cache.dir(),
                 fuel: limits.fuel.is_some(),
@@ -188,6 +192,7 @@ async fn run_command(args: RunArgs) -> Result<u8, RunError> {
     let started = std::time::Instant::now();
     let report_path = args.report.clone();
     let wasm = args.wasm.clone();
+    // The file decides unless a flag does; a run that never started reports what was asked.
     let mode = if args.plain { "plain" } else { "rpc" };
     let dirs: Vec<_> = args.grants.dirs_rw.clone();
     // A report that cannot be opened cannot say anything either: that error is the only one

@@ -83,7 +83,8 @@ impl FramingCheck {
             if self.table_len == 0 {
                 let count = u64::from(word(&self.table, 0)) + 1;
                 if count >= MAX_SEGMENTS {
-                    return Err(format!("message framing claims {count} segments"));
+                    return Err(text_hint(&self.table)
+                        .unwrap_or_else(|| format!("message framing claims {count} segments")));
                 }
                 // The count word, one size per segment, padded to a whole word.
                 self.table_len = ((4 * (count as usize + 1)) + 7) & !7;
@@ -97,10 +98,12 @@ impl FramingCheck {
                 .sum();
             let bytes = words * 8;
             if bytes > self.limit_bytes {
-                return Err(format!(
-                    "message of {bytes} bytes exceeds max-message-size {}",
-                    self.limit_bytes
-                ));
+                return Err(text_hint(&self.table).unwrap_or_else(|| {
+                    format!(
+                        "message of {bytes} bytes exceeds max-message-size {}",
+                        self.limit_bytes
+                    )
+                }));
             }
             self.body_left = bytes;
             if let Some(flow) = &self.flow {
@@ -111,6 +114,21 @@ impl FramingCheck {
         }
         Ok(())
     }
+}
+
+/// When a bad frame starts with printable text, the guest almost certainly printed to stdout
+/// (`println!`) instead of logging to stderr: say so, instead of quoting a frame size.
+fn text_hint(frame: &[u8]) -> Option<String> {
+    let head = &frame[..frame.len().min(8)];
+    let printable = |b: &u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    if head.len() < 8 || !head.iter().all(printable) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(head);
+    Some(format!(
+        "wrote text ({text:?}…) to stdout, which is its RPC channel; a cell guest logs with \
+         stderr (an ordinary WASI program runs with --plain)"
+    ))
 }
 
 fn word(table: &[u8], i: usize) -> u32 {
@@ -161,6 +179,17 @@ impl<R: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for CheckedReader
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_text_is_named_as_such() {
+        let mut check = FramingCheck::new(1 << 20);
+        let e = check.feed(b"hello, world\n").unwrap_err();
+        assert!(e.starts_with("wrote text (\"hello, w\"…) to stdout"), "{e}");
+        // Binary garbage keeps the framing reason.
+        let mut check = FramingCheck::new(1 << 20);
+        let e = check.feed(b"\xff\xff\xff\x7fTHIS IS").unwrap_err();
+        assert!(e.contains("segments"), "{e}");
+    }
 
     fn frame(sizes: &[u32]) -> Vec<u8> {
         let mut f = (sizes.len() as u32 - 1).to_le_bytes().to_vec();

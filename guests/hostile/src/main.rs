@@ -18,6 +18,7 @@
 //! - `pollables`: holds ever more WASI resources until the host refuses one (→ trapped).
 //! - `forge-stderr`: one stderr line with a carriage return, a fake host line and an OSC title
 //!   escape (→ forwarded escaped, never as control characters).
+//! - `println`: prints a line to stdout (its RPC channel) as an ordinary program would.
 //! - `slow-read-stdin --calls N --bytes B`: raw RPC; pipelines N echo calls of B bytes and
 //!   reads the replies slowly (→ timed out; host memory bounded). Needs an Executor.
 //! - `echo-loop --count N`: the well-behaved sibling; N sequential echoes, each checked; exit 0.
@@ -31,6 +32,13 @@ use anyhow::{bail, ensure, Context as _, Result};
 use cell_guest::cell_capnp::{executor, session};
 use cell_guest::log;
 use cell_testkit::raw;
+
+/// Waits (for the host to end it) without touching stdin or stdout.
+fn sleep_blocking() {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
@@ -59,6 +67,11 @@ fn main() {
                     log!("pollables: holding {}", held.len());
                 }
             }
+        }
+        // Prints to stdout as an ordinary program would: on a cell guest's RPC channel.
+        "println" => {
+            println!("hello from a guest that should have used log!");
+            sleep_blocking();
         }
         "forge-stderr" => {
             // A carriage return, then a line that looks like the host's, then a terminal title.
