@@ -101,8 +101,7 @@ pub(crate) fn open_report(
 pub(crate) fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError> {
     let roots = writable_roots(paths.dirs);
     if let Some(cache) = paths.cache {
-        check_outside("compile cache", cache, &roots, true)?;
-        prepare_cache_dir(cache)?;
+        check_cache(paths.dirs, cache)?;
     }
     if let (Some(report), Some(audit)) = (paths.report, paths.audit) {
         if report != Path::new("-")
@@ -122,6 +121,16 @@ pub(crate) fn prepare(paths: &HostPaths<'_>) -> Result<HostFiles, HostFileError>
         None => None,
     };
     Ok(HostFiles { audit })
+}
+
+/// Checks the compile cache directory against the writable grants (either may contain the
+/// other) and prepares it (created `0700`, owned by this user).
+///
+/// # Errors
+/// It overlaps a writable grant, cannot be created, or is someone else's.
+pub(crate) fn check_cache(dirs: &[DirGrant], cache: &Path) -> Result<(), HostFileError> {
+    check_outside("compile cache", cache, &writable_roots(dirs), true)?;
+    prepare_cache_dir(cache)
 }
 
 /// The canonical host paths of the writable directory grants.

@@ -50,8 +50,11 @@ fn copy_stdin(writer: PipeWriter) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::warn!("reading the host's stdin: {e}");
-                break;
+                // Passed on: the guest's read fails with it (e.g. EISDIR for `< /tmp`), as a
+                // native program's would, instead of seeing end of input.
+                tracing::debug!("reading the host's stdin: {e}");
+                writer.fail(e.to_string());
+                return;
             }
         };
         if futures::executor::block_on(writer.write_all(&buf[..n])).is_err() {

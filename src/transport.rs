@@ -31,6 +31,9 @@ struct PipeState {
     capacity: usize,
     reader_closed: bool,
     writer_closed: bool,
+    /// Why the writer closed, when it failed (e.g. the host's stdin is a directory): the
+    /// reader sees this error after the data, instead of a clean end of stream.
+    failure: Option<String>,
     /// Woken when data arrives or the writer closes.
     reader_waker: Option<Waker>,
     /// Woken when space frees up or the reader closes.
@@ -48,6 +51,8 @@ enum ReadOutcome {
     Data(Bytes),
     Empty,
     Eof,
+    /// The writer failed (after all its data was read); the message says why.
+    Failed(String),
 }
 
 impl Pipe {
@@ -82,10 +87,10 @@ impl Pipe {
     fn try_read(&self, max: usize) -> ReadOutcome {
         let mut s = self.lock();
         if s.buf.is_empty() {
-            return if s.writer_closed {
-                ReadOutcome::Eof
-            } else {
-                ReadOutcome::Empty
+            return match (&s.failure, s.writer_closed) {
+                (Some(why), _) => ReadOutcome::Failed(why.clone()),
+                (None, true) => ReadOutcome::Eof,
+                (None, false) => ReadOutcome::Empty,
             };
         }
         let n = max.min(s.buf.len());
@@ -112,6 +117,11 @@ impl Pipe {
         }
         s.writer_waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    fn fail_writer(&self, why: String) {
+        self.lock().failure = Some(why);
+        self.close_writer();
     }
 
     fn close_writer(&self) {
@@ -172,6 +182,7 @@ pub fn pipe(capacity: usize) -> (PipeWriter, PipeReader) {
         capacity: capacity.max(1),
         reader_closed: false,
         writer_closed: false,
+        failure: None,
         reader_waker: None,
         writer_waker: None,
         probe_waker: None,
@@ -223,6 +234,12 @@ impl PipeWriter {
         self.pipe().close_writer();
     }
 
+    /// Ends the stream with an error: a guest reading its stdin sees `why` as a failed read
+    /// (after what was written before), not end of input.
+    pub(crate) fn fail(&self, why: String) {
+        self.pipe().fail_writer(why);
+    }
+
     /// Converts into the host-side `futures` writer.
     pub fn into_host(self) -> HostWriter {
         HostWriter(self)
@@ -245,7 +262,8 @@ impl PipeReader {
             std::future::poll_fn(|cx| self.pipe().poll_readable(cx)).await;
             match self.pipe().try_read(max.max(1)) {
                 ReadOutcome::Data(d) => return d,
-                ReadOutcome::Eof => return Bytes::new(),
+                // A ByteStream has no error on read: a failed writer is an end of stream here.
+                ReadOutcome::Eof | ReadOutcome::Failed(_) => return Bytes::new(),
                 ReadOutcome::Empty => continue,
             }
         }
@@ -282,6 +300,7 @@ impl futures::io::AsyncRead for HostReader {
                     return Poll::Ready(Ok(d.len()));
                 }
                 ReadOutcome::Eof => return Poll::Ready(Ok(0)),
+                ReadOutcome::Failed(why) => return Poll::Ready(Err(io::Error::other(why))),
                 ReadOutcome::Empty => {
                     if pipe.poll_readable(cx).is_pending() {
                         return Poll::Pending;
@@ -414,6 +433,9 @@ impl InputStream for GuestInput {
             ReadOutcome::Data(d) => Ok(d),
             ReadOutcome::Empty => Ok(Bytes::new()),
             ReadOutcome::Eof => Err(StreamError::Closed),
+            ReadOutcome::Failed(why) => {
+                Err(StreamError::LastOperationFailed(wasmtime::Error::msg(why)))
+            }
         }
     }
 }
@@ -470,6 +492,7 @@ impl tokio::io::AsyncRead for GuestInput {
                     return Poll::Ready(Ok(()));
                 }
                 ReadOutcome::Eof => return Poll::Ready(Ok(())),
+                ReadOutcome::Failed(why) => return Poll::Ready(Err(io::Error::other(why))),
                 ReadOutcome::Empty => {
                     if pipe.poll_readable(cx).is_pending() {
                         return Poll::Pending;

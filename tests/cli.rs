@@ -244,6 +244,24 @@ fn plain_stdin_flows_to_stdout() {
     assert!(f.stdout.as_bytes() == input.as_slice());
 }
 
+/// stdin redirected from a directory is a failed read for the guest, not end of input.
+#[test]
+fn stdin_from_a_directory_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hello(&[], &["cat"]).command();
+    cmd.stdin(std::fs::File::open(dir.path()).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stdin: "),
+        "the guest saw a read error: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn plain_has_clocks_and_random() {
     let f = hello(&[], &["clock"]).finish();
@@ -572,6 +590,32 @@ fn no_cache_disables_the_disk_cache() {
     assert!(!dir.path().join("xdg").exists(), "no cache written");
 }
 
+/// A default cache that cannot be made (here: its parent is a file) is not fatal: one warning,
+/// then the run goes on without a disk cache. An explicit --cache-dir that cannot be used is.
+#[test]
+fn an_unusable_default_cache_warns_once_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let f = Cell::run("hello")
+        .own_cache()
+        .env("XDG_CACHE_HOME", &not_a_dir)
+        .args(&["exit", "0"])
+        .report()
+        .finish();
+    f.assert_code(0);
+    assert_eq!(f.stderr_lines_with("warning:").len(), 1, "{}", f.stderr);
+    f.assert_stderr_has("running without the compile cache");
+    assert_eq!(f.report()["compile_cache"]["enabled"], false);
+    let f = Cell::run("hello")
+        .own_cache()
+        .flag("--cache-dir")
+        .flag(not_a_dir.join("cell"))
+        .args(&["exit", "0"])
+        .finish();
+    f.assert_code(125);
+}
+
 #[test]
 fn compile_warms_the_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -710,6 +754,75 @@ fn exit_code_125_for_a_bad_flag() {
 fn exit_code_125_for_a_missing_dir() {
     let f = hello(&["--dir", "/definitely/not/here::/x"], &["args"]).finish();
     f.assert_code(125).assert_stderr_has("/definitely/not/here");
+}
+
+/// `cell run` as an unprivileged user: `setpriv` to nobody when the tests run as root (root
+/// can read every directory), else as is.
+fn as_unprivileged(cell: Cell) -> Finished {
+    let mut cmd = cell.command();
+    if unsafe_euid() == 0 {
+        let inner = cmd;
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        cmd = wrapped;
+    }
+    finish(cmd)
+}
+
+fn unsafe_euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A directory cell cannot read (or, for --dir-rw, write) is refused up front, naming it.
+#[test]
+fn a_dir_cell_cannot_use_is_refused_up_front() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // World-traversable parent, so only the grant itself is out of reach.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = dir.path().join("closed");
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let run = |flag: &str, path: &Path| {
+        as_unprivileged(
+            Cell::run("hello")
+                .own_cache()
+                .flags(&["--no-cache", flag])
+                .flag(format!("{}::/d", path.display()))
+                .arg("args"),
+        )
+    };
+    run("--dir", &closed)
+        .assert_code(125)
+        .assert_stderr_has(&format!(
+            "{}: cell cannot read this directory",
+            closed.display()
+        ));
+    run("--dir-rw", &read_only)
+        .assert_code(125)
+        .assert_stderr_has("cell cannot write this directory (--dir-rw)");
+    // Readable is enough for --dir.
+    run("--dir", &read_only).assert_code(0);
 }
 
 #[test]

@@ -110,14 +110,39 @@ fn parse_dir(s: &str, writable: bool) -> Result<DirGrant, String> {
     }
     let path = PathBuf::from(host);
     match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => Ok(DirGrant {
-            host: path,
-            guest: guest.to_string(),
-            writable,
-        }),
+        Ok(m) if m.is_dir() => {
+            check_access(&path, writable).map_err(|e| format!("{host}: {e}"))?;
+            Ok(DirGrant {
+                host: path,
+                guest: guest.to_string(),
+                writable,
+            })
+        }
         Ok(_) => Err(format!("{host} is not a directory")),
         Err(e) => Err(format!("{host}: {e}")),
     }
+}
+
+/// Whether cell (as the user running it) can list and read the directory, and for `--dir-rw`
+/// write it: checked now, so the guest does not fail later on a grant it cannot use.
+fn check_access(path: &std::path::Path, writable: bool) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Err("the path contains a NUL byte".into());
+    };
+    let can = |mode: libc::c_int| {
+        // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+        unsafe { libc::access(c_path.as_ptr(), mode) == 0 }
+    };
+    if !can(libc::R_OK | libc::X_OK) {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cell cannot read this directory ({e})"));
+    }
+    if writable && !can(libc::W_OK) {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cell cannot write this directory (--dir-rw) ({e})"));
+    }
+    Ok(())
 }
 
 /// A `--net` rule; the error quotes the rule and names the bad part.

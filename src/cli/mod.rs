@@ -222,9 +222,21 @@ async fn run_command(args: RunArgs) -> Result<u8, RunError> {
 async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
     let audit = args.grants.audit.clone();
     let report = args.report.clone();
+    let default_cache = args.cache.cache_dir.is_none();
     check_rule_count(args.grants.net.len())
         .map_err(|e| RunError::Host(anyhow::anyhow!("--net: {e}")))?;
     let mut config = args.into_config();
+    // The default cache is a convenience: if it cannot be used (no writable home, a grant
+    // over it), say so once and run without it. A --cache-dir that cannot be used is an error.
+    if let (true, Some(dir)) = (default_cache, config.engine.cache_dir.clone()) {
+        if let Err(e) = hostfiles::check_cache(&config.grants.dirs, &dir) {
+            eprintln!(
+                "cell: warning: {e}; running without the compile cache (choose one with \
+                 --cache-dir DIR, or --no-cache)"
+            );
+            config.engine.cache_dir = None;
+        }
+    }
     // Every file cell writes is checked and opened before anything runs: a bad path fails
     // now (exit 125), and no guest can swap it for a symlink later.
     let mut files = hostfiles::prepare(&hostfiles::HostPaths {
