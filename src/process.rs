@@ -56,6 +56,8 @@ pub(crate) struct StoreSpec {
     pub stderr: Box<dyn StdoutStream>,
     /// Host directories preopened for the guest (pid0's `--dir`/`--dir-rw`); empty for others.
     pub dirs: Vec<DirGrant>,
+    /// The initial working directory reported to the guest (`--cwd`).
+    pub cwd: Option<String>,
     pub limits: Limits,
     /// The process's pid, for audit records.
     pub pid: u32,
@@ -84,6 +86,9 @@ pub(crate) fn build_store(
         .allow_ip_name_lookup(false);
     if let Some(policy) = &spec.network {
         crate::net::wasi::apply(&mut b, policy, spec.pid, spec.audit.clone());
+    }
+    if let Some(cwd) = &spec.cwd {
+        b.initial_cwd(cwd);
     }
     b.stdin(BoxedStdin(spec.stdin));
     b.stdout(BoxedStdout(spec.stdout));

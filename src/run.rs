@@ -39,6 +39,10 @@ pub mod exit_code {
 #[derive(Debug)]
 pub struct RunConfig {
     pub wasm: PathBuf,
+    /// pid0's argv[0] (default: the file name).
+    pub argv0: Option<String>,
+    /// pid0's initial working directory (a guest path).
+    pub cwd: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub grants: Grants,
@@ -198,7 +202,8 @@ pub(crate) async fn run(
         })?;
     let sha256 = component.hash.to_string();
     let spec = ProcessSpec {
-        name: program_name(&path),
+        name: config.argv0.clone().unwrap_or_else(|| program_name(&path)),
+        cwd: config.cwd.clone(),
         args: config.args,
         env: config.env,
         grants,

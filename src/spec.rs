@@ -45,6 +45,8 @@ pub struct ProcessSpec {
     pub grants: Grants,
     pub stderr: StderrMode,
     pub stdio: StdioMode,
+    /// The initial working directory (`--cwd`, pid0 only): relative paths resolve from it.
+    pub cwd: Option<String>,
 }
 
 /// Why a spawn failed. Returned to the caller of `spawn`; never affects anyone else.

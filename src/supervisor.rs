@@ -284,6 +284,7 @@ impl Supervisor {
                 stdout: stdio.stdout,
                 stderr: stdio.stderr,
                 dirs: spec.grants.dirs.clone(),
+                cwd: spec.cwd.clone(),
                 limits: limits.clone(),
                 pid,
                 network: spec.grants.network.clone(),

@@ -146,6 +146,37 @@ fn a_traps_one_line_carries_its_root_cause() {
     f.assert_stderr_has("error while executing at wasm backtrace");
 }
 
+/// wasmtime parity: `--argv0`, `--env NAME` (copy from the host), `--cwd`.
+#[test]
+fn argv0_env_inherit_form_and_cwd() {
+    let f = hello(&["--argv0", "tool"], &["args", "x"]).finish();
+    f.assert_code(0);
+    assert_eq!(f.stdout, "argv[0]=tool\nargv[1]=args\nargv[2]=x\n");
+    let f = hello(
+        &[
+            "--env",
+            "CELL_T_SET",
+            "--env",
+            "CELL_T_UNSET",
+            "--env",
+            "B=2",
+        ],
+        &["env"],
+    )
+    .env("CELL_T_SET", "from-host")
+    .env_remove("CELL_T_UNSET")
+    .finish();
+    f.assert_code(0);
+    assert_eq!(f.stdout, "B=2\nCELL_T_SET=from-host\n");
+    let dir = tempfile::tempdir().unwrap();
+    let map = format!("{}::/data", dir.path().display());
+    let f = hello(&["--dir", &map, "--cwd", "/data"], &["cwd"]).finish();
+    f.assert_code(0);
+    assert_eq!(f.stdout, "initial-cwd=/data\n");
+    let f = hello(&[], &["cwd"]).finish();
+    assert_eq!(f.stdout, "initial-cwd=none\n");
+}
+
 #[test]
 fn plain_env_is_only_what_is_granted() {
     let f = hello(

@@ -401,6 +401,32 @@ fn restricted_child_and_grandchild_cannot_widen() {
     );
 }
 
+/// Refusals say what would grant them: the `--net` rule for pid0, the parent for a child.
+#[test]
+fn denials_name_what_would_grant_them() {
+    let port = echo_server();
+    let p = port.to_string();
+    run_guest("net-fetch", &[], None, &["127.0.0.1", &p, "/"])
+        .assert_code(1)
+        .assert_stderr_has("not-granted: network (start cell with --net RULE");
+    let other = echo_server();
+    let done = probe(
+        &[format!("connect=127.0.0.1:{port}")],
+        None,
+        &[
+            "rpc-deny",
+            "127.0.0.1",
+            &other.to_string(),
+            "no-grant",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    done.assert_stderr_has(&format!(
+        "no rule allows it; to allow it, start cell with --net connect=127.0.0.1:{other}"
+    ))
+    .assert_stderr_has("not-granted: network (its parent did not grant it)");
+}
+
 #[test]
 fn children_without_a_grant_have_no_sockets() {
     let port = echo_server();

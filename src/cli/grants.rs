@@ -14,9 +14,10 @@ use crate::net::policy::{parse_rule, NetPolicy, NetRule};
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Grants (nothing is granted unless named here)")]
 pub struct GrantArgs {
-    /// Set an environment variable for pid0 (repeatable). Nothing is inherited from the host.
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    /// Set an environment variable for pid0 (repeatable); `--env KEY` alone copies KEY from
+    /// the host (as `wasmtime run` does). Nothing is inherited unless named.
+    #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<(String, Option<String>)>,
 
     /// Grant pid0 a Network allowing RULE (repeatable). RULE is OP=HOST:PORT: OP is connect,
     /// listen or udp; HOST an IPv4 address or CIDR, a bracketed IPv6 one ([::1], [2001:db8::/32]),
@@ -50,13 +51,25 @@ pub struct GrantArgs {
 impl GrantArgs {
     /// pid0's whole environment: the inherited variables, then `--env` (which wins).
     pub fn env_vars(&self) -> Vec<(String, String)> {
-        let mut vars: Vec<(String, String)> = self
+        let set: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        let inherited = self
             .env_inherit
             .iter()
-            .filter(|k| !self.env.iter().any(|(set, _)| set == *k))
-            .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
-            .collect();
-        vars.extend(self.env.iter().cloned());
+            .chain(self.env.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k));
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for k in inherited {
+            if set.iter().any(|(s, _)| s == k) || vars.iter().any(|(s, _)| s == k) {
+                continue;
+            }
+            if let Ok(v) = std::env::var(k) {
+                vars.push((k.clone(), v));
+            }
+        }
+        vars.extend(set);
         vars
     }
 
@@ -73,13 +86,12 @@ impl GrantArgs {
     }
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE`, or `KEY` alone: copy KEY from the host's environment (skipped if unset).
+fn parse_env(s: &str) -> Result<(String, Option<String>), String> {
     match s.split_once('=') {
         Some(("", _)) => Err(format!("empty variable name in {s:?}")),
-        Some((k, v)) => Ok((k.to_string(), v.to_string())),
-        None => Err(format!(
-            "expected KEY=VALUE, got {s:?} (to copy a host variable, use --env-inherit {s})"
-        )),
+        Some((k, v)) => Ok((k.to_string(), Some(v.to_string()))),
+        None => parse_key(s).map(|k| (k, None)),
     }
 }
 

@@ -95,6 +95,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub rpc: bool,
 
+    /// pid0's argv[0] [default: the wasm file's name].
+    #[arg(long, value_name = "NAME")]
+    pub argv0: Option<String>,
+
+    /// pid0's initial working directory, a path inside its grants (e.g. `/src` with
+    /// `--dir ./src::/src`), as `wasmtime run -S cwd=DIR`: relative paths resolve from it.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+
     /// Write a JSON run report to FILE once the run ends (`-` = stderr). Schema: README, "The run report".
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -133,6 +142,8 @@ impl RunArgs {
         };
         RunConfig {
             audit: None,
+            argv0: self.argv0,
+            cwd: self.cwd,
             wasm: self.wasm,
             args: self.args,
             env,

@@ -71,6 +71,8 @@ fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessS
             ProcessMode::Rpc => StdioMode::Rpc,
             ProcessMode::Plain => StdioMode::Plain,
         },
+        // Children have no directories, so nothing to start in.
+        cwd: None,
     };
     Ok((request, spec))
 }

@@ -68,8 +68,32 @@ pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
-fn denied(decision: &Decision) -> capnp::Error {
-    failed(Reason::Denied, decision)
+/// A denial, with what would grant it: for pid0 the `--net` rule to add (its Network is the
+/// operator's), for a child that its parent's Network does not allow it.
+pub(crate) fn denied(decision: &Decision, pid: crate::handle::Pid) -> capnp::Error {
+    // The address itself: a name's resolved address is what a rule must still name (special
+    // ranges are never covered by a name rule).
+    let target = match decision.canonical_ip.unwrap_or(decision.ip) {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    failed(
+        Reason::Denied,
+        format!(
+            "{decision}{}",
+            grant_hint(pid, decision.op, &target, decision.port)
+        ),
+    )
+}
+
+/// `; to allow it, start cell with --net connect=127.0.0.1:8080` for pid0; for a child, that
+/// the Network its parent passed does not allow it.
+pub(crate) fn grant_hint(pid: crate::handle::Pid, op: NetOp, target: &str, port: u16) -> String {
+    if pid == 0 {
+        format!("; to allow it, start cell with --net {op}={target}:{port}")
+    } else {
+        "; the Network its parent granted does not allow it".to_string()
+    }
 }
 
 impl NetworkServer {
@@ -80,7 +104,7 @@ impl NetworkServer {
         if decision.allowed {
             Ok(())
         } else {
-            Err(denied(&decision))
+            Err(denied(&decision, self.net.pid()))
         }
     }
 
@@ -115,7 +139,8 @@ impl NetworkServer {
                 port,
                 reason,
             ));
-            failed(Reason::Denied, reason)
+            let hint = grant_hint(self.net.pid(), NetOp::Connect, host, port);
+            failed(Reason::Denied, format!("{reason}{hint}"))
         };
         if !self.policy.has_name_rules(NetOp::Connect) {
             return Err(deny_name(NO_NAME_RULES));
@@ -143,7 +168,7 @@ impl NetworkServer {
         }
         match (allowed.is_empty(), last) {
             (false, _) => Ok(allowed),
-            (true, Some(decision)) => Err(denied(&decision)),
+            (true, Some(decision)) => Err(denied(&decision, self.net.pid())),
             (true, None) => Err(failed(
                 Reason::Unresolvable,
                 format!("{host}: no addresses"),

@@ -43,8 +43,17 @@ impl SessionServer {
         }
     }
 
-    fn not_granted(what: &str) -> capnp::Error {
-        failed(Reason::NotGranted, what)
+    /// `not-granted: network (…)`, naming what would grant it: for pid0 the flag, for a child
+    /// its parent.
+    fn not_granted(&self, what: &str) -> capnp::Error {
+        let how = match (self.conn.pid(), what) {
+            (0, "network") => "start cell with --net RULE, e.g. --net connect=example.com:443",
+            (0, "terminal") => "start cell with --tty",
+            (0, _) => "cell grants pid0 an executor only in RPC mode",
+            (_, "terminal") => "only pid0 can hold the terminal",
+            _ => "its parent did not grant it",
+        };
+        failed(Reason::NotGranted, format!("{what} ({how})"))
     }
 }
 
@@ -80,7 +89,7 @@ impl session::Server for SessionServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
         if !self.grants.executor {
-            return Err(Self::not_granted("executor"));
+            return Err(self.not_granted("executor"));
         }
         let executor = once(&self.issued.executor, || {
             capnp_rpc::new_client(ExecutorServer::new(self.conn.clone()))
@@ -99,7 +108,7 @@ impl session::Server for SessionServer {
             .grants
             .network
             .as_ref()
-            .ok_or_else(|| Self::not_granted("network"))?;
+            .ok_or_else(|| self.not_granted("network"))?;
         let network = once(&self.issued.network, || self.conn.network(policy.clone()));
         results.get().set_network(network);
         Ok(())
@@ -127,7 +136,7 @@ impl session::Server for SessionServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
         if !self.grants.terminal {
-            return Err(Self::not_granted("terminal"));
+            return Err(self.not_granted("terminal"));
         }
         let (input, output) = once(&self.issued.terminal, || {
             let host = self.conn.host().host_stdio();

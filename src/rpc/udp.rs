@@ -64,7 +64,7 @@ impl udp_socket::Server for UdpSocketServer {
         let decision = self.inner.policy.allows_destination(NetOp::Udp, ip, port);
         self.net.record(&decision);
         if !decision.allowed {
-            return Err(failed(Reason::Denied, decision));
+            return Err(crate::rpc::network::denied(&decision, self.net.pid()));
         }
         let _bytes = self.net.in_flight().reserve(data.len())?;
         self.inner

@@ -12,6 +12,7 @@
 //! - `clock`: prints `unix-seconds=N` (wall clock) and `monotonic-ok` if the monotonic clock
 //!   moves forward.
 //! - `random`: prints two 128-bit random numbers in hex on one line.
+//! - `cwd`: prints `initial-cwd=…` (`wasi:cli/environment.initial-cwd`, `none` if unset).
 //!
 //! Errors print `error: …` on stderr and exit with code 1.
 
@@ -53,6 +54,11 @@ fn run(command: &str, operand: Option<&str>, args: &[String]) -> Result<(), Stri
             let path = need("a path")?;
             std::fs::write(path, "written").map_err(|e| format!("write {path}: {e}"))?;
             writeln!(out, "wrote {path}").map_err(|e| e.to_string())?;
+        }
+        "cwd" => {
+            let cwd = wasip2::cli::environment::initial_cwd();
+            let shown = cwd.as_deref().unwrap_or("none");
+            writeln!(out, "initial-cwd={shown}").map_err(|e| e.to_string())?;
         }
         "cat" => {
             let mut input = std::io::stdin().lock();
