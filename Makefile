@@ -7,16 +7,18 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench bench-tools fuzz proto clean
+.PHONY: all deps guests build run test lint unit bench bench-tools fuzz proto install clean
 
 all: build
 
-## Install missing tools: the wasm32-wasip2 target, rustfmt/clippy, the capnp compiler.
+## Install missing tools: the wasm32-wasip2 target, rustfmt/clippy, the capnp compiler, jq (the
+## README's CI example, run by tests/ci_example.rs).
 deps:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@command -v capnp >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq capnproto; }
+	@command -v jq >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq jq; }
 
 ## Build the guests (staged: some embed others) and the host.
 guests: deps
@@ -58,6 +60,11 @@ bench: guests
 ## Takes ~15 minutes on 2 cores, so `make bench` does not do it by itself.
 bench-tools:
 	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/tools
+
+## Install the cell binary into $(PREFIX)/bin (release build).
+PREFIX ?= $(HOME)/.local
+install:
+	$(CARGO) install --path . --locked --root $(PREFIX)
 
 clean:
 	$(CARGO) clean

@@ -941,6 +941,53 @@ fn exit_codes_130_and_143_for_signals_to_cell() {
 // ---------------------------------------------------------------------------------------------
 // Help.
 
+/// Every flag the README's tables name is a flag of `cell run`, and every exit code the
+/// README lists is in `cell run --help`.
+#[test]
+fn the_readme_tables_match_the_binary() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut cmd = cell();
+    cmd.args(["run", "--help"]);
+    let help = finish(cmd).stdout;
+    let mut flags = Vec::new();
+    // The wasmtime mapping table names wasmtime's flags in its first column: not cell's.
+    let mut in_wasmtime_table = false;
+    for line in readme.lines() {
+        if line.starts_with('#') {
+            in_wasmtime_table = line.contains("`wasmtime run` flags and cell's");
+        }
+        if in_wasmtime_table || !line.starts_with("| `--") {
+            continue;
+        }
+        let flag: String = line[3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        flags.push(flag);
+    }
+    assert!(
+        flags.len() >= 15,
+        "too few flags found in the README: {flags:?}"
+    );
+    for flag in &flags {
+        let listed = [" ", "\n", "=", ","]
+            .iter()
+            .any(|end| help.contains(&format!("{flag}{end}")));
+        assert!(listed, "README names {flag}, which `cell run --help` lacks");
+    }
+    for code in ["124", "125", "126", "127", "134", "137", "130", "143"] {
+        assert!(
+            readme.contains(&format!("| {code} ")),
+            "README lacks exit code {code}"
+        );
+        assert!(
+            help.contains(code),
+            "`cell run --help` lacks exit code {code}"
+        );
+    }
+}
+
 #[test]
 fn help_reads_well() {
     let help = |args: &[&str]| {

@@ -78,8 +78,9 @@ Examples:
 Exit status:
   N    pid0 exited with code N (0-255, exactly as it said)
   124  pid0 ran past --timeout
-  125  cell itself failed: bad flag, missing --dir, host error
+  125  cell itself failed: bad flag, unusable --dir, --plain for a cell guest, host error
   126  the file is not a runnable component (not wasm, core module, missing import)
+  (with --report, every ending writes the report, a failure to start included)
   127  the file cannot be read
   134  pid0 trapped, ran out of memory or fuel, or broke its RPC channel
   137  pid0 was killed (other than by a signal to cell)
@@ -100,7 +101,7 @@ pub struct RunArgs {
     pub argv0: Option<String>,
 
     /// pid0's initial working directory, a path inside its grants (e.g. `/src` with
-    /// `--dir ./src::/src`), as `wasmtime run -S cwd=DIR`: relative paths resolve from it.
+    /// `--dir ./src::/src`), reported as `wasi:cli/environment.initial-cwd`.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
 
