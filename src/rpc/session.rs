@@ -70,16 +70,13 @@ impl session::Server for SessionServer {
             .host()
             .info(pid)
             .ok_or_else(|| failed(Reason::Dead, format!("process {pid} has exited")))?;
-        let mut out = results.get().init_info();
-        out.set_pid(info.pid);
-        out.set_parent(info.parent.unwrap_or(0));
-        out.set_depth(info.depth);
-        let names = self.grants.names();
-        let mut list = out.init_grants(names.len() as u32);
-        for (i, name) in names.iter().enumerate() {
-            list.set(i as u32, *name);
-        }
-        Ok(())
+        let wire = cell_proto::Info {
+            pid: info.pid,
+            parent: info.parent.unwrap_or(0),
+            depth: info.depth,
+            grants: self.grants.names().iter().map(|n| n.to_string()).collect(),
+        };
+        Ok(wire.write(results.get().init_info())?)
     }
 
     async fn executor(

@@ -31,17 +31,8 @@ pub struct Caps {
     session: session::Client,
 }
 
-/// Who this process is (the answer of `Session.info`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Info {
-    pub pid: u32,
-    /// pid0's parent is reported as 0.
-    pub parent: u32,
-    /// pid0 is at depth 0, its children at 1, ...
-    pub depth: u32,
-    /// The names of the grants this process holds, e.g. `["executor", "network"]`.
-    pub grants: Vec<String>,
-}
+/// Who this process is (the answer of `Session.info`; the wire crate's type).
+pub use cell_proto::Info;
 
 /// The operator's terminal, for an interactive pid0 started with `--tty`.
 #[derive(Clone)]
@@ -69,22 +60,10 @@ impl Caps {
             .promise
             .await
             .context("session.info")?;
-        let info = response
+        response
             .get()
-            .and_then(|r| r.get_info())
-            .context("session.info: reading the response")?;
-        let grants = info
-            .get_grants()
-            .context("session.info: reading grants")?
-            .iter()
-            .map(|g| text(g, "a grant name"))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Info {
-            pid: info.get_pid(),
-            parent: info.get_parent(),
-            depth: info.get_depth(),
-            grants,
-        })
+            .and_then(|r| Info::read(r.get_info()?))
+            .context("session.info: reading the response")
     }
 
     /// This process's Executor; fails ("not-granted: executor") unless its parent granted one.
