@@ -13,7 +13,9 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
-/// Bindings generated from `capnp/cell.capnp` (see `make proto`).
+/// Bindings generated from `capnp/cell.capnp` (see `make proto`): checked in exactly as
+/// generated, so rustfmt leaves them alone.
+#[rustfmt::skip]
 #[allow(
     clippy::all,
     missing_docs,
