@@ -4,7 +4,8 @@
 # side and bootstraps a `Session`. Everything a guest may do beyond pure computation comes through
 # that Session, and only if the guest's parent (or, for pid0, the operator) granted it.
 #
-# Schema version 1. Changes are additive only (new fields, methods, enumerants and interfaces get
+# Schema version 2 (version 1 plus the items marked "(version 2)": Executor.load, Component,
+# Grants.components, Session.components). Changes are additive only (new fields, methods, enumerants and interfaces get
 # new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
 #
@@ -63,6 +64,10 @@ interface Session {
   terminal @4 () -> (input :ByteStream, output :ByteStream);
   # The operator's terminal (host stdin/stdout), for an interactive pid0 started with `--tty`.
   # Fails with "not-granted: terminal" otherwise.
+
+  components @5 () -> (components :List(Component));
+  # (version 2) The components handed to this process by its parent in `Grants.components`,
+  # in the same order: programs it may spawn even without an Executor.
 }
 
 struct ProcessInfo {
@@ -82,6 +87,22 @@ interface Executor {
 
   echo @1 (message :Text) -> (response :Text);
   # Diagnostics: returns `message` unchanged.
+
+  load @2 (wasm :Data) -> (component :Component);
+  # (version 2) Compiles `wasm` (or finds it in the host's caches) once and returns it as a
+  # capability, to spawn from as often as needed without sending the bytes again. Fails like
+  # `spawn` ("bad-wasm: …", "missing-import: …", "limit: …").
+}
+
+interface Component {
+  # (version 2) A loaded component: the right to spawn exactly this program.
+
+  spawn @0 (request :SpawnRequest) -> (process :Process);
+  # Like `Executor.spawn` with this component's code; `request.wasm` is ignored (leave it
+  # empty). The child's parent is the process holding this capability.
+
+  hash @1 () -> (sha256 :Text);
+  # The SHA-256 of the component's bytes, in lower-case hex.
 }
 
 struct SpawnRequest {
@@ -105,6 +126,7 @@ struct Grants {
   executor @0 :Bool;          # the child gets an Executor of its own (same limits, one level down)
   network @1 :Network;        # null: no network; otherwise a Network this process holds
   sockets @2 :List(Socket);   # sockets handed over to the child (see Session.sockets)
+  components @3 :List(Component);  # (version 2) programs the child may spawn (Session.components)
 }
 
 struct Socket {

@@ -3,6 +3,7 @@
 # must exist first. Works from any directory; outputs land in guests/target/wasm32-wasip2/release/.
 #
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
+#            spawner
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
 #            bench-net
 #   stage 2: child-echo                                         (embeds child-leaf)
@@ -25,7 +26,7 @@ build() {
     cargo build --release --target wasm32-wasip2 "$@"
 }
 
-build -p child-leaf -p child-trap -p child-garbage -p child-silent \
+build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
     -p bench-nop -p bench-hello -p bench-net
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape

@@ -86,6 +86,12 @@ pub struct LoadedComponent {
     bytes: Arc<[u8]>,
 }
 
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedComponent({}, {} bytes)", self.hash, self.size)
+    }
+}
+
 /// Why bytes could not become a runnable component. Returned to whoever supplied the bytes.
 #[derive(Debug, Error)]
 pub enum LoadError {

@@ -7,8 +7,10 @@
 //! Directories ([`DirGrant`]) are granted by the operator to pid0 only: `SpawnRequest` has no
 //! field for them, so children never see a host directory.
 
-use std::path::PathBuf;
+pub(crate) use crate::hostfiles::DirGrant;
+use std::rc::Rc;
 
+use crate::engine::LoadedComponent;
 use crate::net::policy::NetPolicy;
 use crate::net::socket::SocketGrant;
 
@@ -27,18 +29,9 @@ pub struct Grants {
     /// Host directories preopened in the process's WASI filesystem (`--dir`, `--dir-rw`; pid0
     /// only). Default: none.
     pub dirs: Vec<DirGrant>,
-}
-
-/// One host directory made visible to a guest through a WASI preopen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirGrant {
-    /// The directory on the host.
-    pub host: PathBuf,
-    /// The name the guest opens it by (its preopen path).
-    pub guest: String,
-    /// Whether the guest may create, change and delete files under it. Otherwise it may only
-    /// read.
-    pub writable: bool,
+    /// Loaded components it may spawn (`Session.components`), even without an Executor: each
+    /// is re-issued on its own connection. Default: none.
+    pub components: Vec<Rc<LoadedComponent>>,
 }
 
 impl Grants {
@@ -59,6 +52,9 @@ impl Grants {
         }
         if !self.dirs.is_empty() {
             names.push("dirs");
+        }
+        if !self.components.is_empty() {
+            names.push("components");
         }
         names
     }

@@ -22,7 +22,17 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::grants::DirGrant;
+/// One host directory made visible to a guest through a WASI preopen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The name the guest opens it by (its preopen path).
+    pub guest: String,
+    /// Whether the guest may create, change and delete files under it. Otherwise it may only
+    /// read.
+    pub writable: bool,
+}
 
 /// Why a host file cannot be used.
 #[derive(Debug, Error)]

@@ -45,7 +45,7 @@ pub use run::exit_code;
 /// In-process access to the host, for benches and tests: serve one guest connection over
 /// in-memory pipes (no wasm), with a real [`Supervisor`] or any [`Host`].
 pub mod inproc {
-    pub use crate::engine::{CellEngine, EngineConfig};
+    pub use crate::engine::{CellEngine, EngineConfig, LoadedComponent};
     pub use crate::grants::Grants;
     pub use crate::handle::{HandleParts, Pid, PlainStdio, ProcessHandle, ProcessInfo};
     pub use crate::hoststdio::HostStdio;
@@ -55,7 +55,7 @@ pub mod inproc {
     pub use crate::net::policy::NetPolicy;
     pub use crate::rpc::host::Host;
     pub use crate::rpc::{serve, Connection, ServeSpec, Transport};
-    pub use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+    pub use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
     pub use crate::status::{ExitStatus, KilledBy};
     pub use crate::supervisor::Supervisor;
     pub use crate::transport::{pipe, HostReader, HostWriter, PipeReader, PipeWriter};

@@ -6,7 +6,10 @@
 use cell_proto::Reason;
 use thiserror::Error;
 
-use crate::engine::LoadError;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::engine::{LoadError, LoadedComponent};
 use crate::grants::Grants;
 use crate::handle::Pid;
 use crate::limits::LimitError;
@@ -47,6 +50,13 @@ pub struct ProcessSpec {
     pub stdio: StdioMode,
     /// The initial working directory (`--cwd`, pid0 only): relative paths resolve from it.
     pub cwd: Option<String>,
+}
+
+/// What a child runs: bytes to load (`Executor.spawn`), or a component loaded before
+/// (`Executor.load`, then `Component.spawn`).
+pub enum Code {
+    Bytes(Arc<[u8]>),
+    Loaded(Rc<LoadedComponent>),
 }
 
 /// Why a spawn failed. Returned to the caller of `spawn`; never affects anyone else.

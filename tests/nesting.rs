@@ -98,3 +98,25 @@ fn captured_stderr_is_readable_by_the_parent() {
     // Captured output goes to the parent, not to the terminal.
     assert!(!out.stderr.contains("[pid 1] leaf"), "{}", out.stderr);
 }
+
+/// `Executor.load` once and spawn many; the component's hash is its bytes' SHA-256; granted to a
+/// child without an Executor, it lets that child spawn exactly that program, as its own
+/// children.
+#[test]
+fn a_loaded_component_spawns_many_and_can_be_granted() {
+    use sha2::Digest as _;
+    let out = passes(
+        &["components"],
+        &[
+            "ok: spawned child-leaf 20 times from one component: 20 exited with code 0",
+            "ok: loading the same bytes again gives the same hash",
+            "ok: a child holding only the component spawned from it: exited with code 0",
+            "ok: loading garbage is refused: ",
+        ],
+    );
+    let bytes = std::fs::read(guest("child-leaf")).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    out.assert_stderr_has(&format!("ok: component hash {sha}"))
+        .assert_stderr_has(&format!("spawned {sha} 3 times, no executor"));
+    out.assert_stderr_has("bad-wasm: not a WebAssembly binary");
+}

@@ -14,9 +14,9 @@ use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
 use cell::cell_capnp::{byte_stream, executor, process, session};
 use cell::inproc::{
-    pipe, serve, Audit, ExitStatus, Grants, HandleParts, Host, HostStdio, LimitRequest, NetPolicy,
-    Pid, PipeReader, PipeWriter, PlainStdio, ProcessHandle, ProcessInfo, ProcessSpec, ServeSpec,
-    SocketTally, SpawnError, Transport, PIPE_CAPACITY,
+    pipe, serve, Audit, Code, ExitStatus, Grants, HandleParts, Host, HostStdio, LimitRequest,
+    LoadedComponent, NetPolicy, Pid, PipeReader, PipeWriter, PlainStdio, ProcessHandle,
+    ProcessInfo, ProcessSpec, ServeSpec, SocketTally, SpawnError, Transport, PIPE_CAPACITY,
 };
 use cell_proto::{CellError, Reason, SpawnRequest};
 use futures::future::LocalBoxFuture;
@@ -41,7 +41,7 @@ impl Host for TestHost {
     fn spawn_child(
         &self,
         parent: Pid,
-        _wasm: Arc<[u8]>,
+        _code: Code,
         spec: ProcessSpec,
         _limits: LimitRequest,
     ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>> {
@@ -70,6 +70,19 @@ impl Host for TestHost {
             handle: handle.clone(),
         });
         Box::pin(async move { Ok(handle) })
+    }
+
+    fn load(
+        &self,
+        _owner: Pid,
+        _wasm: Arc<[u8]>,
+    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
+        // No engine here: loading is the supervisor's (tests/nesting.rs covers it).
+        Box::pin(async {
+            Err(SpawnError::Instantiate(
+                "no engine in this test host".into(),
+            ))
+        })
     }
 
     fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {
@@ -316,6 +329,21 @@ fn a_guest_made_network_is_a_bad_grant() {
         let executor = executor_of(&session).await;
         let mut req = SpawnRequest::new(&b"\0asm"[..]);
         req.grants.network = Some(capnp_rpc::new_client(Impostor));
+        let mut call = executor.spawn_request();
+        req.write(call.get().init_request()).expect("write");
+        assert_eq!(reason(call.send().promise.await), Reason::BadGrant);
+        assert_eq!(host.spawned.get(), 0);
+    });
+}
+
+#[test]
+fn a_guest_made_component_is_a_bad_grant() {
+    struct Impostor;
+    impl cell::cell_capnp::component::Server for Impostor {}
+    with_session(executor_grant(), 16, |session, host| async move {
+        let executor = executor_of(&session).await;
+        let mut req = SpawnRequest::new(&b"\0asm"[..]);
+        req.grants.components = vec![capnp_rpc::new_client(Impostor)];
         let mut call = executor.spawn_request();
         req.write(call.get().init_request()).expect("write");
         assert_eq!(reason(call.send().promise.await), Reason::BadGrant);

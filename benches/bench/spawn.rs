@@ -12,6 +12,9 @@ const TARGET_P50_NS: u64 = 100_000;
 /// Target: cached spawns per second.
 const TARGET_PER_S: f64 = 10_000.0;
 const CONCURRENCY: usize = 64;
+/// Targets for spawning through a loaded `Component` (no bytes per spawn).
+const TARGET_COMPONENT_P50_NS: u64 = 50_000;
+const TARGET_COMPONENT_PER_S: f64 = 20_000.0;
 /// The sequential measurement is repeated; the median round (by p50) is reported.
 const ROUNDS: usize = 3;
 
@@ -46,6 +49,9 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     let mut a = args(["--cache-dir", &cache, &pid0, "spawn-concurrent"]);
     a.extend([n.to_string(), CONCURRENCY.to_string()]);
     let conc = env.cell_result(&a, "spawn-concurrent")?;
+    let mut a = args(["--cache-dir", &cache, &pid0, "spawn-component"]);
+    a.push(n.to_string());
+    let comp = env.cell_result(&a, "spawn-component")?;
 
     let wasmtime = match &env.wasmtime {
         Some(w) => {
@@ -87,6 +93,20 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                 format!("≥ {}", rate(TARGET_PER_S)),
                 Some(per_s >= TARGET_PER_S),
             ),
+    );
+    let k = comp.summary()?;
+    let k_per_s = comp.u64("spawns_per_s")? as f64;
+    s.row(
+        Row::new("cached, via a Component: p50 / p99", p50_p99(k)).target(
+            format!("p50 ≤ {}", dur(TARGET_COMPONENT_P50_NS)),
+            Some(k.p50 <= TARGET_COMPONENT_P50_NS),
+        ),
+    );
+    s.row(
+        Row::new("cached, via a Component: spawns/s", rate(k_per_s)).target(
+            format!("≥ {}", rate(TARGET_COMPONENT_PER_S)),
+            Some(k_per_s >= TARGET_COMPONENT_PER_S),
+        ),
     );
     let c = conc.summary()?;
     let c_per_s = conc.u64("spawns_per_s")? as f64;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::cell_capnp::{
-    grants, limits, network, socket, spawn_request, tcp_listener, tcp_stream, udp_socket,
-    ProcessMode, StderrMode,
+    component, grants, limits, network, socket, spawn_request, tcp_listener, tcp_stream,
+    udp_socket, ProcessMode, StderrMode,
 };
 use crate::reason::{CellError, Reason};
 
@@ -51,6 +51,8 @@ pub struct Grants {
     pub network: Option<network::Client>,
     /// Sockets handed over, in order (`Session.sockets`).
     pub sockets: Vec<Socket>,
+    /// Components the child may spawn, in order (`Session.components`; version 2).
+    pub components: Vec<component::Client>,
 }
 
 impl Grants {
@@ -60,9 +62,18 @@ impl Grants {
         if let Some(network) = &self.network {
             b.set_network(network.clone());
         }
-        let mut list = b.init_sockets(list_len(self.sockets.len(), "sockets")?);
+        let mut list = b
+            .reborrow()
+            .init_sockets(list_len(self.sockets.len(), "sockets")?);
         for (i, s) in self.sockets.iter().enumerate() {
             s.write(list.reborrow().get(i as u32));
+        }
+        if !self.components.is_empty() {
+            let n = list_len(self.components.len(), "components")?;
+            let mut list = b.reborrow().init_components(n);
+            for (i, c) in self.components.iter().enumerate() {
+                list.set(i as u32, c.client.hook.add_ref());
+            }
         }
         Ok(())
     }
@@ -79,10 +90,19 @@ impl Grants {
             .iter()
             .map(Socket::read)
             .collect::<capnp::Result<Vec<_>>>()?;
+        // A version-1 sender leaves the list out: no components.
+        let components = if r.has_components() {
+            r.get_components()?
+                .iter()
+                .collect::<capnp::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Grants {
             executor: r.get_executor(),
             network,
             sockets,
+            components,
         })
     }
 }
@@ -180,6 +200,8 @@ pub struct ReadBounds {
     /// The longest name kept: a longer one is cut (at a character boundary) without being
     /// copied whole.
     pub name_bytes: usize,
+    /// Whether to copy the wasm: `Component.spawn` ignores it, so it is not even read.
+    pub with_wasm: bool,
 }
 
 /// Counts what is copied against [`ReadBounds`].
@@ -252,7 +274,11 @@ impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
             env.push((text(k)?, text(v)?));
         }
         Ok(SpawnRequest {
-            wasm: W::from(r.get_wasm().map_err(bad)?),
+            wasm: if bounds.with_wasm {
+                W::from(r.get_wasm().map_err(bad)?)
+            } else {
+                W::from(&[])
+            },
             name: cut(
                 r.get_name()
                     .map_err(bad)?
@@ -298,6 +324,7 @@ mod tests {
             argv_env_bytes: 64,
             argv_env_entries: 4,
             name_bytes: 8,
+            with_wasm: true,
         }
     }
 

@@ -82,6 +82,7 @@ impl GrantArgs {
             network: (!self.net.is_empty()).then(|| NetPolicy::new(self.net)),
             sockets: Vec::new(),
             dirs,
+            components: Vec::new(),
         }
     }
 }

@@ -13,13 +13,15 @@ use capnp_rpc::CapabilityServerSet;
 use cell_proto::{Grants as WireGrants, Reason, Socket as WireSocket};
 
 use crate::budget::ByteBudget;
-use crate::cell_capnp::{network, socket, tcp_listener, tcp_stream, udp_socket};
+use crate::cell_capnp::{component, network, socket, tcp_listener, tcp_stream, udp_socket};
+use crate::engine::LoadedComponent;
 use crate::handle::Pid;
 use crate::limits::NET_MAX_IN_FLIGHT;
 use crate::net::audit::{Audit, Via};
 use crate::net::count::{SocketPermit, SocketTally};
 use crate::net::policy::{Decision, NetPolicy};
 use crate::net::socket::{ListenerInner, SocketGrant, StreamInner, UdpInner};
+use crate::rpc::component::ComponentServer;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::rpc::host::Host;
@@ -104,6 +106,14 @@ struct ConnInner {
     streams: Issued<TcpStreamServer, tcp_stream::Client>,
     listeners: Issued<TcpListenerServer, tcp_listener::Client>,
     udp: Issued<UdpSocketServer, udp_socket::Client>,
+    components: Issued<ComponentServer, component::Client>,
+}
+
+/// The capabilities of a spawn request's grants, resolved to the host objects behind them.
+pub(crate) struct ResolvedGrants {
+    pub(crate) network: Option<NetPolicy>,
+    pub(crate) sockets: Vec<SocketGrant>,
+    pub(crate) components: Vec<Rc<LoadedComponent>>,
 }
 
 impl Conn {
@@ -127,6 +137,7 @@ impl Conn {
             streams: Issued::new(),
             listeners: Issued::new(),
             udp: Issued::new(),
+            components: Issued::new(),
         }))
     }
 
@@ -203,6 +214,14 @@ impl Conn {
         self.0.udp.issue(UdpSocketServer::new(inner, self.clone()))
     }
 
+    /// A `Component` capability for a loaded component: spawning from it starts children of
+    /// this connection's process.
+    pub(crate) fn component(&self, component: Rc<LoadedComponent>) -> component::Client {
+        self.0
+            .components
+            .issue(ComponentServer::new(component, self.clone()))
+    }
+
     /// The capability for a socket handed to this process.
     pub(crate) fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
         match grant {
@@ -212,15 +231,16 @@ impl Conn {
         }
     }
 
-    /// The network part of a spawn request, resolved: the policy of the granted `Network` (which
-    /// must be one this connection issued) and the granted sockets (likewise).
+    /// The capabilities of a spawn request, resolved: the policy of the granted `Network`
+    /// (which must be one this connection issued), the granted sockets and components
+    /// (likewise).
     ///
     /// # Errors
     /// `bad-grant: …` for a capability this host did not issue to this process.
     pub(crate) async fn resolve_grants(
         &self,
         request: WireGrants,
-    ) -> Result<(Option<NetPolicy>, Vec<SocketGrant>), capnp::Error> {
+    ) -> Result<ResolvedGrants, capnp::Error> {
         let network = match request.network {
             None => None,
             Some(client) => {
@@ -258,6 +278,18 @@ impl Conn {
                     .ok_or_else(|| failed(Reason::BadGrant, "not a socket issued by this host"))?,
             );
         }
-        Ok((network, sockets))
+        let mut components = Vec::with_capacity(request.components.len());
+        for client in request.components {
+            let server =
+                self.0.components.recognise(client).await.ok_or_else(|| {
+                    failed(Reason::BadGrant, "not a Component issued by this host")
+                })?;
+            components.push(server.component().clone());
+        }
+        Ok(ResolvedGrants {
+            network,
+            sockets,
+            components,
+        })
     }
 }

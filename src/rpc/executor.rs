@@ -6,13 +6,14 @@ use std::sync::Arc;
 use capnp::capability::Rc;
 use cell_proto::{CellError, ReadBounds, SpawnRequest};
 
-use crate::cell_capnp::{executor, spawn_request, ProcessMode, StderrMode as WireStderr};
+use crate::cell_capnp::{executor, process, spawn_request, ProcessMode, StderrMode as WireStderr};
+use crate::engine::LoadedComponent;
 use crate::grants::Grants;
 use crate::limits::{MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
 use crate::rpc::process::ProcessServer;
-use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::text::{guest_text, GUEST_TEXT_MAX};
 
 /// Spawns children of the process whose connection `conn` is (the parent of everything it
@@ -37,7 +38,11 @@ type WireRequest = SpawnRequest<Arc<[u8]>>;
 /// The request as the wire crate reads it (args and env bounded by
 /// [`MAX_ARGV_ENV_BYTES`] / [`MAX_ARGV_ENV_ENTRIES`] before they are copied), the parts that
 /// are not capabilities turned into a [`ProcessSpec`].
-fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessSpec), CellError> {
+fn read_request(
+    req: spawn_request::Reader<'_>,
+    with_wasm: bool,
+) -> Result<(WireRequest, ProcessSpec), CellError> {
+    // `Component.spawn` ignores the request's wasm: it is not even copied.
     let mut request = WireRequest::read(
         req,
         ReadBounds {
@@ -45,6 +50,7 @@ fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessS
             argv_env_entries: MAX_ARGV_ENV_ENTRIES,
             // `guest_text` keeps far less; this only avoids copying a huge name first.
             name_bytes: 4 * GUEST_TEXT_MAX,
+            with_wasm,
         },
     )?;
     // Names reach logs, the report and `ps`: bounded and escaped (see `crate::text`).
@@ -77,6 +83,37 @@ fn read_request(req: spawn_request::Reader<'_>) -> Result<(WireRequest, ProcessS
     Ok((request, spec))
 }
 
+/// The shared body of `Executor.spawn` and `Component.spawn`: read the request (its wasm is
+/// the code unless `loaded` is given), resolve the grants on `conn`, spawn a child of `conn`'s
+/// process, and hand back its `Process`, issued on `conn`.
+pub(crate) async fn spawn_on(
+    conn: &Conn,
+    request: spawn_request::Reader<'_>,
+    loaded: Option<Rc<LoadedComponent>>,
+) -> Result<process::Client, capnp::Error> {
+    let (request, mut spec) = read_request(request, loaded.is_none())?;
+    // The child's network is the policy of a Network this process was issued (a new server
+    // with the same policy is made for the child), never a guest-made object; likewise its
+    // sockets and components.
+    let resolved = conn.resolve_grants(request.grants).await?;
+    spec.grants.network = resolved.network;
+    spec.grants.sockets = resolved.sockets;
+    spec.grants.components = resolved.components;
+    let code = match loaded {
+        Some(component) => Code::Loaded(component),
+        None => Code::Bytes(request.wasm),
+    };
+    let handle = conn
+        .host()
+        .spawn_child(conn.pid(), code, spec, request.limits)
+        .await
+        .map_err(spawn_error)?;
+    Ok(capnp_rpc::new_client(ProcessServer::new(
+        handle,
+        conn.clone(),
+    )))
+}
+
 impl executor::Server for ExecutorServer {
     async fn spawn(
         self: Rc<Self>,
@@ -85,25 +122,29 @@ impl executor::Server for ExecutorServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
         self.conn.ensure_running()?;
-        let (request, mut spec) = read_request(params.get()?.get_request()?)?;
+        // The request's parts are copied out before anything waits (`read_request`).
+        let spawned = spawn_on(&self.conn, params.get()?.get_request()?, None);
+        let process = spawned.await?;
+        results.get().set_process(process);
+        Ok(())
+    }
+
+    async fn load(
+        self: Rc<Self>,
+        params: executor::LoadParams,
+        mut results: executor::LoadResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        self.conn.ensure_running()?;
+        let wasm: Arc<[u8]> = Arc::from(params.get()?.get_wasm()?);
         drop(params);
-        // The child's network is the policy of a Network this process was issued (a new server
-        // with the same policy is made for the child), never a guest-made object.
-        let (network, sockets) = self.conn.resolve_grants(request.grants).await?;
-        spec.grants.network = network;
-        spec.grants.sockets = sockets;
-        let handle = self
+        let component = self
             .conn
             .host()
-            .spawn_child(self.conn.pid(), request.wasm, spec, request.limits)
+            .load(self.conn.pid(), wasm)
             .await
             .map_err(spawn_error)?;
-        results
-            .get()
-            .set_process(capnp_rpc::new_client(ProcessServer::new(
-                handle,
-                self.conn.clone(),
-            )));
+        results.get().set_component(self.conn.component(component));
         Ok(())
     }
 

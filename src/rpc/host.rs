@@ -9,25 +9,33 @@ use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 
+use crate::engine::LoadedComponent;
 use crate::handle::Pid;
 use crate::handle::{ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::LimitRequest;
-use crate::spec::{ProcessSpec, SpawnError};
+use crate::spec::{Code, ProcessSpec, SpawnError};
 
 /// What the capability servers of every connection call on the host.
 ///
 /// Everything here runs on the one supervisor thread; the futures are `!Send`.
 pub trait Host {
-    /// Starts a child of `parent` from `wasm`; resolves once it is instantiated (may compile,
-    /// on a blocking thread, bounded by the engine's compile semaphore).
+    /// Starts a child of `parent` from `code`; resolves once it is instantiated (bytes may be
+    /// compiled first, on a blocking thread, bounded by the engine's compile semaphore).
     fn spawn_child(
         &self,
         parent: Pid,
-        wasm: Arc<[u8]>,
+        code: Code,
         spec: ProcessSpec,
         limits: LimitRequest,
     ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>>;
+
+    /// Loads (compiles, or finds in the caches) `wasm` for `owner`, within its `max-wasm-size`.
+    fn load(
+        &self,
+        owner: Pid,
+        wasm: Arc<[u8]>,
+    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>>;
 
     /// Fails with [`SpawnError::Dead`] unless `pid` is running.
     fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError>;

@@ -4,6 +4,7 @@
 //! One file per capability server. Servers reach the supervisor only through its public
 //! methods; the supervisor reaches this module only through [`serve`].
 
+pub(crate) mod component;
 pub(crate) mod conn;
 pub(crate) mod executor;
 pub(crate) mod fail;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use capnp::capability::Rc;
 
-use crate::cell_capnp::{byte_stream, executor, network, session};
+use crate::cell_capnp::{byte_stream, component, executor, network, session};
 use crate::grants::Grants;
 use crate::rpc::conn::Conn;
 use crate::rpc::executor::ExecutorServer;
@@ -27,6 +27,7 @@ struct Issued {
     executor: RefCell<Option<executor::Client>>,
     network: RefCell<Option<network::Client>>,
     terminal: RefCell<Option<(byte_stream::Client, byte_stream::Client)>>,
+    components: RefCell<Option<Vec<component::Client>>>,
 }
 
 /// The client in `slot`, made by `make` the first time.
@@ -122,6 +123,26 @@ impl session::Server for SessionServer {
         for (i, grant) in granted.iter().enumerate() {
             self.conn
                 .socket_client(grant, list.reborrow().get(i as u32));
+        }
+        Ok(())
+    }
+
+    async fn components(
+        self: Rc<Self>,
+        _: session::ComponentsParams,
+        mut results: session::ComponentsResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        let clients = once(&self.issued.components, || {
+            self.grants
+                .components
+                .iter()
+                .map(|c| self.conn.component(c.clone()))
+                .collect()
+        });
+        let mut list = results.get().init_components(clients.len() as u32);
+        for (i, c) in clients.iter().enumerate() {
+            list.set(i as u32, c.client.hook.add_ref());
         }
         Ok(())
     }

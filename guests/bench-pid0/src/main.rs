@@ -13,6 +13,7 @@
 //! - `pipeline N INFLIGHT`: N echo calls (16 B) keeping INFLIGHT in flight: calls/s.
 //! - `spawn N`: N sequential spawn → wait of bench-nop: the first (cold) and the rest (cached).
 //! - `spawn-concurrent N C`: N spawn → wait of bench-nop, C at a time (after one warm-up).
+//! - `spawn-component N`: N sequential spawn → wait of bench-nop through one `Component`.
 //! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
 //!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
 //!   the host's memory meanwhile), then exit; the cascade kills the children.
@@ -55,6 +56,7 @@ fn main() {
             "pipeline" => pipeline(&executor(&caps).await?, n(1)?, n(2)?).await,
             "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "spawn-component" => spawn_component(&executor(&caps).await?, n(1)?).await,
             "idle-children" => idle_children(&executor(&caps).await?, n(1)?, n(2)?).await,
             "tcp" => {
                 let host = args.get(1).context("tcp: HOST missing")?;
@@ -155,6 +157,35 @@ async fn spawn_sequential(executor: &Executor, n: usize) -> anyhow::Result<()> {
     let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
     let (p50, p99, mean) = summary(samples);
     log!("bench: kind=spawn n={n} cold_ns={cold} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s} wasm_bytes={}", NOP.len());
+    Ok(())
+}
+
+/// N sequential spawn → wait of bench-nop through one `Component` (`Executor.load` once): no
+/// bytes sent per spawn.
+async fn spawn_component(executor: &Executor, n: usize) -> anyhow::Result<()> {
+    let component = executor.load(NOP).await?;
+    let one = || async {
+        let t0 = now();
+        let child = component
+            .spawn()
+            .name("bench-nop")
+            .stderr(StderrMode::Discard)
+            .start()
+            .await?;
+        let status = child.wait().await?;
+        ensure!(status.success(), "bench-nop {status}");
+        anyhow::Ok(now() - t0)
+    };
+    one().await?; // warm
+    let t0 = now();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 1..n {
+        samples.push(one().await?);
+    }
+    let elapsed = (now() - t0).max(1);
+    let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
+    let (p50, p99, mean) = summary(samples);
+    log!("bench: kind=spawn-component n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
     Ok(())
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use cell_proto::{ExitStatus, Socket, SpawnRequest};
 
-use crate::cell_capnp::{byte_stream, executor, process, session, ProcessMode, StderrMode};
+use crate::cell_capnp::{
+    byte_stream, component, executor, process, session, ProcessMode, StderrMode,
+};
 use crate::net::Network;
 
 /// Reads a text field as an owned `String`.
@@ -116,6 +118,29 @@ impl Caps {
             .collect()
     }
 
+    /// The components handed to this process by its parent (`SpawnBuilder::grant_component`),
+    /// in order: programs it may spawn even without an Executor.
+    pub async fn components(&self) -> Result<Vec<Component>> {
+        let response = self
+            .session
+            .components_request()
+            .send()
+            .promise
+            .await
+            .context("session.components")?;
+        let list = response
+            .get()
+            .and_then(|r| r.get_components())
+            .context("session.components: reading the response")?;
+        list.iter()
+            .map(|c| {
+                Ok(Component::new(
+                    c.context("session.components: a component")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The operator's terminal; fails ("not-granted: terminal") unless pid0 runs with `--tty`.
     pub async fn terminal(&self) -> Result<Terminal> {
         let response = self
@@ -180,6 +205,61 @@ impl Executor {
     pub fn spawn<'a>(&self, wasm: &'a [u8]) -> SpawnBuilder<'a> {
         SpawnBuilder::new(self.client.clone(), wasm)
     }
+
+    /// Compiles `wasm` once (or finds it in the host's caches) and returns it as a
+    /// [`Component`] to spawn from as often as needed, without sending the bytes again.
+    pub async fn load(&self, wasm: &[u8]) -> Result<Component> {
+        let mut request = self.client.load_request();
+        request.get().set_wasm(wasm);
+        let response = request.send().promise.await.context("executor.load")?;
+        let client = response
+            .get()
+            .and_then(|r| r.get_component())
+            .context("executor.load: reading the response")?;
+        Ok(Component::new(client))
+    }
+}
+
+/// A loaded component (`Component` in the schema): the right to spawn exactly this program.
+/// Cheap to clone; can be granted to a child with `SpawnBuilder::grant_component`.
+#[derive(Clone)]
+pub struct Component {
+    client: component::Client,
+}
+
+impl Component {
+    /// Wraps a raw client.
+    pub fn new(client: component::Client) -> Self {
+        Component { client }
+    }
+
+    /// The raw capability.
+    pub fn client(&self) -> &component::Client {
+        &self.client
+    }
+
+    /// Starts building a child running this component (no bytes are sent).
+    pub fn spawn(&self) -> SpawnBuilder<'static> {
+        SpawnBuilder {
+            target: Target::Component(self.client.clone()),
+            request: SpawnRequest::new(&[]),
+        }
+    }
+
+    /// The SHA-256 of the component's bytes, in lower-case hex.
+    pub async fn hash(&self) -> Result<String> {
+        let response = self
+            .client
+            .hash_request()
+            .send()
+            .promise
+            .await
+            .context("component.hash")?;
+        text(
+            response.get().and_then(|r| r.get_sha256()),
+            "component.hash response",
+        )
+    }
 }
 
 /// Builds a `SpawnRequest` (the wire crate's [`SpawnRequest`], written by its own writer).
@@ -187,16 +267,34 @@ impl Executor {
 /// environment, no grants, stderr forwarded, RPC mode, the parent's limits.
 #[must_use = "a spawn does nothing until `start().await`"]
 pub struct SpawnBuilder<'a> {
-    executor: executor::Client,
+    target: Target,
     request: SpawnRequest<&'a [u8]>,
+}
+
+/// What a [`SpawnBuilder`] spawns through.
+enum Target {
+    /// `Executor.spawn`, sending the wasm.
+    Executor(executor::Client),
+    /// `Component.spawn`: the code is already in the host.
+    Component(component::Client),
 }
 
 impl<'a> SpawnBuilder<'a> {
     fn new(executor: executor::Client, wasm: &'a [u8]) -> Self {
         SpawnBuilder {
-            executor,
+            target: Target::Executor(executor),
             request: SpawnRequest::new(wasm),
         }
+    }
+
+    /// Lets the child spawn `component` (it gets it from `Session.components`), even without
+    /// an Executor.
+    pub fn grant_component(mut self, component: &Component) -> Self {
+        self.request
+            .grants
+            .components
+            .push(component.client.clone());
+        self
     }
 
     /// argv[0] and the name used in the host's logs.
@@ -296,27 +394,45 @@ impl<'a> SpawnBuilder<'a> {
         } else {
             self.request.name.clone()
         };
-        let mut request = self.executor.spawn_request();
-        self.request
-            .write(request.get().init_request())
-            .with_context(|| format!("spawn {label}: building the request"))?;
-        let spawned = request.send();
-        // Pipelined with the spawn: no extra round trip.
-        let pid = spawned.pipeline.get_process().pid_request().send().promise;
-        let response = spawned
-            .promise
-            .await
-            .with_context(|| format!("spawn {label}"))?;
-        let client = response
-            .get()
-            .and_then(|r| r.get_process())
-            .with_context(|| format!("spawn {label}: reading the response"))?;
+        let spawned = match &self.target {
+            Target::Executor(executor) => {
+                let mut request = executor.spawn_request();
+                self.request
+                    .write(request.get().init_request())
+                    .with_context(|| format!("spawn {label}: building the request"))?;
+                Spawned::Executor(request.send())
+            }
+            Target::Component(component) => {
+                let mut request = component.spawn_request();
+                self.request
+                    .write(request.get().init_request())
+                    .with_context(|| format!("spawn {label}: building the request"))?;
+                Spawned::Component(request.send())
+            }
+        };
+        let (pid, response) = match spawned {
+            Spawned::Executor(s) => (
+                s.pipeline.get_process().pid_request().send().promise,
+                s.promise.await.and_then(|r| r.get()?.get_process()),
+            ),
+            Spawned::Component(s) => (
+                s.pipeline.get_process().pid_request().send().promise,
+                s.promise.await.and_then(|r| r.get()?.get_process()),
+            ),
+        };
+        let client = response.with_context(|| format!("spawn {label}"))?;
         let pid = pid
             .await
             .and_then(|r| Ok(r.get()?.get_pid()))
             .with_context(|| format!("spawn {label}: process.pid"))?;
         Ok(Process { client, pid })
     }
+}
+
+/// A spawn request in flight, through either target.
+enum Spawned {
+    Executor(capnp::capability::RemotePromise<executor::spawn_results::Owned>),
+    Component(capnp::capability::RemotePromise<component::spawn_results::Owned>),
 }
 
 /// A child process (`Process` in the schema). Dropping it does not stop the child.

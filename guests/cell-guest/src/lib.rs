@@ -42,7 +42,7 @@ use anyhow::Context as _;
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use futures::FutureExt as _;
 
-pub use caps::{ByteStream, Caps, Executor, Info, Process, SpawnBuilder, Terminal};
+pub use caps::{ByteStream, Caps, Component, Executor, Info, Process, SpawnBuilder, Terminal};
 pub use cell_proto::{CellError, ExitStatus, KilledBy, ProcessMode, Reason, Socket, StderrMode};
 pub use runtime::{sleep, timeout, Elapsed, Sleep};
 

@@ -12,6 +12,7 @@
 //! - `garbage`         child-garbage is reported as a protocol violation; a sibling is fine
 //! - `silent`          child-silent 5 (never speaks RPC) is reported as exited with code 5
 //! - `stderr-capture`  child-leaf's captured stderr contains "leaf"
+//! - `components`      Executor.load once, spawn 20 times, hash; a component granted to spawner
 //! - `all`             every scenario above except `exit`, in order
 //!
 //! Host error strings are printed in the `ok:` lines so a reader can see them.
@@ -28,6 +29,7 @@ static CHILD_TRAP: &[u8] = cell_testkit::embed!("child-trap");
 static CHILD_GARBAGE: &[u8] = cell_testkit::embed!("child-garbage");
 static CHILD_SILENT: &[u8] = cell_testkit::embed!("child-silent");
 static RELAY: &[u8] = cell_testkit::embed!("relay");
+static SPAWNER: &[u8] = cell_testkit::embed!("spawner");
 
 /// No wait in a scenario may take longer than this: a hang is reported as a failure.
 const WAIT: Duration = Duration::from_secs(60);
@@ -41,6 +43,7 @@ const SCENARIOS: &[&str] = &[
     "garbage",
     "silent",
     "stderr-capture",
+    "components",
 ];
 
 fn main() {
@@ -94,6 +97,7 @@ fn main() {
                 "garbage" => garbage(&executor, &mut report).await,
                 "silent" => silent(&executor, &mut report).await,
                 "stderr-capture" => stderr_capture(&executor, &mut report).await,
+                "components" => components(&executor, &mut report).await,
                 other => Err(anyhow!("no such scenario {other:?}")),
             };
             if let Err(e) = outcome {
@@ -366,6 +370,60 @@ async fn stderr_capture(executor: &Executor, report: &mut Report) -> Result<()> 
     report.check(
         captured.contains("leaf"),
         format!("captured stderr contains \"leaf\": {:?}", captured.trim()),
+    );
+    Ok(())
+}
+
+/// `Executor.load` once, spawn many; `Component.hash`; a component granted to a child that has
+/// no Executor (spawner), whose spawns are its own children; a bad component refused at load.
+async fn components(executor: &Executor, report: &mut Report) -> Result<()> {
+    let leaf = executor.load(CHILD_LEAF).await?;
+    let hash = leaf.hash().await?;
+    report.check(
+        hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        format!("component hash {hash}"),
+    );
+    let again = executor.load(CHILD_LEAF).await?.hash().await?;
+    report.check(
+        again == hash,
+        "loading the same bytes again gives the same hash",
+    );
+    let n = 20;
+    let mut ok = 0;
+    for _ in 0..n {
+        let child = leaf
+            .spawn()
+            .name("leaf")
+            .args(["--no-echo", "--expect-parent", "0"])
+            .start()
+            .await?;
+        if wait(&child, "leaf").await?.success() {
+            ok += 1;
+        }
+    }
+    report.check(
+        ok == n,
+        format!("spawned child-leaf {n} times from one component: {ok} exited with code 0"),
+    );
+    let spawner = executor
+        .spawn(SPAWNER)
+        .name("spawner")
+        .args(["--count", "3"])
+        .grant_component(&leaf)
+        .start()
+        .await?;
+    let status = wait(&spawner, "spawner").await?;
+    report.check(
+        status.success(),
+        format!("a child holding only the component spawned from it: {status}"),
+    );
+    let bad = executor.load(b"not wasm").await;
+    report.check(
+        cell_testkit::failed_with(&bad, cell_guest::Reason::BadWasm),
+        format!(
+            "loading garbage is refused: {}",
+            cell_testkit::err_text(&bad)
+        ),
     );
     Ok(())
 }

@@ -12,9 +12,11 @@
 //! store and RPC connection are dropped, its children are killed (cascade), and its entry is
 //! reaped once its subtree is gone.
 
+mod task;
+
+use task::ProcessTask;
+
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +33,11 @@ use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
-use crate::process::{build_store, classify, fuel_gauge, guest_ended_it, usage, StoreSpec, Usage};
+use crate::process::{build_store, fuel_gauge, StoreSpec, Usage};
 use crate::report::{ProcessSummary, RunStats};
 use crate::rpc;
 use crate::rpc::host::Host;
-use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::state::ProcState;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
@@ -130,12 +132,17 @@ impl Supervisor {
     pub async fn spawn_child(
         &self,
         parent: Pid,
-        wasm: Arc<[u8]>,
+        code: Code,
         spec: ProcessSpec,
         request: &LimitRequest,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
-        self.child_limits(parent, request, wasm.len())?;
-        let component = self.0.engine.load(wasm).await?;
+        let component = match code {
+            Code::Bytes(wasm) => {
+                self.child_limits(parent, request, wasm.len())?;
+                self.0.engine.load(wasm).await?
+            }
+            Code::Loaded(component) => component,
+        };
         // The parent may have ended, or its subtree filled up, while the code compiled.
         let (mut limits, depth) = self.child_limits(parent, request, component.size)?;
         // The child's fuel is lent from the parent's (see `FuelGauge`): what it asked for, or
@@ -159,6 +166,33 @@ impl Supervisor {
             gauge.repay(fuel);
         }
         started
+    }
+
+    /// Loads `wasm` for `owner` (`Executor.load`): checked against its `max-wasm-size` before
+    /// anything is compiled, and its owner must still run once it is.
+    ///
+    /// # Errors
+    /// The owner is not running, the bytes are too large, or they cannot be loaded.
+    pub async fn load(
+        &self,
+        owner: Pid,
+        wasm: Arc<[u8]>,
+    ) -> Result<Rc<LoadedComponent>, SpawnError> {
+        {
+            let table = self.0.table.borrow();
+            let entry = table.running(owner).ok_or(SpawnError::Dead(owner))?;
+            let size = wasm.len() as u64;
+            if size > entry.limits.max_wasm_bytes {
+                return Err(LimitError::WasmSize {
+                    size,
+                    limit: entry.limits.max_wasm_bytes,
+                }
+                .into());
+            }
+        }
+        let component = self.0.engine.load(wasm).await?;
+        self.ensure_running(owner)?;
+        Ok(component)
     }
 
     /// The fuel gauge of `pid`, if it runs metered.
@@ -358,7 +392,7 @@ impl Supervisor {
     }
 
     /// Records that a process ended, terminates its children, and reaps what can be reaped.
-    fn finish(&self, handle: &ProcessHandle, status: ExitStatus, usage: Usage) {
+    pub(super) fn finish(&self, handle: &ProcessHandle, status: ExitStatus, usage: Usage) {
         tracing::info!(target: "cell::proc", pid = handle.pid, %status, "process ended");
         // What the process did not use goes back to the parent it was lent from.
         if let (Some(left), Some(parent)) = (usage.fuel_left, handle.parent) {
@@ -420,12 +454,21 @@ impl Host for Supervisor {
     fn spawn_child(
         &self,
         parent: Pid,
-        wasm: Arc<[u8]>,
+        code: Code,
         spec: ProcessSpec,
         limits: LimitRequest,
     ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>> {
         let sup = self.clone();
-        Box::pin(async move { sup.spawn_child(parent, wasm, spec, &limits).await })
+        Box::pin(async move { sup.spawn_child(parent, code, spec, &limits).await })
+    }
+
+    fn load(
+        &self,
+        owner: Pid,
+        wasm: Arc<[u8]>,
+    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
+        let sup = self.clone();
+        Box::pin(async move { Supervisor::load(&sup, owner, wasm).await })
     }
 
     fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {
@@ -453,118 +496,4 @@ struct NewStdio {
     guest: GuestStdio,
     host: PlainStdio,
     captured: Option<crate::stderr::CapturedStderr>,
-}
-
-/// How the run of one process ended, before it is turned into an [`ExitStatus`].
-enum Ending {
-    Finished(wasmtime::Result<Result<(), ()>>),
-    Stopped(ExitStatus),
-}
-
-type RpcFuture = Pin<Box<dyn Future<Output = Result<(), capnp::Error>>>>;
-
-/// The task that runs one process from instantiation to reaping.
-struct ProcessTask {
-    sup: Supervisor,
-    handle: Rc<ProcessHandle>,
-    component: Rc<LoadedComponent>,
-    store: Store<ProcState>,
-    connection: Option<rpc::Connection>,
-    timeout: Option<Duration>,
-    /// Told once instantiation succeeded or failed, so `spawn` can answer.
-    started: oneshot::Sender<Result<(), SpawnError>>,
-}
-
-impl ProcessTask {
-    async fn run(mut self) {
-        let status = self.drive().await;
-        // Drop the store first: that closes the guest's ends of its pipes.
-        let ProcessTask {
-            sup, handle, store, ..
-        } = self;
-        let used = usage(&store);
-        drop(store);
-        sup.finish(&handle, status, used);
-    }
-
-    async fn drive(&mut self) -> ExitStatus {
-        let handle = self.handle.clone();
-        let timeout = self.timeout;
-        let stop = async move {
-            tokio::select! {
-                by = handle.killed() => ExitStatus::Killed(by),
-                () = sleep_or_forever(timeout) => ExitStatus::TimedOut,
-            }
-        };
-        tokio::pin!(stop);
-
-        // Killed, timed out, trapped or out of fuel while starting: the guest ended that way;
-        // anything else means the component could not be set up.
-        let instantiated = tokio::select! {
-            biased;
-            s = &mut stop => Err((s, true)),
-            r = self.component.pre.instantiate_async(&mut self.store) => r.map_err(|e| {
-                let ran = guest_ended_it(&e, &self.store);
-                (classify(Err(e), &self.store), ran)
-            }),
-        };
-        let (started, _) = oneshot::channel();
-        let started = std::mem::replace(&mut self.started, started);
-        let command = match instantiated {
-            Ok(c) => {
-                let _ = started.send(Ok(()));
-                c
-            }
-            Err((status, ran)) => {
-                let failure = if ran {
-                    SpawnError::EndedWhileStarting(status.clone())
-                } else {
-                    SpawnError::Instantiate(status.to_string())
-                };
-                let _ = started.send(Err(failure));
-                return status;
-            }
-        };
-
-        let mut violation = None;
-        let mut rpc: RpcFuture = match self.connection.take() {
-            Some(c) => {
-                violation = Some(c.violation());
-                Box::pin(c.run())
-            }
-            None => Box::pin(std::future::pending()),
-        };
-        let mut rpc_open = true;
-        let ending = {
-            let run = command.wasi_cli_run().call_run(&mut self.store);
-            tokio::pin!(run);
-            loop {
-                tokio::select! {
-                    biased;
-                    s = &mut stop => break Ending::Stopped(s),
-                    r = &mut rpc, if rpc_open => match r {
-                        Ok(()) => rpc_open = false,
-                        Err(e) => break Ending::Stopped(ExitStatus::ProtocolViolation(e.to_string())),
-                    },
-                    r = &mut run => break Ending::Finished(r),
-                }
-            }
-        };
-        // A violation seen on the wire wins over however the guest ended afterwards (it may
-        // have read the host's abort and exited before the RPC system finished shutting down).
-        if let Some(v) = violation.and_then(|v| v.borrow_mut().take()) {
-            return ExitStatus::ProtocolViolation(v);
-        }
-        match ending {
-            Ending::Finished(r) => classify(r, &self.store),
-            Ending::Stopped(s) => s,
-        }
-    }
-}
-
-async fn sleep_or_forever(timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => tokio::time::sleep(t).await,
-        None => std::future::pending().await,
-    }
 }
