@@ -53,6 +53,10 @@ pub(crate) const MAX_ARGV_ENV_ENTRIES: usize = 4096;
 /// WASI resources (streams, pollables, sockets, files, …) one process may hold at once. Each
 /// costs the host a table entry and the object behind it; wasmtime's default is far larger.
 pub(crate) const MAX_RESOURCES: usize = 4096;
+/// `Component` capabilities one process may hold at once. Each keeps a compiled component
+/// alive in the host (past the compile cache's LRU), so a guest loading ever more distinct
+/// programs would otherwise make the host hold all of them.
+pub(crate) const MAX_COMPONENTS_HELD: usize = 64;
 /// Core instances, linear memories and tables one store may create. Each linear memory
 /// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
 /// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
 
+use crate::budget::Taken;
 use crate::cell_capnp::component;
 use crate::engine::LoadedComponent;
 use crate::rpc::conn::Conn;
@@ -17,11 +18,17 @@ use crate::rpc::executor::spawn_on;
 pub(crate) struct ComponentServer {
     component: Rc<LoadedComponent>,
     conn: Conn,
+    /// One of the holder's `MAX_COMPONENTS_HELD` slots, given back when the capability goes.
+    _slot: Taken,
 }
 
 impl ComponentServer {
-    pub(crate) fn new(component: Rc<LoadedComponent>, conn: Conn) -> Self {
-        ComponentServer { component, conn }
+    pub(crate) fn new(component: Rc<LoadedComponent>, conn: Conn, slot: Taken) -> Self {
+        ComponentServer {
+            component,
+            conn,
+            _slot: slot,
+        }
     }
 
     /// The loaded component behind this capability.

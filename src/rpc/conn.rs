@@ -12,11 +12,11 @@ use std::sync::Arc;
 use capnp_rpc::CapabilityServerSet;
 use cell_proto::{Grants as WireGrants, Reason, Socket as WireSocket};
 
-use crate::budget::ByteBudget;
+use crate::budget::{Budget, ByteBudget};
 use crate::cell_capnp::{component, network, socket, tcp_listener, tcp_stream, udp_socket};
 use crate::engine::LoadedComponent;
 use crate::handle::Pid;
-use crate::limits::NET_MAX_IN_FLIGHT;
+use crate::limits::{MAX_COMPONENTS_HELD, NET_MAX_IN_FLIGHT};
 use crate::net::audit::{Audit, Via};
 use crate::net::count::{SocketPermit, SocketTally};
 use crate::net::policy::{Decision, NetPolicy};
@@ -107,6 +107,8 @@ struct ConnInner {
     listeners: Issued<TcpListenerServer, tcp_listener::Client>,
     udp: Issued<UdpSocketServer, udp_socket::Client>,
     components: Issued<ComponentServer, component::Client>,
+    /// `Component` capabilities held now, bounded by [`MAX_COMPONENTS_HELD`].
+    components_held: Budget,
 }
 
 /// The capabilities of a spawn request's grants, resolved to the host objects behind them.
@@ -138,6 +140,7 @@ impl Conn {
             listeners: Issued::new(),
             udp: Issued::new(),
             components: Issued::new(),
+            components_held: Budget::new(MAX_COMPONENTS_HELD),
         }))
     }
 
@@ -216,10 +219,24 @@ impl Conn {
 
     /// A `Component` capability for a loaded component: spawning from it starts children of
     /// this connection's process.
-    pub(crate) fn component(&self, component: Rc<LoadedComponent>) -> component::Client {
-        self.0
+    ///
+    /// # Errors
+    /// `limit: …` when the process already holds [`MAX_COMPONENTS_HELD`] components (a
+    /// capability it drops frees its slot).
+    pub(crate) fn component(
+        &self,
+        component: Rc<LoadedComponent>,
+    ) -> Result<component::Client, capnp::Error> {
+        let slot = self.0.components_held.take(1).ok_or_else(|| {
+            failed(
+                Reason::Limit,
+                format!("a process holds at most {MAX_COMPONENTS_HELD} components"),
+            )
+        })?;
+        Ok(self
+            .0
             .components
-            .issue(ComponentServer::new(component, self.clone()))
+            .issue(ComponentServer::new(component, self.clone(), slot)))
     }
 
     /// The capability for a socket handed to this process.

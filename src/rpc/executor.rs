@@ -144,7 +144,7 @@ impl executor::Server for ExecutorServer {
             .load(self.conn.pid(), wasm)
             .await
             .map_err(spawn_error)?;
-        results.get().set_component(self.conn.component(component));
+        results.get().set_component(self.conn.component(component)?);
         Ok(())
     }
 

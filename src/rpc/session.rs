@@ -133,13 +133,16 @@ impl session::Server for SessionServer {
         mut results: session::ComponentsResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        let clients = once(&self.issued.components, || {
-            self.grants
+        if self.issued.components.borrow().is_none() {
+            let clients = self
+                .grants
                 .components
                 .iter()
                 .map(|c| self.conn.component(c.clone()))
-                .collect()
-        });
+                .collect::<Result<Vec<_>, _>>()?;
+            *self.issued.components.borrow_mut() = Some(clients);
+        }
+        let clients = self.issued.components.borrow().clone().unwrap_or_default();
         let mut list = results.get().init_components(clients.len() as u32);
         for (i, c) in clients.iter().enumerate() {
             list.set(i as u32, c.client.hook.add_ref());

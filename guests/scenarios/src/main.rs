@@ -417,6 +417,28 @@ async fn components(executor: &Executor, report: &mut Report) -> Result<()> {
         status.success(),
         format!("a child holding only the component spawned from it: {status}"),
     );
+    // Each Component held keeps compiled code alive in the host: a process holds at most 64.
+    let mut held = Vec::new();
+    let refused = loop {
+        match executor.load(CHILD_LEAF).await {
+            Ok(c) => held.push(c),
+            Err(e) => break e,
+        }
+        if held.len() > 200 {
+            break anyhow!("no limit after 200 components");
+        }
+    };
+    report.check(
+        cell_guest::reason(&refused) == Some(cell_guest::Reason::Limit) && held.len() >= 60,
+        format!(
+            "holding {} components, the next load is refused: {refused:#}",
+            held.len()
+        ),
+    );
+    drop(held);
+    cell_guest::sleep(std::time::Duration::from_millis(100)).await;
+    let freed = executor.load(CHILD_LEAF).await;
+    report.check(freed.is_ok(), "components dropped free their slots");
     let bad = executor.load(b"not wasm").await;
     report.check(
         cell_testkit::failed_with(&bad, cell_guest::Reason::BadWasm),
