@@ -51,6 +51,8 @@ pub struct RunConfig {
     /// `--audit FILE`: network decisions as JSON lines, to this file (opened before pid0
     /// starts, see [`crate::hostfiles`]).
     pub audit: Option<std::fs::File>,
+    /// `--resolve NAME=IP`: names the host answers itself, without a query.
+    pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
     /// How pid0's stdio is used: decided by the file unless a flag says so.
     pub mode: ModeChoice,
 }
@@ -179,7 +181,7 @@ pub(crate) async fn run(
         Some(file) => Audit::to_writer(file),
         None => Audit::tracing_only(),
     };
-    let sup = Supervisor::with_audit(engine, audit);
+    let sup = Supervisor::with_audit(engine, audit).with_pinned_names(config.resolve.clone());
     let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
     let plain = config.mode.decide(&path, sdk_guest)?;
     if plain && config.grants.terminal {

@@ -386,6 +386,52 @@ fn name_rules_resolve_on_the_host_but_never_launder_loopback() {
     );
 }
 
+/// `--resolve NAME=IP` answers a name without any query (a `.test` name never resolves
+/// otherwise); the policy still decides on the pinned address (loopback must be named).
+#[test]
+fn pinned_names_are_answered_without_a_query() {
+    let port = echo_server();
+    let p = port.to_string();
+    let (_dir, audit) = temp_audit();
+    let pin = |rules: &[String], checks: &[&str]| {
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        let done = Cell::run("net-probe")
+            .flags(&["--resolve", "api.cell.test=127.0.0.1", "--audit"])
+            .flag(&audit)
+            .net(&rules)
+            .args(checks)
+            .finish();
+        assert!(!done.stderr.contains("fail:"), "{}", done.stderr);
+        done.assert_code(0);
+    };
+    pin(
+        &[
+            format!("connect=api.cell.test:{port}"),
+            format!("connect=127.0.0.1:{port}"),
+        ],
+        &["rpc-allow", "api.cell.test", &p],
+    );
+    use serde_json::json;
+    assert_audited(
+        &audit_lines(&audit),
+        &[
+            ("host", json!("api.cell.test")),
+            ("ip", json!("127.0.0.1")),
+            ("allowed", json!(true)),
+        ],
+    );
+    // The name rule alone does not name loopback: the pinned address is still denied.
+    pin(
+        &[format!("connect=api.cell.test:{port}")],
+        &["rpc-deny", "api.cell.test", &p],
+    );
+    // A bad pin is a usage error.
+    Cell::run("net-probe")
+        .flags(&["--resolve", "api.cell.test=not-an-ip"])
+        .finish()
+        .assert_code(125);
+}
+
 #[test]
 fn restricted_child_and_grandchild_cannot_widen() {
     let (a, b) = (echo_server(), echo_server());

@@ -46,6 +46,11 @@ pub struct GrantArgs {
     /// Give pid0 the terminal (the host's stdin/stdout) through `Session.terminal`.
     #[arg(long, conflicts_with = "plain")]
     pub tty: bool,
+
+    /// Answer the host name NAME with the address IP, without any DNS query (repeatable, as
+    /// curl's --resolve): for every name the host resolves for a guest. Rules still decide.
+    #[arg(long = "resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
 impl GrantArgs {
@@ -156,6 +161,21 @@ fn check_access(path: &std::path::Path, writable: bool) -> Result<(), String> {
         return Err(format!("cell cannot write this directory (--dir-rw) ({e})"));
     }
     Ok(())
+}
+
+/// `NAME=IP`: a host name (its canonical spelling) and an address.
+fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=IP, got {s:?}"))?;
+    let name =
+        crate::net::policy::canonical_name(name).map_err(|why| format!("{name:?}: {why}"))?;
+    let ip = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok((name, ip))
 }
 
 /// A `--net` rule; the error quotes the rule and names the bad part.

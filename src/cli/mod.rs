@@ -143,6 +143,7 @@ impl RunArgs {
         };
         RunConfig {
             audit: None,
+            resolve: grants.resolve.iter().cloned().collect(),
             argv0: self.argv0,
             cwd: self.cwd,
             wasm: self.wasm,

@@ -45,4 +45,10 @@ pub trait Host {
 
     /// The host's own stdin/stdout (for `Session.terminal`).
     fn host_stdio(&self) -> &HostStdio;
+
+    /// The address the operator pinned for `name` (`--resolve NAME=IP`), answered without
+    /// any DNS query. `None`: resolve it normally.
+    fn pinned(&self, _name: &str) -> Option<std::net::IpAddr> {
+        None
+    }
 }

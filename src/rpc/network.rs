@@ -150,12 +150,17 @@ impl NetworkServer {
                 "connect {host}:{port}: no rule allows this name and port"
             )));
         }
-        let resolved = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| failed(Reason::Unresolvable, format!("{host}: {e}")))?;
+        let resolved: Vec<SocketAddr> = match self.net.host().pinned(host) {
+            // `--resolve`: the operator's answer, no query at all.
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| failed(Reason::Unresolvable, format!("{host}: {e}")))?
+                .collect(),
+        };
         let mut allowed = Vec::new();
         let mut last = None;
-        for addr in resolved.take(MAX_RESOLVED_ADDRS) {
+        for addr in resolved.into_iter().take(MAX_RESOLVED_ADDRS) {
             let decision = self
                 .policy
                 .allows_resolved(NetOp::Connect, host, addr.ip(), port);

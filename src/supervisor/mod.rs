@@ -17,6 +17,8 @@ mod task;
 use task::ProcessTask;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,8 @@ struct Inner {
     stats: RefCell<RunStats>,
     /// The host's own stdin/stdout, lent to a plain pid0 or through `Session.terminal`.
     host_stdio: HostStdio,
+    /// `--resolve NAME=IP`: names answered without a query.
+    pinned: RefCell<HashMap<String, IpAddr>>,
 }
 
 impl Supervisor {
@@ -70,7 +74,14 @@ impl Supervisor {
             audit,
             stats: RefCell::new(RunStats::default()),
             host_stdio: HostStdio::default(),
+            pinned: RefCell::default(),
         }))
+    }
+
+    /// Answers these names itself (`--resolve`), for every process of the run.
+    pub fn with_pinned_names(self, names: HashMap<String, IpAddr>) -> Self {
+        *self.0.pinned.borrow_mut() = names;
+        self
     }
 
     /// The network audit sink of this run.
@@ -481,6 +492,10 @@ impl Host for Supervisor {
 
     fn host_stdio(&self) -> &HostStdio {
         Supervisor::host_stdio(self)
+    }
+
+    fn pinned(&self, name: &str) -> Option<IpAddr> {
+        self.0.pinned.borrow().get(name).copied()
     }
 }
 
