@@ -28,9 +28,10 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime 48.0.8)");
 
 /// cell: run WebAssembly components with no ambient authority.
 ///
-/// `cell run app.wasm` boots a WASI 0.2 component as pid0 and hands it authority only as
-/// Cap'n Proto capabilities served over its own stdin/stdout. `cell run --plain prog.wasm` runs
-/// an ordinary WASI program like `wasmtime run`, but with nothing granted unless a flag says so.
+/// `cell run app.wasm` boots a WASI 0.2 component as pid0. A cell guest (built with the
+/// cell-guest SDK) gets authority only as Cap'n Proto capabilities served over its own
+/// stdin/stdout; any other WASI program runs like `wasmtime run` on the terminal's stdio. Either
+/// way nothing is granted unless a flag says so.
 #[derive(Debug, Parser)]
 #[command(
     name = "cell",
@@ -59,7 +60,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a component as pid0 (a cell guest, or with --plain an ordinary WASI program).
+    /// Run a component as pid0 (a cell guest over RPC, or an ordinary WASI program).
     Run(RunArgs),
     /// Show what a component imports and exports, whether it is a cell guest, its size and hash.
     Inspect(inspect::InspectArgs),

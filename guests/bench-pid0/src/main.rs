@@ -134,9 +134,13 @@ async fn pipeline(executor: &Executor, n: usize, inflight: usize) -> anyhow::Res
 
 /// One spawn of bench-nop, waited for; its wall time in nanoseconds.
 async fn spawn_one(executor: &Executor) -> anyhow::Result<u64> {
+    timed_spawn(executor.spawn(NOP)).await
+}
+
+/// Spawns bench-nop through `builder` (bytes or a Component) and waits; nanoseconds taken.
+async fn timed_spawn(builder: cell_guest::SpawnBuilder<'_>) -> anyhow::Result<u64> {
     let t0 = now();
-    let child = executor
-        .spawn(NOP)
+    let child = builder
         .name("bench-nop")
         .stderr(StderrMode::Discard)
         .start()
@@ -164,18 +168,7 @@ async fn spawn_sequential(executor: &Executor, n: usize) -> anyhow::Result<()> {
 /// bytes sent per spawn.
 async fn spawn_component(executor: &Executor, n: usize) -> anyhow::Result<()> {
     let component = executor.load(NOP).await?;
-    let one = || async {
-        let t0 = now();
-        let child = component
-            .spawn()
-            .name("bench-nop")
-            .stderr(StderrMode::Discard)
-            .start()
-            .await?;
-        let status = child.wait().await?;
-        ensure!(status.success(), "bench-nop {status}");
-        anyhow::Ok(now() - t0)
-    };
+    let one = || timed_spawn(component.spawn());
     one().await?; // warm
     let t0 = now();
     let mut samples = Vec::with_capacity(n);
