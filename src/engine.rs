@@ -162,6 +162,9 @@ impl CellEngine {
         // Sockets a guest makes itself count against its max-sockets, like RPC sockets.
         crate::net::count::add_to_linker(&mut linker, ProcState::counted_sockets)
             .map_err(|e| anyhow::anyhow!("linking WASI sockets: {e}"))?;
+        // Name lookups under the policy's name rules, not wasmtime-wasi's all-or-nothing switch.
+        crate::net::lookup::add_to_linker(&mut linker, ProcState::name_lookup)
+            .map_err(|e| anyhow::anyhow!("linking WASI name lookup: {e}"))?;
         Ok(CellEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,

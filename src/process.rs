@@ -5,6 +5,8 @@
 //! *when* a process stops (kill, deadline, protocol violation) by dropping the future that
 //! runs it; this module only decides *what* a finished run means.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -17,6 +19,7 @@ use crate::grants::DirGrant;
 use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
 use crate::net::count::{SocketTally, WasiSockets};
+use crate::net::lookup::{NameLookup, Pins};
 use crate::net::policy::NetPolicy;
 use crate::state::ProcState;
 use crate::status::ExitStatus;
@@ -67,6 +70,8 @@ pub(crate) struct StoreSpec {
     pub audit: Audit,
     /// Its sockets on both paths, against `max-sockets`.
     pub sockets: Arc<SocketTally>,
+    /// `--resolve NAME=IP`: names its own lookups get answered without a query.
+    pub pinned_names: Arc<HashMap<String, IpAddr>>,
 }
 
 /// Builds a store with no ambient authority: only the given env, only the preopens in
@@ -84,9 +89,17 @@ pub(crate) fn build_store(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    if let Some(policy) = &spec.network {
-        crate::net::wasi::apply(&mut b, policy, spec.pid, spec.audit.clone());
-    }
+    let lookup = spec.network.as_ref().map(|policy| {
+        let pins = Arc::new(Pins::default());
+        crate::net::wasi::apply(&mut b, policy, spec.pid, spec.audit.clone(), pins.clone());
+        NameLookup::new(
+            policy.clone(),
+            spec.pid,
+            spec.audit.clone(),
+            spec.pinned_names.clone(),
+            pins,
+        )
+    });
     if let Some(cwd) = &spec.cwd {
         b.initial_cwd(cwd);
     }
@@ -110,6 +123,7 @@ pub(crate) fn build_store(
             table
         },
         sockets: WasiSockets::new(spec.sockets),
+        lookup,
         limiter: MemoryLimiter::new(spec.limits.max_memory),
         fuel: None,
     };

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::limits::{FuelGauge, MemoryLimiter};
 use crate::net::count::{CountedView, WasiSockets};
+use crate::net::lookup::{LookupView, NameLookup};
 
 /// The data of one process's store.
 pub struct ProcState {
@@ -15,6 +16,8 @@ pub struct ProcState {
     pub(crate) table: ResourceTable,
     /// Its own `wasi:sockets` sockets, counted against `max-sockets` (see [`crate::net::count`]).
     pub(crate) sockets: WasiSockets,
+    /// Its own name lookups, under its network policy (see [`crate::net::lookup`]).
+    pub(crate) lookup: Option<NameLookup>,
     pub(crate) limiter: MemoryLimiter,
     /// Where the remaining fuel is published, when fuel is metered.
     pub(crate) fuel: Option<FuelGauge>,
@@ -29,6 +32,16 @@ impl ProcState {
                 table: &mut self.table,
             },
             sockets: &mut self.sockets,
+        }
+    }
+}
+
+impl ProcState {
+    /// The view cell's `wasi:sockets/ip-name-lookup` needs (see [`crate::net::lookup`]).
+    pub(crate) fn name_lookup(&mut self) -> LookupView<'_> {
+        LookupView {
+            table: &mut self.table,
+            lookup: self.lookup.as_ref(),
         }
     }
 }

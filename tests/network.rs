@@ -432,6 +432,84 @@ fn pinned_names_are_answered_without_a_query() {
         .assert_code(125);
 }
 
+/// A guest's own `std::net` resolves names under its name rules (cell's ip-name-lookup):
+/// `--resolve` names without a query, `localhost` from /etc/hosts, nothing a rule does not
+/// name, and a name rule alone never yields a special-range address.
+#[test]
+fn own_sockets_resolve_only_names_a_rule_allows() {
+    let port = echo_server();
+    let (_dir, audit) = temp_audit();
+    let std_guest = |rules: &[String], args: &[&str]| {
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        Cell::run("net-std")
+            .flags(&["--resolve", "api.cell.test=127.0.0.1", "--audit"])
+            .flag(&audit)
+            .net(&rules)
+            .args(args)
+            .finish()
+    };
+    let both = [
+        format!("connect=api.cell.test:{port}"),
+        format!("connect=127.0.0.1:{port}"),
+    ];
+    let named = format!("api.cell.test:{port}");
+    std_guest(&both, &["connect", &named, "hello"])
+        .assert_code(0)
+        .assert_stderr_has("net-std: ok: round trip to api.cell.test");
+    std_guest(&both, &["resolve", "api.cell.test"])
+        .assert_code(0)
+        .assert_stderr_has("net-std: ok: api.cell.test is [127.0.0.1]");
+    use serde_json::json;
+    let lines = audit_lines(&audit);
+    assert_audited(
+        &lines,
+        &[
+            ("via", json!("wasi")),
+            ("op", json!("resolve")),
+            ("host", json!("api.cell.test")),
+            ("ip", json!("127.0.0.1")),
+            ("allowed", json!(true)),
+        ],
+    );
+    // A name no rule names is refused before any lookup, and audited.
+    std_guest(&both, &["no-dns", "other.cell.test"]).assert_code(0);
+    assert_audited(
+        &audit_lines(&audit),
+        &[
+            ("op", json!("resolve")),
+            ("host", json!("other.cell.test")),
+            ("allowed", json!(false)),
+        ],
+    );
+    // The name rule alone does not name loopback: the answer is dropped, and audited so.
+    std_guest(
+        &[format!("connect=api.cell.test:{port}")],
+        &["resolve", "api.cell.test"],
+    )
+    .assert_code(0)
+    .assert_stderr_has("net-std: ok: api.cell.test is []");
+    // The lookup allows the name's ports only: another port of the same address is denied.
+    let other = echo_server();
+    std_guest(&both, &["deny", &format!("api.cell.test:{other}")]).assert_code(0);
+    // The system resolver, for a name /etc/hosts answers.
+    let local = [
+        format!("connect=localhost:{port}"),
+        format!("connect=127.0.0.1:{port}"),
+    ];
+    std_guest(&local, &["connect", &format!("localhost:{port}"), "hi"])
+        .assert_code(0)
+        .assert_stderr_has("net-std: ok: round trip to localhost");
+    assert_audited(
+        &audit_lines(&audit),
+        &[
+            ("op", json!("resolve")),
+            ("host", json!("localhost")),
+            ("ip", json!("127.0.0.1")),
+            ("allowed", json!(true)),
+        ],
+    );
+}
+
 #[test]
 fn restricted_child_and_grandchild_cannot_widen() {
     let (a, b) = (echo_server(), echo_server());

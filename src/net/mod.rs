@@ -7,6 +7,7 @@
 pub(crate) mod audit;
 pub(crate) mod bind;
 pub(crate) mod count;
+pub(crate) mod lookup;
 pub(crate) mod policy;
 pub(crate) mod socket;
 pub(crate) mod wasi;

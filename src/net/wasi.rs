@@ -21,11 +21,11 @@
 //! | `UdpReceive`  | allowed: the socket was granted (not audited: one line per datagram)        |
 //!
 //! TCP is enabled only if the policy has a `connect` or `listen` rule, UDP only with a `udp`
-//! rule. Name lookups (`wasi:sockets/ip-name-lookup`) stay **disabled** under every policy:
-//! wasmtime-wasi can only switch lookups on for *all* names, which would give a guest a DNS
-//! channel for names no rule allows (DNS is an exfiltration channel, see [`crate::net::policy`]).
-//! Name rules therefore apply to `Network.connect` over RPC, where the host resolves the name
-//! itself; a guest's own sockets connect to addresses, checked by address rules.
+//! rule. Name lookups (`wasi:sockets/ip-name-lookup`) are cell's own ([`crate::net::lookup`]):
+//! only names a name rule matches are resolved, and the addresses a lookup returned are
+//! allowed for connects (and UDP sends) on that name's rules — a `TcpConnect` or `UdpSend`
+//! denied by address rules is allowed when a name this process looked up was answered with
+//! that address and [`NetPolicy::allows_resolved`] allows it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,7 +34,8 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::net::audit::{Audit, AuditEvent, Via};
-use crate::net::policy::{NetOp, NetPolicy};
+use crate::net::lookup::Pins;
+use crate::net::policy::{Decision, NetOp, NetPolicy};
 
 /// Whether `policy` grants `op` anywhere.
 fn has_rules(policy: &NetPolicy, op: NetOp) -> bool {
@@ -42,7 +43,13 @@ fn has_rules(policy: &NetPolicy, op: NetOp) -> bool {
 }
 
 /// Enables exactly the socket uses `policy` allows on `b`, auditing each decision for `pid`.
-pub(crate) fn apply(b: &mut WasiCtxBuilder, policy: &NetPolicy, pid: u32, audit: Audit) {
+pub(crate) fn apply(
+    b: &mut WasiCtxBuilder,
+    policy: &NetPolicy,
+    pid: u32,
+    audit: Audit,
+    pins: Arc<Pins>,
+) {
     b.allow_tcp(has_rules(policy, NetOp::Connect) || has_rules(policy, NetOp::Listen))
         .allow_udp(has_rules(policy, NetOp::Udp))
         .allow_ip_name_lookup(false);
@@ -50,6 +57,7 @@ pub(crate) fn apply(b: &mut WasiCtxBuilder, policy: &NetPolicy, pid: u32, audit:
         policy: policy.clone(),
         pid,
         audit,
+        pins,
     });
     b.socket_addr_check(move |addr, use_| {
         let allowed = checker.check(addr, use_);
@@ -62,13 +70,15 @@ struct Checker {
     policy: NetPolicy,
     pid: u32,
     audit: Audit,
+    /// Addresses the process's own lookups returned, each allowed for its name's rules.
+    pins: Arc<Pins>,
 }
 
 impl Checker {
     fn check(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
         let (ip, port) = (addr.ip(), addr.port());
         match use_ {
-            SocketAddrUse::TcpConnect => self.decide(NetOp::Connect, ip, port),
+            SocketAddrUse::TcpConnect => self.decide_connect(ip, port),
             SocketAddrUse::TcpBind => self.tcp_bind(ip, port),
             SocketAddrUse::TcpListen => self.tcp_listen(ip, port),
             SocketAddrUse::UdpBind => self.decide(NetOp::Udp, ip, port),
@@ -83,11 +93,31 @@ impl Checker {
         decision.allowed
     }
 
+    /// A TCP connect: by address rules, or by the name rules of a name this process looked up.
+    fn decide_connect(&self, ip: IpAddr, port: u16) -> bool {
+        let decision = self.policy.allows(NetOp::Connect, ip, port);
+        let decision = self.or_pinned(decision, NetOp::Connect, ip, port);
+        self.audit.decision(self.pid, Via::Wasi, &decision);
+        decision.allowed
+    }
+
     /// Like `decide`, for an address traffic is sent to: never the unspecified address.
     fn decide_destination(&self, op: NetOp, ip: IpAddr, port: u16) -> bool {
         let decision = self.policy.allows_destination(op, ip, port);
+        let decision = self.or_pinned(decision, op, ip, port);
         self.audit.decision(self.pid, Via::Wasi, &decision);
         decision.allowed
+    }
+
+    /// `decision`, or when it denies an address a lookup of this process returned, the
+    /// decision for that name (see [`crate::net::lookup`]). Only for destinations.
+    fn or_pinned(&self, decision: Decision, op: NetOp, ip: IpAddr, port: u16) -> Decision {
+        if decision.allowed || ip.is_unspecified() {
+            return decision;
+        }
+        self.pins
+            .allows(&self.policy, op, ip, port)
+            .unwrap_or(decision)
     }
 
     fn tcp_bind(&self, ip: IpAddr, port: u16) -> bool {
@@ -135,6 +165,7 @@ mod tests {
             policy: NetPolicy::parse(rules).unwrap(),
             pid: 1,
             audit: Audit::tracing_only(),
+            pins: Arc::default(),
         }
     }
 
@@ -177,6 +208,19 @@ mod tests {
         assert!(!c.check(sa("0.0.0.0:0"), SocketAddrUse::UdpBind));
         assert!(!c.check(sa("10.0.0.1:53"), SocketAddrUse::UdpSend));
         assert!(c.check(sa("10.0.0.1:53"), SocketAddrUse::UdpReceive));
+    }
+
+    /// An address a lookup of this process returned is allowed for the name's rules only.
+    #[test]
+    fn resolved_addresses_are_allowed_for_their_names_ports() {
+        let mut c = checker(&["connect=api.example.com:443"]);
+        let pins = Arc::new(Pins::default());
+        c.pins = pins.clone();
+        assert!(!c.check(sa("93.184.216.34:443"), SocketAddrUse::TcpConnect));
+        pins.pin_for_test("api.example.com", "93.184.216.34".parse().unwrap());
+        assert!(c.check(sa("93.184.216.34:443"), SocketAddrUse::TcpConnect));
+        assert!(!c.check(sa("93.184.216.34:80"), SocketAddrUse::TcpConnect));
+        assert!(!c.check(sa("93.184.216.35:443"), SocketAddrUse::TcpConnect));
     }
 
     /// A rule written to let a socket bind on every interface never lets it send to the

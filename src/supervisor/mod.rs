@@ -61,7 +61,7 @@ struct Inner {
     /// The host's own stdin/stdout, lent to a plain pid0 or through `Session.terminal`.
     host_stdio: HostStdio,
     /// `--resolve NAME=IP`: names answered without a query.
-    pinned: RefCell<HashMap<String, IpAddr>>,
+    pinned: RefCell<Arc<HashMap<String, IpAddr>>>,
 }
 
 impl Supervisor {
@@ -80,7 +80,7 @@ impl Supervisor {
 
     /// Answers these names itself (`--resolve`), for every process of the run.
     pub fn with_pinned_names(self, names: HashMap<String, IpAddr>) -> Self {
-        *self.0.pinned.borrow_mut() = names;
+        *self.0.pinned.borrow_mut() = Arc::new(names);
         self
     }
 
@@ -335,6 +335,7 @@ impl Supervisor {
                 network: spec.grants.network.clone(),
                 audit: self.0.audit.clone(),
                 sockets,
+                pinned_names: self.0.pinned.borrow().clone(),
             },
         )
         .map_err(|e| SpawnError::Grant(format!("{e:#}")))

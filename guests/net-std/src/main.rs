@@ -7,7 +7,8 @@
 //! - `connect ADDR MSG`  connect to ADDR (`ip:port`), send MSG, shut down the write half, and
 //!   expect MSG back (the test servers echo)
 //! - `deny ADDR`         expect the policy to deny the connect to ADDR (access-denied), not a refusal
-//! - `no-dns NAME`       expect resolving NAME to fail (no DNS in wasi:sockets)
+//! - `no-dns NAME`       expect resolving NAME to fail (no name rule matches it)
+//! - `resolve NAME`      resolve NAME and print `net-std: ok: NAME is [ADDRS]` (possibly empty)
 //! - `no-udp`            expect binding a UDP socket on 127.0.0.1 to fail
 //! - `socket-flood N`    bind UDP sockets on 127.0.0.1 until refused; expect exactly N, and
 //!   one more once they are closed
@@ -84,6 +85,17 @@ fn run(args: &[String]) -> Result<String, String> {
             match (name, 80).to_socket_addrs() {
                 Ok(addrs) => Err(format!("resolved {name}: {:?}", addrs.collect::<Vec<_>>())),
                 Err(e) => Ok(format!("no lookup of {name}: {e}")),
+            }
+        }
+        "resolve" => {
+            let name = arg(2)?;
+            match (name, 80).to_socket_addrs() {
+                Ok(addrs) => {
+                    let ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                    Ok(format!("{name} is [{}]", ips.join(", ")))
+                }
+                // wasi-libc reports an answer with no address as a failed lookup.
+                Err(e) => Ok(format!("{name} is [] ({e})")),
             }
         }
         "no-udp" => match UdpSocket::bind("127.0.0.1:0") {
