@@ -4,8 +4,9 @@
 # side and bootstraps a `Session`. Everything a guest may do beyond pure computation comes through
 # that Session, and only if the guest's parent (or, for pid0, the operator) granted it.
 #
-# Schema version 2 (version 1 plus the items marked "(version 2)": Executor.load, Component,
-# Grants.components, Session.components). Changes are additive only (new fields, methods, enumerants and interfaces get
+# Schema version 3 (version 1 plus the items marked "(version 2)": Executor.load, Component,
+# Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
+# Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services). Changes are additive only (new fields, methods, enumerants and interfaces get
 # new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
 #
@@ -68,6 +69,14 @@ interface Session {
   components @5 () -> (components :List(Component));
   # (version 2) The components handed to this process by its parent in `Grants.components`,
   # in the same order: programs it may spawn even without an Executor.
+
+  dirs @6 () -> (dirs :List(DirGrant));
+  # (version 3) The directories this process holds, each with the path it sees it under (its
+  # WASI preopens): pid0's `--dir`/`--dir-rw`, a child's `Grants.dirs`.
+
+  services @7 () -> (services :List(ServiceGrant));
+  # (version 3) The services handed to this process by its parent in `Grants.services`, in the
+  # same order. Cast each to the interface its name promises.
 }
 
 struct ProcessInfo {
@@ -127,6 +136,21 @@ struct Grants {
   network @1 :Network;        # null: no network; otherwise a Network this process holds
   sockets @2 :List(Socket);   # sockets handed over to the child (see Session.sockets)
   components @3 :List(Component);  # (version 2) programs the child may spawn (Session.components)
+  dirs @4 :List(DirGrant);    # (version 3) directories the child gets as WASI preopens
+  services @5 :List(ServiceGrant);  # (version 3) services the child may call (Session.services)
+}
+
+struct DirGrant {
+  # (version 3) A directory and the guest path it appears under ("/data"), as a WASI preopen.
+  path @0 :Text;
+  dir @1 :Directory;
+}
+
+struct ServiceGrant {
+  # (version 3) A capability served by another guest (see `Process.service`), under a name the
+  # two guests agree on ("kv").
+  name @0 :Text;
+  service @1 :Capability;
 }
 
 struct Socket {
@@ -173,6 +197,28 @@ interface Process {
   stdin @4 () -> (stream :ByteStream);
   stdout @5 () -> (stream :ByteStream);
   # A plain child's stdin/stdout; fail with "not-plain: …" for an RPC child.
+
+  service @6 () -> (service :Capability);
+  # (version 3) The capability the child serves on its RPC connection (its bootstrap, set with
+  # `cell_guest::serve`), proxied by the host: every call counts against the caller's call
+  # bounds, and fails with "dead: …" once the child has ended. Fails with "not-plain: …" for a
+  # plain child; calls fail with "unsupported: …" when the child serves nothing.
+}
+
+# ---------------------------------------------------------------------------------------------
+# Directories
+
+interface Directory {
+  # (version 3) A host directory: the right to use exactly this tree, read-only or writable.
+
+  open @0 (path :Text) -> (dir :Directory);
+  # The subdirectory at `path` (relative, "/"-separated, no ".." components), with the same
+  # rights. Symlinks are followed only while they stay inside this tree; nothing reaches above it.
+
+  readOnly @1 () -> (dir :Directory);
+  # The same tree, read-only. Nothing turns a read-only Directory writable again.
+
+  writable @2 () -> (writable :Bool);
 }
 
 struct ExitStatus {

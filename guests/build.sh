@@ -5,12 +5,13 @@
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
 #            spawner
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
-#            bench-net
+#            bench-net kv-service kv-client dirs-child
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
 #            hostile-parent                                     (embeds hostile)
 #            escape                            (embeds hostile, upper, child-silent)
+#            kv-pid0 dirs-pid0             (embed kv-service, kv-client / dirs-child)
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
@@ -28,8 +29,8 @@ build() {
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
-    -p bench-nop -p bench-hello -p bench-net
-build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape
+    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child
+build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape -p kv-pid0 -p dirs-pid0
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios
 

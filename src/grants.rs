@@ -4,9 +4,11 @@
 //! its parent names in `SpawnRequest.grants` (for pid0: what the operator names on the command
 //! line), and a parent can only pass on what it holds.
 //!
-//! Directories ([`DirGrant`]) are granted by the operator to pid0 only: `SpawnRequest` has no
-//! field for them, so children never see a host directory.
+//! Directories are handles ([`GrantedDir`]): pid0's come from the operator's `--dir` flags
+//! ([`DirGrant`], opened once before pid0 starts); a child's are directories its parent holds,
+//! possibly narrowed, passed in `Grants.dirs`.
 
+pub(crate) use crate::hostdir::GrantedDir;
 pub(crate) use crate::hostfiles::DirGrant;
 use std::rc::Rc;
 
@@ -26,12 +28,34 @@ pub struct Grants {
     pub network: Option<NetPolicy>,
     /// Open sockets handed over by the parent (`Session.sockets`). Default: none.
     pub sockets: Vec<SocketGrant>,
-    /// Host directories preopened in the process's WASI filesystem (`--dir`, `--dir-rw`; pid0
-    /// only). Default: none.
-    pub dirs: Vec<DirGrant>,
+    /// Host directories preopened in the process's WASI filesystem (pid0: `--dir`,
+    /// `--dir-rw`; a child: `Grants.dirs`), and listed by `Session.dirs`. Default: none.
+    pub dirs: Vec<GrantedDir>,
     /// Loaded components it may spawn (`Session.components`), even without an Executor: each
     /// is re-issued on its own connection. Default: none.
     pub components: Vec<Rc<LoadedComponent>>,
+    /// Services of other guests it may call (`Session.services`), each re-issued on its own
+    /// connection. Default: none.
+    pub services: Vec<GuestService>,
+}
+
+/// A capability a guest serves (its RPC bootstrap), named for the process it is granted to.
+#[derive(Clone)]
+pub struct GuestService {
+    /// The name the granting parent gave it.
+    pub name: String,
+    /// The serving process's bootstrap, on its RPC connection.
+    pub target: capnp::capability::Client,
+    /// The process serving it: calls fail with `dead` once it has ended.
+    pub owner: u32,
+    /// Whether the serving process's connection is over (it may not be reaped yet).
+    pub gone: Rc<dyn Fn() -> bool>,
+}
+
+impl std::fmt::Debug for GuestService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "service {:?} of pid {}", self.name, self.owner)
+    }
 }
 
 impl Grants {
@@ -55,6 +79,9 @@ impl Grants {
         }
         if !self.components.is_empty() {
             names.push("components");
+        }
+        if !self.services.is_empty() {
+            names.push("services");
         }
         names
     }

@@ -40,6 +40,11 @@ impl ProcessInfo {
     }
 }
 
+/// Asks a running RPC guest for the capability it serves; `None` once its connection is gone.
+/// With it comes whether its connection is over yet (see `grants::GuestService::gone`).
+pub(crate) type ServiceFn =
+    Box<dyn Fn() -> Option<(capnp::capability::Client, std::rc::Rc<dyn Fn() -> bool>)>>;
+
 /// The host ends of a plain (non-RPC) child's stdin and stdout.
 #[derive(Clone)]
 pub struct PlainStdio {
@@ -62,6 +67,8 @@ pub struct ProcessHandle {
     pub plain: Option<PlainStdio>,
     /// The fuel it has left, when fuel is metered (children are clamped to it).
     pub fuel: Option<FuelGauge>,
+    /// The capability it serves, for an RPC guest (see `Process.service`).
+    pub service: Option<ServiceFn>,
 }
 
 /// What a handle is made of besides its channels: everything is known before the process
@@ -75,6 +82,8 @@ pub struct HandleParts {
     pub plain: Option<PlainStdio>,
     /// Its fuel gauge, when fuel is metered.
     pub fuel: Option<FuelGauge>,
+    /// How to reach what it serves, for an RPC guest.
+    pub service: Option<ServiceFn>,
 }
 
 impl ProcessHandle {
@@ -89,6 +98,7 @@ impl ProcessHandle {
             stderr,
             plain,
             fuel,
+            service,
         } = parts;
         ProcessHandle {
             pid: info.pid,
@@ -100,6 +110,7 @@ impl ProcessHandle {
             stderr,
             plain,
             fuel,
+            service,
         }
     }
 

@@ -16,6 +16,7 @@ pub(crate) mod cli;
 pub(crate) mod engine;
 pub(crate) mod grants;
 pub(crate) mod handle;
+pub(crate) mod hostdir;
 pub(crate) mod hostfiles;
 pub(crate) mod hoststdio;
 pub(crate) mod inspect;

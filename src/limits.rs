@@ -57,6 +57,9 @@ pub(crate) const MAX_RESOURCES: usize = 4096;
 /// alive in the host (past the compile cache's LRU), so a guest loading ever more distinct
 /// programs would otherwise make the host hold all of them.
 pub(crate) const MAX_COMPONENTS_HELD: usize = 64;
+/// `Directory` capabilities one process may hold at once: each holds an open descriptor of
+/// the host's (a subtree opened by `Directory.open` is a new one).
+pub(crate) const MAX_DIRS_HELD: usize = 64;
 /// Core instances, linear memories and tables one store may create. Each linear memory
 /// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
 /// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see

@@ -15,7 +15,7 @@ use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::CellEngine;
-use crate::grants::DirGrant;
+use crate::grants::GrantedDir;
 use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
 use crate::net::count::{SocketTally, WasiSockets};
@@ -57,8 +57,9 @@ pub(crate) struct StoreSpec {
     pub stdin: Box<dyn StdinStream>,
     pub stdout: Box<dyn StdoutStream>,
     pub stderr: Box<dyn StdoutStream>,
-    /// Host directories preopened for the guest (pid0's `--dir`/`--dir-rw`); empty for others.
-    pub dirs: Vec<DirGrant>,
+    /// Host directories preopened for the guest (pid0's `--dir`/`--dir-rw`, a child's
+    /// `Grants.dirs`).
+    pub dirs: Vec<GrantedDir>,
     /// The initial working directory reported to the guest (`--cwd`).
     pub cwd: Option<String>,
     pub limits: Limits,
@@ -106,14 +107,15 @@ pub(crate) fn build_store(
     b.stdin(BoxedStdin(spec.stdin));
     b.stdout(BoxedStdout(spec.stdout));
     b.stderr(BoxedStdout(spec.stderr));
-    for dir in &spec.dirs {
-        let perms = if dir.writable {
+    for granted in &spec.dirs {
+        let perms = if granted.dir.writable() {
             FsPerms::ReadWrite
         } else {
             FsPerms::ReadOnly
         };
-        b.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.host.display()))?;
+        // The handle's own directory, not a path looked up again (see `crate::hostdir`).
+        b.preopened_dir(granted.dir.preopen_path(), &granted.guest, perms)
+            .map_err(|e| anyhow::anyhow!("cannot open {:?}: {e}", granted.dir))?;
     }
     let state = ProcState {
         wasi: b.build(),

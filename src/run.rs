@@ -11,7 +11,7 @@ use thiserror::Error;
 use crate::engine::{CellEngine, EngineConfig, LoadError};
 use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
-use crate::net::audit::Audit;
+use crate::net::audit::{Audit, AuditEvent};
 use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub grants: Grants,
+    /// pid0's `--dir`/`--dir-rw` directories, opened just before it starts.
+    pub dirs: Vec<crate::grants::DirGrant>,
     pub limits: Limits,
     pub engine: EngineConfig,
     /// `--audit FILE`: network decisions as JSON lines, to this file (opened before pid0
@@ -194,6 +196,16 @@ pub(crate) async fn run(
     let mut grants = config.grants;
     // A plain program has no Session, so nothing to hand an Executor through.
     grants.executor = !plain;
+    grants.dirs = open_dirs(&config.dirs)?;
+    for granted in &grants.dirs {
+        let rule = format!(
+            "{} {} (--dir)",
+            granted.dir.rights(),
+            granted.dir.shown().display()
+        );
+        sup.audit()
+            .event(AuditEvent::directory(0, "dir", &granted.guest, Ok(rule)));
+    }
     let component = sup
         .engine()
         .load(Arc::from(bytes))
@@ -275,4 +287,19 @@ fn program_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pid0".into())
+}
+
+/// Opens pid0's directories (checked when the command line was parsed; one may have vanished
+/// since).
+fn open_dirs(dirs: &[crate::grants::DirGrant]) -> Result<Vec<crate::grants::GrantedDir>, RunError> {
+    dirs.iter()
+        .map(|d| {
+            let dir = crate::hostdir::HostDir::open_root(&d.host, d.writable)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", d.host.display()))?;
+            Ok(crate::grants::GrantedDir {
+                guest: d.guest.clone(),
+                dir,
+            })
+        })
+        .collect()
 }

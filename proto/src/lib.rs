@@ -40,7 +40,10 @@ pub use rule::{
     canonical_name, canonical_net, intersect_names, name_covers, normalize_host_name, parse_rule,
     read_rules, write_rules, NetOp, NetRule, PortRange, RuleErrorKind, RuleParseError, Target,
 };
-pub use spawn::{Grants, LimitRequest, ReadBounds, Socket, SpawnRequest};
+pub use spawn::{
+    DirGrant, Grants, LimitRequest, ReadBounds, ServiceGrant, Socket, SpawnRequest, MAX_GRANT_NAME,
+    MAX_NAMED_GRANTS,
+};
 pub use status::{ExitStatus, KilledBy};
 
 /// Re-exported so users name exactly the `capnp` these bindings were generated for.

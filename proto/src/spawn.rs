@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::cell_capnp::{
-    component, grants, limits, network, socket, spawn_request, tcp_listener, tcp_stream,
-    udp_socket, ProcessMode, StderrMode,
+    component, dir_grant, directory, grants, limits, network, service_grant, socket, spawn_request,
+    tcp_listener, tcp_stream, udp_socket, ProcessMode, StderrMode,
 };
 use crate::reason::{CellError, Reason};
 
@@ -41,6 +41,87 @@ impl Socket {
     }
 }
 
+/// Entries one list of named grants (`Grants.dirs`, `Grants.services`) may have.
+pub const MAX_NAMED_GRANTS: usize = 64;
+/// Bytes of one grant's path or name.
+pub const MAX_GRANT_NAME: usize = 256;
+
+/// A directory handed to a child, and the guest path it appears under (`DirGrant`; version 3).
+#[derive(Clone)]
+pub struct DirGrant {
+    /// Where the child sees it (its WASI preopen), e.g. `/data`.
+    pub path: String,
+    /// A Directory the parent holds.
+    pub dir: directory::Client,
+}
+
+/// A guest's service handed to a child under a name (`ServiceGrant`; version 3).
+#[derive(Clone)]
+pub struct ServiceGrant {
+    /// The name the two guests agree on, e.g. `kv`.
+    pub name: String,
+    /// The capability, as the parent holds it (from `Process.service` or `Session.services`).
+    pub service: capnp::capability::Client,
+}
+
+impl DirGrant {
+    /// Writes the entry.
+    pub fn write(&self, mut b: dir_grant::Builder<'_>) {
+        b.set_path(self.path.as_str());
+        b.set_dir(self.dir.clone());
+    }
+
+    /// Reads an entry (its path at most [`MAX_GRANT_NAME`] bytes).
+    pub fn read(r: dir_grant::Reader<'_>) -> capnp::Result<Self> {
+        Ok(DirGrant {
+            path: grant_name(r.get_path()?, "directory path")?,
+            dir: r.get_dir()?,
+        })
+    }
+}
+
+impl ServiceGrant {
+    /// Writes the entry.
+    pub fn write(&self, mut b: service_grant::Builder<'_>) {
+        b.set_name(self.name.as_str());
+        b.init_service()
+            .set_as_capability(self.service.hook.add_ref());
+    }
+
+    /// Reads an entry (its name at most [`MAX_GRANT_NAME`] bytes).
+    pub fn read(r: service_grant::Reader<'_>) -> capnp::Result<Self> {
+        Ok(ServiceGrant {
+            name: grant_name(r.get_name()?, "service name")?,
+            service: r.get_service().get_as_capability()?,
+        })
+    }
+}
+
+/// A grant's path or name, bounded and UTF-8.
+fn grant_name(text: capnp::text::Reader<'_>, what: &str) -> capnp::Result<String> {
+    if text.len() > MAX_GRANT_NAME {
+        return Err(CellError::new(
+            Reason::BadRequest,
+            format!("{what} longer than {MAX_GRANT_NAME} bytes"),
+        )
+        .into());
+    }
+    text.to_string()
+        .map_err(|_| CellError::new(Reason::BadRequest, format!("{what} is not UTF-8")).into())
+}
+
+/// At most [`MAX_NAMED_GRANTS`] entries of `what`.
+fn named_grants_len(len: u32, what: &str) -> capnp::Result<()> {
+    if len as usize > MAX_NAMED_GRANTS {
+        return Err(CellError::new(
+            Reason::Limit,
+            format!("at most {MAX_NAMED_GRANTS} {what} can be granted at once"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// What a parent grants a child (`Grants` in the schema). Nothing is granted unless named.
 /// The capabilities are as the parent sent them: the host checks that it issued them.
 #[derive(Clone, Default)]
@@ -53,6 +134,10 @@ pub struct Grants {
     pub sockets: Vec<Socket>,
     /// Components the child may spawn, in order (`Session.components`; version 2).
     pub components: Vec<component::Client>,
+    /// Directories the child gets as WASI preopens (`Session.dirs`; version 3).
+    pub dirs: Vec<DirGrant>,
+    /// Services the child may call (`Session.services`; version 3).
+    pub services: Vec<ServiceGrant>,
 }
 
 impl Grants {
@@ -73,6 +158,22 @@ impl Grants {
             let mut list = b.reborrow().init_components(n);
             for (i, c) in self.components.iter().enumerate() {
                 list.set(i as u32, c.client.hook.add_ref());
+            }
+        }
+        if !self.dirs.is_empty() {
+            let mut list = b
+                .reborrow()
+                .init_dirs(list_len(self.dirs.len(), "directories")?);
+            for (i, d) in self.dirs.iter().enumerate() {
+                d.write(list.reborrow().get(i as u32));
+            }
+        }
+        if !self.services.is_empty() {
+            let mut list = b
+                .reborrow()
+                .init_services(list_len(self.services.len(), "services")?);
+            for (i, s) in self.services.iter().enumerate() {
+                s.write(list.reborrow().get(i as u32));
             }
         }
         Ok(())
@@ -98,11 +199,30 @@ impl Grants {
         } else {
             Vec::new()
         };
+        // Version-2 senders leave these out: none.
+        let mut dirs = Vec::new();
+        if r.has_dirs() {
+            let list = r.get_dirs()?;
+            named_grants_len(list.len(), "directories")?;
+            for d in list.iter() {
+                dirs.push(DirGrant::read(d)?);
+            }
+        }
+        let mut services = Vec::new();
+        if r.has_services() {
+            let list = r.get_services()?;
+            named_grants_len(list.len(), "services")?;
+            for s in list.iter() {
+                services.push(ServiceGrant::read(s)?);
+            }
+        }
         Ok(Grants {
             executor: r.get_executor(),
             network,
             sockets,
             components,
+            dirs,
+            services,
         })
     }
 }

@@ -78,17 +78,18 @@ impl GrantArgs {
         vars
     }
 
-    pub fn into_grants(self) -> Grants {
+    /// pid0's grants, and the directories to open for it (opened by `run`, just before pid0
+    /// starts).
+    pub fn into_grants(self) -> (Grants, Vec<DirGrant>) {
         let mut dirs = self.dirs;
         dirs.extend(self.dirs_rw);
-        Grants {
+        let grants = Grants {
             executor: true,
             terminal: self.tty,
             network: (!self.net.is_empty()).then(|| NetPolicy::new(self.net)),
-            sockets: Vec::new(),
-            dirs,
-            components: Vec::new(),
-        }
+            ..Grants::default()
+        };
+        (grants, dirs)
     }
 }
 

@@ -142,16 +142,19 @@ impl RunArgs {
             (_, true) => ModeChoice::Rpc,
             _ => ModeChoice::Auto,
         };
+        let resolve = grants.resolve.iter().cloned().collect();
+        let (grants, dirs) = grants.into_grants();
         RunConfig {
             audit: None,
-            resolve: grants.resolve.iter().cloned().collect(),
+            dirs,
+            resolve,
             argv0: self.argv0,
             cwd: self.cwd,
             wasm: self.wasm,
             args: self.args,
             env,
             mode,
-            grants: grants.into_grants(),
+            grants,
             engine: EngineConfig {
                 cache_dir: self.cache.dir(),
                 fuel: limits.fuel.is_some(),
@@ -243,7 +246,7 @@ async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
     // The default cache is a convenience: if it cannot be used (no writable home, a grant
     // over it), say so once and run without it. A --cache-dir that cannot be used is an error.
     if let (true, Some(dir)) = (default_cache, config.engine.cache_dir.clone()) {
-        if let Err(e) = hostfiles::check_cache(&config.grants.dirs, &dir) {
+        if let Err(e) = hostfiles::check_cache(&config.dirs, &dir) {
             eprintln!(
                 "cell: warning: {e}; running without the compile cache (choose one with \
                  --cache-dir DIR, or --no-cache)"
@@ -254,7 +257,7 @@ async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
     // Every file cell writes is checked and opened before anything runs: a bad path fails
     // now (exit 125), and no guest can swap it for a symlink later.
     let mut files = hostfiles::prepare(&hostfiles::HostPaths {
-        dirs: &config.grants.dirs,
+        dirs: &config.dirs,
         report: report.as_deref(),
         audit: audit.as_deref(),
         cache: config.engine.cache_dir.as_deref(),

@@ -125,6 +125,36 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// A directory decision: `op` is `dir` (granted to a process, `pid` the receiver) or
+    /// `dir-open` (a subtree asked for by `pid`); `host` carries the guest path or subpath,
+    /// `rule` the rights and host path when allowed, `reason` why not.
+    pub fn directory(
+        pid: u32,
+        op: &'static str,
+        path: &str,
+        outcome: Result<String, String>,
+    ) -> Self {
+        let allowed = outcome.is_ok();
+        let (rule, reason) = match outcome {
+            Ok(rule) => (Some(rule), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        AuditEvent {
+            ts: now(),
+            pid,
+            via: Via::Rpc,
+            op,
+            host: Some(crate::text::guest_text(path)),
+            ip: None,
+            port: 0,
+            allowed,
+            rule,
+            reason,
+        }
+    }
+}
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

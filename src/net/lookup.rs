@@ -415,12 +415,18 @@ mod tests {
 
     #[test]
     fn only_names_a_rule_matches_are_looked_up() {
-        let l = lookup(&["connect=api.example.com:443"], &[("api.example.com", "93.184.216.34")]);
+        let l = lookup(
+            &["connect=api.example.com:443"],
+            &[("api.example.com", "93.184.216.34")],
+        );
         assert_eq!(
             l.start("other.example.com").err(),
             Some(ErrorCode::AccessDenied)
         );
-        assert_eq!(l.start("not a name").err(), Some(ErrorCode::InvalidArgument));
+        assert_eq!(
+            l.start("not a name").err(),
+            Some(ErrorCode::InvalidArgument)
+        );
         let ip: IpAddr = "93.184.216.34".parse().unwrap();
         assert_eq!(answer(l.start("API.example.com.").unwrap()), vec![ip]);
         // Pinned to the name: its rule's port only.
@@ -429,12 +435,18 @@ mod tests {
         assert!(l.pins.allows(policy, NetOp::Connect, ip, 80).is_none());
         assert!(l.pins.allows(policy, NetOp::Udp, ip, 443).is_none());
         // Literals are answered as themselves, without a rule.
-        assert_eq!(answer(l.start("[::1]").unwrap()), vec!["::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            answer(l.start("[::1]").unwrap()),
+            vec!["::1".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]
     fn a_name_rule_never_yields_a_special_range() {
-        let l = lookup(&["connect=db.example.com:5432"], &[("db.example.com", "10.0.0.5")]);
+        let l = lookup(
+            &["connect=db.example.com:5432"],
+            &[("db.example.com", "10.0.0.5")],
+        );
         assert!(answer(l.start("db.example.com").unwrap()).is_empty());
         let ip = "10.0.0.5".parse().unwrap();
         assert!(l.pins.allows(&l.policy, NetOp::Connect, ip, 5432).is_none());

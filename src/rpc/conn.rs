@@ -13,19 +13,25 @@ use capnp_rpc::CapabilityServerSet;
 use cell_proto::{Grants as WireGrants, Reason, Socket as WireSocket};
 
 use crate::budget::{Budget, ByteBudget};
-use crate::cell_capnp::{component, network, socket, tcp_listener, tcp_stream, udp_socket};
+use crate::cell_capnp::{
+    component, directory, network, socket, tcp_listener, tcp_stream, udp_socket,
+};
 use crate::engine::LoadedComponent;
+use crate::grants::{GrantedDir, GuestService};
 use crate::handle::Pid;
-use crate::limits::{MAX_COMPONENTS_HELD, NET_MAX_IN_FLIGHT};
+use crate::hostdir::HostDir;
+use crate::limits::{MAX_COMPONENTS_HELD, MAX_DIRS_HELD, NET_MAX_IN_FLIGHT};
 use crate::net::audit::{Audit, Via};
 use crate::net::count::{SocketPermit, SocketTally};
 use crate::net::policy::{Decision, NetPolicy};
 use crate::net::socket::{ListenerInner, SocketGrant, StreamInner, UdpInner};
 use crate::rpc::component::ComponentServer;
+use crate::rpc::directory::DirectoryServer;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::rpc::host::Host;
 use crate::rpc::network::NetworkServer;
+use crate::rpc::service::{ProxyClient, ServiceProxy};
 use crate::rpc::tcp::{TcpListenerServer, TcpStreamServer};
 use crate::rpc::udp::UdpSocketServer;
 
@@ -109,6 +115,10 @@ struct ConnInner {
     components: Issued<ComponentServer, component::Client>,
     /// `Component` capabilities held now, bounded by [`MAX_COMPONENTS_HELD`].
     components_held: Budget,
+    dirs: Issued<DirectoryServer, directory::Client>,
+    /// `Directory` capabilities held now, bounded by [`MAX_DIRS_HELD`].
+    dirs_held: Budget,
+    services: Issued<ServiceProxy, ProxyClient>,
 }
 
 /// The capabilities of a spawn request's grants, resolved to the host objects behind them.
@@ -116,6 +126,8 @@ pub(crate) struct ResolvedGrants {
     pub(crate) network: Option<NetPolicy>,
     pub(crate) sockets: Vec<SocketGrant>,
     pub(crate) components: Vec<Rc<LoadedComponent>>,
+    pub(crate) dirs: Vec<GrantedDir>,
+    pub(crate) services: Vec<GuestService>,
 }
 
 impl Conn {
@@ -141,6 +153,9 @@ impl Conn {
             udp: Issued::new(),
             components: Issued::new(),
             components_held: Budget::new(MAX_COMPONENTS_HELD),
+            dirs: Issued::new(),
+            dirs_held: Budget::new(MAX_DIRS_HELD),
+            services: Issued::new(),
         }))
     }
 
@@ -239,6 +254,32 @@ impl Conn {
             .issue(ComponentServer::new(component, self.clone(), slot)))
     }
 
+    /// A `Directory` capability for `dir`, held by this connection's process.
+    ///
+    /// # Errors
+    /// `limit: …` when the process already holds [`MAX_DIRS_HELD`] directories.
+    pub(crate) fn directory(&self, dir: HostDir) -> Result<directory::Client, capnp::Error> {
+        let slot = self.0.dirs_held.take(1).ok_or_else(|| {
+            failed(
+                Reason::Limit,
+                format!("a process holds at most {MAX_DIRS_HELD} directories"),
+            )
+        })?;
+        Ok(self
+            .0
+            .dirs
+            .issue(DirectoryServer::new(dir, self.clone(), slot)))
+    }
+
+    /// A proxy for `service`, held by this connection's process: its calls count against this
+    /// connection's bounds (see [`crate::rpc::service`]).
+    pub(crate) fn service(&self, service: GuestService) -> capnp::capability::Client {
+        self.0
+            .services
+            .issue(ServiceProxy::new(service, self.clone()))
+            .client
+    }
+
     /// The capability for a socket handed to this process.
     pub(crate) fn socket_client(&self, grant: &SocketGrant, mut out: socket::Builder<'_>) {
         match grant {
@@ -303,10 +344,59 @@ impl Conn {
                 })?;
             components.push(server.component().clone());
         }
+        let mut dirs = Vec::with_capacity(request.dirs.len());
+        for grant in request.dirs {
+            let guest = check_guest_path(&grant.path)?;
+            let server =
+                self.0.dirs.recognise(grant.dir).await.ok_or_else(|| {
+                    failed(Reason::BadGrant, "not a Directory issued by this host")
+                })?;
+            dirs.push(GrantedDir {
+                guest,
+                dir: server.dir().clone(),
+            });
+        }
+        let mut services = Vec::with_capacity(request.services.len());
+        for grant in request.services {
+            let client = ProxyClient {
+                client: grant.service,
+            };
+            let server = self.0.services.recognise(client).await.ok_or_else(|| {
+                failed(
+                    Reason::BadGrant,
+                    "not a service this process holds (from Process.service or Session.services)",
+                )
+            })?;
+            services.push(GuestService {
+                name: grant.name,
+                ..server.service().clone()
+            });
+        }
         Ok(ResolvedGrants {
             network,
             sockets,
             components,
+            dirs,
+            services,
         })
     }
+}
+
+/// The guest path a granted directory appears under: non-empty, no NUL, no `..`.
+fn check_guest_path(path: &str) -> Result<String, capnp::Error> {
+    let bad = path.is_empty()
+        || path.contains('\0')
+        || std::path::Path::new(path)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if bad {
+        return Err(failed(
+            Reason::BadRequest,
+            format!(
+                "{:?} cannot be a directory's guest path (non-empty, no '..')",
+                crate::text::guest_text(path)
+            ),
+        ));
+    }
+    Ok(path.to_string())
 }

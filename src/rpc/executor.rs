@@ -10,6 +10,7 @@ use crate::cell_capnp::{executor, process, spawn_request, ProcessMode, StderrMod
 use crate::engine::LoadedComponent;
 use crate::grants::Grants;
 use crate::limits::{MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES};
+use crate::net::audit::AuditEvent;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
 use crate::rpc::process::ProcessServer;
@@ -17,7 +18,7 @@ use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::text::{guest_text, GUEST_TEXT_MAX};
 
 /// Spawns children of the process whose connection `conn` is (the parent of everything it
-/// spawns); recognises the Network and sockets that process grants through `conn`.
+/// spawns); recognises the capabilities that process grants through `conn`.
 pub(crate) struct ExecutorServer {
     conn: Conn,
 }
@@ -63,7 +64,7 @@ fn read_request(
         name,
         args: std::mem::take(&mut request.args),
         env: std::mem::take(&mut request.env),
-        // The terminal and host directories are pid0's alone: a child never receives them.
+        // The terminal is pid0's alone; capabilities are resolved by `spawn_on`.
         grants: Grants {
             executor: request.grants.executor,
             ..Grants::default()
@@ -77,7 +78,7 @@ fn read_request(
             ProcessMode::Rpc => StdioMode::Rpc,
             ProcessMode::Plain => StdioMode::Plain,
         },
-        // Children have no directories, so nothing to start in.
+        // A child starts at the root of its filesystem view (its preopens).
         cwd: None,
     };
     Ok((request, spec))
@@ -99,15 +100,32 @@ pub(crate) async fn spawn_on(
     spec.grants.network = resolved.network;
     spec.grants.sockets = resolved.sockets;
     spec.grants.components = resolved.components;
+    spec.grants.dirs = resolved.dirs;
+    spec.grants.services = resolved.services;
     let code = match loaded {
         Some(component) => Code::Loaded(component),
         None => Code::Bytes(request.wasm),
     };
+    let dirs = spec.grants.dirs.clone();
     let handle = conn
         .host()
         .spawn_child(conn.pid(), code, spec, request.limits)
         .await
         .map_err(spawn_error)?;
+    for granted in &dirs {
+        let rule = format!(
+            "{} {} (from pid {})",
+            granted.dir.rights(),
+            granted.dir.shown().display(),
+            conn.pid()
+        );
+        conn.audit().event(AuditEvent::directory(
+            handle.pid,
+            "dir",
+            &granted.guest,
+            Ok(rule),
+        ));
+    }
     Ok(capnp_rpc::new_client(ProcessServer::new(
         handle,
         conn.clone(),

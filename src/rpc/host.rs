@@ -46,6 +46,12 @@ pub trait Host {
     /// The host's own stdin/stdout (for `Session.terminal`).
     fn host_stdio(&self) -> &HostStdio;
 
+    /// Resolves once `pid` has ended (at once if it is not running). The default never
+    /// resolves: for hosts whose processes do not end on their own.
+    fn ended(&self, _pid: Pid) -> LocalBoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+
     /// The address the operator pinned for `name` (`--resolve NAME=IP`), answered without
     /// any DNS query. `None`: resolve it normally.
     fn pinned(&self, _name: &str) -> Option<std::net::IpAddr> {

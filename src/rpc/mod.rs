@@ -6,6 +6,7 @@
 
 pub(crate) mod component;
 pub(crate) mod conn;
+pub(crate) mod directory;
 pub(crate) mod executor;
 pub(crate) mod fail;
 pub(crate) mod flow;
@@ -14,12 +15,15 @@ pub(crate) mod gate;
 pub(crate) mod host;
 pub(crate) mod network;
 pub(crate) mod process;
+pub(crate) mod service;
 pub(crate) mod session;
 pub(crate) mod stream;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
 use gate::CallGate;
+
+use std::future::Future as _;
 
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
@@ -48,7 +52,9 @@ pub struct Transport {
 /// A guest's RPC connection, ready to run. Owned by the guest's process task and dropped with
 /// it, which drops every capability the guest held.
 pub struct Connection {
-    system: RpcSystem<Side>,
+    /// Shared (weakly) with [`Connection::service_fn`], which asks the guest for its bootstrap
+    /// on first use; owned here, so it goes when the process's task drops the connection.
+    system: std::rc::Rc<std::cell::RefCell<RpcSystem<Side>>>,
     violation: framing::Violation,
 }
 
@@ -61,7 +67,57 @@ impl Connection {
 
     /// Serves the connection until it ends. An error means the guest broke the protocol.
     pub async fn run(self) -> Result<(), capnp::Error> {
-        self.system.await
+        let this = self;
+        std::future::poll_fn(|cx| {
+            use std::future::Future as _;
+            match this.system.try_borrow_mut() {
+                Ok(mut s) => std::pin::Pin::new(&mut *s).poll(cx),
+                // Only `service_fn` borrows it, never while it is being polled: poll again.
+                Err(_) => {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// How to get the capability the guest serves (its bootstrap, asked for once, on first
+    /// use): `None` once the connection is gone.
+    pub fn service_fn(&self) -> crate::handle::ServiceFn {
+        let system = std::rc::Rc::downgrade(&self.system);
+        let cached: std::cell::RefCell<Option<capnp::capability::Client>> = Default::default();
+        let gone = self.gone_fn();
+        Box::new(move || {
+            let system = system.upgrade()?;
+            let mut cached = cached.borrow_mut();
+            if cached.is_none() {
+                let mut system = system.try_borrow_mut().ok()?;
+                *cached = Some(system.bootstrap(Side::Client));
+            }
+            Some((cached.clone()?, gone.clone()))
+        })
+    }
+
+    /// Whether this connection is over (dropped, or broken by the guest) — known as soon as a
+    /// violation is seen, before the process has been reaped.
+    fn gone_fn(&self) -> std::rc::Rc<dyn Fn() -> bool> {
+        let system = std::rc::Rc::downgrade(&self.system);
+        let violation = self.violation.clone();
+        std::rc::Rc::new(move || system.strong_count() == 0 || violation.borrow().is_some())
+    }
+}
+
+impl Drop for Connection {
+    /// Ends the connection explicitly: calls still waiting on the guest (a parent's call of
+    /// the guest's service) fail with `disconnected` now, instead of waiting forever on a
+    /// connection state that their clients keep alive.
+    fn drop(&mut self) {
+        if let Ok(system) = self.system.try_borrow() {
+            let mut disconnect = system.get_disconnector();
+            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            let _ = std::pin::Pin::new(&mut disconnect).poll(&mut cx);
+        }
     }
 }
 
@@ -117,7 +173,10 @@ pub fn serve(spec: ServeSpec, transport: Transport) -> Connection {
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(conn, grants));
     Connection {
-        system: RpcSystem::new(Box::new(network), Some(session.client)),
+        system: std::rc::Rc::new(std::cell::RefCell::new(RpcSystem::new(
+            Box::new(network),
+            Some(session.client),
+        ))),
         violation,
     }
 }

@@ -6,6 +6,7 @@ use std::rc::Rc as StdRc;
 use capnp::capability::Rc;
 
 use crate::cell_capnp::{byte_stream, process};
+use crate::grants::GuestService;
 use crate::handle::ProcessHandle;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
@@ -28,6 +29,8 @@ struct Streams {
     stdin: RefCell<Option<byte_stream::Client>>,
     stdout: RefCell<Option<byte_stream::Client>>,
     stderr: RefCell<Option<byte_stream::Client>>,
+    /// The proxy of the child's service, made on first use.
+    service: RefCell<Option<capnp::capability::Client>>,
 }
 
 impl ProcessServer {
@@ -132,6 +135,47 @@ impl process::Server for ProcessServer {
             ByteStreamServer::reader(plain.stdout.clone())
         });
         results.get().set_stream(stream);
+        Ok(())
+    }
+
+    async fn service(
+        self: Rc<Self>,
+        _: process::ServiceParams,
+        mut results: process::ServiceResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        let pid = self.handle.pid;
+        if self.handle.plain.is_some() {
+            return Err(failed(
+                Reason::NotPlain,
+                format!("process {pid} is a plain program: it serves no capability"),
+            ));
+        }
+        let dead = || failed(Reason::Dead, format!("process {pid} has exited"));
+        if self.handle.status().is_some() {
+            return Err(dead());
+        }
+        let mut slot = self.streams.service.borrow_mut();
+        if slot.is_none() {
+            let (target, gone) = self
+                .handle
+                .service
+                .as_ref()
+                .and_then(|f| f())
+                .ok_or_else(dead)?;
+            *slot = Some(self.conn.service(GuestService {
+                name: String::new(),
+                target,
+                owner: pid,
+                gone,
+            }));
+        }
+        if let Some(client) = slot.as_ref() {
+            results
+                .get()
+                .init_service()
+                .set_as_capability(client.hook.add_ref());
+        }
         Ok(())
     }
 }

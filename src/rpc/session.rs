@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use capnp::capability::Rc;
 
-use crate::cell_capnp::{byte_stream, component, executor, network, session};
+use crate::cell_capnp::{byte_stream, component, directory, executor, network, session};
 use crate::grants::Grants;
 use crate::rpc::conn::Conn;
 use crate::rpc::executor::ExecutorServer;
@@ -28,6 +28,8 @@ struct Issued {
     network: RefCell<Option<network::Client>>,
     terminal: RefCell<Option<(byte_stream::Client, byte_stream::Client)>>,
     components: RefCell<Option<Vec<component::Client>>>,
+    dirs: RefCell<Option<Vec<directory::Client>>>,
+    services: RefCell<Option<Vec<capnp::capability::Client>>>,
 }
 
 /// The client in `slot`, made by `make` the first time.
@@ -146,6 +148,55 @@ impl session::Server for SessionServer {
         let mut list = results.get().init_components(clients.len() as u32);
         for (i, c) in clients.iter().enumerate() {
             list.set(i as u32, c.client.hook.add_ref());
+        }
+        Ok(())
+    }
+
+    async fn dirs(
+        self: Rc<Self>,
+        _: session::DirsParams,
+        mut results: session::DirsResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        if self.issued.dirs.borrow().is_none() {
+            let clients = self
+                .grants
+                .dirs
+                .iter()
+                .map(|d| self.conn.directory(d.dir.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            *self.issued.dirs.borrow_mut() = Some(clients);
+        }
+        let clients = self.issued.dirs.borrow().clone().unwrap_or_default();
+        let mut list = results.get().init_dirs(clients.len() as u32);
+        for (i, (client, granted)) in clients.iter().zip(&self.grants.dirs).enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_path(granted.guest.as_str());
+            entry.set_dir(client.clone());
+        }
+        Ok(())
+    }
+
+    async fn services(
+        self: Rc<Self>,
+        _: session::ServicesParams,
+        mut results: session::ServicesResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        let granted = &self.grants.services;
+        let clients = once(&self.issued.services, || {
+            granted
+                .iter()
+                .map(|s| self.conn.service(s.clone()))
+                .collect()
+        });
+        let mut list = results.get().init_services(clients.len() as u32);
+        for (i, (client, grant)) in clients.iter().zip(granted).enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_name(grant.name.as_str());
+            entry
+                .init_service()
+                .set_as_capability(client.hook.add_ref());
         }
         Ok(())
     }

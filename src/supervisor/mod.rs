@@ -259,6 +259,7 @@ impl Supervisor {
             stderr: stdio.captured,
             plain,
             fuel: fuel_gauge(&store),
+            service: connection.as_ref().map(rpc::Connection::service_fn),
         };
         let handle = Rc::new(ProcessHandle::with(info, parts));
         let timeout = limits.timeout;
@@ -481,6 +482,15 @@ impl Host for Supervisor {
     ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
         let sup = self.clone();
         Box::pin(async move { Supervisor::load(&sup, owner, wasm).await })
+    }
+
+    fn ended(&self, pid: Pid) -> LocalBoxFuture<'static, ()> {
+        let handle = self.0.table.borrow().running(pid).map(|e| e.handle.clone());
+        Box::pin(async move {
+            if let Some(handle) = handle {
+                handle.wait().await;
+            }
+        })
     }
 
     fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {

@@ -268,7 +268,7 @@ impl Component {
 #[must_use = "a spawn does nothing until `start().await`"]
 pub struct SpawnBuilder<'a> {
     target: Target,
-    request: SpawnRequest<&'a [u8]>,
+    pub(crate) request: SpawnRequest<&'a [u8]>,
 }
 
 /// What a [`SpawnBuilder`] spawns through.

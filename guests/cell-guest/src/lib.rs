@@ -24,9 +24,11 @@
 //!   std's `process::exit(n)` turns every non-zero code into 1 on wasm32-wasip2.
 
 mod caps;
+mod dirs;
 pub mod io;
 pub mod net;
 mod runtime;
+mod service;
 mod stdio;
 
 /// The Rust bindings of `capnp/cell.capnp` (from `cell-proto`), for raw access to the
@@ -44,7 +46,9 @@ use futures::FutureExt as _;
 
 pub use caps::{ByteStream, Caps, Component, Executor, Info, Process, SpawnBuilder, Terminal};
 pub use cell_proto::{CellError, ExitStatus, KilledBy, ProcessMode, Reason, Socket, StderrMode};
+pub use dirs::{Directory, GrantedDir};
 pub use runtime::{sleep, timeout, Elapsed, Sleep};
+pub use service::{serve, Service};
 
 // Re-exported so guests can name the types in the raw API without extra dependencies.
 pub use anyhow;
@@ -62,13 +66,22 @@ where
     F: FnOnce(Caps) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    run_serving(None, f)
+}
+
+/// [`run`], offering `bootstrap` to the host as this process's service (see [`serve`]).
+pub(crate) fn run_serving<F, Fut>(bootstrap: Option<capnp::capability::Client>, f: F) -> !
+where
+    F: FnOnce(Caps) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let network = twoparty::VatNetwork::new(
         stdio::StdinReader::default(),
         stdio::StdoutWriter,
         rpc_twoparty_capnp::Side::Client,
         capnp::message::ReaderOptions::new(),
     );
-    let mut rpc = RpcSystem::new(Box::new(network), None);
+    let mut rpc = RpcSystem::new(Box::new(network), bootstrap);
     let session = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
     // The RPC system ends when the host closes our stdin (or the connection breaks); calls
     // still in flight then fail with "disconnected", which the user code sees as errors.

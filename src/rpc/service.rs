@@ -1,0 +1,170 @@
+//! Guest services: the capability a guest serves on its own connection (its bootstrap), as
+//! other guests call it — always through a host-side [`ServiceProxy`], never handed over raw.
+//!
+//! The proxy is what makes a service safe to share: each call enters the **caller's** call
+//! gate (a caller cannot have more calls in progress than its `max-outstanding-calls`, and a
+//! service that never answers holds only the caller's own slots), its params and results are
+//! copied between the two connections (each message bounded by the sending side's
+//! `max-message-size` and held under its connection's flow bounds), and a call fails with
+//! `dead: …` once the serving process has ended (checked before each call, and when a call in
+//! progress fails). Issued per connection: a process can grant only a service it holds (from
+//! `Process.service` or `Session.services`), and each grant is re-issued on the receiver's
+//! connection, so calls count against whoever makes them.
+//!
+//! Capabilities *inside* a service call's params or results (a service passing a callback) are
+//! forwarded by capnp-rpc itself, bounded by the connections' flow bounds.
+
+use std::ops::Deref;
+use std::rc::Rc;
+
+use capnp::any_pointer;
+use capnp::capability::{
+    DispatchCallResult, FromClientHook, FromServer, Params, Promise, Results, Server,
+};
+use capnp::private::capability::ClientHook;
+use cell_proto::Reason;
+
+use crate::grants::GuestService;
+use crate::rpc::conn::Conn;
+use crate::rpc::fail::failed;
+
+/// The host's stand-in for one guest service, issued on the connection of the process that
+/// holds it (`caller`).
+pub(crate) struct ServiceProxy {
+    service: GuestService,
+    caller: Conn,
+}
+
+impl ServiceProxy {
+    pub(crate) fn new(service: GuestService, caller: Conn) -> Self {
+        ServiceProxy { service, caller }
+    }
+
+    /// The service behind this capability.
+    pub(crate) fn service(&self) -> &GuestService {
+        &self.service
+    }
+
+    /// `dead: …` unless the serving process still runs.
+    fn ensure_serving(&self) -> Result<(), capnp::Error> {
+        self.caller
+            .host()
+            .ensure_running(self.service.owner)
+            .map_err(|e| failed(e.reason(), e))
+    }
+
+    /// What a failed call means to the caller: the service's own error, or `dead`/`unsupported`
+    /// when the serving process ended or serves nothing.
+    fn call_error(&self, e: capnp::Error) -> capnp::Error {
+        if let Err(dead) = self.ensure_serving() {
+            return dead;
+        }
+        if (self.service.gone)() {
+            return failed(
+                Reason::Dead,
+                format!("process {} has ended", self.service.owner),
+            );
+        }
+        if e.extra.contains("no bootstrap capability") {
+            return failed(
+                Reason::Unsupported,
+                format!("process {} serves no capability", self.service.owner),
+            );
+        }
+        e
+    }
+
+    async fn forward(
+        self: Rc<Self>,
+        interface_id: u64,
+        method_id: u16,
+        params: Params<any_pointer::Owned>,
+        mut results: Results<any_pointer::Owned>,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.caller.gate().enter()?;
+        self.ensure_serving()?;
+        let mut request = self
+            .service
+            .target
+            .new_call::<any_pointer::Owned, any_pointer::Owned>(interface_id, method_id, None);
+        {
+            let content = params.get()?;
+            request.get().set_as(content)?;
+        }
+        // The caller's message is released before waiting for the service.
+        drop(params);
+        // A service that ends mid-call fails the call now, whatever its connection does.
+        let ended = self.caller.host().ended(self.service.owner);
+        let call = request.send().promise;
+        let response = match futures::future::select(call, ended).await {
+            futures::future::Either::Left((r, _)) => r.map_err(|e| self.call_error(e))?,
+            futures::future::Either::Right(((), _)) => {
+                return Err(failed(
+                    Reason::Dead,
+                    format!("process {} has ended", self.service.owner),
+                ))
+            }
+        };
+        let content = response.get()?;
+        results.get().set_as(content)?;
+        Ok(())
+    }
+}
+
+/// The client type of a [`ServiceProxy`]: an untyped capability (the caller casts it).
+pub(crate) struct ProxyClient {
+    pub(crate) client: capnp::capability::Client,
+}
+
+impl FromClientHook for ProxyClient {
+    fn new(hook: Box<dyn ClientHook>) -> Self {
+        ProxyClient {
+            client: capnp::capability::Client::new(hook),
+        }
+    }
+
+    fn into_client_hook(self) -> Box<dyn ClientHook> {
+        self.client.hook
+    }
+
+    fn as_client_hook(&self) -> &dyn ClientHook {
+        &*self.client.hook
+    }
+}
+
+/// Dispatches every call, whatever its interface, to [`ServiceProxy::forward`].
+#[derive(Clone)]
+pub(crate) struct ProxyDispatch(Rc<ServiceProxy>);
+
+impl Deref for ProxyDispatch {
+    type Target = ServiceProxy;
+
+    fn deref(&self) -> &ServiceProxy {
+        &self.0
+    }
+}
+
+impl FromServer<ServiceProxy> for ProxyClient {
+    type Dispatch = ProxyDispatch;
+
+    fn from_server(s: Rc<ServiceProxy>) -> ProxyDispatch {
+        ProxyDispatch(s)
+    }
+}
+
+impl Server for ProxyDispatch {
+    fn dispatch_call(
+        self,
+        interface_id: u64,
+        method_id: u16,
+        params: Params<any_pointer::Owned>,
+        results: Results<any_pointer::Owned>,
+    ) -> DispatchCallResult {
+        let call = self.0.forward(interface_id, method_id, params, results);
+        DispatchCallResult::new(Promise::from_future(call), false)
+    }
+
+    fn as_ptr(&self) -> usize {
+        Rc::as_ptr(&self.0) as usize
+    }
+}
