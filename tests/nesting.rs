@@ -115,6 +115,8 @@ fn a_loaded_component_spawns_many_and_can_be_granted() {
             "the next load is refused: ",
             "a process holds at most 64 components",
             "ok: components dropped free their slots",
+            "ok: loading more than max-wasm-size is refused: ",
+            "exceeds max-wasm-size 33554432",
         ],
     );
     let bytes = std::fs::read(guest("child-leaf")).unwrap();

@@ -76,7 +76,9 @@ fn each_child_sees_exactly_the_directories_it_was_given() {
     done.assert_code(0)
         .assert_stderr_has("ok: child A sees only a read-only /data")
         .assert_stderr_has("ok: child B sees only a writable /out")
-        .assert_stderr_has("ok: a guest-made Directory is refused");
+        .assert_stderr_has("ok: a guest-made Directory is refused")
+        .assert_stderr_has("a process holds at most 64 directories")
+        .assert_stderr_has("ok: directories dropped free their slots");
     // What the children did, seen from the host.
     let root = tree.path();
     assert_eq!(

@@ -109,7 +109,7 @@ pub(crate) fn raise_fd_limit() {
 /// Fails when fewer than [`FD_RESERVE`] descriptors remain below the soft limit. Counts the
 /// open descriptors (`/proc/self/fd`), so it sees every descriptor, whoever opened it; it runs
 /// only when a guest asks for a new socket.
-fn fd_room() -> Result<(), SocketLimit> {
+pub(crate) fn fd_room() -> Result<(), SocketLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

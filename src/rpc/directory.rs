@@ -48,6 +48,8 @@ impl directory::Server for DirectoryServer {
         let path = path
             .to_str()
             .map_err(|_| failed(Reason::BadRequest, "the path is not UTF-8"))?;
+        // Each open directory holds a host descriptor: never the host's last ones.
+        crate::net::count::fd_room().map_err(|e| failed(Reason::Limit, e))?;
         let opened = self.dir.open(path);
         let audited = match &opened {
             Ok(sub) => Ok(format!("{} {}", sub.rights(), sub.shown().display())),

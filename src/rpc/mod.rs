@@ -69,7 +69,6 @@ impl Connection {
     pub async fn run(self) -> Result<(), capnp::Error> {
         let this = self;
         std::future::poll_fn(|cx| {
-            use std::future::Future as _;
             match this.system.try_borrow_mut() {
                 Ok(mut s) => std::pin::Pin::new(&mut *s).poll(cx),
                 // Only `service_fn` borrows it, never while it is being polled: poll again.
@@ -105,19 +104,6 @@ impl Connection {
         let system = std::rc::Rc::downgrade(&self.system);
         let violation = self.violation.clone();
         std::rc::Rc::new(move || system.strong_count() == 0 || violation.borrow().is_some())
-    }
-}
-
-impl Drop for Connection {
-    /// Ends the connection explicitly: calls still waiting on the guest (a parent's call of
-    /// the guest's service) fail with `disconnected` now, instead of waiting forever on a
-    /// connection state that their clients keep alive.
-    fn drop(&mut self) {
-        if let Ok(system) = self.system.try_borrow() {
-            let mut disconnect = system.get_disconnector();
-            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-            let _ = std::pin::Pin::new(&mut disconnect).poll(&mut cx);
-        }
     }
 }
 

@@ -123,6 +123,29 @@ async fn checks(caps: &Caps, report: &mut Report) -> Result<()> {
         format!("a symlink to the parent is no way up: {}", err_text(&r)),
     );
 
+    // Each Directory held is a host descriptor: a process holds at most 64 at once.
+    let mut held = Vec::new();
+    let refused = loop {
+        match work.open("data").await {
+            Ok(d) => held.push(d),
+            Err(e) => break e,
+        }
+        if held.len() > 200 {
+            break anyhow::anyhow!("no limit after 200 directories");
+        }
+    };
+    report.check(
+        cell_guest::reason(&refused) == Some(Reason::Limit) && held.len() >= 50,
+        format!(
+            "holding {} more directories, the next open is refused: {refused:#}",
+            held.len()
+        ),
+    );
+    drop(held);
+    cell_guest::sleep(Duration::from_millis(100)).await;
+    let freed = work.open("data").await;
+    report.check(freed.is_ok(), "directories dropped free their slots");
+
     let impostor = Directory::new(cell_guest::capnp_rpc::new_client(Impostor));
     let forged = executor
         .spawn(DIRS_CHILD)

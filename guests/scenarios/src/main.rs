@@ -447,5 +447,17 @@ async fn components(executor: &Executor, report: &mut Report) -> Result<()> {
             cell_testkit::err_text(&bad)
         ),
     );
+    // More than max-wasm-size (32 MiB by default) is refused before anything is compiled.
+    let mut oversize = CHILD_LEAF.to_vec();
+    oversize.resize((32 << 20) + 1, 0);
+    let big = executor.load(&oversize).await;
+    drop(oversize);
+    report.check(
+        cell_testkit::failed_with(&big, cell_guest::Reason::Limit),
+        format!(
+            "loading more than max-wasm-size is refused: {}",
+            cell_testkit::err_text(&big)
+        ),
+    );
     Ok(())
 }
