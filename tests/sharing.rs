@@ -25,11 +25,12 @@ fn a_service_is_shared_by_two_children_and_dies_with_its_process() {
 
 /// A service that never answers stalls only that call; one answering with more than
 /// `--max-message-size` is stopped as a protocol violation and its callers get `dead`; one
-/// exiting mid-call fails the call with `dead`. The host stays small throughout.
+/// exiting mid-call fails the call with `dead`; calls through the proxy count against the
+/// caller's call gate. The host stays small throughout.
 #[test]
 fn misbehaving_services_fail_only_their_own_calls() {
     let (done, peak_kib) = Cell::run("kv-pid0")
-        .flags(&["--max-message-size", "2MiB"])
+        .flags(&["--max-message-size", "2MiB", "--max-outstanding-calls", "16"])
         .arg("hostile")
         .finish_with_peak_rss();
     assert!(!done.stderr.contains("fail:"), "{}", done.stderr);
@@ -37,7 +38,9 @@ fn misbehaving_services_fail_only_their_own_calls() {
         .assert_stderr_has("ok: a sibling uses the service meanwhile")
         .assert_stderr_has("ok: a huge answer stops the service (protocol violation")
         .assert_stderr_has("ok: a service exiting mid-call (exited with code 3)")
-        .assert_stderr_has("--- 4 passed, 0 failed");
+        .assert_stderr_has("refused by the caller's gate")
+        .assert_stderr_has("ok: once they are cancelled, calls go through again")
+        .assert_stderr_has("--- 6 passed, 0 failed");
     assert!(peak_kib < 512 * 1024, "host peak RSS {peak_kib} KiB");
 }
 

@@ -7,7 +7,8 @@
 //! `kv-pid0 hostile` checks what a misbehaving service can do to its callers (see
 //! `kv-service --hostile`): one that never answers stalls only that call, one that answers with
 //! more than `--max-message-size` is stopped as a protocol violation (its callers get `dead`),
-//! one that exits mid-call fails the call with `dead`.
+//! one that exits mid-call fails the call with `dead`, and calls through the proxy count against
+//! the caller's `--max-outstanding-calls` (run it with 16).
 //!
 //! Each check prints `ok: …`/`fail: …`; the process exits 0 only if all held.
 
@@ -154,6 +155,35 @@ async fn hostile(executor: &Executor, report: &mut Report) -> Result<()> {
             err_text(&sibling)
         ),
     );
+
+    // Proxied calls count against the caller's call gate (`--max-outstanding-calls`, 16 in the
+    // test): calls past it fail at once with `limit`; cancelled ones give their slots back.
+    {
+        use futures::StreamExt as _;
+        let mut calls: futures::stream::FuturesUnordered<_> =
+            (0..40).map(|_| get(&kv, "hang")).collect();
+        let mut refused = 0;
+        let mut other = Vec::new();
+        while let Ok(Some(r)) =
+            cell_guest::timeout(Duration::from_millis(500), calls.next()).await
+        {
+            match r {
+                Err(e) if cell_guest::reason(&e) == Some(Reason::Limit) => refused += 1,
+                r => other.push(err_text(&r)),
+            }
+        }
+        report.check(
+            refused >= 20 && other.is_empty(),
+            format!("40 hanging calls through the proxy: {refused} refused by the caller's gate, others {other:?}"),
+        );
+        drop(calls);
+        cell_guest::sleep(Duration::from_millis(100)).await;
+        let after = get(&kv, "a").await;
+        report.check(
+            matches!(after, Ok(Some(ref v)) if v == "1"),
+            format!("once they are cancelled, calls go through again: {}", err_text(&after)),
+        );
+    }
 
     // Answers with more than max-message-size: the service breaks its channel and is stopped.
     let (p, kv) = service(executor, &["--hostile", "--big-bytes", "3000000"]).await?;
