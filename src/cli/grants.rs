@@ -1,8 +1,8 @@
 //! Flags that grant pid0 authority. Nothing is granted unless a flag says so, except the
 //! Executor: pid0 is the root of the tree and may always spawn (within its limits).
 //!
-//! Host directories and the terminal are pid0's alone; a child never receives them (the spawn
-//! request has no field for them).
+//! The terminal is pid0's alone. pid0's directories become `Directory` capabilities, which it
+//! may narrow and pass on to children (`Grants.dirs`); nothing else reaches a child.
 
 use std::path::PathBuf;
 

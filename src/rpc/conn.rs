@@ -92,8 +92,8 @@ where
 
 /// One process's RPC connection, as every server on it sees it: whose it is, the host that
 /// runs processes, the bounds (call gate, in-flight bytes, sockets), where decisions are
-/// audited, and the capabilities issued on it (so a Network or socket handed back in a spawn
-/// request is recognised). Cheap to clone; one per connection, made by [`super::serve`].
+/// audited, and the capabilities issued on it (so a Network, socket, Component, Directory or
+/// service handed back in a spawn request is recognised). Cheap to clone; one per connection, made by [`super::serve`].
 #[derive(Clone)]
 pub(crate) struct Conn(Rc<ConnInner>);
 
