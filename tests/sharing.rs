@@ -30,7 +30,12 @@ fn a_service_is_shared_by_two_children_and_dies_with_its_process() {
 #[test]
 fn misbehaving_services_fail_only_their_own_calls() {
     let (done, peak_kib) = Cell::run("kv-pid0")
-        .flags(&["--max-message-size", "2MiB", "--max-outstanding-calls", "16"])
+        .flags(&[
+            "--max-message-size",
+            "2MiB",
+            "--max-outstanding-calls",
+            "16",
+        ])
         .arg("hostile")
         .finish_with_peak_rss();
     assert!(!done.stderr.contains("fail:"), "{}", done.stderr);

@@ -164,8 +164,7 @@ async fn hostile(executor: &Executor, report: &mut Report) -> Result<()> {
             (0..40).map(|_| get(&kv, "hang")).collect();
         let mut refused = 0;
         let mut other = Vec::new();
-        while let Ok(Some(r)) =
-            cell_guest::timeout(Duration::from_millis(500), calls.next()).await
+        while let Ok(Some(r)) = cell_guest::timeout(Duration::from_millis(500), calls.next()).await
         {
             match r {
                 Err(e) if cell_guest::reason(&e) == Some(Reason::Limit) => refused += 1,
@@ -181,7 +180,10 @@ async fn hostile(executor: &Executor, report: &mut Report) -> Result<()> {
         let after = get(&kv, "a").await;
         report.check(
             matches!(after, Ok(Some(ref v)) if v == "1"),
-            format!("once they are cancelled, calls go through again: {}", err_text(&after)),
+            format!(
+                "once they are cancelled, calls go through again: {}",
+                err_text(&after)
+            ),
         );
     }
 
