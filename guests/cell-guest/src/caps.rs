@@ -389,51 +389,72 @@ impl<'a> SpawnBuilder<'a> {
 
     /// Sends the spawn request; resolves once the child runs (or the host refused it).
     pub async fn start(self) -> Result<Process> {
-        let label = if self.request.name.is_empty() {
-            "child".to_string()
-        } else {
-            self.request.name.clone()
-        };
-        let spawned = match &self.target {
-            Target::Executor(executor) => {
-                let mut request = executor.spawn_request();
-                self.request
-                    .write(request.get().init_request())
-                    .with_context(|| format!("spawn {label}: building the request"))?;
-                Spawned::Executor(request.send())
-            }
-            Target::Component(component) => {
-                let mut request = component.spawn_request();
-                self.request
-                    .write(request.get().init_request())
-                    .with_context(|| format!("spawn {label}: building the request"))?;
-                Spawned::Component(request.send())
-            }
-        };
-        let (pid, response) = match spawned {
-            Spawned::Executor(s) => (
-                s.pipeline.get_process().pid_request().send().promise,
-                s.promise.await.and_then(|r| r.get()?.get_process()),
-            ),
-            Spawned::Component(s) => (
-                s.pipeline.get_process().pid_request().send().promise,
-                s.promise.await.and_then(|r| r.get()?.get_process()),
-            ),
-        };
-        let client = response.with_context(|| format!("spawn {label}"))?;
+        let (label, process, spawned) = self.send()?;
+        let pid = process.pid_request().send().promise;
+        let client = spawned.await.with_context(|| format!("spawn {label}"))?;
         let pid = pid
             .await
             .and_then(|r| Ok(r.get()?.get_pid()))
             .with_context(|| format!("spawn {label}: process.pid"))?;
         Ok(Process { client, pid })
     }
+
+    /// Spawns the child and waits for it to end, in one round trip: the `wait` is pipelined on
+    /// the spawn's answer, so both calls go out together. For a child whose `Process` is not
+    /// needed otherwise (no kill, no streams).
+    pub async fn run(self) -> Result<ExitStatus> {
+        let (label, process, spawned) = self.send()?;
+        let waited = process.wait_request().send().promise;
+        let (spawned, waited) = futures::future::join(spawned, waited).await;
+        spawned.with_context(|| format!("spawn {label}"))?;
+        let response = waited.with_context(|| format!("{label}: wait"))?;
+        let status = response
+            .get()
+            .and_then(|r| r.get_status())
+            .with_context(|| format!("{label}: wait: reading the response"))?;
+        ExitStatus::read(status).with_context(|| format!("{label}: wait: reading the status"))
+    }
+
+    /// Sends the request: the child's label, its pipelined `Process`, and the spawn's answer.
+    fn send(self) -> Result<(String, process::Client, SpawnAnswer)> {
+        let label = if self.request.name.is_empty() {
+            "child".to_string()
+        } else {
+            self.request.name.clone()
+        };
+        let (process, answer): (process::Client, SpawnAnswer) = match &self.target {
+            Target::Executor(executor) => {
+                let mut request = executor.spawn_request();
+                self.request
+                    .write(request.get().init_request())
+                    .with_context(|| format!("spawn {label}: building the request"))?;
+                let sent = request.send();
+                let answer = sent.promise;
+                (
+                    sent.pipeline.get_process(),
+                    Box::pin(async move { answer.await?.get()?.get_process() }),
+                )
+            }
+            Target::Component(component) => {
+                let mut request = component.spawn_request();
+                self.request
+                    .write(request.get().init_request())
+                    .with_context(|| format!("spawn {label}: building the request"))?;
+                let sent = request.send();
+                let answer = sent.promise;
+                (
+                    sent.pipeline.get_process(),
+                    Box::pin(async move { answer.await?.get()?.get_process() }),
+                )
+            }
+        };
+        Ok((label, process, answer))
+    }
 }
 
-/// A spawn request in flight, through either target.
-enum Spawned {
-    Executor(capnp::capability::RemotePromise<executor::spawn_results::Owned>),
-    Component(capnp::capability::RemotePromise<component::spawn_results::Owned>),
-}
+/// The answer of a spawn request, through either target.
+type SpawnAnswer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = capnp::Result<process::Client>>>>;
 
 /// A child process (`Process` in the schema). Dropping it does not stop the child.
 #[derive(Clone)]

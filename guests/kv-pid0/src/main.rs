@@ -44,14 +44,16 @@ async fn len(kv: &kv::Client) -> Result<u32> {
 
 /// Runs a `kv-client` child with the service granted as `kv`; true if it exited 0.
 async fn client(executor: &Executor, kv: &kv::Client, steps: &[&str]) -> Result<ExitStatus> {
-    let child = executor
+    // Spawned and waited for in one round trip (the wait is pipelined on the spawn).
+    let run = executor
         .spawn(KV_CLIENT)
         .name("kv-client")
         .args(steps.iter().copied())
         .grant_service("kv", kv)
-        .start()
-        .await?;
-    wait(&child).await
+        .run();
+    cell_guest::timeout(WAIT, run)
+        .await
+        .context("waiting for kv-client")?
 }
 
 async fn wait(process: &Process) -> Result<ExitStatus> {
