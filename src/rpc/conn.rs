@@ -367,6 +367,12 @@ impl Conn {
                     "not a service this process holds (from Process.service or Session.services)",
                 )
             })?;
+            // A service never outlives its process: one already gone cannot be passed on.
+            let owner = server.service().owner;
+            self.0
+                .host
+                .ensure_running(owner)
+                .map_err(|e| failed(e.reason(), e))?;
             services.push(GuestService {
                 name: grant.name,
                 ..server.service().clone()

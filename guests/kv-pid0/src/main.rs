@@ -130,11 +130,8 @@ async fn example(executor: &Executor, report: &mut Report) -> Result<()> {
     );
     let late = client(executor, &kv, &["absent", "x"]).await;
     report.check(
-        matches!(late, Ok(ExitStatus::Exited(1)) | Err(_)),
-        format!(
-            "a client given a dead service cannot use it: {}",
-            err_text(&late)
-        ),
+        failed_with(&late, Reason::Dead),
+        format!("a dead service cannot be granted: {}", err_text(&late)),
     );
     Ok(())
 }
