@@ -1,6 +1,6 @@
 # A key-value store served by one guest and called by others (cell's guest services example).
 # The guest's own schema: cell knows nothing about it and proxies its calls untyped.
-# Rust bindings are checked in as `src/kv_capnp.rs` (`make proto` regenerates them).
+# Rust bindings are generated at build time by `build.rs` (needs `capnp`: `make deps`).
 
 @0xd6a3c6f0b1e24a71;
 
