@@ -29,7 +29,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::net::audit::{Audit, AuditEvent, Via};
-use crate::net::policy::{Decision, NetOp, NetPolicy};
+use crate::net::policy::{parse_ip, Decision, NetOp, NetPolicy};
 
 /// How long one lookup by the system resolver may take.
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,7 +133,7 @@ impl NameLookup {
 
     /// Starts resolving `name`: refused, answered at once, or left to the system resolver.
     fn start(&self, name: &str) -> Result<NameStream, ErrorCode> {
-        if let Some(ip) = literal(name) {
+        if let Some(ip) = parse_ip(name) {
             return Ok(NameStream::ready(name, vec![ip]));
         }
         let Ok(name) = crate::net::policy::canonical_name(name) else {
@@ -205,15 +205,6 @@ impl NameLookup {
         }
         first.unwrap_or_else(|| self.policy.allows_resolved(NetOp::Connect, name, ip, 0))
     }
-}
-
-/// An IP address literal, with or without brackets.
-fn literal(name: &str) -> Option<IpAddr> {
-    let bare = name
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(name);
-    bare.parse().ok()
 }
 
 /// One of a process's [`MAX_PENDING_LOOKUPS`], given back when dropped.

@@ -37,6 +37,20 @@ fn once<C: Clone>(slot: &RefCell<Option<C>>, make: impl FnOnce() -> C) -> C {
     slot.borrow_mut().get_or_insert_with(make).clone()
 }
 
+/// The clients in `slot`, made by `make` the first time it succeeds (each may take one of a
+/// bounded number of slots, so a failure is not cached).
+fn once_try<C: Clone>(
+    slot: &RefCell<Option<Vec<C>>>,
+    make: impl FnOnce() -> Result<Vec<C>, capnp::Error>,
+) -> Result<Vec<C>, capnp::Error> {
+    if let Some(made) = slot.borrow().as_ref() {
+        return Ok(made.clone());
+    }
+    let made = make()?;
+    *slot.borrow_mut() = Some(made.clone());
+    Ok(made)
+}
+
 impl SessionServer {
     pub(crate) fn new(conn: Conn, grants: Grants) -> Self {
         SessionServer {
@@ -135,16 +149,13 @@ impl session::Server for SessionServer {
         mut results: session::ComponentsResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        if self.issued.components.borrow().is_none() {
-            let clients = self
-                .grants
+        let clients = once_try(&self.issued.components, || {
+            self.grants
                 .components
                 .iter()
                 .map(|c| self.conn.component(c.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            *self.issued.components.borrow_mut() = Some(clients);
-        }
-        let clients = self.issued.components.borrow().clone().unwrap_or_default();
+                .collect()
+        })?;
         let mut list = results.get().init_components(clients.len() as u32);
         for (i, c) in clients.iter().enumerate() {
             list.set(i as u32, c.client.hook.add_ref());
@@ -158,16 +169,13 @@ impl session::Server for SessionServer {
         mut results: session::DirsResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        if self.issued.dirs.borrow().is_none() {
-            let clients = self
-                .grants
+        let clients = once_try(&self.issued.dirs, || {
+            self.grants
                 .dirs
                 .iter()
                 .map(|d| self.conn.directory(d.dir.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            *self.issued.dirs.borrow_mut() = Some(clients);
-        }
-        let clients = self.issued.dirs.borrow().clone().unwrap_or_default();
+                .collect()
+        })?;
         let mut list = results.get().init_dirs(clients.len() as u32);
         for (i, (client, granted)) in clients.iter().zip(&self.grants.dirs).enumerate() {
             let mut entry = list.reborrow().get(i as u32);

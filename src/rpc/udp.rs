@@ -16,11 +16,11 @@ use capnp::capability::Rc as CapRc;
 
 use crate::cell_capnp::udp_socket;
 use crate::limits::UDP_MAX_DATAGRAM;
+use crate::net::policy::parse_ip;
 use crate::net::policy::NetOp;
 use crate::net::socket::UdpInner;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
-use crate::rpc::network::parse_ip;
 use cell_proto::Reason;
 
 /// The server of one `UdpSocket` capability.

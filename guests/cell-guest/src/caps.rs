@@ -422,31 +422,23 @@ impl<'a> SpawnBuilder<'a> {
         } else {
             self.request.name.clone()
         };
-        let (process, answer): (process::Client, SpawnAnswer) = match &self.target {
-            Target::Executor(executor) => {
-                let mut request = executor.spawn_request();
+        // The same for both targets, whose generated request types differ.
+        macro_rules! send_to {
+            ($target:expr) => {{
+                let mut request = $target.spawn_request();
                 self.request
                     .write(request.get().init_request())
                     .with_context(|| format!("spawn {label}: building the request"))?;
                 let sent = request.send();
                 let answer = sent.promise;
-                (
-                    sent.pipeline.get_process(),
-                    Box::pin(async move { answer.await?.get()?.get_process() }),
-                )
-            }
-            Target::Component(component) => {
-                let mut request = component.spawn_request();
-                self.request
-                    .write(request.get().init_request())
-                    .with_context(|| format!("spawn {label}: building the request"))?;
-                let sent = request.send();
-                let answer = sent.promise;
-                (
-                    sent.pipeline.get_process(),
-                    Box::pin(async move { answer.await?.get()?.get_process() }),
-                )
-            }
+                let answer: SpawnAnswer =
+                    Box::pin(async move { answer.await?.get()?.get_process() });
+                (sent.pipeline.get_process(), answer)
+            }};
+        }
+        let (process, answer) = match &self.target {
+            Target::Executor(executor) => send_to!(executor),
+            Target::Component(component) => send_to!(component),
         };
         Ok((label, process, answer))
     }

@@ -486,8 +486,25 @@ pub(super) fn special_reason(ip: IpAddr) -> Option<DenyReason> {
 // Tests: parsing, special ranges, decisions, intersection, properties
 // ------------------------------------------------------------------------------------------------
 
+/// An address as a guest writes it: `127.0.0.1`, `::1` or `[::1]`.
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    inner.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_guest_addresses() {
+        assert_eq!(parse_ip("127.0.0.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(parse_ip("[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("::1"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_ip("localhost"), None);
+    }
+
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
