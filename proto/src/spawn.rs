@@ -448,6 +448,30 @@ mod tests {
         }
     }
 
+    /// Too many named grants, or a name past its bound, are refused before any entry's
+    /// capability is read.
+    #[test]
+    fn named_grants_are_bounded() {
+        let read = |dirs: u32, services: u32, name: &str| {
+            let mut message = capnp::message::Builder::new_default();
+            let mut g = message.init_root::<grants::Builder<'_>>();
+            g.reborrow().init_dirs(dirs);
+            let mut list = g.reborrow().init_services(services);
+            for i in 0..services {
+                list.reborrow().get(i).set_name(name);
+            }
+            let r = message
+                .get_root_as_reader::<grants::Reader<'_>>()
+                .expect("root");
+            Grants::read(r).err().map(|e| CellError::from(e).reason)
+        };
+        let n = MAX_NAMED_GRANTS as u32;
+        assert_eq!(read(n + 1, 0, "x"), Some(Reason::Limit));
+        assert_eq!(read(0, n + 1, "x"), Some(Reason::Limit));
+        let long = "k".repeat(MAX_GRANT_NAME + 1);
+        assert_eq!(read(0, 1, &long), Some(Reason::BadRequest));
+    }
+
     #[test]
     fn a_request_round_trips() {
         let mut req = SpawnRequest::new(&b"\0asm"[..]);
