@@ -6,7 +6,8 @@
 #
 # Schema version 3 (version 1 plus the items marked "(version 2)": Executor.load, Component,
 # Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
-# Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services). Changes are additive only (new fields, methods, enumerants and interfaces get
+# Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
+# the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event). Changes are additive only (new fields, methods, enumerants and interfaces get
 # new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
 #
@@ -304,4 +305,164 @@ interface UdpSocket {
   # dropped and counted.
   localAddress @2 () -> (address :Text);
   dropped @3 () -> (count :UInt64);
+}
+
+# ---------------------------------------------------------------------------------------------
+# The daemon (version 4): `cell serve` bootstraps a `Daemon` on a unix socket, a `Login` on TCP.
+# Clients are held to the same framing checks, call bounds and budgets as guests.
+
+interface Login {
+  # (version 4) The bootstrap of a TCP listener: nothing is reachable before the token is shown.
+  login @0 (token :Text) -> (daemon :Daemon);
+  # Fails with "denied: wrong token" (and the daemon closes the connection) unless `token` is the
+  # listener's `--token-file` contents (surrounding whitespace ignored).
+}
+
+interface Daemon {
+  # (version 4) One client's door to a `cell serve` daemon. Everything it starts stays within
+  # the grant ceiling of the listener the client came through.
+
+  run @0 (request :JobRequest) -> (job :Job);
+  # Starts a job: a pid0 tree of its own, with the request's grants narrowed to the ceiling.
+  # Resolves once pid0 is instantiated; fails like `Executor.spawn` ("bad-wasm: …", "limit: …",
+  # "denied: …" for a directory outside the ceiling, "bad-request: …").
+
+  load @1 (wasm :Data) -> (component :Component);
+  # Compiles `wasm` (or finds it in the daemon's warm caches) and returns it, to run as often as
+  # needed with `JobRequest.code.component`. Its `spawn` fails with "unsupported: …".
+
+  ps @2 () -> (processes :List(ProcessEntry));
+  # Every live process of every job (and of the daemon's services), in pid order.
+
+  kill @3 (pid :UInt32) -> ();
+  # Kills a process and its subtree ("killed by the operator"); resolves once it has ended.
+  # Fails with "dead: …" when no such process runs.
+
+  events @4 (sink :EventSink) -> (subscription :Subscription);
+  # Streams spawn, exit and deny events to `sink` while `subscription` is held. At most one push
+  # is in flight per subscriber: a consumer slower than the daemon loses events (its next event
+  # says how many), and never slows the daemon down.
+}
+
+struct JobRequest {
+  # (version 4)
+  code :union {
+    wasm @0 :Data;              # the component's bytes
+    component @1 :Component;    # one returned by `Daemon.load` on this connection
+    path @2 :Text;              # an absolute host path inside a directory of the ceiling
+  }
+  name @3 :Text;                # argv[0]; the file name for `path`, else "job", when empty
+  args @4 :List(Text);
+  env @5 :List(EnvVar);         # the whole environment: nothing of the daemon's is inherited
+  cwd @6 :Text;                 # pid0's working directory (a guest path); empty: none
+  network @7 :NetPolicy;        # null: no network; else intersected with the ceiling's policy
+  dirs @8 :List(JobDir);
+  limits @9 :JobLimits;
+  mode @10 :JobMode;
+  attached @11 :Bool;           # kill the job when this client's connection ends
+}
+
+struct JobDir {
+  # (version 4) A directory for pid0: `host` must lie inside a directory of the ceiling, and may
+  # be writable only if that one is.
+  host @0 :Text;
+  guest @1 :Text;
+  writable @2 :Bool;
+}
+
+struct JobLimits {
+  # (version 4) Zero means "the ceiling's". A value above the ceiling's is refused with "limit: …".
+  maxMemoryBytes @0 :UInt64;
+  timeoutMs @1 :UInt64;
+  fuel @2 :UInt64;
+  maxProcs @3 :UInt32;
+  maxDepth @4 :UInt32;
+  maxWasmBytes @5 :UInt64;
+  maxMessageBytes @6 :UInt64;
+  maxOutstandingCalls @7 :UInt32;
+  maxSockets @8 :UInt32;
+  stderrCaptureBytes @9 :UInt64;
+}
+
+enum JobMode {
+  auto @0;    # by the file, as `cell run`: RPC for a component built with the cell-guest SDK
+  rpc @1;     # a cell guest: its stdio is its RPC connection to the daemon
+  plain @2;   # an ordinary WASI program: its stdin/stdout are the Job's ByteStreams
+}
+
+interface Job {
+  # (version 4) A running (or ended) job. Dropping it does not stop the job; a job started
+  # `attached` is killed when the connection that started it ends.
+
+  pid @0 () -> (pid :UInt32);
+  wait @1 () -> (status :ExitStatus);
+  # Resolves when the job's pid0 has ended.
+
+  kill @2 () -> ();
+  # Kills the whole job ("killed by the operator"); resolves once pid0 has ended.
+
+  stderr @3 () -> (stream :ByteStream);
+  # pid0's stderr, with each descendant's forwarded stderr lines ("[pid N] …"). Never slows the
+  # job: bytes arriving while `limits.stderrCaptureBytes` are unread are dropped and counted in
+  # the report. Ends when pid0 has ended.
+
+  stdin @4 () -> (stream :ByteStream);
+  stdout @5 () -> (stream :ByteStream);
+  # A plain job's stdin/stdout; "not-plain: …" for an RPC job.
+
+  report @6 () -> (json :Text);
+  # The `cell-report/1` JSON of this job (as `cell run --report`), once its whole tree has
+  # ended: waits until then.
+}
+
+struct ProcessEntry {
+  # (version 4) One live process, for `Daemon.ps`.
+  pid @0 :UInt32;
+  parent @1 :UInt32;
+  hasParent @2 :Bool;        # false for a job's pid0
+  job @3 :UInt32;            # the pid of its job's pid0
+  name @4 :Text;
+  sha256 @5 :Text;
+  running @6 :Bool;          # false: exited, kept until its subtree has ended
+  uptimeMs @7 :UInt64;
+  memoryBytes @8 :UInt64;    # linear memories and tables now
+  fuelMetered @9 :Bool;
+  fuelLeft @10 :UInt64;
+  service @11 :Text;         # the `--service` it runs, if any
+  restarts @12 :UInt32;      # how often that service has been restarted
+}
+
+interface EventSink {
+  # (version 4) Implemented by a client to receive `Daemon.events`.
+  push @0 (event :Event) -> ();
+}
+
+interface Subscription {
+  # (version 4) Events flow while this is held; drop it to stop them.
+}
+
+struct Event {
+  # (version 4)
+  seq @0 :UInt64;            # the daemon's event counter: gaps are events this sink lost
+  lost @1 :UInt64;           # events this sink lost since the previous push
+  unixMs @2 :UInt64;
+  pid @3 :UInt32;
+  union {
+    spawn @4 :SpawnEvent;
+    exit @5 :ExitStatus;
+    deny @6 :DenyEvent;
+  }
+}
+
+struct SpawnEvent {
+  parent @0 :UInt32;
+  hasParent @1 :Bool;
+  name @2 :Text;
+  sha256 @3 :Text;
+}
+
+struct DenyEvent {
+  op @0 :Text;               # "connect", "listen", "udp", "resolve", "dir-open", …
+  target @1 :Text;
+  detail @2 :Text;
 }

@@ -9,10 +9,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::engine::ContentHash;
-use crate::limits::FuelGauge;
+use crate::limits::{FuelGauge, MemoryGauge};
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
 use crate::transport::{PipeReader, PipeWriter};
+use crate::tree::{Tree, TreeSpec};
 
 /// A process id: never reused within a run; pid0 is 0.
 pub type Pid = u32;
@@ -69,6 +70,10 @@ pub struct ProcessHandle {
     pub fuel: Option<FuelGauge>,
     /// The capability it serves, for an RPC guest (see `Process.service`).
     pub service: Option<ServiceFn>,
+    /// The tree it belongs to (its job's, for a daemon): shared with its whole tree.
+    pub(crate) tree: std::rc::Rc<Tree>,
+    /// Its memory use now.
+    pub(crate) memory: MemoryGauge,
 }
 
 /// What a handle is made of besides its channels: everything is known before the process
@@ -84,6 +89,21 @@ pub struct HandleParts {
     pub fuel: Option<FuelGauge>,
     /// How to reach what it serves, for an RPC guest.
     pub service: Option<ServiceFn>,
+    /// The tree it joins (its parent's; a new one for a root). `None`: a tree of its own.
+    pub(crate) tree: Option<std::rc::Rc<Tree>>,
+    /// Its store's memory gauge.
+    pub(crate) memory: MemoryGauge,
+}
+
+impl HandleParts {
+    /// The parts of a plain child with these stdio ends (for hosts other than the supervisor,
+    /// e.g. in-process tests).
+    pub fn with_plain(plain: PlainStdio) -> Self {
+        HandleParts {
+            plain: Some(plain),
+            ..HandleParts::default()
+        }
+    }
 }
 
 impl ProcessHandle {
@@ -99,6 +119,8 @@ impl ProcessHandle {
             plain,
             fuel,
             service,
+            tree,
+            memory,
         } = parts;
         ProcessHandle {
             pid: info.pid,
@@ -111,6 +133,8 @@ impl ProcessHandle {
             plain,
             fuel,
             service,
+            tree: tree.unwrap_or_else(|| Tree::new(TreeSpec::default())),
+            memory,
         }
     }
 

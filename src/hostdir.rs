@@ -65,15 +65,7 @@ impl HostDir {
     /// `sub` is empty, absolute or has a `..` component; or it does not name a directory
     /// inside this one (a symlink leading out of it included).
     pub(crate) fn open(&self, sub: &str) -> Result<HostDir, DirError> {
-        let path = Path::new(sub);
-        let beneath = !sub.is_empty()
-            && !sub.contains('\0')
-            && path
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !beneath {
-            return Err(DirError::NotBeneath(crate::text::guest_text(sub)));
-        }
+        let path = beneath(sub)?;
         let handle =
             cap_primitives::fs::open_dir(&self.handle, path).map_err(|error| DirError::Io {
                 path: crate::text::guest_text(sub),
@@ -84,6 +76,41 @@ impl HostDir {
             shown: self.shown.join(path),
             writable: self.writable,
         })
+    }
+
+    /// Reads the regular file at `sub`, beneath this directory (the same lookup as [`open`]),
+    /// refusing one larger than `max` bytes before reading it.
+    ///
+    /// [`open`]: HostDir::open
+    ///
+    /// # Errors
+    /// As [`HostDir::open`]; or it is not a regular file, is larger than `max`, or cannot be read.
+    pub(crate) fn read_file(&self, sub: &str, max: u64) -> Result<Vec<u8>, DirError> {
+        use std::io::Read as _;
+        let path = beneath(sub)?;
+        let io = |error: io::Error| DirError::Io {
+            path: crate::text::guest_text(sub),
+            error,
+        };
+        let mut options = cap_primitives::fs::OpenOptions::new();
+        options.read(true);
+        let file = cap_primitives::fs::open(&self.handle, path, &options).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(io::Error::other("not a regular file")));
+        }
+        if meta.len() > max {
+            return Err(io(io::Error::other(format!(
+                "{} bytes, more than the {max}-byte maximum",
+                meta.len()
+            ))));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > max {
+            return Err(io(io::Error::other("grew past the maximum while read")));
+        }
+        Ok(bytes)
     }
 
     /// The same tree, read-only.
@@ -116,6 +143,21 @@ impl HostDir {
     /// path): the handle's own entry in `/proc/self/fd`, valid while `self` lives.
     pub(crate) fn preopen_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+    }
+}
+
+/// `sub` as a path beneath a directory: not empty, relative, no `..`.
+fn beneath(sub: &str) -> Result<&Path, DirError> {
+    let path = Path::new(sub);
+    let ok = !sub.is_empty()
+        && !sub.contains('\0')
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(path)
+    } else {
+        Err(DirError::NotBeneath(crate::text::guest_text(sub)))
     }
 }
 

@@ -13,7 +13,9 @@
 
 pub(crate) mod budget;
 pub(crate) mod cli;
+pub(crate) mod client;
 pub(crate) mod engine;
+pub(crate) mod events;
 pub(crate) mod grants;
 pub(crate) mod handle;
 pub(crate) mod hostdir;
@@ -26,6 +28,7 @@ pub(crate) mod process;
 pub(crate) mod report;
 pub(crate) mod rpc;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub(crate) mod spec;
 pub(crate) mod state;
 pub(crate) mod status;
@@ -34,6 +37,7 @@ pub(crate) mod supervisor;
 pub(crate) mod table;
 pub(crate) mod text;
 pub(crate) mod transport;
+pub(crate) mod tree;
 
 /// Bindings generated from `capnp/cell.capnp`, from the wire crate shared with guests and
 /// clients.

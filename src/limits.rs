@@ -26,6 +26,16 @@ pub(crate) const PROCESS_HISTORY: usize = 10_000;
 /// Bytes the listed ended processes may take in the host (names and trap messages included);
 /// past it, ended processes are only counted.
 pub(crate) const PROCESS_HISTORY_BYTES: usize = 4 << 20;
+
+/// Ended processes kept for one daemon job's report (and their bytes): many jobs live side by
+/// side, so each keeps less than a `cell run` (at most `--max-jobs` × 128 KiB in all).
+pub(crate) const JOB_HISTORY: usize = 1_000;
+/// See [`JOB_HISTORY`].
+pub(crate) const JOB_HISTORY_BYTES: usize = 128 << 10;
+
+/// Events the daemon's event ring holds for subscribers that fall behind (each at most a few
+/// KiB: its strings are bounded); older ones are lost, and counted, per subscriber.
+pub(crate) const EVENT_RING: usize = 1024;
 /// How long `cell` waits for its own blocking threads (a compile nobody waits for any more, a
 /// guest's file operation stuck on a FIFO) once the run has ended, before it exits anyway.
 pub const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -60,6 +70,12 @@ pub(crate) const MAX_COMPONENTS_HELD: usize = 64;
 /// `Directory` capabilities one process may hold at once: each holds an open descriptor of
 /// the host's (a subtree opened by `Directory.open` is a new one).
 pub(crate) const MAX_DIRS_HELD: usize = 64;
+/// `Job` capabilities one daemon client may hold at once (each keeps its job's report).
+pub(crate) const MAX_JOBS_HELD: usize = 256;
+/// `Daemon.events` subscriptions one daemon client may hold at once.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 8;
+/// Client connections a daemon serves at once; more are closed as they arrive.
+pub(crate) const MAX_CLIENTS: usize = 1024;
 /// Core instances, linear memories and tables one store may create. Each linear memory
 /// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
 /// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see
@@ -266,6 +282,8 @@ fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     used: usize,
+    /// `used`, readable from outside the store (`Daemon.ps`).
+    gauge: MemoryGauge,
     /// The largest `used` has been (for the run report).
     peak: usize,
     hit: bool,
@@ -279,6 +297,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
+            gauge: MemoryGauge::default(),
             peak: 0,
             hit: false,
         }
@@ -300,6 +319,11 @@ impl MemoryLimiter {
         self.peak
     }
 
+    /// What the store uses now, readable without the store.
+    pub(crate) fn gauge(&self) -> MemoryGauge {
+        self.gauge.clone()
+    }
+
     fn grow(&mut self, current: usize, desired: usize) -> bool {
         let next = self.used.saturating_sub(current).saturating_add(desired);
         if next > self.limit {
@@ -308,7 +332,20 @@ impl MemoryLimiter {
         }
         self.used = next;
         self.peak = self.peak.max(next);
+        self.gauge
+            .0
+            .store(next as u64, std::sync::atomic::Ordering::Relaxed);
         true
+    }
+}
+
+/// The bytes of linear memory and tables a store uses now (a mirror of its limiter's count).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemoryGauge(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl MemoryGauge {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

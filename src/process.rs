@@ -159,6 +159,11 @@ pub(crate) fn build_store(
 }
 
 /// The gauge of a store's remaining fuel, when fuel is metered.
+/// The store's memory use now, for `Daemon.ps`.
+pub(crate) fn memory_gauge(store: &Store<ProcState>) -> crate::limits::MemoryGauge {
+    store.data().limiter.gauge()
+}
+
 pub(crate) fn fuel_gauge(store: &Store<ProcState>) -> Option<FuelGauge> {
     store.data().fuel.clone()
 }

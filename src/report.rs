@@ -1,6 +1,6 @@
 //! The run report (`cell run --report FILE`): what ran, how it ended, what it used, as JSON for
-//! scripts. [`RunStats`] is what the supervisor records while the run goes on; [`Report`] is
-//! what is written at the end.
+//! scripts. [`crate::tree::RunStats`] is what the supervisor records for a tree while it runs;
+//! [`Report`] is what is written at the end.
 //!
 //! Schema `cell-report/1` (every field always present; `null` where noted):
 //!
@@ -33,103 +33,19 @@
 //! (D = exit code), `trapped` (D = one-line message), `killed` (D = `parent`, `cascade` or
 //! `operator`), `timed-out`, `out-of-memory`, `out-of-fuel`, `protocol-violation` (D = reason).
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
 use serde::Serialize;
 
 pub(crate) use crate::engine::CompileCacheStats;
-use crate::handle::Pid;
-use crate::limits::{PROCESS_HISTORY, PROCESS_HISTORY_BYTES};
 use crate::status::ExitStatus;
+pub(crate) use crate::tree::ProcessSummary;
 
 /// The schema name and version written in every report.
 pub(crate) const SCHEMA: &str = "cell-report/1";
-
-/// The final facts of one ended process.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProcessSummary {
-    pub pid: Pid,
-    pub parent: Option<Pid>,
-    pub name: String,
-    pub sha256: Option<String>,
-    pub status: ExitStatus,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub peak_memory_bytes: u64,
-    pub fuel_used: Option<u64>,
-}
-
-/// Network decisions made by the host for the whole tree.
-impl ProcessSummary {
-    /// What this entry costs the host: its fixed fields plus its strings (the name is at most
-    /// `text::GUEST_TEXT_MAX` bytes; a trap message is one line of the host's own making).
-    pub fn approx_bytes(&self) -> usize {
-        let status = match &self.status {
-            ExitStatus::Trapped(m) | ExitStatus::ProtocolViolation(m) => m.len(),
-            _ => 0,
-        };
-        std::mem::size_of::<Self>()
-            + self.name.len()
-            + self.sha256.as_ref().map_or(0, String::len)
-            + status
-    }
-}
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub(crate) struct NetworkStats {
     pub allowed: u64,
     pub denied: u64,
-}
-
-/// What the supervisor records during a run. Bounded: at most [`PROCESS_HISTORY`] summaries
-/// are kept (the first ones, pid0's children usually); later ones are only counted.
-#[derive(Debug)]
-pub struct RunStats {
-    started: Instant,
-    history: VecDeque<ProcessSummary>,
-    /// What `history` holds, by [`ProcessSummary::approx_bytes`].
-    history_bytes: usize,
-    not_listed: u64,
-}
-
-impl Default for RunStats {
-    fn default() -> Self {
-        RunStats {
-            started: Instant::now(),
-            history: VecDeque::new(),
-            history_bytes: 0,
-            not_listed: 0,
-        }
-    }
-}
-
-impl RunStats {
-    /// Milliseconds since the run started, for `at`.
-    pub fn ms_since_start(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.started).as_millis() as u64
-    }
-
-    /// Records an ended process.
-    pub fn record(&mut self, summary: ProcessSummary) {
-        let bytes = summary.approx_bytes();
-        if self.history.len() < PROCESS_HISTORY
-            && self.history_bytes + bytes <= PROCESS_HISTORY_BYTES
-        {
-            self.history_bytes += bytes;
-            self.history.push_back(summary);
-        } else {
-            self.not_listed += 1;
-        }
-    }
-
-    pub fn processes(&self) -> impl Iterator<Item = &ProcessSummary> {
-        self.history.iter()
-    }
-
-    pub fn not_listed(&self) -> u64 {
-        self.not_listed
-    }
 }
 
 /// The whole report; see the module documentation for the schema.
@@ -216,46 +132,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn summary(pid: Pid) -> ProcessSummary {
-        ProcessSummary {
-            pid,
-            parent: None,
-            name: "p".into(),
-            sha256: None,
-            status: ExitStatus::Exited(0),
-            start_ms: 0,
-            end_ms: 0,
-            peak_memory_bytes: 0,
-            fuel_used: None,
-        }
-    }
-
-    #[test]
-    fn history_is_bounded_and_counts_the_rest() {
-        let mut stats = RunStats::default();
-        for pid in 0..(PROCESS_HISTORY as u32 + 5) {
-            stats.record(summary(pid));
-        }
-        assert_eq!(stats.processes().count(), PROCESS_HISTORY);
-        assert_eq!(stats.not_listed(), 5);
-    }
-
-    #[test]
-    fn history_is_bounded_in_bytes_too() {
-        let mut stats = RunStats::default();
-        let big = ProcessSummary {
-            name: "n".repeat(crate::text::GUEST_TEXT_MAX),
-            status: ExitStatus::Trapped("t".repeat(4096)),
-            ..summary(0)
-        };
-        let per = big.approx_bytes();
-        for _ in 0..PROCESS_HISTORY {
-            stats.record(big.clone());
-        }
-        assert_eq!(stats.processes().count(), PROCESS_HISTORY_BYTES / per);
-        assert!(stats.not_listed() > 0);
-    }
 
     #[test]
     fn statuses_serialize_as_documented() {

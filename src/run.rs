@@ -16,6 +16,7 @@ use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
 use crate::supervisor::Supervisor;
+use crate::tree::{Tree, TreeSpec};
 
 /// Exit codes of `cell` itself. Any other code is pid0's own exit code, passed through.
 pub mod exit_code {
@@ -78,7 +79,7 @@ impl ModeChoice {
     ///
     /// # Errors
     /// `--plain` for a cell guest.
-    fn decide(self, path: &std::path::Path, sdk_guest: bool) -> Result<bool, RunError> {
+    pub(crate) fn decide(self, path: &std::path::Path, sdk_guest: bool) -> Result<bool, RunError> {
         match (self, sdk_guest) {
             (ModeChoice::Plain, true) => Err(RunError::WrongMode(format!(
                 "{} is a cell guest (built with cell-guest): it speaks Cap'n Proto RPC on its \
@@ -117,15 +118,20 @@ impl RunOutcome {
         if let Some(sig) = self.signal {
             return (128 + sig).clamp(0, 255) as u8;
         }
-        match &self.status {
-            ExitStatus::Exited(code) => (*code & 0xff) as u8,
-            ExitStatus::TimedOut => exit_code::TIMED_OUT,
-            ExitStatus::Killed(_) => exit_code::KILLED,
-            ExitStatus::Trapped(_)
-            | ExitStatus::OutOfMemory
-            | ExitStatus::OutOfFuel
-            | ExitStatus::ProtocolViolation(_) => exit_code::TRAPPED,
-        }
+        exit_code_for(&self.status)
+    }
+}
+
+/// The exit code `cell run` (and `cell exec`) ends with when pid0 ended with `status`.
+pub(crate) fn exit_code_for(status: &ExitStatus) -> u8 {
+    match status {
+        ExitStatus::Exited(code) => (*code & 0xff) as u8,
+        ExitStatus::TimedOut => exit_code::TIMED_OUT,
+        ExitStatus::Killed(_) => exit_code::KILLED,
+        ExitStatus::Trapped(_)
+        | ExitStatus::OutOfMemory
+        | ExitStatus::OutOfFuel
+        | ExitStatus::ProtocolViolation(_) => exit_code::TRAPPED,
     }
 }
 
@@ -147,6 +153,12 @@ pub enum RunError {
     WrongMode(String),
     #[error(transparent)]
     Host(#[from] anyhow::Error),
+    /// The daemon refused the job (`cell exec`).
+    #[error("cannot run {path}: {error}")]
+    Daemon {
+        path: PathBuf,
+        error: cell_proto::CellError,
+    },
 }
 
 impl RunError {
@@ -155,6 +167,12 @@ impl RunError {
             RunError::Read { .. } => exit_code::NOT_FOUND,
             RunError::Load { .. } | RunError::Start { .. } => exit_code::CANNOT_RUN,
             RunError::Host(_) | RunError::WrongMode(_) => exit_code::HOST_ERROR,
+            RunError::Daemon { error, .. } => match error.reason {
+                cell_proto::Reason::BadWasm
+                | cell_proto::Reason::MissingImport
+                | cell_proto::Reason::Instantiate => exit_code::CANNOT_RUN,
+                _ => exit_code::HOST_ERROR,
+            },
         }
     }
 }
@@ -229,7 +247,11 @@ pub(crate) async fn run(
         },
     };
     tokio::pin!(shutdown);
-    let (status, signal) = match sup.spawn_root(component, spec, config.limits).await {
+    let tree = Tree::new(TreeSpec::default());
+    let (status, signal) = match sup
+        .spawn_root(component, spec, config.limits, tree.clone())
+        .await
+    {
         Ok(pid0) => tokio::select! {
             status = pid0.wait() => (status, None),
             sig = &mut shutdown => {
@@ -257,7 +279,7 @@ pub(crate) async fn run(
         status: status.clone(),
         signal,
         report: {
-            let stats = sup.stats();
+            let stats = tree.history();
             Report {
                 schema: SCHEMA,
                 wasm: path.display().to_string(),

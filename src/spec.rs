@@ -25,6 +25,9 @@ pub enum StderrMode {
     /// A bounded buffer read through `Process.stderr()`.
     Capture,
     Discard,
+    /// Its tree's stderr (a daemon job's stream, shared with its descendants' forwarded
+    /// lines), or the host's stderr when the tree has none.
+    Tree,
 }
 
 /// How a process's stdin/stdout are used.

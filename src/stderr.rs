@@ -22,28 +22,35 @@ use crate::transport::{pipe, PipeReader, PipeWriter};
 /// A guest may always write this much at once to a non-blocking sink.
 const SINK_BUDGET: usize = 64 * 1024;
 
-/// Forwards a child's stderr to the host's, prefixed with its pid.
-pub(crate) fn forward(pid: u32) -> Box<dyn StdoutStream> {
+/// Forwards a child's stderr line by line, prefixed with its pid: to the host's stderr, or
+/// `into` a job's captured stderr (a daemon's jobs each have their own).
+pub(crate) fn forward(pid: u32, into: Option<CaptureSink>) -> Box<dyn StdoutStream> {
     Box::new(SinkStream(ForwardSink(Arc::new(Mutex::new(
         LineForwarder {
             prefix: format!("[pid {pid}] "),
             partial: Vec::new(),
+            into,
         },
     )))))
 }
 
 /// Captures a child's stderr into a buffer of `capacity` bytes.
 pub(crate) fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
+    let (sink, captured) = capture_sink(capacity);
+    (sink.stream(), captured)
+}
+
+/// A capture buffer of `capacity` bytes as a sink more than one writer may share (a job's
+/// pid0 and its descendants' forwarded lines). The reader sees the end once every clone of
+/// the sink is gone.
+pub(crate) fn capture_sink(capacity: usize) -> (CaptureSink, CapturedStderr) {
     let (writer, reader) = pipe(capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     let sink = CaptureSink {
         writer,
         dropped: dropped.clone(),
     };
-    (
-        Box::new(SinkStream(sink)),
-        CapturedStderr { reader, dropped },
-    )
+    (sink, CapturedStderr { reader, dropped })
 }
 
 /// The reading side of a captured stderr.
@@ -63,6 +70,8 @@ impl CapturedStderr {
 struct LineForwarder {
     prefix: String,
     partial: Vec<u8>,
+    /// `None`: the host's stderr.
+    into: Option<CaptureSink>,
 }
 
 impl LineForwarder {
@@ -89,8 +98,13 @@ impl LineForwarder {
         line.extend_from_slice(self.prefix.as_bytes());
         line.extend_from_slice(&crate::text::escape_line(&self.partial));
         self.partial.clear();
-        // The host's stderr failing (closed terminal) must not fail the guest.
-        let _ = std::io::stderr().lock().write_all(&line);
+        match &self.into {
+            Some(sink) => sink.accept(&line),
+            // The host's stderr failing (closed terminal) must not fail the guest.
+            None => {
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+        }
     }
 }
 
@@ -159,10 +173,18 @@ impl Sink for ForwardSink {
     }
 }
 
+/// The writing side of a capture buffer: never waits, drops and counts what does not fit.
 #[derive(Clone)]
-struct CaptureSink {
+pub(crate) struct CaptureSink {
     writer: PipeWriter,
     dropped: Arc<AtomicU64>,
+}
+
+impl CaptureSink {
+    /// The sink as a guest's stderr stream.
+    pub(crate) fn stream(&self) -> Box<dyn StdoutStream> {
+        Box::new(SinkStream(self.clone()))
+    }
 }
 
 impl Sink for CaptureSink {

@@ -106,7 +106,9 @@ impl ProcessTable {
     }
 
     /// Removes `pid` and then its ancestors, as far as each has exited and has no children.
-    pub(crate) fn reap(&mut self, pid: Pid) {
+    /// Returns the handles removed.
+    pub(crate) fn reap(&mut self, pid: Pid) -> Vec<Rc<ProcessHandle>> {
+        let mut reaped = Vec::new();
         let mut at = Some(pid);
         while let Some(p) = at {
             let reapable = self
@@ -114,9 +116,11 @@ impl ProcessTable {
                 .get(&p)
                 .is_some_and(|e| e.exited && e.children.is_empty());
             if !reapable {
-                return;
+                return reaped;
             }
-            let parent = self.entries.remove(&p).and_then(|e| e.handle.parent);
+            let removed = self.entries.remove(&p).map(|e| e.handle);
+            let parent = removed.as_ref().and_then(|h| h.parent);
+            reaped.extend(removed);
             if let Some(parent) = parent {
                 if let Some(pe) = self.entries.get_mut(&parent) {
                     pe.children.remove(&p);
@@ -125,6 +129,19 @@ impl ProcessTable {
             self.adjust_ancestors(parent, -1);
             at = parent;
         }
+        reaped
+    }
+
+    /// Every entry (running or exited, not reaped), in pid order.
+    pub(crate) fn entries(&self) -> Vec<&Entry> {
+        let mut all: Vec<&Entry> = self.entries.values().collect();
+        all.sort_by_key(|e| e.handle.pid);
+        all
+    }
+
+    /// Whether this entry's process has exited (it stays until its subtree is reaped).
+    pub(crate) fn exited(&self, pid: Pid) -> bool {
+        self.entries.get(&pid).is_some_and(|e| e.exited)
     }
 
     /// Every process that has not exited yet.

@@ -56,13 +56,10 @@ impl Host for TestHost {
             depth: 1,
             hash: None,
         };
-        let parts = HandleParts {
-            plain: Some(PlainStdio {
-                stdin: stdin_w,
-                stdout: stdout_r,
-            }),
-            ..HandleParts::default()
-        };
+        let parts = HandleParts::with_plain(PlainStdio {
+            stdin: stdin_w,
+            stdout: stdout_r,
+        });
         let handle = Rc::new(ProcessHandle::with(info, parts));
         self.children.borrow_mut().push(ChildEnds {
             stdin: stdin_r,

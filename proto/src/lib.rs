@@ -26,14 +26,16 @@
 pub mod cell_capnp;
 
 mod info;
+mod job;
 mod marker;
 mod reason;
 mod rule;
 mod spawn;
 mod status;
 
-pub use cell_capnp::{ProcessMode, StderrMode};
+pub use cell_capnp::{JobMode, ProcessMode, StderrMode};
 pub use info::Info;
+pub use job::{JobCode, JobDir, JobLimits, JobRequest};
 pub use marker::{SDK_MARKER, SDK_MARKER_SECTION};
 pub use reason::{CellError, Reason, UnknownReason};
 pub use rule::{

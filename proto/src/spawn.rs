@@ -353,16 +353,14 @@ impl<W: AsRef<[u8]>> SpawnRequest<W> {
     pub fn write(&self, mut b: spawn_request::Builder<'_>) -> Result<(), CellError> {
         b.set_wasm(self.wasm.as_ref());
         b.set_name(self.name.as_str());
-        let mut args = b.reborrow().init_args(list_len(self.args.len(), "args")?);
-        for (i, arg) in self.args.iter().enumerate() {
-            args.set(i as u32, arg.as_str());
-        }
-        let mut env = b.reborrow().init_env(list_len(self.env.len(), "env vars")?);
-        for (i, (key, value)) in self.env.iter().enumerate() {
-            let mut var = env.reborrow().get(i as u32);
-            var.set_key(key.as_str());
-            var.set_value(value.as_str());
-        }
+        write_args(
+            &self.args,
+            b.reborrow().init_args(list_len(self.args.len(), "args")?),
+        );
+        write_env(
+            &self.env,
+            b.reborrow().init_env(list_len(self.env.len(), "env vars")?),
+        );
         self.grants.write(b.reborrow().init_grants())?;
         b.set_stderr(self.stderr);
         b.set_mode(self.mode);
@@ -376,23 +374,11 @@ impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
     /// them. Text must be UTF-8; unknown enumerants fail.
     pub fn read(r: spawn_request::Reader<'_>, bounds: ReadBounds) -> Result<Self, CellError> {
         let bad = CellError::bad_request;
-        let mut budget = Budget {
+        let (args, env) = read_args_env(
+            r.get_args().map_err(bad)?,
+            r.get_env().map_err(bad)?,
             bounds,
-            bytes: 0,
-            entries: 0,
-        };
-        let mut args = Vec::new();
-        for a in r.get_args().map_err(bad)?.iter() {
-            let a = a.map_err(bad)?;
-            budget.take(a.len())?;
-            args.push(text(a)?);
-        }
-        let mut env = Vec::new();
-        for kv in r.get_env().map_err(bad)?.iter() {
-            let (k, v) = (kv.get_key().map_err(bad)?, kv.get_value().map_err(bad)?);
-            budget.take(k.len() + v.len())?;
-            env.push((text(k)?, text(v)?));
-        }
+        )?;
         Ok(SpawnRequest {
             wasm: if bounds.with_wasm {
                 W::from(r.get_wasm().map_err(bad)?)
@@ -416,8 +402,57 @@ impl<W: for<'a> From<&'a [u8]>> SpawnRequest<W> {
     }
 }
 
+/// A request's args and environment, copied.
+pub(crate) type ArgsEnv = (Vec<String>, Vec<(String, String)>);
+
+/// Args and env as owned strings, refused (`limit: …`) beyond `bounds` before they are copied.
+pub(crate) fn read_args_env(
+    args: capnp::text_list::Reader<'_>,
+    env: capnp::struct_list::Reader<'_, crate::cell_capnp::env_var::Owned>,
+    bounds: ReadBounds,
+) -> Result<ArgsEnv, CellError> {
+    let bad = CellError::bad_request;
+    let mut budget = Budget {
+        bounds,
+        bytes: 0,
+        entries: 0,
+    };
+    let mut out_args = Vec::new();
+    for a in args.iter() {
+        let a = a.map_err(bad)?;
+        budget.take(a.len())?;
+        out_args.push(text(a)?);
+    }
+    let mut out_env = Vec::new();
+    for kv in env.iter() {
+        let (k, v) = (kv.get_key().map_err(bad)?, kv.get_value().map_err(bad)?);
+        budget.take(k.len() + v.len())?;
+        out_env.push((text(k)?, text(v)?));
+    }
+    Ok((out_args, out_env))
+}
+
+/// Writes args into their list.
+pub(crate) fn write_args(args: &[String], mut args_b: capnp::text_list::Builder<'_>) {
+    for (i, arg) in args.iter().enumerate() {
+        args_b.set(i as u32, arg.as_str());
+    }
+}
+
+/// Writes env vars into their list.
+pub(crate) fn write_env(
+    env: &[(String, String)],
+    mut env_b: capnp::struct_list::Builder<'_, crate::cell_capnp::env_var::Owned>,
+) {
+    for (i, (key, value)) in env.iter().enumerate() {
+        let mut var = env_b.reborrow().get(i as u32);
+        var.set_key(key.as_str());
+        var.set_value(value.as_str());
+    }
+}
+
 /// The first `max` bytes of `s` (fewer, to end at a character boundary), copied.
-fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -426,7 +461,7 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// A text field as an owned string (`bad-request` unless UTF-8).
-fn text(t: capnp::text::Reader<'_>) -> Result<String, CellError> {
+pub(crate) fn text(t: capnp::text::Reader<'_>) -> Result<String, CellError> {
     t.to_string().map_err(|e| CellError::bad_request(e.into()))
 }
 

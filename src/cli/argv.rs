@@ -12,21 +12,25 @@ use clap::CommandFactory;
 
 use super::Cli;
 
-/// `argv` with `--` inserted after `cell run`'s wasm path (unless there is one already, or no
+/// The subcommands whose command line ends with a wasm path and the guest's arguments.
+const GUEST_COMMANDS: [&str; 2] = ["run", "exec"];
+
+/// `argv` with `--` inserted after `cell run`'s (or `cell exec`'s) wasm path (unless there is one already, or no
 /// wasm path at all).
 pub(crate) fn protect_guest_args(argv: Vec<OsString>) -> Vec<OsString> {
     let command = Cli::command();
-    let Some(run) = command.find_subcommand("run") else {
-        return argv;
-    };
     let mut i = 1; // argv[0] is cell itself
                    // Global flags before the subcommand (`cell -v run …`) take no values.
     while i < argv.len() && is_flag(&argv[i]) {
         i += 1;
     }
-    if argv.get(i).and_then(|a| a.to_str()) != Some("run") {
+    let name = argv.get(i).and_then(|a| a.to_str()).unwrap_or_default();
+    if !GUEST_COMMANDS.contains(&name) {
         return argv;
     }
+    let Some(run) = command.find_subcommand(name) else {
+        return argv;
+    };
     i += 1;
     while i < argv.len() {
         let Some(arg) = argv[i].to_str() else {
@@ -180,5 +184,9 @@ mod tests {
             "cell inspect a.wasm --json"
         );
         assert_eq!(protect("cell --version"), "cell --version");
+        assert_eq!(
+            protect("cell exec --connect unix:/s a.wasm --help"),
+            "cell exec --connect unix:/s a.wasm -- --help"
+        );
     }
 }

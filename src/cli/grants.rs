@@ -109,11 +109,11 @@ fn parse_key(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn parse_dir_read_only(s: &str) -> Result<DirGrant, String> {
+pub(crate) fn parse_dir_read_only(s: &str) -> Result<DirGrant, String> {
     parse_dir(s, false)
 }
 
-fn parse_dir_read_write(s: &str) -> Result<DirGrant, String> {
+pub(crate) fn parse_dir_read_write(s: &str) -> Result<DirGrant, String> {
     parse_dir(s, true)
 }
 
@@ -165,7 +165,7 @@ fn check_access(path: &std::path::Path, writable: bool) -> Result<(), String> {
 }
 
 /// `NAME=IP`: a host name (its canonical spelling) and an address.
-fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+pub(crate) fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
     let (name, ip) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=IP, got {s:?}"))?;
@@ -180,7 +180,7 @@ fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
 }
 
 /// A `--net` rule; the error quotes the rule and names the bad part.
-fn parse_net_rule(s: &str) -> Result<NetRule, String> {
+pub(crate) fn parse_net_rule(s: &str) -> Result<NetRule, String> {
     parse_rule(s).map_err(|e| e.to_string())
 }
 

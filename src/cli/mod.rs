@@ -7,10 +7,12 @@
 
 pub(crate) mod argv;
 pub(crate) mod cache;
+pub(crate) mod client;
 pub(crate) mod compile;
 pub(crate) mod grants;
 pub(crate) mod inspect;
 pub(crate) mod limits;
+pub(crate) mod serve;
 
 use std::path::PathBuf;
 
@@ -66,6 +68,16 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Compile components into the on-disk cache, so later runs start without compiling.
     Compile(compile::CompileArgs),
+    /// Run the supervisor as a daemon: jobs from clients (`cell exec`), with warm caches.
+    Serve(serve::ServeArgs),
+    /// Run a component as a job on a daemon, with `cell run`'s flags and exit codes.
+    Exec(client::ExecArgs),
+    /// List the daemon's processes.
+    Ps(client::PsArgs),
+    /// Kill a process of the daemon (and its subtree).
+    Kill(client::KillArgs),
+    /// Follow the daemon's events: spawns, exits, denials.
+    Logs(client::LogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +211,17 @@ impl Cli {
             Command::Run(args) => run_command(args).await,
             Command::Inspect(args) => args.execute(),
             Command::Compile(args) => args.execute(),
+            Command::Serve(args) => {
+                let config = args.into_config()?;
+                Ok(crate::serve::serve(config, shutdown_signal()).await?)
+            }
+            Command::Exec(args) => {
+                let config = args.into_config()?;
+                crate::client::exec::exec(config, shutdown_signal()).await
+            }
+            Command::Ps(args) => args.execute().await,
+            Command::Kill(args) => args.execute().await,
+            Command::Logs(args) => args.execute().await,
         }
     }
 }
@@ -276,7 +299,7 @@ async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
 }
 
 /// Writes `text` to stdout; a closed stdout (`cell inspect x.wasm | head`) is not an error.
-fn print_stdout(text: &str) {
+pub(crate) fn print_stdout(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
@@ -294,7 +317,7 @@ fn report_abnormal(outcome: &run::RunOutcome) {
 
 /// Installs SIGINT and SIGTERM handlers now, and returns a future resolving with the signal
 /// number when one arrives.
-fn shutdown_signal() -> impl std::future::Future<Output = i32> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = i32> {
     use tokio::signal::unix::{signal, SignalKind};
     // `signal()` installs the handler when called, not when the future is first polled.
     let handlers = (

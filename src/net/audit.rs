@@ -30,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::events::{EventBus, EventKind};
 use crate::net::policy::Decision;
 
 /// Which path a decision was taken on.
@@ -155,6 +156,20 @@ impl AuditEvent {
     }
 }
 
+/// A denial as a `Daemon.events` event: what was asked for, and why not.
+fn deny_event(event: &AuditEvent) -> EventKind {
+    let target = match (&event.host, event.ip) {
+        (Some(host), _) => format!("{host}:{}", event.port),
+        (None, Some(ip)) => std::net::SocketAddr::new(ip, event.port).to_string(),
+        (None, None) => format!(":{}", event.port),
+    };
+    EventKind::Deny {
+        op: event.op.to_string(),
+        target,
+        detail: event.reason.clone().unwrap_or_default(),
+    }
+}
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -167,14 +182,34 @@ fn now() -> f64 {
 #[derive(Clone, Default)]
 pub struct Audit {
     file: Option<Arc<AuditFile>>,
-    /// Decisions made so far, for the run report.
+    /// Decisions made so far, for the run report (all trees).
     counts: Arc<DecisionCounts>,
+    /// The decisions of one tree (a daemon job's report), counted as well.
+    tree: Option<Arc<DecisionCounts>>,
+    /// Denials are published here too (`Daemon.events`).
+    events: Option<EventBus>,
 }
 
+/// Decisions allowed and denied, counted.
 #[derive(Default)]
-struct DecisionCounts {
+pub(crate) struct DecisionCounts {
     allowed: AtomicU64,
     denied: AtomicU64,
+}
+
+impl DecisionCounts {
+    /// `(allowed, denied)` so far.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.allowed.load(Ordering::Relaxed),
+            self.denied.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count(&self, allowed: bool) {
+        let counter = if allowed { &self.allowed } else { &self.denied };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct AuditFile {
@@ -213,6 +248,22 @@ impl Audit {
                 dropped: AtomicU64::new(0),
             })),
             counts: Arc::default(),
+            tree: None,
+            events: None,
+        }
+    }
+
+    /// Also publishes every denial on `bus`.
+    pub(crate) fn with_events(mut self, bus: EventBus) -> Self {
+        self.events = Some(bus);
+        self
+    }
+
+    /// The same sink, also counting into `counts` (one tree's decisions).
+    pub(crate) fn for_tree(&self, counts: Arc<DecisionCounts>) -> Audit {
+        Audit {
+            tree: Some(counts),
+            ..self.clone()
         }
     }
 
@@ -244,10 +295,7 @@ impl Audit {
 
     /// How many decisions allowed and denied so far: `(allowed, denied)`.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.counts.allowed.load(Ordering::Relaxed),
-            self.counts.denied.load(Ordering::Relaxed),
-        )
+        self.counts.get()
     }
 
     /// Lines that could not be written.
@@ -258,12 +306,13 @@ impl Audit {
     }
 
     fn write(&self, event: &AuditEvent) {
-        let counter = if event.allowed {
-            &self.counts.allowed
-        } else {
-            &self.counts.denied
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counts.count(event.allowed);
+        if let Some(tree) = &self.tree {
+            tree.count(event.allowed);
+        }
+        if let (false, Some(bus)) = (event.allowed, &self.events) {
+            bus.publish(event.pid, deny_event(event));
+        }
         let Some(file) = &self.file else { return };
         let Ok(mut line) = serde_json::to_vec(event) else {
             return;

@@ -130,39 +130,94 @@ pub fn serve(spec: ServeSpec, transport: Transport) -> Connection {
         audit,
         sockets,
     } = spec;
-    let mut options = ReaderOptions::new();
-    options
-        .traversal_limit_in_words(Some(
-            usize::try_from(transport.max_message_bytes / 8).unwrap_or(usize::MAX),
-        ))
-        .nesting_limit(64);
-    let violation = framing::Violation::default();
-    let flow = std::rc::Rc::new(flow::Flow::default());
-    let from_guest = framing::CheckedReader::new(
-        transport.from_guest.paced_by(&transport.to_guest),
-        framing::FramingCheck::new(transport.max_message_bytes).with_flow(flow.clone()),
-        violation.clone(),
+    // A guest's replies wait in its stdin pipe: read its stdout only while that has room.
+    let from_guest = transport.from_guest.paced_by(&transport.to_guest);
+    let link = Link::new(
+        from_guest,
+        transport.to_guest,
+        LinkBounds {
+            max_message_bytes: transport.max_message_bytes,
+            max_outstanding_calls: transport.max_outstanding_calls,
+        },
     );
-    let to_guest = flow::CountingWriter::new(transport.to_guest, flow.clone());
-    let network = flow::FlowNetwork::new(
-        twoparty::VatNetwork::new(from_guest, to_guest, Side::Server, options),
-        flow.clone(),
-    );
-    let gate = CallGate::with_flow(transport.max_outstanding_calls, flow.clone());
     let conn = Conn::new(ConnSpec {
         pid,
         host,
         audit,
         sockets,
-        gate,
+        gate: link.gate(),
     });
     let session: crate::cell_capnp::session::Client =
         capnp_rpc::new_client(session::SessionServer::new(conn, grants));
+    let violation = link.violation.clone();
     Connection {
-        system: std::rc::Rc::new(std::cell::RefCell::new(RpcSystem::new(
-            Box::new(network),
-            Some(session.client),
-        ))),
+        system: std::rc::Rc::new(std::cell::RefCell::new(link.serve(session.client))),
         violation,
+    }
+}
+
+/// The bounds of one connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkBounds {
+    /// Largest message accepted from the peer (capnp traversal limit and framing check).
+    pub(crate) max_message_bytes: u64,
+    /// Calls from the peer that may be in progress at once (see [`CallGate`]).
+    pub(crate) max_outstanding_calls: u32,
+}
+
+/// One server-side two-party connection over a byte stream, with the bounds every peer of
+/// cell's gets — a guest over its stdio, a daemon's client over a socket: each message's
+/// framing checked before capnp allocates it, call messages and unsent replies charged by
+/// [`flow`] (the host stops reading while too much waits), and a [`CallGate`] that every
+/// server issued on it enters.
+pub(crate) struct Link {
+    network: flow::FlowNetwork<
+        twoparty::VatNetwork<framing::CheckedReader<Box<dyn futures::io::AsyncRead + Unpin>>>,
+    >,
+    gate: CallGate,
+    violation: framing::Violation,
+}
+
+impl Link {
+    /// A connection reading `from_peer` and writing `to_peer` within `bounds`.
+    pub(crate) fn new(
+        from_peer: impl futures::io::AsyncRead + Unpin + 'static,
+        to_peer: impl futures::io::AsyncWrite + Unpin + 'static,
+        bounds: LinkBounds,
+    ) -> Self {
+        let mut options = ReaderOptions::new();
+        options
+            .traversal_limit_in_words(Some(
+                usize::try_from(bounds.max_message_bytes / 8).unwrap_or(usize::MAX),
+            ))
+            .nesting_limit(64);
+        let violation = framing::Violation::default();
+        let flow = std::rc::Rc::new(flow::Flow::default());
+        let reader: Box<dyn futures::io::AsyncRead + Unpin> = Box::new(from_peer);
+        let from_peer = framing::CheckedReader::new(
+            reader,
+            framing::FramingCheck::new(bounds.max_message_bytes).with_flow(flow.clone()),
+            violation.clone(),
+        );
+        let to_peer = flow::CountingWriter::new(to_peer, flow.clone());
+        let network = flow::FlowNetwork::new(
+            twoparty::VatNetwork::new(from_peer, to_peer, Side::Server, options),
+            flow.clone(),
+        );
+        Link {
+            network,
+            gate: CallGate::with_flow(bounds.max_outstanding_calls, flow),
+            violation,
+        }
+    }
+
+    /// The call bound every server issued on this connection must enter.
+    pub(crate) fn gate(&self) -> CallGate {
+        self.gate.clone()
+    }
+
+    /// The RPC system serving `bootstrap` on this connection.
+    pub(crate) fn serve(self, bootstrap: capnp::capability::Client) -> RpcSystem<Side> {
+        RpcSystem::new(Box::new(self.network), Some(bootstrap))
     }
 }

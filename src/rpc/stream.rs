@@ -71,9 +71,15 @@ impl ByteStreamServer {
 
     /// Issues this stream on `conn`: its calls count against that connection's call gate,
     /// its queued writes against its in-flight budget.
-    pub(crate) fn on(mut self, conn: &Conn) -> Self {
-        self.gate = Some(conn.gate().clone());
-        self.budget = Some(conn.in_flight().clone());
+    pub(crate) fn on(self, conn: &Conn) -> Self {
+        self.gated(conn.gate().clone(), conn.in_flight().clone())
+    }
+
+    /// Issues this stream on a connection with this call bound and in-flight budget (a
+    /// daemon client's, which has no `Conn`).
+    pub(crate) fn gated(mut self, gate: CallGate, budget: ByteBudget) -> Self {
+        self.gate = Some(gate);
+        self.budget = Some(budget);
         self
     }
 

@@ -12,6 +12,7 @@
 //! store and RPC connection are dropped, its children are killed (cascade), and its entry is
 //! reaped once its subtree is gone.
 
+mod ps;
 mod task;
 
 use task::ProcessTask;
@@ -30,13 +31,13 @@ use wasmtime::Store;
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 
 use crate::engine::{CellEngine, LoadedComponent};
+use crate::events::{EventBus, EventKind};
 use crate::handle::{HandleParts, PlainStdio, ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
 use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
 use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
-use crate::process::{build_store, fuel_gauge, StoreSpec, Usage};
-use crate::report::{ProcessSummary, RunStats};
+use crate::process::{build_store, fuel_gauge, memory_gauge, StoreSpec, Usage};
 use crate::rpc;
 use crate::rpc::host::Host;
 use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
@@ -45,6 +46,7 @@ use crate::status::{ExitStatus, KilledBy};
 use crate::stderr;
 use crate::table::{Pid, ProcessTable};
 use crate::transport::pipe;
+use crate::tree::{ProcessSummary, Tree};
 
 #[derive(Clone)]
 pub struct Supervisor(Rc<Inner>);
@@ -56,8 +58,8 @@ struct Inner {
     live: watch::Sender<usize>,
     /// Where every process's network decisions are recorded.
     audit: Audit,
-    /// Facts recorded for the run report.
-    stats: RefCell<RunStats>,
+    /// Every spawn, exit and denial, for `Daemon.events`.
+    events: EventBus,
     /// The host's own stdin/stdout, lent to a plain pid0 or through `Session.terminal`.
     host_stdio: HostStdio,
     /// `--resolve NAME=IP`: names answered without a query.
@@ -67,12 +69,13 @@ struct Inner {
 impl Supervisor {
     /// A supervisor recording network decisions to `audit`.
     pub fn with_audit(engine: CellEngine, audit: Audit) -> Self {
+        let events = EventBus::default();
         Supervisor(Rc::new(Inner {
             engine,
             table: RefCell::new(ProcessTable::default()),
             live: watch::channel(0).0,
-            audit,
-            stats: RefCell::new(RunStats::default()),
+            audit: audit.with_events(events.clone()),
+            events,
             host_stdio: HostStdio::default(),
             pinned: RefCell::default(),
         }))
@@ -89,9 +92,9 @@ impl Supervisor {
         &self.0.audit
     }
 
-    /// What was recorded about the run so far.
-    pub fn stats(&self) -> std::cell::Ref<'_, RunStats> {
-        self.0.stats.borrow()
+    /// Every spawn, exit and denial of every process.
+    pub(crate) fn events(&self) -> &EventBus {
+        &self.0.events
     }
 
     /// The host's own stdin/stdout (for a plain pid0 and the terminal capability).
@@ -121,17 +124,24 @@ impl Supervisor {
         }
     }
 
-    /// Starts pid0 from a loaded component. Resolves once it is instantiated.
+    /// Starts the root of a new tree (`cell run`'s pid0, a daemon's job or service) from a
+    /// loaded component, recording into `tree`. Resolves once it is instantiated.
     ///
     /// # Errors
     /// [`SpawnError::Instantiate`] when the component cannot be instantiated.
-    pub async fn spawn_root(
+    pub(crate) async fn spawn_root(
         &self,
         component: Rc<LoadedComponent>,
         spec: ProcessSpec,
         limits: Limits,
+        tree: Rc<Tree>,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
-        self.start(None, 0, component, spec, limits).await
+        let at = Placement {
+            parent: None,
+            depth: 0,
+            tree,
+        };
+        self.start(at, component, spec, limits).await
     }
 
     /// Starts a child of `parent`, with limits derived from the parent's. Resolves once the child
@@ -168,9 +178,21 @@ impl Supervisor {
             limits.fuel = Some(gauge.lend(want));
         }
         let lent = limits.fuel;
-        let started = self
-            .start(Some(parent), depth, component, spec, limits)
-            .await;
+        let Some(tree) = self
+            .0
+            .table
+            .borrow()
+            .get(parent)
+            .map(|e| e.handle.tree.clone())
+        else {
+            return Err(SpawnError::Dead(parent));
+        };
+        let at = Placement {
+            parent: Some(parent),
+            depth,
+            tree,
+        };
+        let started = self.start(at, component, spec, limits).await;
         // A child whose store could not be built never ran; one that failed to instantiate ran
         // and was repaid by `finish`, like every process that ends.
         if let (Err(SpawnError::Grant(_)), Some(fuel), Some(gauge)) = (&started, lent, &lender) {
@@ -237,8 +259,7 @@ impl Supervisor {
     /// handle, launch its task.
     async fn start(
         &self,
-        parent: Option<Pid>,
-        depth: u32,
+        at: Placement,
         component: Rc<LoadedComponent>,
         spec: ProcessSpec,
         limits: Limits,
@@ -246,38 +267,56 @@ impl Supervisor {
         let pid = self.0.table.borrow_mut().next_pid();
         let info = ProcessInfo {
             pid,
-            parent,
+            parent: at.parent,
             name: spec.name.clone(),
-            depth,
+            depth: at.depth,
             hash: Some(component.hash),
         };
-        let stdio = self.stdio_for(pid, &spec, &limits);
+        let audit = self.0.audit.for_tree(at.tree.decisions());
+        let stdio = self.stdio_for(pid, &spec, &limits, &at.tree);
         let sockets = SocketTally::new(limits.max_sockets);
-        let store = self.store_for(pid, &spec, &limits, stdio.guest, sockets.clone())?;
-        let (connection, plain) = self.wire(pid, &spec, &limits, stdio.host, sockets);
+        let store = self.store_for(pid, &spec, &limits, stdio.guest, sockets.clone(), &audit)?;
+        let (connection, plain) = self.wire(pid, &spec, &limits, stdio.host, sockets, audit);
         let parts = HandleParts {
             stderr: stdio.captured,
             plain,
             fuel: fuel_gauge(&store),
             service: connection.as_ref().map(rpc::Connection::service_fn),
+            tree: Some(at.tree.clone()),
+            memory: memory_gauge(&store),
         };
         let handle = Rc::new(ProcessHandle::with(info, parts));
         let timeout = limits.timeout;
         self.0.table.borrow_mut().insert(handle.clone(), limits);
+        at.tree.entered(pid);
         self.publish_live();
-        self.launch(handle, component, store, connection, timeout)
-            .await
+        let started = self
+            .launch(handle, component, store, connection, timeout)
+            .await?;
+        self.0.events.publish(
+            pid,
+            EventKind::Spawn {
+                parent: at.parent,
+                name: started.info.name.clone(),
+                sha256: started.info.hash.map(|h| h.to_string()),
+            },
+        );
+        Ok(started)
     }
 
     /// The stdio of a new process: pipes to the host (or the host's own stdio for a plain
     /// pid0) and its stderr sink.
-    fn stdio_for(&self, pid: Pid, spec: &ProcessSpec, limits: &Limits) -> NewStdio {
+    fn stdio_for(&self, pid: Pid, spec: &ProcessSpec, limits: &Limits, tree: &Tree) -> NewStdio {
         let (stdin_w, stdin_r) = pipe(PIPE_CAPACITY);
         let (stdout_w, stdout_r) = pipe(PIPE_CAPACITY);
         let mut captured = None;
         let stderr = match spec.stderr {
             StderrMode::Inherit => Box::new(wasmtime_wasi::cli::stderr()) as _,
-            StderrMode::Forward => stderr::forward(pid),
+            StderrMode::Forward => stderr::forward(pid, tree.stderr_tap()),
+            StderrMode::Tree => match tree.stderr_tap() {
+                Some(tap) => tap.stream(),
+                None => Box::new(wasmtime_wasi::cli::stderr()) as _,
+            },
             StderrMode::Discard => Box::new(tokio::io::empty()) as _,
             StderrMode::Capture => {
                 let cap = usize::try_from(limits.stderr_capture_bytes).unwrap_or(usize::MAX);
@@ -318,6 +357,7 @@ impl Supervisor {
         limits: &Limits,
         stdio: GuestStdio,
         sockets: Arc<SocketTally>,
+        audit: &Audit,
     ) -> Result<Store<ProcState>, SpawnError> {
         let mut argv = vec![spec.name.clone()];
         argv.extend(spec.args.iter().cloned());
@@ -334,7 +374,7 @@ impl Supervisor {
                 limits: limits.clone(),
                 pid,
                 network: spec.grants.network.clone(),
-                audit: self.0.audit.clone(),
+                audit: audit.clone(),
                 sockets,
                 pinned_names: self.0.pinned.borrow().clone(),
             },
@@ -351,6 +391,7 @@ impl Supervisor {
         limits: &Limits,
         host: PlainStdio,
         sockets: Arc<SocketTally>,
+        audit: Audit,
     ) -> (Option<rpc::Connection>, Option<PlainStdio>) {
         match spec.stdio {
             StdioMode::Rpc => {
@@ -359,7 +400,7 @@ impl Supervisor {
                         host: Rc::new(self.clone()),
                         pid,
                         grants: spec.grants.clone(),
-                        audit: self.0.audit.clone(),
+                        audit,
                         sockets,
                     },
                     rpc::Transport {
@@ -414,18 +455,25 @@ impl Supervisor {
             }
         }
         self.record(handle, &status, usage);
+        self.0
+            .events
+            .publish(handle.pid, EventKind::Exit(status.clone()));
         handle.set_status(status);
         let orphans = self.0.table.borrow_mut().mark_exited(handle.pid);
         for child in orphans {
             child.kill(KilledBy::Cascade);
         }
-        self.0.table.borrow_mut().reap(handle.pid);
+        let reaped = self.0.table.borrow_mut().reap(handle.pid);
+        for gone in reaped {
+            gone.tree.left();
+        }
         self.publish_live();
     }
 
     /// Keeps the final facts of an ended process for the run report.
     fn record(&self, handle: &ProcessHandle, status: &ExitStatus, usage: Usage) {
-        let mut stats = self.0.stats.borrow_mut();
+        let tree = &handle.tree;
+        let stats = tree.history();
         let summary = ProcessSummary {
             pid: handle.pid,
             parent: handle.parent,
@@ -437,7 +485,8 @@ impl Supervisor {
             peak_memory_bytes: usage.peak_memory,
             fuel_used: usage.fuel_used,
         };
-        stats.record(summary);
+        drop(stats);
+        tree.record(summary);
     }
 
     fn publish_live(&self) {
@@ -451,6 +500,13 @@ impl Supervisor {
         for h in running {
             h.kill(by);
         }
+    }
+
+    /// Asks `pid` to stop (and so its subtree); `None` when it is not running.
+    pub(crate) fn kill(&self, pid: Pid, by: KilledBy) -> Option<Rc<ProcessHandle>> {
+        let handle = self.0.table.borrow().running(pid)?.handle.clone();
+        handle.kill(by);
+        Some(handle)
     }
 
     /// Waits until every process has been reaped, or `grace` has passed.
@@ -508,6 +564,13 @@ impl Host for Supervisor {
     fn pinned(&self, name: &str) -> Option<IpAddr> {
         self.0.pinned.borrow().get(name).copied()
     }
+}
+
+/// Where a new process goes: under which parent, at what depth, in which tree.
+struct Placement {
+    parent: Option<Pid>,
+    depth: u32,
+    tree: Rc<Tree>,
 }
 
 /// The guest's ends of a new process's stdio, for its store.

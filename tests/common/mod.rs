@@ -69,6 +69,8 @@ pub struct Cell {
     stdin: Option<Vec<u8>>,
     report: Option<tempfile::TempDir>,
     shared_cache: bool,
+    /// `cell run`, or `cell exec --connect ADDR` for a job on a [`Daemon`].
+    via: Option<String>,
 }
 
 impl Cell {
@@ -88,7 +90,15 @@ impl Cell {
             stdin: None,
             report: None,
             shared_cache: true,
+            via: None,
         }
+    }
+
+    /// The same run as a job on the daemon at `addr`: `cell exec --connect ADDR …`.
+    pub fn via(mut self, addr: &str) -> Self {
+        self.via = Some(addr.to_string());
+        self.shared_cache = false;
+        self
     }
 
     /// Leaves out the shared `--cache-dir` (for tests that pass their own, or `--no-cache`).
@@ -158,7 +168,10 @@ impl Cell {
     /// report, if asked for, is then theirs to read).
     pub fn command(&self) -> Command {
         let mut cmd = cell();
-        cmd.arg("run");
+        match &self.via {
+            None => cmd.arg("run"),
+            Some(addr) => cmd.args(["exec", "--connect", addr]),
+        };
         if self.shared_cache {
             cmd.arg("--cache-dir").arg(cache_dir());
         }
@@ -195,41 +208,50 @@ impl Cell {
     /// Starts the run and returns at once; stderr is read line by line (see
     /// [`Running::wait_for`]).
     pub fn spawn(self) -> Running {
-        let mut cmd = self.command();
-        let mut child = cmd
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cell");
-        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), self.stdin) {
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-        let stdout = drain(child.stdout.take());
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
+        let cmd = self.command();
+        spawn_running(cmd, self.stdin, self.report)
+    }
+}
+
+/// Starts `cmd`, reading its stderr line by line.
+fn spawn_running(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    report: Option<tempfile::TempDir>,
+) -> Running {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cell");
+    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+            let _ = pipe.write_all(&input);
         });
-        Running {
-            watchdog: Watchdog::arm(child.id()),
-            child,
-            lines,
-            seen: Vec::new(),
-            stdout,
-            report: self.report,
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
         }
+    });
+    Running {
+        watchdog: Watchdog::arm(child.id()),
+        child,
+        lines,
+        seen: Vec::new(),
+        stdout,
+        report,
     }
 }
 
@@ -559,4 +581,105 @@ impl Drop for Watchdog {
 /// Runs `cmd` (any `cell` subcommand) to the end and collects its output.
 pub fn finish(cmd: Command) -> Finished {
     run_to_end(cmd, None)
+}
+
+/// A `cell serve` on a unix socket in a private temporary directory, for the daemon tests:
+/// `cell serve --listen unix:DIR/cell.sock --cache-dir <shared> FLAGS`. Stopped (SIGTERM) when
+/// dropped, if [`Daemon::stop`] was not called.
+pub struct Daemon {
+    running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with these extra flags and waits until it listens.
+    pub fn start(flags: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sock = dir.path().join("cell.sock");
+        let mut cmd = cell();
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(flags);
+        let mut running = spawn_running(cmd, None, None);
+        running.wait_for("cell: listening on unix:");
+        Daemon {
+            running: Some(running),
+            dir,
+            sock,
+        }
+    }
+
+    /// `unix:PATH`, for `--connect`.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.sock.display())
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.running.as_ref().map_or(0, Running::id)
+    }
+
+    /// A job on this daemon: `cell exec --connect ADDR … GUEST`.
+    pub fn exec(&self, name: &str) -> Cell {
+        Cell::run(name).via(&self.addr())
+    }
+
+    /// `cell SUBCOMMAND --connect ADDR ARGS` (ps, kill, logs), run to the end.
+    pub fn client(&self, subcommand: &str, args: &[&str]) -> Finished {
+        let mut cmd = cell();
+        cmd.arg(subcommand)
+            .arg("--connect")
+            .arg(self.addr())
+            .args(args);
+        finish(cmd)
+    }
+
+    /// `cell ps --json`, parsed.
+    pub fn ps(&self) -> Vec<Value> {
+        let out = self.client("ps", &["--json"]);
+        out.assert_code(0);
+        serde_json::from_str::<Vec<Value>>(&out.stdout)
+            .unwrap_or_else(|e| panic!("ps --json ({e}):\n{}", out.stdout))
+    }
+
+    /// The daemon's resident memory (KiB) and open descriptors now.
+    pub fn rss_and_fds(&self) -> (u64, usize) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+        (rss, fds)
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.running
+            .as_ref()
+            .map(Running::stderr_so_far)
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for it to end.
+    pub fn stop(mut self) -> Finished {
+        let running = self.running.take().expect("running");
+        running.signal("TERM");
+        running.finish()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.signal("KILL");
+            let _ = running.finish();
+        }
+    }
 }

@@ -1,0 +1,132 @@
+//! `cell serve`'s flags: where to listen, the grant ceiling of its jobs (the same `--net`,
+//! `--dir`, `--dir-rw` and limit flags as `cell run`), and the daemon's own bounds.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::cache::CacheArgs;
+use super::grants::{parse_dir_read_only, parse_dir_read_write, parse_net_rule, parse_resolve};
+use super::limits::LimitArgs;
+use crate::engine::EngineConfig;
+use crate::grants::DirGrant;
+use crate::hostfiles;
+use crate::net::policy::NetRule;
+use crate::serve::listen::ListenAddr;
+use crate::serve::{CeilingConfig, ServeConfig};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cell serve --listen unix:$XDG_RUNTIME_DIR/cell.sock
+  cell serve --listen unix:/run/cell/cell.sock --dir /srv/jobs --net connect=127.0.0.1:8080
+  cell serve --listen unix:/run/cell/cell.sock --listen tcp:127.0.0.1:7070 --token-file tok
+
+Clients: cell exec --connect ADDR app.wasm, cell ps, cell kill PID, cell logs --follow.
+SIGTERM or SIGINT stops every job (killed by the operator) and exits 0.
+Exit status: 0 after a graceful stop, 125 when the daemon cannot start.")]
+pub struct ServeArgs {
+    /// Where clients connect (repeatable): unix:PATH (created 0600, in a directory only you
+    /// can write) or tcp:IP:PORT (loopback only, needs --token-file).
+    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    pub listen: Vec<ListenAddr>,
+
+    /// The token TCP clients must present first (the file's contents, whitespace trimmed).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Jobs running at once; more are refused with "limit: max-jobs …".
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_jobs: usize,
+
+    #[command(flatten)]
+    pub ceiling: CeilingArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The most a job may get: a client's request is narrowed to it, never widened.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Grant ceiling (the most any job may get)")]
+pub struct CeilingArgs {
+    /// Jobs may get a Network allowing at most RULE (repeatable; the `cell run --net` syntax).
+    /// Without --net, no job gets a network.
+    #[arg(long = "net", value_name = "RULE", value_parser = parse_net_rule)]
+    pub net: Vec<NetRule>,
+
+    /// Jobs may get this host directory, or directories inside it, read-only (repeatable).
+    #[arg(long = "dir", value_name = "HOST", value_parser = parse_dir_read_only)]
+    pub dirs: Vec<DirGrant>,
+
+    /// Jobs may get this host directory, or directories inside it, read-write (repeatable).
+    #[arg(long = "dir-rw", value_name = "HOST", value_parser = parse_dir_read_write)]
+    pub dirs_rw: Vec<DirGrant>,
+
+    /// Write every network allow/deny decision of every job to FILE as JSON lines.
+    #[arg(long = "audit", value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+
+    /// Answer NAME with IP for every job, without any DNS query (repeatable).
+    #[arg(long = "resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, std::net::IpAddr)>,
+}
+
+impl ServeArgs {
+    /// The daemon's configuration, with its host files (audit, cache) checked and opened.
+    ///
+    /// # Errors
+    /// The token file cannot be read, or a host file lies inside a writable ceiling directory.
+    pub fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let mut dirs = self.ceiling.dirs;
+        dirs.extend(self.ceiling.dirs_rw);
+        crate::net::policy::check_rule_count(self.ceiling.net.len())
+            .map_err(|e| anyhow::anyhow!("--net: {e}"))?;
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+                let token = text.trim().to_string();
+                if token.is_empty() {
+                    anyhow::bail!("--token-file {}: the file is empty", path.display());
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        // A job with a writable grant over the socket could replace it.
+        let roots = hostfiles::writable_roots(&dirs);
+        for addr in &self.listen {
+            if let ListenAddr::Unix(path) = addr {
+                hostfiles::check_outside("daemon socket", path, &roots, false)?;
+            }
+        }
+        let limits = self.limits.into_limits();
+        let cache = self.cache.dir();
+        let mut files = hostfiles::prepare(&hostfiles::HostPaths {
+            dirs: &dirs,
+            report: None,
+            audit: self.ceiling.audit.as_deref(),
+            cache: cache.as_deref(),
+        })?;
+        Ok(ServeConfig {
+            listen: self.listen,
+            token,
+            engine: EngineConfig {
+                cache_dir: cache,
+                fuel: limits.fuel.is_some(),
+            },
+            ceiling: CeilingConfig {
+                net: self.ceiling.net,
+                dirs,
+                limits,
+            },
+            audit: files.audit.take(),
+            resolve: self.ceiling.resolve.into_iter().collect(),
+            max_jobs: self.max_jobs,
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! The daemon's command-line clients: `cell exec` (`exec.rs`), `cell ps` and `cell kill`
+//! (`ps.rs`), `cell logs` (`logs.rs`), all speaking `capnp/cell.capnp`'s `Daemon` over the
+//! daemon's socket, like any other client (the Python example in `examples/python` speaks the
+//! same schema).
+
+pub(crate) mod exec;
+pub(crate) mod logs;
+pub(crate) mod ps;
+
+use std::path::Path;
+
+use capnp::message::ReaderOptions;
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::{twoparty, RpcSystem};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::cell_capnp::{daemon, login};
+use crate::serve::listen::ListenAddr;
+
+/// A connection to a daemon: its `Daemon` capability. The RPC system runs on a local task
+/// until every capability of it is dropped.
+pub(crate) async fn connect(
+    addr: &ListenAddr,
+    token_file: Option<&Path>,
+) -> anyhow::Result<daemon::Client> {
+    let hint = "is `cell serve` running there?";
+    let (read, write): (
+        Box<dyn futures::io::AsyncRead + Unpin>,
+        Box<dyn futures::io::AsyncWrite + Unpin>,
+    ) = match addr {
+        ListenAddr::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
+            let (r, w) = stream.into_split();
+            (Box::new(r.compat()), Box::new(w.compat_write()))
+        }
+        ListenAddr::Tcp(sock) => {
+            let stream = tokio::net::TcpStream::connect(sock)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            (Box::new(r.compat()), Box::new(w.compat_write()))
+        }
+    };
+    let mut options = ReaderOptions::new();
+    options.traversal_limit_in_words(Some(64 << 20));
+    let network = twoparty::VatNetwork::new(read, write, Side::Client, options);
+    let mut system = RpcSystem::new(Box::new(network), None);
+    let bootstrap: capnp::capability::Client = system.bootstrap(Side::Server);
+    tokio::task::spawn_local(async move {
+        if let Err(e) = system.await {
+            tracing::debug!("daemon connection: {e}");
+        }
+    });
+    match addr {
+        ListenAddr::Unix(_) => Ok(daemon::Client { client: bootstrap }),
+        ListenAddr::Tcp(_) => {
+            let Some(path) = token_file else {
+                anyhow::bail!("{addr}: a TCP daemon needs --token-file FILE (its token)");
+            };
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+            let login = login::Client { client: bootstrap };
+            let mut req = login.login_request();
+            req.get().set_token(token.trim());
+            let reply = req
+                .send()
+                .promise
+                .await
+                .map_err(|e| anyhow::anyhow!("{addr}: {}", described(&e)))?;
+            Ok(reply.get()?.get_daemon()?)
+        }
+    }
+}
+
+/// A capnp error from the daemon as `REASON: DETAIL`, or what went wrong with the connection.
+pub(crate) fn described(e: &capnp::Error) -> String {
+    match e.kind {
+        capnp::ErrorKind::Disconnected => {
+            format!("lost the connection to the daemon ({})", e.extra)
+        }
+        _ => cell_proto::CellError::from(e.clone()).to_string(),
+    }
+}

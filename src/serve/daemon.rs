@@ -1,0 +1,483 @@
+//! `Daemon`: one client's door to `cell serve` — run a job, load a component, list and kill
+//! processes, follow events. Every method enters the client's call gate first, like a guest's
+//! servers; what a client may hold is bounded per connection ([`MAX_JOBS_HELD`] jobs,
+//! [`MAX_COMPONENTS_HELD`] components, [`MAX_SUBSCRIPTIONS`] event subscriptions).
+
+use std::cell::RefCell;
+use std::rc::Rc as StdRc;
+use std::sync::Arc;
+
+use capnp::capability::Rc;
+use capnp_rpc::CapabilityServerSet;
+use cell_proto::{CellError, JobCode, JobMode, JobRequest, ReadBounds, Reason};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::budget::{Budget, ByteBudget, Taken};
+use crate::cell_capnp::{component, daemon, event, event_sink, job, subscription};
+use crate::engine::LoadedComponent;
+use crate::events::{Event, EventKind};
+use crate::grants::Grants;
+use crate::handle::ProcessHandle;
+use crate::limits::{
+    JOB_HISTORY, JOB_HISTORY_BYTES, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES, MAX_COMPONENTS_HELD,
+    MAX_JOBS_HELD, MAX_SUBSCRIPTIONS, NET_MAX_IN_FLIGHT,
+};
+use crate::net::policy::MAX_RULES;
+use crate::rpc::fail::failed;
+use crate::rpc::gate::CallGate;
+use crate::run::ModeChoice;
+use crate::serve::ceiling::Ceiling;
+use crate::serve::job::{Job, JobOrigin, JobServer};
+use crate::serve::DaemonCore;
+use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
+use crate::status::KilledBy;
+use crate::tree::{Tree, TreeSpec};
+
+/// Everything one client connection shares: the daemon, its listener's ceiling, its bounds,
+/// and the jobs it started `attached` (killed when it goes, see [`ClientState::detach_all`]).
+pub(crate) struct ClientState {
+    pub daemon: StdRc<DaemonCore>,
+    pub ceiling: StdRc<Ceiling>,
+    pub gate: CallGate,
+    in_flight: ByteBudget,
+    jobs_held: Budget,
+    components: RefCell<CapabilityServerSet<LoadedServer, component::Client>>,
+    components_held: Budget,
+    subscriptions: Budget,
+    attached: RefCell<Vec<StdRc<ProcessHandle>>>,
+}
+
+impl ClientState {
+    pub(crate) fn new(daemon: StdRc<DaemonCore>, ceiling: StdRc<Ceiling>, gate: CallGate) -> Self {
+        ClientState {
+            daemon,
+            ceiling,
+            gate,
+            in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
+            jobs_held: Budget::new(MAX_JOBS_HELD),
+            components: RefCell::new(CapabilityServerSet::new()),
+            components_held: Budget::new(MAX_COMPONENTS_HELD),
+            subscriptions: Budget::new(MAX_SUBSCRIPTIONS),
+            attached: RefCell::default(),
+        }
+    }
+
+    /// The connection ended: kill the jobs it started `attached`.
+    pub(crate) fn detach_all(&self) {
+        for handle in self.attached.borrow_mut().drain(..) {
+            handle.kill(KilledBy::Operator);
+        }
+    }
+
+    fn attach(&self, handle: StdRc<ProcessHandle>) {
+        let mut attached = self.attached.borrow_mut();
+        attached.retain(|h| h.status().is_none());
+        attached.push(handle);
+    }
+}
+
+/// The bootstrap `Daemon` of one client connection.
+pub(crate) struct DaemonServer {
+    client: StdRc<ClientState>,
+}
+
+impl DaemonServer {
+    pub(crate) fn new(client: StdRc<ClientState>) -> Self {
+        DaemonServer { client }
+    }
+}
+
+fn cell(e: CellError) -> capnp::Error {
+    e.into()
+}
+
+fn limit(what: &str, most: usize) -> capnp::Error {
+    failed(
+        Reason::Limit,
+        format!("at most {most} {what} per client connection"),
+    )
+}
+
+impl daemon::Server for DaemonServer {
+    async fn run(
+        self: Rc<Self>,
+        params: daemon::RunParams,
+        mut results: daemon::RunResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        let held = self
+            .client
+            .jobs_held
+            .take(1)
+            .ok_or_else(|| limit("jobs held", MAX_JOBS_HELD))?;
+        let request = JobRequest::<Arc<[u8]>>::read(
+            params.get()?.get_request()?,
+            ReadBounds {
+                argv_env_bytes: MAX_ARGV_ENV_BYTES,
+                argv_env_entries: MAX_ARGV_ENV_ENTRIES,
+                name_bytes: 4096,
+                with_wasm: true,
+            },
+            MAX_RULES,
+        )
+        .map_err(cell)?;
+        drop(params);
+        let job = start_job(&self.client, request).await?;
+        let client = &self.client;
+        let server = JobServer::new(job, client.gate.clone(), client.in_flight.clone(), held);
+        let cap: job::Client = capnp_rpc::new_client(server);
+        results.get().set_job(cap);
+        Ok(())
+    }
+
+    async fn load(
+        self: Rc<Self>,
+        params: daemon::LoadParams,
+        mut results: daemon::LoadResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        let held = self
+            .client
+            .components_held
+            .take(1)
+            .ok_or_else(|| limit("components held", MAX_COMPONENTS_HELD))?;
+        let wasm = params.get()?.get_wasm()?;
+        let most = self.client.ceiling.limits.max_wasm_bytes;
+        check_size(wasm.len(), most)?;
+        let wasm: Arc<[u8]> = Arc::from(wasm);
+        drop(params);
+        let (loaded, sdk_guest) = load(&self.client, wasm).await?;
+        let cap = self
+            .client
+            .components
+            .borrow_mut()
+            .new_client(LoadedServer {
+                loaded,
+                sdk_guest,
+                _held: held,
+            });
+        results.get().set_component(cap);
+        Ok(())
+    }
+
+    async fn ps(
+        self: Rc<Self>,
+        _: daemon::PsParams,
+        mut results: daemon::PsResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        let rows = self.client.daemon.sup.ps();
+        let len = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+        let mut list = results.get().init_processes(len);
+        for (i, row) in rows.iter().enumerate().take(len as usize) {
+            let mut e = list.reborrow().get(i as u32);
+            e.set_pid(row.pid);
+            e.set_parent(row.parent.unwrap_or(0));
+            e.set_has_parent(row.parent.is_some());
+            e.set_job(row.job);
+            e.set_name(row.name.as_str());
+            e.set_sha256(row.sha256.as_deref().unwrap_or(""));
+            e.set_running(row.running);
+            e.set_uptime_ms(row.uptime.as_millis() as u64);
+            e.set_memory_bytes(row.memory);
+            e.set_fuel_metered(row.fuel_left.is_some());
+            e.set_fuel_left(row.fuel_left.unwrap_or(0));
+            if let Some((name, restarts)) = &row.service {
+                e.set_service(name.as_str());
+                e.set_restarts(*restarts);
+            }
+        }
+        Ok(())
+    }
+
+    async fn kill(
+        self: Rc<Self>,
+        params: daemon::KillParams,
+        _: daemon::KillResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        let pid = params.get()?.get_pid();
+        drop(params);
+        let handle = self
+            .client
+            .daemon
+            .sup
+            .kill(pid, KilledBy::Operator)
+            .ok_or_else(|| failed(Reason::Dead, format!("no process {pid} is running")))?;
+        handle.wait().await;
+        Ok(())
+    }
+
+    async fn events(
+        self: Rc<Self>,
+        params: daemon::EventsParams,
+        mut results: daemon::EventsResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        let permit = self
+            .client
+            .subscriptions
+            .take(1)
+            .ok_or_else(|| limit("event subscriptions", MAX_SUBSCRIPTIONS))?;
+        let sink = params.get()?.get_sink()?;
+        drop(params);
+        let (stop, stopped) = oneshot::channel();
+        let rx = self.client.daemon.sup.events().subscribe();
+        tokio::task::spawn_local(pump(rx, sink, stopped));
+        let sub: subscription::Client = capnp_rpc::new_client(SubscriptionServer {
+            _stop: stop,
+            _permit: permit,
+        });
+        results.get().set_subscription(sub);
+        Ok(())
+    }
+}
+
+fn check_size(len: usize, most: u64) -> Result<(), capnp::Error> {
+    if len as u64 > most {
+        return Err(failed(
+            Reason::Limit,
+            format!("component of {len} bytes exceeds max-wasm-size {most}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the job `request` asks for, within the client's ceiling.
+async fn start_job(
+    client: &ClientState,
+    request: JobRequest<Arc<[u8]>>,
+) -> Result<StdRc<Job>, capnp::Error> {
+    let ceiling = &client.ceiling;
+    let limits = ceiling.limits(&request.limits).map_err(cell)?;
+    let network = ceiling.network(request.network.as_deref()).map_err(cell)?;
+    let dirs = request
+        .dirs
+        .iter()
+        .map(|d| ceiling.dir(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(cell)?;
+    let ((component, sdk_guest), shown) = match request.code {
+        JobCode::Wasm(bytes) => {
+            check_size(bytes.len(), limits.max_wasm_bytes)?;
+            (load(client, bytes).await?, None)
+        }
+        JobCode::Path(path) => {
+            let bytes = ceiling
+                .read_code(&path, limits.max_wasm_bytes)
+                .map_err(cell)?;
+            (load(client, Arc::from(bytes)).await?, Some(path))
+        }
+        JobCode::Component(cap) => {
+            let resolved = capnp::capability::get_resolved_cap(cap).await;
+            let server = client
+                .components
+                .borrow()
+                .get_local_server_of_resolved(&resolved)
+                .ok_or_else(|| {
+                    failed(
+                        Reason::BadGrant,
+                        "not a Component this connection got from Daemon.load",
+                    )
+                })?;
+            ((server.loaded.clone(), server.sdk_guest), None)
+        }
+    };
+    let path = std::path::PathBuf::from(shown.clone().unwrap_or_else(|| "job".into()));
+    let choice = match request.mode {
+        JobMode::Auto => ModeChoice::Auto,
+        JobMode::Rpc => ModeChoice::Rpc,
+        JobMode::Plain => ModeChoice::Plain,
+    };
+    let plain = choice
+        .decide(&path, sdk_guest)
+        .map_err(|e| failed(Reason::BadRequest, e))?;
+    let name = match (request.name.is_empty(), &shown) {
+        (false, _) => crate::text::guest_text(&request.name),
+        (true, Some(p)) => crate::text::guest_text(
+            &std::path::Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job".into()),
+        ),
+        (true, None) => "job".into(),
+    };
+    let spec = ProcessSpec {
+        name: name.clone(),
+        cwd: request.cwd,
+        args: request.args,
+        env: request.env,
+        grants: Grants {
+            executor: !plain,
+            network,
+            dirs,
+            ..Grants::default()
+        },
+        stderr: StderrMode::Tree,
+        stdio: if plain {
+            StdioMode::Plain
+        } else {
+            StdioMode::Rpc
+        },
+    };
+    let permit = client.daemon.jobs.take(1).ok_or_else(|| {
+        failed(
+            Reason::Limit,
+            format!("max-jobs {} reached", client.daemon.jobs.limit()),
+        )
+    })?;
+    let cap = usize::try_from(limits.stderr_capture_bytes).unwrap_or(usize::MAX);
+    let (tap, captured) = crate::stderr::capture_sink(cap);
+    let tree = Tree::new(TreeSpec {
+        history: Some((JOB_HISTORY, JOB_HISTORY_BYTES)),
+        stderr: Some(tap),
+        service: None,
+    });
+    let origin = JobOrigin {
+        wasm: shown.unwrap_or(name),
+        sha256: component.hash.to_string(),
+        plain,
+    };
+    let sup = client.daemon.sup.clone();
+    let handle = match sup.spawn_root(component, spec, limits, tree.clone()).await {
+        Ok(handle) => handle,
+        Err(SpawnError::EndedWhileStarting(status)) => ended_root(&tree, status),
+        Err(e) => return Err(failed(e.reason(), e)),
+    };
+    if request.attached {
+        client.attach(handle.clone());
+    }
+    let job = Job::new(handle, tree, captured, origin);
+    tokio::task::spawn_local(job.clone().watch(sup, permit));
+    Ok(job)
+}
+
+/// The handle of a job whose pid0 ended while it started (its own code ended it: a trap, out
+/// of fuel): it ran, like `cell run` says, and its report has its status.
+fn ended_root(tree: &StdRc<Tree>, status: crate::status::ExitStatus) -> StdRc<ProcessHandle> {
+    let info = crate::handle::ProcessInfo {
+        pid: tree.root().unwrap_or(0),
+        parent: None,
+        name: "job".into(),
+        depth: 0,
+        hash: None,
+    };
+    let handle = ProcessHandle::with(
+        info,
+        crate::handle::HandleParts {
+            tree: Some(tree.clone()),
+            ..Default::default()
+        },
+    );
+    handle.set_status(status);
+    StdRc::new(handle)
+}
+
+/// Loads `bytes` (from the daemon's warm caches if it can); with whether it is a cell guest.
+async fn load(
+    client: &ClientState,
+    bytes: Arc<[u8]>,
+) -> Result<(StdRc<LoadedComponent>, bool), capnp::Error> {
+    let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
+    let loaded = client.daemon.sup.engine().load(bytes).await.map_err(|e| {
+        let e = SpawnError::from(e);
+        failed(e.reason(), e)
+    })?;
+    Ok((loaded, sdk_guest))
+}
+
+/// A component loaded for a client (`Daemon.load`): only to run as a job.
+pub(crate) struct LoadedServer {
+    loaded: StdRc<LoadedComponent>,
+    sdk_guest: bool,
+    _held: Taken,
+}
+
+impl component::Server for LoadedServer {
+    async fn spawn(
+        self: Rc<Self>,
+        _: component::SpawnParams,
+        _: component::SpawnResults,
+    ) -> Result<(), capnp::Error> {
+        Err(failed(
+            Reason::Unsupported,
+            "a Component from Daemon.load runs as a job: Daemon.run with code.component",
+        ))
+    }
+
+    async fn hash(
+        self: Rc<Self>,
+        _: component::HashParams,
+        mut results: component::HashResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_sha256(self.loaded.hash.to_string());
+        Ok(())
+    }
+}
+
+/// Holding it keeps the events flowing; dropping it stops the pump.
+struct SubscriptionServer {
+    _stop: oneshot::Sender<()>,
+    _permit: Taken,
+}
+
+impl subscription::Server for SubscriptionServer {}
+
+/// Sends events to `sink`, one push in flight at a time, until the subscription is dropped or
+/// the sink fails. Events published while a push is in flight wait in the daemon's ring;
+/// those the ring no longer holds are lost and counted in the next event's `lost`.
+async fn pump(
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    sink: event_sink::Client,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut lost = 0u64;
+    loop {
+        let next = tokio::select! {
+            _ = &mut stopped => return,
+            next = rx.recv() => next,
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                lost += n;
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let mut push = sink.push_request();
+        write_event(push.get().init_event(), &event, lost);
+        lost = 0;
+        tokio::select! {
+            _ = &mut stopped => return,
+            sent = push.send().promise => if sent.is_err() { return },
+        }
+    }
+}
+
+fn write_event(mut b: event::Builder<'_>, e: &Event, lost: u64) {
+    b.set_seq(e.seq);
+    b.set_lost(lost);
+    b.set_unix_ms(e.unix_ms);
+    b.set_pid(e.pid);
+    match &e.kind {
+        EventKind::Spawn {
+            parent,
+            name,
+            sha256,
+        } => {
+            let mut s = b.init_spawn();
+            s.set_parent(parent.unwrap_or(0));
+            s.set_has_parent(parent.is_some());
+            s.set_name(name.as_str());
+            s.set_sha256(sha256.as_deref().unwrap_or(""));
+        }
+        EventKind::Exit(status) => status.write(b.init_exit()),
+        EventKind::Deny { op, target, detail } => {
+            let mut d = b.init_deny();
+            d.set_op(op.as_str());
+            d.set_target(target.as_str());
+            d.set_detail(detail.as_str());
+        }
+    }
+}

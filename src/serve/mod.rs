@@ -1,0 +1,330 @@
+//! `cell serve`: the supervisor as a daemon. One long-running host with one engine (compiled
+//! code stays warm), one [`Supervisor`] and one process table, serving clients on unix and
+//! TCP listeners; each client gets a `Daemon` (`daemon.rs`) whose jobs (`job.rs`) are pid0
+//! trees of their own, within the listener's grant ceiling (`ceiling.rs`).
+//!
+//! `cell run` and `cell serve` share the supervisor: a job is started with the same
+//! `Supervisor::spawn_root` as `cell run`'s pid0, in a [`crate::tree::Tree`] of its own (its
+//! report history, its stderr stream, its network counts), so everything below — stores,
+//! RPC, limits, cascade — is one code path.
+//!
+//! Threading: like `cell run`, one current-thread runtime and `LocalSet` hold everything;
+//! each client connection is one local task. Bounds: [`MAX_CLIENTS`] connections, `max_jobs`
+//! jobs at once, and per connection the same framing, flow and call bounds as a guest's.
+
+pub(crate) mod ceiling;
+pub(crate) mod daemon;
+pub(crate) mod job;
+pub(crate) mod listen;
+
+use std::future::Future;
+use std::rc::Rc;
+
+use capnp::capability::Rc as CapRc;
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::budget::Budget;
+use crate::cell_capnp::{daemon as daemon_capnp, login};
+use crate::engine::{CellEngine, EngineConfig};
+use crate::limits::{MAX_CLIENTS, TEARDOWN_GRACE};
+use crate::net::audit::Audit;
+use crate::rpc::fail::failed;
+use crate::rpc::{Link, LinkBounds};
+use crate::status::KilledBy;
+use crate::supervisor::Supervisor;
+use ceiling::Ceiling;
+use daemon::{ClientState, DaemonServer};
+use listen::ListenAddr;
+
+/// What `cell serve` runs with.
+pub struct ServeConfig {
+    pub listen: Vec<ListenAddr>,
+    /// The token TCP clients must present (`--token-file`, trimmed).
+    pub token: Option<String>,
+    /// The most any job may get (the same for every listener).
+    pub ceiling: CeilingConfig,
+    pub engine: EngineConfig,
+    /// `--audit FILE`, opened before anything runs.
+    pub audit: Option<std::fs::File>,
+    /// `--resolve NAME=IP`, for every job.
+    pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
+    /// Jobs running at once.
+    pub max_jobs: usize,
+}
+
+/// The ceiling as flags give it; its directories are opened when the daemon starts.
+pub struct CeilingConfig {
+    /// `--net` rules; empty: no job gets a network.
+    pub net: Vec<crate::net::policy::NetRule>,
+    pub dirs: Vec<crate::grants::DirGrant>,
+    pub limits: crate::limits::Limits,
+}
+
+/// What every client connection of the daemon shares.
+pub(crate) struct DaemonCore {
+    pub sup: Supervisor,
+    /// Jobs running now, bounded by `--max-jobs`.
+    pub jobs: Budget,
+    /// Client connections now, bounded by [`MAX_CLIENTS`].
+    clients: Budget,
+}
+
+/// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT), then stops every job
+/// ("killed by the operator"), waits at most [`TEARDOWN_GRACE`] for them, removes its unix
+/// sockets and returns 0. Must be called inside a `LocalSet`.
+///
+/// # Errors
+/// A listener cannot be set up or a ceiling directory opened (exit 125).
+pub(crate) async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = i32>,
+) -> anyhow::Result<u8> {
+    crate::net::count::raise_fd_limit();
+    if config.listen.is_empty() {
+        anyhow::bail!("nothing to listen on: give --listen unix:PATH (or tcp:127.0.0.1:PORT)");
+    }
+    let ceiling = Rc::new(open_ceiling(config.ceiling)?);
+    let engine = CellEngine::new(&config.engine)?;
+    let audit = match config.audit {
+        Some(file) => Audit::to_writer(file),
+        None => Audit::tracing_only(),
+    };
+    let sup = Supervisor::with_audit(engine, audit).with_pinned_names(config.resolve);
+    let core = Rc::new(DaemonCore {
+        sup: sup.clone(),
+        jobs: Budget::new(config.max_jobs),
+        clients: Budget::new(MAX_CLIENTS),
+    });
+    let token: Option<Rc<str>> = config.token.map(Rc::from);
+    let mut sockets = Vec::new();
+    let mut accepting = Vec::new();
+    for addr in &config.listen {
+        match addr {
+            ListenAddr::Unix(path) => {
+                let (listener, file) = listen::bind_unix(path)?;
+                eprintln!("cell: listening on unix:{}", path.display());
+                sockets.push(file);
+                let (core, ceiling) = (core.clone(), ceiling.clone());
+                accepting.push(tokio::task::spawn_local(accept_unix(
+                    listener, core, ceiling,
+                )));
+            }
+            ListenAddr::Tcp(addr) => {
+                let listener = listen::bind_tcp(*addr, token.is_some()).await?;
+                let local = listener.local_addr()?;
+                eprintln!("cell: listening on tcp:{local}");
+                let (core, ceiling, token) = (core.clone(), ceiling.clone(), token.clone());
+                accepting.push(tokio::task::spawn_local(accept_tcp(
+                    listener, core, ceiling, token,
+                )));
+            }
+        }
+    }
+    let sig = shutdown.await;
+    tracing::info!("signal {sig}: stopping every job");
+    for task in &accepting {
+        task.abort();
+    }
+    sup.kill_all(KilledBy::Operator);
+    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
+        tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
+    }
+    for socket in &sockets {
+        socket.remove();
+    }
+    Ok(0)
+}
+
+/// Opens the ceiling's directories (canonical paths, handles) and parses its policy.
+fn open_ceiling(config: CeilingConfig) -> anyhow::Result<Ceiling> {
+    let network =
+        (!config.net.is_empty()).then(|| crate::net::policy::NetPolicy::new(config.net.clone()));
+    let mut dirs = Vec::new();
+    for d in &config.dirs {
+        let host = d
+            .host
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", d.host.display()))?;
+        let dir = crate::hostdir::HostDir::open_root(&host, d.writable)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", host.display()))?;
+        dirs.push(ceiling::CeilingDir { host, dir });
+    }
+    Ok(Ceiling {
+        network,
+        dirs,
+        limits: config.limits,
+    })
+}
+
+async fn accept_unix(
+    listener: tokio::net::UnixListener,
+    core: Rc<DaemonCore>,
+    ceiling: Rc<Ceiling>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (read, write) = stream.into_split();
+                connect(&core, &ceiling, None, read.compat(), write.compat_write());
+            }
+            Err(e) => {
+                tracing::warn!("accept on the unix socket: {e}");
+                // Out of descriptors, typically: let some go before trying again.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    core: Rc<DaemonCore>,
+    ceiling: Rc<Ceiling>,
+    token: Option<Rc<str>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tracing::debug!("client from {peer}");
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                connect(
+                    &core,
+                    &ceiling,
+                    token.clone(),
+                    read.compat(),
+                    write.compat_write(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!("accept on tcp: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one client connection on its own task: a `Daemon` (or, with a token, a `Login`
+/// that hands one out) under the same bounds as a guest's connection. When it ends, the jobs
+/// it started `attached` are killed.
+fn connect(
+    core: &Rc<DaemonCore>,
+    ceiling: &Rc<Ceiling>,
+    token: Option<Rc<str>>,
+    read: impl futures::io::AsyncRead + Unpin + 'static,
+    write: impl futures::io::AsyncWrite + Unpin + 'static,
+) {
+    let Some(permit) = core.clients.take(1) else {
+        tracing::warn!("{MAX_CLIENTS} clients connected: refusing another");
+        return;
+    };
+    let limits = &ceiling.limits;
+    let link = Link::new(
+        read,
+        write,
+        LinkBounds {
+            // A client may send a whole component in one call.
+            max_message_bytes: limits.max_wasm_bytes.saturating_add(1 << 20),
+            max_outstanding_calls: limits.max_outstanding_calls,
+        },
+    );
+    let client = Rc::new(ClientState::new(core.clone(), ceiling.clone(), link.gate()));
+    let daemon: daemon_capnp::Client = capnp_rpc::new_client(DaemonServer::new(client.clone()));
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let bootstrap = match token {
+        None => daemon.client,
+        Some(token) => {
+            let login: login::Client = capnp_rpc::new_client(LoginServer {
+                token,
+                daemon,
+                refused: std::cell::RefCell::new(Some(refused_tx)),
+            });
+            login.client
+        }
+    };
+    let system = link.serve(bootstrap);
+    tokio::task::spawn_local(async move {
+        let _permit = permit;
+        // A wrong token closes the connection: no second try on it. (Without a login the
+        // sender is gone at once, which must not end the connection.)
+        let refused = async move {
+            if refused_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            ended = system => if let Err(e) = ended {
+                tracing::debug!("client connection ended: {e}");
+            },
+            () = refused => {}
+        }
+        client.detach_all();
+    });
+}
+
+/// The bootstrap of a TCP listener: nothing until the token is shown.
+struct LoginServer {
+    token: Rc<str>,
+    daemon: daemon_capnp::Client,
+    /// Fired on a wrong token, which closes the connection.
+    refused: std::cell::RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl login::Server for LoginServer {
+    async fn login(
+        self: CapRc<Self>,
+        params: login::LoginParams,
+        mut results: login::LoginResults,
+    ) -> Result<(), capnp::Error> {
+        let given = params.get()?.get_token()?;
+        let given = given.as_bytes();
+        if !same_token(given, self.token.as_bytes()) {
+            tracing::warn!("a client presented a wrong token");
+            // Close the connection once this answer is out.
+            if let Some(tx) = self.refused.borrow_mut().take() {
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let _ = tx.send(());
+                });
+            }
+            return Err(failed(cell_proto::Reason::Denied, "wrong token"));
+        }
+        results.get().set_daemon(self.daemon.clone());
+        Ok(())
+    }
+}
+
+/// Compares tokens in time independent of where they differ.
+fn same_token(given: &[u8], want: &[u8]) -> bool {
+    let given = trim(given);
+    let want = trim(want);
+    let mut diff = u8::from(given.len() != want.len());
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole_and_trimmed() {
+        use super::same_token;
+        assert!(same_token(b"s3cret\n", b"s3cret"));
+        assert!(!same_token(b"s3cre", b"s3cret"));
+        assert!(!same_token(b"s3cretX", b"s3cret"));
+        assert!(!same_token(b"", b"s3cret"));
+    }
+}

@@ -1,0 +1,350 @@
+//! `cell serve` and its clients through the real binaries: jobs end like `cell run` runs
+//! (`cell exec` has its exit codes), `ps`/`kill`/`logs`, the grant ceiling, the socket's
+//! guards, clients that go away, and SIGTERM.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cell, Cell, Daemon};
+use serde_json::Value;
+
+/// Polls `ps` until `pick` finds something, or panics after a while.
+fn ps_until<T>(daemon: &Daemon, mut pick: impl FnMut(&[Value]) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = daemon.ps();
+        if let Some(v) = pick(&rows) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "ps never showed it: {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid of the running job whose pid0 is named `name`.
+fn job_named(rows: &[Value], name: &str) -> Option<u64> {
+    rows.iter()
+        .find(|r| r["name"] == name && r["parent"].is_null() && r["state"] == "running")
+        .and_then(|r| r["pid"].as_u64())
+}
+
+#[test]
+fn a_job_ends_with_the_exit_code_cell_run_gives() {
+    let daemon = Daemon::start(&[]);
+    let cases: Vec<(Cell, Cell, i32)> = vec![
+        (Cell::run("pid0"), daemon.exec("pid0"), 0),
+        (
+            Cell::run("hello").args(&["exit", "7"]),
+            daemon.exec("hello").args(&["exit", "7"]),
+            7,
+        ),
+        (
+            Cell::run("hello").arg("trap"),
+            daemon.exec("hello").arg("trap"),
+            134,
+        ),
+        (Cell::run("child-trap"), daemon.exec("child-trap"), 134),
+        (
+            Cell::run("hostile")
+                .flags(&["--timeout", "300ms"])
+                .arg("sleep"),
+            daemon
+                .exec("hostile")
+                .flags(&["--timeout", "300ms"])
+                .arg("sleep"),
+            124,
+        ),
+        (
+            Cell::run_path("/nonexistent/x.wasm"),
+            Cell::run_path("/nonexistent/x.wasm").via(&daemon.addr()),
+            127,
+        ),
+        (
+            Cell::run_path(file!()),
+            Cell::run_path(file!()).via(&daemon.addr()),
+            126,
+        ),
+    ];
+    for (run, exec, code) in cases {
+        let ran = run.finish();
+        let execd = exec.finish();
+        ran.assert_code(code);
+        execd.assert_code(code);
+    }
+    // The job's tree streams its stderr to the client, children's lines prefixed.
+    let out = daemon.exec("pid0").finish();
+    out.assert_code(0).assert_stderr_has("] echo pid=");
+    out.assert_stderr_has("pid0: bye!");
+    // A plain job's stdio is the client's.
+    let out = daemon.exec("upper").stdin("shout\n").finish();
+    out.assert_code(0);
+    assert_eq!(out.stdout, "SHOUT\n");
+    let out = daemon
+        .exec("hello")
+        .flags(&["--env", "K=V"])
+        .args(&["env"])
+        .finish();
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout, "K=V\n",
+        "only what was asked for: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_job_report_is_a_cell_run_report() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.exec("pid0").report().finish();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["schema"], "cell-report/1");
+    assert_eq!(report["pid0"]["status"], "exited");
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["mode"], "rpc");
+    // pid0 and its three descendants, each with its own status.
+    assert_eq!(report["processes"].as_array().map(Vec::len), Some(4));
+    let out = daemon.exec("hello").args(&["exit", "3"]).report().finish();
+    assert_eq!(out.report()["exit_code"], 3);
+    assert_eq!(out.report()["mode"], "plain");
+}
+
+#[test]
+fn ps_shows_the_tree_and_kill_ends_a_job() {
+    let daemon = Daemon::start(&[]);
+    let job = daemon.exec("hostile").arg("sleep").spawn();
+    let pid = ps_until(&daemon, |rows| job_named(rows, "hostile.wasm"));
+    let rows = daemon.ps();
+    let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
+    assert_eq!(row["job"], pid);
+    assert!(row["memory_bytes"].as_u64().unwrap() > 0, "{row}");
+    let tree = daemon.client("ps", &["--tree"]);
+    tree.assert_code(0);
+    assert!(tree.stdout.contains("hostile.wasm"), "{}", tree.stdout);
+    daemon.client("kill", &[&pid.to_string()]).assert_code(0);
+    let out = job.finish();
+    out.assert_code(137);
+    // Gone, so a second kill names it.
+    let again = daemon.client("kill", &[&pid.to_string()]);
+    again.assert_code(1).assert_stderr_has("dead");
+}
+
+#[test]
+fn the_ceiling_only_narrows() {
+    let root = tempfile::tempdir().unwrap();
+    let ro = root.path().join("ro");
+    let rw = root.path().join("rw");
+    std::fs::create_dir_all(ro.join("sub")).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("sub/f"), "inside").unwrap();
+    let (ro_s, rw_s) = (ro.display().to_string(), rw.display().to_string());
+    let daemon = Daemon::start(&["--dir", &ro_s, "--dir-rw", &rw_s, "--max-memory", "256M"]);
+    // A directory inside a read-only one of the ceiling, read-only: granted.
+    let sub = format!("{}::/d", ro.join("sub").display());
+    let out = daemon
+        .exec("hello")
+        .flags(&["--dir", &sub])
+        .args(&["read", "/d/f"])
+        .finish();
+    out.assert_code(0);
+    assert_eq!(out.stdout, "inside");
+    // Writable where the ceiling is read-only: refused before anything runs.
+    let ro_rw = format!("{ro_s}::/d");
+    daemon
+        .exec("hello")
+        .flags(&["--dir-rw", &ro_rw])
+        .args(&["write", "/d/x"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("denied:");
+    assert!(!ro.join("x").exists());
+    // Outside the ceiling altogether.
+    daemon
+        .exec("hello")
+        .flags(&["--dir", "/etc::/etc"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("not inside a directory this daemon grants");
+    // A limit above the ceiling's.
+    daemon
+        .exec("hello")
+        .flags(&["--max-memory", "1G"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("limit:");
+    // No network in the ceiling: none for the job.
+    daemon
+        .exec("hello")
+        .flags(&["--net", "connect=127.0.0.1:80"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("grants no network");
+    // The writable one works, and what the job wrote is on the host.
+    let w = format!("{rw_s}::/w");
+    daemon
+        .exec("hello")
+        .flags(&["--dir-rw", &w])
+        .args(&["write", "/w/out"])
+        .finish()
+        .assert_code(0);
+    assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "written");
+}
+
+#[test]
+fn the_socket_is_guarded() {
+    let daemon = Daemon::start(&[]);
+    let sock = daemon.addr();
+    // A second daemon on a live socket.
+    let mut second = cell();
+    second.args(["serve", "--listen", &sock, "--no-cache"]);
+    common::finish(second)
+        .assert_code(125)
+        .assert_stderr_has("another daemon is listening");
+    // A socket path in a directory others can write.
+    let shared = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut open = cell();
+    open.args(["serve", "--no-cache", "--listen"])
+        .arg(format!("unix:{}/c.sock", shared.path().display()));
+    common::finish(open)
+        .assert_code(125)
+        .assert_stderr_has("others can write to this directory");
+    // Something that is not a socket is never replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.sock");
+    std::fs::write(&file, "keep").unwrap();
+    let mut clobber = cell();
+    clobber
+        .args(["serve", "--no-cache", "--listen"])
+        .arg(format!("unix:{}", file.display()));
+    common::finish(clobber)
+        .assert_code(125)
+        .assert_stderr_has("not a socket");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    // A graceful stop removes the socket; a client then gets a clear error.
+    let path = daemon.sock.clone();
+    daemon.stop().assert_code(0);
+    assert!(!path.exists());
+    let mut late = cell();
+    late.args(["ps", "--connect", &sock]);
+    common::finish(late)
+        .assert_code(125)
+        .assert_stderr_has("is `cell serve` running there?");
+}
+
+#[test]
+fn a_client_that_goes_away_leaves_its_job_unless_attached() {
+    let daemon = Daemon::start(&[]);
+    let kill9 = |pid: u32| {
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    let detached = daemon
+        .exec("hostile")
+        .flags(&["--argv0", "stays"])
+        .arg("sleep")
+        .spawn();
+    let stays = ps_until(&daemon, |rows| job_named(rows, "stays"));
+    kill9(detached.id());
+    let _ = detached.finish();
+    let attached = daemon
+        .exec("hostile")
+        .flags(&["--attached", "--argv0", "goes"])
+        .arg("sleep")
+        .spawn();
+    ps_until(&daemon, |rows| job_named(rows, "goes"));
+    kill9(attached.id());
+    let _ = attached.finish();
+    // The attached job goes with its client; the other runs on.
+    ps_until(&daemon, |rows| {
+        job_named(rows, "goes").is_none().then_some(())
+    });
+    assert_eq!(job_named(&daemon.ps(), "stays"), Some(stays));
+    daemon.client("kill", &[&stays.to_string()]).assert_code(0);
+}
+
+#[test]
+fn logs_follow_shows_spawns_exits_and_denials() {
+    let daemon = Daemon::start(&["--net", "connect=127.0.0.1:9"]);
+    let mut logs = cell()
+        .args(["logs", "--follow", "--json", "--connect", &daemon.addr()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watchdog = common::Watchdog::arm(logs.id());
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = logs.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    // Events flow only once the subscription is in place: retry a job until one is seen.
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|e| e["event"] == "exit") {
+        assert!(Instant::now() < deadline, "no exit event: {seen:?}");
+        daemon
+            .exec("hello")
+            .flags(&["--argv0", "evented"])
+            .finish()
+            .assert_code(0);
+        while let Ok(e) = rx.recv_timeout(Duration::from_millis(300)) {
+            seen.push(e);
+        }
+    }
+    let spawn = seen
+        .iter()
+        .find(|e| e["event"] == "spawn" && e["name"] == "evented")
+        .unwrap_or_else(|| panic!("no spawn event: {seen:?}"));
+    let pid = spawn["pid"].clone();
+    assert!(spawn["parent"].is_null());
+    let exit = seen
+        .iter()
+        .find(|e| e["event"] == "exit" && e["pid"] == pid)
+        .unwrap_or_else(|| panic!("no exit for {pid}: {seen:?}"));
+    assert_eq!(exit["status"]["status"], "exited");
+    // A denial: the policy refuses a connect (decided before any socket is opened).
+    daemon
+        .exec("net-probe")
+        .flags(&["--net", "connect=127.0.0.1:9"])
+        .args(&["rpc-deny", "127.0.0.1", "10"])
+        .finish()
+        .assert_code(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deny = loop {
+        if let Some(d) = seen.iter().find(|e| e["event"] == "deny") {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no deny event: {seen:?}");
+        if let Ok(e) = rx.recv_timeout(Duration::from_millis(300)) {
+            seen.push(e);
+        }
+    };
+    assert_eq!(deny["op"], "connect");
+    assert_eq!(deny["target"], "127.0.0.1:10");
+    let _ = logs.kill();
+    let _ = logs.wait();
+}
+
+#[test]
+fn sigterm_stops_every_job_and_exits_zero() {
+    let daemon = Daemon::start(&[]);
+    let job = daemon.exec("hostile").arg("sleep").spawn();
+    ps_until(&daemon, |rows| job_named(rows, "hostile.wasm"));
+    let stopped = daemon.stop();
+    stopped.assert_code(0);
+    let out = job.finish();
+    // Killed by the operator, as `cell run`'s tree would be.
+    out.assert_code(137).assert_stderr_has("killed");
+}
