@@ -348,3 +348,50 @@ fn sigterm_stops_every_job_and_exits_zero() {
     // Killed by the operator, as `cell run`'s tree would be.
     out.assert_code(137).assert_stderr_has("killed");
 }
+
+#[test]
+fn a_tcp_listener_wants_the_token_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    let tok = token.display().to_string();
+    let mut daemon = Daemon::start(&["--listen", "tcp:127.0.0.1:0", "--token-file", &tok]);
+    let addr = format!("tcp:{}", daemon.wait_for("cell: listening on tcp:"));
+    let exec = |token: Option<&std::path::Path>| {
+        let mut c = Cell::run("hello").via(&addr).args(&["exit", "5"]);
+        if let Some(t) = token {
+            c = c.flags(&["--token-file".as_ref(), t.as_os_str()]);
+        }
+        c.finish()
+    };
+    exec(Some(&token)).assert_code(5);
+    exec(Some(&wrong))
+        .assert_code(125)
+        .assert_stderr_has("denied: wrong token");
+    exec(None)
+        .assert_code(125)
+        .assert_stderr_has("needs --token-file");
+    // The daemon is unharmed by the failed logins.
+    exec(Some(&token)).assert_code(5);
+    // TCP needs a token, and a loopback address (no TLS here).
+    let mut open = cell();
+    open.args(["serve", "--no-cache", "--listen", "tcp:127.0.0.1:0"]);
+    common::finish(open)
+        .assert_code(125)
+        .assert_stderr_has("needs --token-file");
+    let mut public = cell();
+    public
+        .args([
+            "serve",
+            "--no-cache",
+            "--listen",
+            "tcp:0.0.0.0:0",
+            "--token-file",
+        ])
+        .arg(&token);
+    common::finish(public)
+        .assert_code(125)
+        .assert_stderr_has("only a loopback address");
+}

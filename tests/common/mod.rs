@@ -659,6 +659,11 @@ impl Daemon {
         (rss, fds)
     }
 
+    /// The rest of the first line (from now on) the daemon logs starting with `prefix`.
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        self.running.as_mut().expect("running").wait_for(prefix)
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.running

@@ -1,0 +1,199 @@
+//! The daemon under load and abuse, driven by a Rust client in the test (the schema's own
+//! bindings over the real socket): 1,000 clients that connect, run and go away (some
+//! mid-job, some attached) leave the daemon's memory and descriptors flat; 100 concurrent
+//! clients × 100 jobs lose no status; garbage and oversized frames on the socket end only
+//! that connection.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::{twoparty, RpcSystem};
+use cell_proto::cell_capnp::{daemon, job};
+use cell_proto::{ExitStatus, JobCode, JobMode, JobRequest};
+use common::{guest, Daemon};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+/// Runs `f` on a current-thread runtime inside a `LocalSet` (capnp-rpc is `!Send`).
+fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+/// One client connection: its `Daemon`, and the task running its RPC system (aborted on drop,
+/// which closes the connection).
+struct Client {
+    daemon: daemon::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn connect(sock: &Path) -> Client {
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (r, w) = stream.into_split();
+    let network = twoparty::VatNetwork::new(
+        r.compat(),
+        w.compat_write(),
+        Side::Client,
+        Default::default(),
+    );
+    let mut system = RpcSystem::new(Box::new(network), None);
+    let daemon: daemon::Client = system.bootstrap(Side::Server);
+    let task = tokio::task::spawn_local(async move {
+        let _ = system.await;
+    });
+    Client { daemon, task }
+}
+
+async fn run(client: &Client, wasm: &Rc<[u8]>, args: &[&str], attached: bool) -> job::Client {
+    let mut request = JobRequest::new(JobCode::Wasm(wasm.clone()));
+    request.args = args.iter().map(|a| a.to_string()).collect();
+    request.attached = attached;
+    request.mode = JobMode::Auto;
+    let mut req = client.daemon.run_request();
+    request.write(req.get().init_request()).unwrap();
+    let reply = req.send().promise.await.unwrap();
+    reply.get().unwrap().get_job().unwrap()
+}
+
+async fn wait(job: &job::Client) -> ExitStatus {
+    let reply = job.wait_request().send().promise.await.unwrap();
+    ExitStatus::read(reply.get().unwrap().get_status().unwrap()).unwrap()
+}
+
+fn wasm(name: &str) -> Rc<[u8]> {
+    Rc::from(std::fs::read(guest(name)).unwrap())
+}
+
+/// Waits until the daemon runs no process at all.
+fn idle(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.ps().is_empty() {
+        assert!(Instant::now() < deadline, "jobs left: {:?}", daemon.ps());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_thousand_clients_come_and_go_and_nothing_leaks() {
+    let daemon = Daemon::start(&[]);
+    let hello = wasm("hello");
+    let sleeper = wasm("hostile");
+    let cycle = |i: usize| {
+        let (hello, sleeper, sock) = (hello.clone(), sleeper.clone(), daemon.sock.clone());
+        async move {
+            let client = connect(&sock).await;
+            match i % 4 {
+                // Waits for its job.
+                0 | 1 => {
+                    let job = run(&client, &hello, &["exit", "3"], false).await;
+                    assert_eq!(wait(&job).await, ExitStatus::Exited(3));
+                }
+                // Goes away while its job may still run: the job finishes anyway.
+                2 => drop(run(&client, &hello, &["exit", "0"], false).await),
+                // Attached to a job that never ends: the job goes with the client.
+                _ => drop(run(&client, &sleeper, &["sleep"], true).await),
+            }
+        }
+    };
+    let cycles = |range: std::ops::Range<usize>| {
+        local(async {
+            for i in range {
+                cycle(i).await;
+            }
+        })
+    };
+    cycles(0..200);
+    idle(&daemon);
+    let (rss0, fds0) = daemon.rss_and_fds();
+    cycles(200..1000);
+    idle(&daemon);
+    let (rss1, fds1) = daemon.rss_and_fds();
+    eprintln!("after 200 clients: {rss0} KiB, {fds0} fds; after 1000: {rss1} KiB, {fds1} fds");
+    assert!(
+        fds1 <= fds0 + 2,
+        "descriptors grew from {fds0} to {fds1} over 800 clients"
+    );
+    assert!(
+        rss1 <= rss0 + 24 * 1024,
+        "resident memory grew from {rss0} KiB to {rss1} KiB over 800 clients"
+    );
+}
+
+#[test]
+fn a_hundred_clients_run_a_hundred_jobs_each_and_lose_no_status() {
+    let daemon = Daemon::start(&["--max-jobs", "128"]);
+    let hello = wasm("hello");
+    let sock = daemon.sock.clone();
+    let wrong = local(async move {
+        let mut clients = Vec::new();
+        for c in 0..100usize {
+            let (hello, sock) = (hello.clone(), sock.clone());
+            clients.push(tokio::task::spawn_local(async move {
+                let client = connect(&sock).await;
+                let mut wrong = 0;
+                for j in 0..100usize {
+                    let code = ((c * 100 + j) % 200) as i32;
+                    let job = run(&client, &hello, &["exit", &code.to_string()], false).await;
+                    if wait(&job).await != ExitStatus::Exited(code) {
+                        wrong += 1;
+                    }
+                }
+                wrong
+            }));
+        }
+        let mut wrong = 0;
+        for c in clients {
+            wrong += c.await.unwrap();
+        }
+        wrong
+    });
+    assert_eq!(wrong, 0, "statuses lost or wrong");
+    idle(&daemon);
+}
+
+#[test]
+fn garbage_and_giant_frames_end_only_their_own_connection() {
+    let daemon = Daemon::start(&[]);
+    let hello = wasm("hello");
+    // Garbage: not a Cap'n Proto frame at all.
+    let mut garbage = std::os::unix::net::UnixStream::connect(&daemon.sock).unwrap();
+    let _ = garbage.write_all(&[0xff; 4096]);
+    // A frame claiming 4 GiB segments: refused from its header, before anything is allocated.
+    let mut giant = std::os::unix::net::UnixStream::connect(&daemon.sock).unwrap();
+    let mut header = Vec::new();
+    header.extend_from_slice(&0u32.to_le_bytes()); // one segment
+    header.extend_from_slice(&0x1fff_ffffu32.to_le_bytes()); // of ~4 GiB
+    let _ = giant.write_all(&header);
+    // Both are closed by the daemon (after at most an abort message).
+    for mut s in [garbage, giant] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        let ended = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(
+            ended.is_ok() && rest.len() < 4096,
+            "the daemon kept a connection that sent garbage: {ended:?}, {} bytes",
+            rest.len()
+        );
+    }
+    // Everyone else is served as before, and the daemon holds no giant buffer.
+    local(async {
+        let client = connect(&daemon.sock).await;
+        let job = run(&client, &hello, &["exit", "9"], false).await;
+        assert_eq!(wait(&job).await, ExitStatus::Exited(9));
+    });
+    let (rss, _) = daemon.rss_and_fds();
+    assert!(rss < 512 * 1024, "the daemon holds {rss} KiB");
+}
