@@ -8,7 +8,7 @@ use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cell, Cell, Daemon};
+use common::{cell, guest, Cell, Daemon};
 use serde_json::Value;
 
 /// Polls `ps` until `pick` finds something, or panics after a while.
@@ -394,4 +394,101 @@ fn a_tcp_listener_wants_the_token_first() {
     common::finish(public)
         .assert_code(125)
         .assert_stderr_has("only a loopback address");
+}
+
+/// The service row named `name`: (pid, restarts).
+fn service_row(rows: &[Value], name: &str) -> Option<(u64, u64)> {
+    rows.iter()
+        .find(|r| r["service"] == name && r["state"] == "running")
+        .map(|r| (r["pid"].as_u64().unwrap(), r["restarts"].as_u64().unwrap()))
+}
+
+#[test]
+fn services_restart_with_backoff_and_sighup_changes_only_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cell.toml");
+    let (hello, hostile) = (guest("hello"), guest("hostile"));
+    let write_config = |steady_env: &str, extra: &str| {
+        let text = format!(
+            "max_memory = \"512M\"\n\
+             [[service]]\nname = \"flaky\"\nwasm = \"{}\"\nargs = [\"exit\", \"3\"]\n\
+             restart = \"on-failure\"\nmax_restarts = 2\n\
+             [[service]]\nname = \"steady\"\nwasm = \"{}\"\nargs = [\"sleep\"]\n\
+             env = {{ V = \"{steady_env}\" }}\n{extra}",
+            hello.display(),
+            hostile.display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config("1", "");
+    let silent = format!("once={}", guest("child-silent").display());
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--service",
+        &silent,
+        "--restart",
+        "always",
+        "--max-restarts",
+        "1",
+    ]);
+    // Restarted with backoff, then given up on, by its own policy or the flags'.
+    let (mut flaky, mut once) = (false, false);
+    daemon.wait_for_line(|l| {
+        flaky |= l.contains("service flaky ended") && l.contains("giving up");
+        once |= l.contains("service once ended") && l.contains("giving up");
+        flaky && once
+    });
+    let client_job = daemon
+        .exec("hostile")
+        .flags(&["--argv0", "client-job"])
+        .arg("sleep")
+        .spawn();
+    let job_pid = ps_until(&daemon, |rows| job_named(rows, "client-job"));
+    let (steady, restarts) = ps_until(&daemon, |rows| service_row(rows, "steady"));
+    assert_eq!(restarts, 0);
+    // Killed, it comes back (on-failure), with its count.
+    daemon.client("kill", &[&steady.to_string()]).assert_code(0);
+    let (steady, restarts) = ps_until(&daemon, |rows| {
+        service_row(rows, "steady").filter(|(pid, _)| *pid != steady)
+    });
+    assert_eq!(restarts, 1);
+    // SIGHUP with one service added: the others and the client's job are untouched.
+    write_config(
+        "1",
+        &format!(
+            "[[service]]\nname = \"added\"\nwasm = \"{}\"\nargs = [\"sleep\"]\n",
+            hostile.display()
+        ),
+    );
+    hup(&daemon);
+    ps_until(&daemon, |rows| service_row(rows, "added"));
+    let rows = daemon.ps();
+    assert_eq!(service_row(&rows, "steady"), Some((steady, 1)));
+    assert_eq!(job_named(&rows, "client-job"), Some(job_pid));
+    // A changed service is restarted afresh; an invalid config changes nothing.
+    write_config("2", "");
+    hup(&daemon);
+    ps_until(&daemon, |rows| {
+        service_row(rows, "steady").filter(|(pid, r)| *pid != steady && *r == 0)
+    });
+    ps_until(&daemon, |rows| {
+        service_row(rows, "added").is_none().then_some(())
+    });
+    std::fs::write(&config, "[[service]]\nname = 1\n").unwrap();
+    hup(&daemon);
+    daemon.wait_for_line(|l| l.contains("SIGHUP: the config is not valid"));
+    assert!(service_row(&daemon.ps(), "steady").is_some());
+    assert_eq!(job_named(&daemon.ps(), "client-job"), Some(job_pid));
+    daemon
+        .client("kill", &[&job_pid.to_string()])
+        .assert_code(0);
+    let _ = client_job.finish();
+}
+
+fn hup(daemon: &Daemon) {
+    Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
 }

@@ -119,7 +119,7 @@ pub(crate) fn parse_dir_read_write(s: &str) -> Result<DirGrant, String> {
 
 /// `HOST[::GUEST]`, with HOST an existing directory (checked now, so a typo is a usage error
 /// rather than a guest that cannot find its files).
-fn parse_dir(s: &str, writable: bool) -> Result<DirGrant, String> {
+pub(crate) fn parse_dir(s: &str, writable: bool) -> Result<DirGrant, String> {
     let (host, guest) = match s.split_once("::") {
         Some((host, guest)) => (host, guest),
         None => (s, s),

@@ -9,6 +9,7 @@ pub(crate) mod argv;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod compile;
+pub(crate) mod config;
 pub(crate) mod grants;
 pub(crate) mod inspect;
 pub(crate) mod limits;

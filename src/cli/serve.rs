@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, FromArgMatches as _};
+
+use super::config::{self, ConfigFile};
+use crate::serve::services::Restart;
 
 use super::cache::CacheArgs;
 use super::grants::{parse_dir_read_only, parse_dir_read_write, parse_net_rule, parse_resolve};
@@ -38,6 +41,24 @@ pub struct ServeArgs {
     /// Jobs running at once; more are refused with "limit: max-jobs …".
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_jobs: usize,
+
+    /// Start FILE as the supervised service NAME at boot, and restart it by --restart
+    /// (repeatable). It gets nothing but an Executor; `[[service]]` in --config grants more.
+    #[arg(long = "service", value_name = "NAME=FILE", value_parser = parse_service)]
+    pub services: Vec<(String, PathBuf)>,
+
+    /// When a service that ended is started again (per service in --config).
+    #[arg(long, value_enum, default_value = "on-failure")]
+    pub restart: Restart,
+
+    /// How often a service is restarted before the daemon gives up on it.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_restarts: u32,
+
+    /// Read the daemon's flags and `[[service]]` tables from FILE (TOML; see the README).
+    /// Flags on the command line win. SIGHUP re-reads its services.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(flatten)]
     pub ceiling: CeilingArgs,
@@ -75,12 +96,59 @@ pub struct CeilingArgs {
     pub resolve: Vec<(String, std::net::IpAddr)>,
 }
 
+/// `NAME=FILE`.
+fn parse_service(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("expected NAME=FILE.wasm, got {s:?}")),
+    }
+}
+
 impl ServeArgs {
-    /// The daemon's configuration, with its host files (audit, cache) checked and opened.
+    /// The daemon's configuration (the `--config` file's flags under the command line's),
+    /// with its host files (audit, cache) checked and opened.
     ///
     /// # Errors
-    /// The token file cannot be read, or a host file lies inside a writable ceiling directory.
+    /// The config or token file cannot be read, or a host file lies inside a writable
+    /// ceiling directory.
     pub fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let Some(path) = self.config.clone() else {
+            return self.configured(None);
+        };
+        let file = ConfigFile::read(&path)?;
+        let command = ServeArgs::augment_args(clap::Command::new("serve")).args_override_self(true);
+        let mut argv: Vec<std::ffi::OsString> = vec!["serve".into()];
+        argv.extend(file.as_flags(&command)?);
+        // The real command line's own flags come after the file's, so they win.
+        let real: Vec<_> = std::env::args_os()
+            .skip_while(|a| a != "serve")
+            .skip(1)
+            .collect();
+        argv.extend(real);
+        let matches = command.try_get_matches_from(argv)?;
+        let merged = ServeArgs::from_arg_matches(&matches)?;
+        merged.configured(Some((path, file)))
+    }
+
+    fn configured(self, file: Option<(PathBuf, ConfigFile)>) -> anyhow::Result<ServeConfig> {
+        let (restart, max_restarts) = (self.restart, self.max_restarts);
+        let from_flags: Vec<_> = self
+            .services
+            .iter()
+            .map(|(name, wasm)| config::service(name, wasm.clone(), restart, max_restarts))
+            .collect();
+        let mut services = from_flags.clone();
+        let mut reload: Option<crate::serve::Reload> = None;
+        if let Some((path, file)) = file {
+            services.extend(file.services(restart, max_restarts)?);
+            reload = Some(Box::new(move || {
+                let mut specs = from_flags.clone();
+                specs.extend(ConfigFile::read(&path)?.services(restart, max_restarts)?);
+                Ok(specs)
+            }));
+        }
         let mut dirs = self.ceiling.dirs;
         dirs.extend(self.ceiling.dirs_rw);
         crate::net::policy::check_rule_count(self.ceiling.net.len())
@@ -127,6 +195,8 @@ impl ServeArgs {
             audit: files.audit.take(),
             resolve: self.ceiling.resolve.into_iter().collect(),
             max_jobs: self.max_jobs,
+            services,
+            reload,
         })
     }
 }

@@ -16,6 +16,7 @@ pub(crate) mod ceiling;
 pub(crate) mod daemon;
 pub(crate) mod job;
 pub(crate) mod listen;
+pub(crate) mod services;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -50,7 +51,14 @@ pub struct ServeConfig {
     pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
     /// Jobs running at once.
     pub max_jobs: usize,
+    /// The services to start and keep up.
+    pub services: Vec<services::ServiceSpec>,
+    /// Re-reads the services on SIGHUP (from `--config`); `None`: SIGHUP is ignored.
+    pub reload: Option<Reload>,
 }
+
+/// How SIGHUP gets the new set of services.
+pub(crate) type Reload = Box<dyn Fn() -> anyhow::Result<Vec<services::ServiceSpec>>>;
 
 /// The ceiling as flags give it; its directories are opened when the daemon starts.
 pub struct CeilingConfig {
@@ -80,6 +88,14 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = i32>,
 ) -> anyhow::Result<u8> {
     crate::net::count::raise_fd_limit();
+    // Before anything can be signalled: SIGHUP's default action would end the daemon.
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP ({e}): the config will not be re-read");
+            None
+        }
+    };
     if config.listen.is_empty() {
         anyhow::bail!("nothing to listen on: give --listen unix:PATH (or tcp:127.0.0.1:PORT)");
     }
@@ -120,11 +136,14 @@ pub(crate) async fn serve(
             }
         }
     }
-    let sig = shutdown.await;
+    let services = services::Services::new(core.clone(), ceiling.clone());
+    services.apply(config.services).await;
+    let sig = until_shutdown(shutdown, hup, &services, config.reload.as_ref()).await;
     tracing::info!("signal {sig}: stopping every job");
     for task in &accepting {
         task.abort();
     }
+    services.stop_all().await;
     sup.kill_all(KilledBy::Operator);
     if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
@@ -133,6 +152,37 @@ pub(crate) async fn serve(
         socket.remove();
     }
     Ok(0)
+}
+
+/// Serves until `shutdown`; on every SIGHUP, re-reads the services and applies the changes.
+async fn until_shutdown(
+    shutdown: impl Future<Output = i32>,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    services: &services::Services,
+    reload: Option<&Reload>,
+) -> i32 {
+    tokio::pin!(shutdown);
+    loop {
+        let hup_next = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            sig = &mut shutdown => return sig,
+            _ = hup_next => match reload {
+                None => tracing::warn!("SIGHUP: no --config to re-read"),
+                Some(reload) => match reload() {
+                    Ok(specs) => {
+                        eprintln!("cell: SIGHUP: applying {} services", specs.len());
+                        services.apply(specs).await;
+                    }
+                    Err(e) => eprintln!("cell: SIGHUP: the config is not valid, nothing changed: {e:#}"),
+                },
+            },
+        }
+    }
 }
 
 /// Opens the ceiling's directories (canonical paths, handles) and parses its policy.

@@ -664,6 +664,14 @@ impl Daemon {
         self.running.as_mut().expect("running").wait_for(prefix)
     }
 
+    /// Reads the daemon's log until a line satisfies `pred`.
+    pub fn wait_for_line(&mut self, mut pred: impl FnMut(&str) -> bool) {
+        self.running
+            .as_mut()
+            .expect("running")
+            .wait_until(|l| pred(l).then_some(()));
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.running

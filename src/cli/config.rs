@@ -1,0 +1,251 @@
+//! `cell serve --config cell.toml`: the daemon's flags as a TOML file, plus `[[service]]`
+//! tables with per-service options. Keys are the flags' long names with `_` for `-`
+//! (`max_memory = "256M"`, `dir_rw = ["/srv/out"]`); a flag on the command line wins over the
+//! file for single values, and adds to it for lists. SIGHUP re-reads the `[[service]]` tables
+//! (the rest needs a restart, and a changed value is said so in the log).
+//!
+//! ```toml
+//! listen = ["unix:/run/cell/cell.sock"]
+//! net = ["connect=127.0.0.1:8080"]
+//! dir = ["/srv/jobs"]
+//! max_memory = "512M"
+//!
+//! [[service]]
+//! name = "kv"
+//! wasm = "/srv/kv.wasm"
+//! args = ["--port", "7000"]
+//! restart = "always"          # never | on-failure | always (default: --restart)
+//! max_restarts = 10           # default: --max-restarts
+//! net = ["connect=127.0.0.1:7000"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::serve::services::{Restart, ServiceSpec};
+
+/// The file, as written. (Unknown keys are refused by [`ConfigFile::as_flags`], which knows
+/// the flags; serde's `deny_unknown_fields` does not work with `flatten`.)
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ConfigFile {
+    /// Every other key: a flag of `cell serve` and its value(s).
+    #[serde(flatten)]
+    flags: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    service: Vec<ServiceTable>,
+}
+
+/// One `[[service]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceTable {
+    name: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    restart: Option<Restart>,
+    max_restarts: Option<u32>,
+    #[serde(default)]
+    net: Vec<String>,
+    #[serde(default)]
+    dir: Vec<String>,
+    #[serde(default)]
+    dir_rw: Vec<String>,
+    max_memory: Option<String>,
+    timeout: Option<String>,
+    fuel: Option<u64>,
+}
+
+/// The keys that are flags of the file itself or make no sense in it.
+const NOT_IN_FILE: [&str; 2] = ["config", "service"];
+
+impl ConfigFile {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// It cannot be read or is not valid TOML of this shape.
+    pub(crate) fn read(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
+    }
+
+    /// The file's flags as command-line arguments (`--max-memory 512M`, one `--net` per rule),
+    /// to be parsed before the real command line's.
+    ///
+    /// # Errors
+    /// A key that is not a flag of `cell serve`, or a value of the wrong type.
+    pub(crate) fn as_flags(&self, known: &clap::Command) -> anyhow::Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for (key, value) in &self.flags {
+            let flag = key.replace('_', "-");
+            let arg = known
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag.as_str()))
+                .filter(|_| !NOT_IN_FILE.contains(&flag.as_str()))
+                .ok_or_else(|| anyhow::anyhow!("unknown key {key:?} (not a cell serve flag)"))?;
+            let takes_value = arg.get_action().takes_values();
+            let values = match value {
+                toml::Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            for v in values {
+                match (takes_value, v) {
+                    (false, toml::Value::Boolean(true)) => out.push(format!("--{flag}").into()),
+                    (false, toml::Value::Boolean(false)) => {}
+                    (false, other) => anyhow::bail!("{key} = {other}: expected true or false"),
+                    (true, toml::Value::String(s)) => {
+                        out.push(format!("--{flag}").into());
+                        out.push(s.into());
+                    }
+                    (true, toml::Value::Integer(n)) => {
+                        out.push(format!("--{flag}").into());
+                        out.push(n.to_string().into());
+                    }
+                    (true, other) => anyhow::bail!("{key} = {other}: expected a string or number"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `[[service]]` tables as services, with `restart`/`max_restarts` defaulting to the
+    /// given ones.
+    ///
+    /// # Errors
+    /// A rule, directory or size that does not parse, or two services with one name.
+    pub(crate) fn services(
+        &self,
+        restart: Restart,
+        max_restarts: u32,
+    ) -> anyhow::Result<Vec<ServiceSpec>> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for t in &self.service {
+            if !names.insert(t.name.clone()) {
+                anyhow::bail!("two [[service]] tables are named {:?}", t.name);
+            }
+            out.push(t.spec(restart, max_restarts)?);
+        }
+        Ok(out)
+    }
+}
+
+impl ServiceTable {
+    fn spec(&self, restart: Restart, max_restarts: u32) -> anyhow::Result<ServiceSpec> {
+        let what = |e: String| anyhow::anyhow!("[[service]] {:?}: {e}", self.name);
+        let mut spec = service(&self.name, self.wasm.clone(), restart, max_restarts);
+        spec.args = self.args.clone();
+        spec.env = self.env.clone().into_iter().collect();
+        spec.restart = self.restart.unwrap_or(restart);
+        spec.max_restarts = self.max_restarts.unwrap_or(max_restarts);
+        for rule in &self.net {
+            spec.net
+                .push(super::grants::parse_net_rule(rule).map_err(what)?);
+        }
+        for (list, writable) in [(&self.dir, false), (&self.dir_rw, true)] {
+            for d in list {
+                let grant = super::grants::parse_dir(d, writable).map_err(what)?;
+                let host = grant.host.canonicalize().map_err(|e| what(e.to_string()))?;
+                spec.dirs.push(cell_proto::JobDir {
+                    host: host.display().to_string(),
+                    guest: grant.guest,
+                    writable,
+                });
+            }
+        }
+        if let Some(m) = &self.max_memory {
+            spec.limits.max_memory = Some(super::limits::parse_size(m).map_err(what)?);
+        }
+        if let Some(t) = &self.timeout {
+            let t = super::limits::parse_duration(t).map_err(what)?;
+            spec.limits.timeout_ms = Some(t.as_millis() as u64);
+        }
+        spec.limits.fuel = self.fuel;
+        Ok(spec)
+    }
+}
+
+/// A service with nothing granted and the default limits.
+pub(crate) fn service(name: &str, wasm: PathBuf, restart: Restart, max: u32) -> ServiceSpec {
+    ServiceSpec {
+        name: name.to_string(),
+        wasm,
+        args: Vec::new(),
+        env: Vec::new(),
+        restart,
+        max_restarts: max,
+        net: Vec::new(),
+        dirs: Vec::new(),
+        limits: cell_proto::JobLimits::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn serve_command() -> clap::Command {
+        crate::cli::Cli::command()
+            .find_subcommand("serve")
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn keys_become_flags_and_services_get_their_options() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            listen = ["unix:/run/c.sock"]
+            max_memory = "256M"
+            net = ["connect=127.0.0.1:80", "udp=127.0.0.1:53"]
+            [[service]]
+            name = "kv"
+            wasm = "/srv/kv.wasm"
+            args = ["-x"]
+            restart = "always"
+            "#,
+        )
+        .unwrap();
+        let flags = file.as_flags(&serve_command()).unwrap();
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string_lossy().into()).collect();
+        assert_eq!(
+            flags,
+            [
+                "--listen",
+                "unix:/run/c.sock",
+                "--max-memory",
+                "256M",
+                "--net",
+                "connect=127.0.0.1:80",
+                "--net",
+                "udp=127.0.0.1:53"
+            ]
+        );
+        let services = file.services(Restart::OnFailure, 3).unwrap();
+        assert_eq!(services[0].restart, Restart::Always);
+        assert_eq!(services[0].max_restarts, 3);
+        assert_eq!(services[0].args, ["-x"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_duplicate_services_are_refused() {
+        let file: ConfigFile = toml::from_str("max_memroy = \"1G\"").unwrap();
+        assert!(file.as_flags(&serve_command()).is_err());
+        let file: ConfigFile = toml::from_str(
+            "[[service]]\nname = \"a\"\nwasm = \"a.wasm\"\n[[service]]\nname = \"a\"\nwasm = \"b.wasm\"",
+        )
+        .unwrap();
+        assert!(file.services(Restart::Never, 0).is_err());
+        assert!(
+            toml::from_str::<ConfigFile>("[[service]]\nname = \"a\"\nwasm = \"a\"\nbogus = 1")
+                .is_err()
+        );
+    }
+}
