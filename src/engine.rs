@@ -114,6 +114,8 @@ pub struct CellEngine {
     engine: Engine,
     linker: Linker<ProcState>,
     cache: RefCell<ComponentCache>,
+    /// Loads the in-memory cache answered.
+    memory_hits: std::cell::Cell<u64>,
     /// wasmtime's on-disk cache, when enabled (kept to read its hit/miss counters).
     disk_cache: Option<wasmtime::Cache>,
     /// Compiles running at once, at most one per core: a guest spawning many distinct
@@ -170,6 +172,7 @@ impl CellEngine {
             engine,
             linker,
             cache: RefCell::new(ComponentCache::default()),
+            memory_hits: std::cell::Cell::new(0),
             disk_cache,
             compile_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -179,6 +182,11 @@ impl CellEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Loads answered from the in-memory cache (nothing compiled or read from disk).
+    pub fn memory_hits(&self) -> u64 {
+        self.memory_hits.get()
     }
 
     /// Components compiled (or loaded from the disk cache) so far in this run.
@@ -218,11 +226,13 @@ impl CellEngine {
         // again) are recognised by comparing them, which costs a fraction of hashing them
         // (SHA-256 was ~20% of a cached spawn of a 64 KiB child).
         if let Some(hit) = self.cache.borrow_mut().get_identical(&bytes) {
+            self.memory_hits.set(self.memory_hits.get() + 1);
             tracing::debug!(target: "cell::engine", hash = %hit.hash, "component cache hit (same bytes)");
             return Ok(hit);
         }
         let hash = ContentHash::of(&bytes);
         if let Some(hit) = self.cache.borrow_mut().get(&hash) {
+            self.memory_hits.set(self.memory_hits.get() + 1);
             tracing::debug!(target: "cell::engine", %hash, "component cache hit");
             return Ok(hit);
         }

@@ -492,3 +492,74 @@ fn hup(daemon: &Daemon) {
         .status()
         .unwrap();
 }
+
+/// `GET path` over plain HTTP/1.1; the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name` (with its labels, as written) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_are_scraped_over_http() {
+    let mut daemon = Daemon::start(&["--metrics", "127.0.0.1:0", "--net", "connect=127.0.0.1:9"]);
+    let url = daemon.wait_for("cell: metrics on http://");
+    let addr = url.trim_end_matches("/metrics").to_string();
+    daemon.exec("hello").finish().assert_code(0);
+    daemon
+        .exec("hello")
+        .args(&["exit", "4"])
+        .finish()
+        .assert_code(4);
+    daemon
+        .exec("net-probe")
+        .flags(&["--net", "connect=127.0.0.1:9"])
+        .args(&["rpc-deny", "127.0.0.1", "10"])
+        .finish()
+        .assert_code(0);
+    let reply = http_get(&addr, "/metrics");
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.contains("application/openmetrics-text"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    assert!(sample(body, "cell_spawns_total").unwrap() >= 3.0, "{body}");
+    assert!(
+        sample(body, "cell_exits_total{status=\"exited-0\"}").unwrap() >= 2.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "cell_exits_total{status=\"exited-nonzero\"}"),
+        Some(1.0)
+    );
+    assert!(sample(body, "cell_network_decisions_total{verdict=\"denied\"}").unwrap() >= 1.0);
+    assert_eq!(sample(body, "cell_jobs"), Some(0.0));
+    assert!(sample(body, "cell_rpc_calls_total").unwrap() > 0.0);
+    assert!(sample(body, "cell_host_resident_bytes").unwrap() > 1e6);
+    assert!(
+        sample(
+            body,
+            "cell_compile_cache_lookups_total{cache=\"memory\",result=\"hit\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "the second hello came from memory: {body}"
+    );
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
+    // Only loopback.
+    let mut public = cell();
+    public.args(["serve", "--no-cache", "--metrics", "0.0.0.0:0", "--listen"]);
+    public.arg(format!("unix:{}/m.sock", daemon.dir.path().display()));
+    common::finish(public)
+        .assert_code(125)
+        .assert_stderr_has("only a loopback address");
+}

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_restarts: u32,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (a loopback IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Read the daemon's flags and `[[service]]` tables from FILE (TOML; see the README).
     /// Flags on the command line win. SIGHUP re-reads its services.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +201,7 @@ impl ServeArgs {
             max_jobs: self.max_jobs,
             services,
             reload,
+            metrics: self.metrics,
         })
     }
 }

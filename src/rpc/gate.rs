@@ -28,6 +28,14 @@ use crate::rpc::flow::Flow;
 /// One call in progress; frees its slot when dropped.
 pub(crate) type InFlight = Taken;
 
+/// Calls entered on every connection of this process (for `cell serve --metrics`).
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// RPC calls served so far, by every connection of this host process.
+pub(crate) fn calls_total() -> u64 {
+    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The bound on RPC calls in progress on one connection, and the connection's flow control
 /// (see [`crate::rpc::flow`]) for servers whose replies are large.
 #[derive(Clone, Debug)]
@@ -58,6 +66,7 @@ impl CallGate {
     /// # Errors
     /// `limit: max-outstanding-calls N reached` when every slot is taken.
     pub(crate) fn enter(&self) -> Result<InFlight, capnp::Error> {
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.take(1).ok_or_else(|| {
             failed(
                 Reason::Limit,

@@ -16,6 +16,7 @@ pub(crate) mod ceiling;
 pub(crate) mod daemon;
 pub(crate) mod job;
 pub(crate) mod listen;
+pub(crate) mod metrics;
 pub(crate) mod services;
 
 use std::future::Future;
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     pub services: Vec<services::ServiceSpec>,
     /// Re-reads the services on SIGHUP (from `--config`); `None`: SIGHUP is ignored.
     pub reload: Option<Reload>,
+    /// `--metrics ADDR`: serve Prometheus metrics there.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How SIGHUP gets the new set of services.
@@ -135,6 +138,14 @@ pub(crate) async fn serve(
                 )));
             }
         }
+    }
+    if let Some(addr) = config.metrics {
+        let listener = metrics::bind(addr).await?;
+        eprintln!("cell: metrics on http://{}/metrics", listener.local_addr()?);
+        accepting.push(tokio::task::spawn_local(metrics::serve(
+            listener,
+            core.clone(),
+        )));
     }
     let services = services::Services::new(core.clone(), ceiling.clone());
     services.apply(config.services).await;

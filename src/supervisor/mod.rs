@@ -60,6 +60,8 @@ struct Inner {
     audit: Audit,
     /// Every spawn, exit and denial, for `Daemon.events`.
     events: EventBus,
+    /// Spawns and exits so far (for `--metrics`).
+    counts: RefCell<Counts>,
     /// The host's own stdin/stdout, lent to a plain pid0 or through `Session.terminal`.
     host_stdio: HostStdio,
     /// `--resolve NAME=IP`: names answered without a query.
@@ -76,6 +78,7 @@ impl Supervisor {
             live: watch::channel(0).0,
             audit: audit.with_events(events.clone()),
             events,
+            counts: RefCell::default(),
             host_stdio: HostStdio::default(),
             pinned: RefCell::default(),
         }))
@@ -95,6 +98,11 @@ impl Supervisor {
     /// Every spawn, exit and denial of every process.
     pub(crate) fn events(&self) -> &EventBus {
         &self.0.events
+    }
+
+    /// Spawns and exits so far.
+    pub(crate) fn counts(&self) -> Counts {
+        self.0.counts.borrow().clone()
     }
 
     /// The host's own stdin/stdout (for a plain pid0 and the terminal capability).
@@ -293,6 +301,7 @@ impl Supervisor {
         let started = self
             .launch(handle, component, store, connection, timeout)
             .await?;
+        self.0.counts.borrow_mut().spawns += 1;
         self.0.events.publish(
             pid,
             EventKind::Spawn {
@@ -455,6 +464,13 @@ impl Supervisor {
             }
         }
         self.record(handle, &status, usage);
+        *self
+            .0
+            .counts
+            .borrow_mut()
+            .exits
+            .entry(status_word(&status))
+            .or_default() += 1;
         self.0
             .events
             .publish(handle.pid, EventKind::Exit(status.clone()));
@@ -563,6 +579,29 @@ impl Host for Supervisor {
 
     fn pinned(&self, name: &str) -> Option<IpAddr> {
         self.0.pinned.borrow().get(name).copied()
+    }
+}
+
+/// What the supervisor has done so far.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counts {
+    /// Processes started (instantiated).
+    pub spawns: u64,
+    /// Processes ended, by the word of their status (`exited`, `trapped`, `killed`, …).
+    pub exits: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The report's word for how a process ended.
+fn status_word(status: &ExitStatus) -> &'static str {
+    match status {
+        ExitStatus::Exited(0) => "exited-0",
+        ExitStatus::Exited(_) => "exited-nonzero",
+        ExitStatus::Trapped(_) => "trapped",
+        ExitStatus::Killed(_) => "killed",
+        ExitStatus::TimedOut => "timed-out",
+        ExitStatus::OutOfMemory => "out-of-memory",
+        ExitStatus::OutOfFuel => "out-of-fuel",
+        ExitStatus::ProtocolViolation(_) => "protocol-violation",
     }
 }
 
