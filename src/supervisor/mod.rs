@@ -12,8 +12,12 @@
 //! store and RPC connection are dropped, its children are killed (cascade), and its entry is
 //! reaped once its subtree is gone.
 
+mod host;
 mod ps;
 mod task;
+
+use ps::status_word;
+pub(crate) use ps::Counts;
 
 use task::ProcessTask;
 
@@ -24,7 +28,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 use wasmtime::Store;
@@ -39,7 +42,6 @@ use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
 use crate::process::{build_store, fuel_gauge, memory_gauge, StoreSpec, Usage};
 use crate::rpc;
-use crate::rpc::host::Host;
 use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::state::ProcState;
 use crate::status::{ExitStatus, KilledBy};
@@ -531,77 +533,6 @@ impl Supervisor {
         let mut rx = self.0.live.subscribe();
         let emptied = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
         emptied.is_ok()
-    }
-}
-
-/// The capability servers reach the supervisor only through [`Host`].
-impl Host for Supervisor {
-    fn spawn_child(
-        &self,
-        parent: Pid,
-        code: Code,
-        spec: ProcessSpec,
-        limits: LimitRequest,
-    ) -> LocalBoxFuture<'static, Result<Rc<ProcessHandle>, SpawnError>> {
-        let sup = self.clone();
-        Box::pin(async move { sup.spawn_child(parent, code, spec, &limits).await })
-    }
-
-    fn load(
-        &self,
-        owner: Pid,
-        wasm: Arc<[u8]>,
-    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
-        let sup = self.clone();
-        Box::pin(async move { Supervisor::load(&sup, owner, wasm).await })
-    }
-
-    fn ended(&self, pid: Pid) -> LocalBoxFuture<'static, ()> {
-        let handle = self.0.table.borrow().running(pid).map(|e| e.handle.clone());
-        Box::pin(async move {
-            if let Some(handle) = handle {
-                handle.wait().await;
-            }
-        })
-    }
-
-    fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError> {
-        Supervisor::ensure_running(self, pid)
-    }
-
-    fn info(&self, pid: Pid) -> Option<ProcessInfo> {
-        Supervisor::info(self, pid)
-    }
-
-    fn host_stdio(&self) -> &HostStdio {
-        Supervisor::host_stdio(self)
-    }
-
-    fn pinned(&self, name: &str) -> Option<IpAddr> {
-        self.0.pinned.borrow().get(name).copied()
-    }
-}
-
-/// What the supervisor has done so far.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Counts {
-    /// Processes started (instantiated).
-    pub spawns: u64,
-    /// Processes ended, by the word of their status (`exited`, `trapped`, `killed`, …).
-    pub exits: std::collections::BTreeMap<&'static str, u64>,
-}
-
-/// The report's word for how a process ended.
-fn status_word(status: &ExitStatus) -> &'static str {
-    match status {
-        ExitStatus::Exited(0) => "exited-0",
-        ExitStatus::Exited(_) => "exited-nonzero",
-        ExitStatus::Trapped(_) => "trapped",
-        ExitStatus::Killed(_) => "killed",
-        ExitStatus::TimedOut => "timed-out",
-        ExitStatus::OutOfMemory => "out-of-memory",
-        ExitStatus::OutOfFuel => "out-of-fuel",
-        ExitStatus::ProtocolViolation(_) => "protocol-violation",
     }
 }
 

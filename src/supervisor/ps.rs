@@ -1,9 +1,11 @@
-//! `Daemon.ps`'s view of the process table: one [`PsEntry`] per process, read from the
-//! handles (memory and fuel gauges, the tree's root and service) without touching any store.
+//! What the daemon shows of the supervisor: `Daemon.ps`'s view of the process table (one
+//! [`PsEntry`] per process, read from the handles — memory and fuel gauges, the tree's root
+//! and service — without touching any store) and the [`Counts`] behind `--metrics`.
 
 use std::time::Duration;
 
 use super::Supervisor;
+use crate::status::ExitStatus;
 use crate::table::Pid;
 
 /// One row of `Daemon.ps`.
@@ -48,5 +50,28 @@ impl Supervisor {
                 }
             })
             .collect()
+    }
+}
+
+/// What the supervisor has done so far.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counts {
+    /// Processes started (instantiated).
+    pub spawns: u64,
+    /// Processes ended, by the word of their status (`exited`, `trapped`, `killed`, …).
+    pub exits: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The report's word for how a process ended.
+pub(super) fn status_word(status: &ExitStatus) -> &'static str {
+    match status {
+        ExitStatus::Exited(0) => "exited-0",
+        ExitStatus::Exited(_) => "exited-nonzero",
+        ExitStatus::Trapped(_) => "trapped",
+        ExitStatus::Killed(_) => "killed",
+        ExitStatus::TimedOut => "timed-out",
+        ExitStatus::OutOfMemory => "out-of-memory",
+        ExitStatus::OutOfFuel => "out-of-fuel",
+        ExitStatus::ProtocolViolation(_) => "protocol-violation",
     }
 }
