@@ -563,3 +563,23 @@ fn metrics_are_scraped_over_http() {
         .assert_code(125)
         .assert_stderr_has("only a loopback address");
 }
+
+#[test]
+fn a_signal_to_cell_exec_kills_its_job() {
+    let daemon = Daemon::start(&[]);
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let name = format!("signalled-{signal}");
+        let job = daemon
+            .exec("hostile")
+            .flags(&["--argv0", &name])
+            .arg("sleep")
+            .spawn();
+        ps_until(&daemon, |rows| job_named(rows, &name));
+        job.signal(signal);
+        job.finish().assert_code(code);
+        // The job went with it, as `cell run`'s tree would.
+        ps_until(&daemon, |rows| {
+            job_named(rows, &name).is_none().then_some(())
+        });
+    }
+}

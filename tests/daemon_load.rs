@@ -197,3 +197,28 @@ fn garbage_and_giant_frames_end_only_their_own_connection() {
     let (rss, _) = daemon.rss_and_fds();
     assert!(rss < 512 * 1024, "the daemon holds {rss} KiB");
 }
+
+#[test]
+fn a_client_is_held_to_its_call_bound() {
+    let daemon = Daemon::start(&["--max-outstanding-calls", "16"]);
+    let sleeper = wasm("hostile");
+    local(async {
+        let client = connect(&daemon.sock).await;
+        let job = run(&client, &sleeper, &["sleep"], true).await;
+        // 40 waits that cannot end: the first ones take every slot, the rest are refused.
+        let waits: Vec<_> = (0..40).map(|_| job.wait_request().send().promise).collect();
+        let mut refused = 0;
+        let mut pending = Vec::new();
+        for w in waits {
+            match tokio::time::timeout(Duration::from_millis(300), w).await {
+                Ok(Err(e)) if e.extra.contains("limit: max-outstanding-calls 16") => refused += 1,
+                Ok(other) => panic!("a wait ended: {:?}", other.map(|_| ())),
+                Err(_) => pending.push(()),
+            }
+        }
+        assert!(refused >= 24, "only {refused} of 40 refused");
+        assert!(!pending.is_empty());
+    });
+    // The attached job went with the client; the daemon is idle again.
+    idle(&daemon);
+}
