@@ -12,6 +12,7 @@
 //! `CELL_BENCH_ONLY=sockets,scale` runs only the sections named (and, like a quick run, leaves
 //! BENCHMARKS.md alone: the file always holds a whole run).
 
+mod daemon;
 mod env;
 mod report;
 mod rpc;
@@ -40,6 +41,7 @@ const SECTIONS: &[(&str, Benchmark)] = &[
     ("startup", startup::run),
     ("sockets", sockets::run),
     ("scale", scale::run),
+    ("daemon", daemon::run),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,184 @@
+//! Benchmark 6: the daemon. A job's start→exit latency through a warm `cell serve` (the
+//! client already connected: `Daemon.run` + `Job.wait` of `bench-nop`), the same through a
+//! whole `cell exec` process, against a whole `cell run` of the same file; and jobs/s with
+//! several clients at once.
+
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::{twoparty, RpcSystem};
+use cell_proto::cell_capnp::daemon;
+use cell_proto::{ExitStatus, JobCode, JobRequest};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::env::{time_process, Env};
+use crate::report::{Row, Section};
+use crate::stats::{p50_p99, rate, ratio, Summary};
+
+const TITLE: &str = "6. Daemon (`cell serve`): job start latency and throughput";
+
+pub fn run(env: &Env) -> Section {
+    measure(env).unwrap_or_else(|e| Section::failed(TITLE, format!("{e:#}")))
+}
+
+/// A daemon on a socket in the scratch directory, killed on drop.
+struct Serving {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(env: &Env, cache: &str) -> anyhow::Result<Serving> {
+    let dir = env.scratch.path().join("daemon");
+    std::fs::create_dir_all(&dir)?;
+    let sock = dir.join("cell.sock");
+    let child = Command::new(&env.cell)
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .args(["--cache-dir", cache, "--max-jobs", "1024"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting cell serve")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "cell serve did not come up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Serving { child, sock })
+}
+
+async fn connect(sock: &std::path::Path) -> anyhow::Result<daemon::Client> {
+    let stream = tokio::net::UnixStream::connect(sock).await?;
+    let (r, w) = stream.into_split();
+    let net = twoparty::VatNetwork::new(
+        r.compat(),
+        w.compat_write(),
+        Side::Client,
+        Default::default(),
+    );
+    let mut system = RpcSystem::new(Box::new(net), None);
+    let daemon: daemon::Client = system.bootstrap(Side::Server);
+    tokio::task::spawn_local(async move {
+        let _ = system.await;
+    });
+    Ok(daemon)
+}
+
+/// One job, start to exit: `Daemon.run` then `Job.wait`.
+async fn job(daemon: &daemon::Client, wasm: &Rc<[u8]>) -> anyhow::Result<()> {
+    let mut req = daemon.run_request();
+    JobRequest::new(JobCode::Wasm(wasm.clone())).write(req.get().init_request())?;
+    let job = req.send().promise.await?.get()?.get_job()?;
+    let reply = job.wait_request().send().promise.await?;
+    let status = ExitStatus::read(reply.get()?.get_status()?)?;
+    anyhow::ensure!(status == ExitStatus::Exited(0), "job ended {status}");
+    Ok(())
+}
+
+fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+fn measure(env: &Env) -> anyhow::Result<Section> {
+    let mut s = Section::new(TITLE, "whole `cell run` of the same file");
+    let cache = env.fresh_cache("daemon");
+    let nop_path = env.guest("bench-nop");
+    let nop: Rc<[u8]> = Rc::from(std::fs::read(&nop_path)?);
+    let serving = serve(env, &cache)?;
+    let runs = env.n(30, 5);
+    let run_whole = time_process(runs, || {
+        let mut c = Command::new(&env.cell);
+        c.arg("run").args(["--cache-dir", &cache]).arg(&nop_path);
+        c
+    })?;
+    // In-daemon latency: one connected client, jobs one after another.
+    let n = env.n(500, 50);
+    let latency = local(async {
+        let daemon = connect(&serving.sock).await?;
+        job(&daemon, &nop).await?; // warm: compiled once, then from memory
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            job(&daemon, &nop).await?;
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        anyhow::Ok(Summary::of(samples))
+    })?;
+    s.row(
+        Row::new(
+            "job start→exit, warm daemon, connected client (`Daemon.run` + `Job.wait`, bench-nop): p50 / p99",
+            p50_p99(latency),
+        )
+        .baseline(p50_p99(run_whole), ratio(latency.p50 as f64, run_whole.p50 as f64)),
+    );
+    let addr = format!("unix:{}", serving.sock.display());
+    let exec_whole = time_process(runs, || {
+        let mut c = Command::new(&env.cell);
+        c.args(["exec", "--connect", &addr]).arg(&nop_path);
+        c
+    })?;
+    s.row(
+        Row::new(
+            "`cell exec bench-nop.wasm` (whole client process): p50 / p99",
+            p50_p99(exec_whole),
+        )
+        .baseline(
+            p50_p99(run_whole),
+            ratio(exec_whole.p50 as f64, run_whole.p50 as f64),
+        )
+        .target(
+            "faster than `cell run`",
+            Some(exec_whole.p50 < run_whole.p50),
+        ),
+    );
+    // Throughput: several clients, each running jobs back to back.
+    let (clients, per) = (16usize, env.n(200, 20));
+    let per_s = local(async {
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (sock, nop) = (serving.sock.clone(), nop.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                let daemon = connect(&sock).await?;
+                for _ in 0..per {
+                    job(&daemon, &nop).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok((clients * per) as f64 / t.elapsed().as_secs_f64())
+    })?;
+    s.row(Row::new(
+        format!("jobs/s, {clients} clients × {per} jobs (bench-nop, start→exit)"),
+        rate(per_s),
+    ));
+    s.note(format!(
+        "The daemon is the release `cell serve` on a unix socket, its compile cache warm (one \
+         untimed job first). Latency: {n} jobs one after another from one connected client, \
+         each `Daemon.run` (the 64 KiB bench-nop sent each time and found in the in-memory \
+         cache by its bytes) + `Job.wait`. `cell exec` adds the client process's own start-up \
+         and connection. The baseline is a whole `cell run` of the same file ({runs} runs, \
+         warm disk cache): engine set-up and loading the compiled code from disk are what the \
+         warm daemon saves. All on one supervisor thread (issue 14 spreads jobs over cores)."
+    ));
+    Ok(s)
+}
