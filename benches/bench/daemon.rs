@@ -38,8 +38,8 @@ impl Drop for Serving {
 }
 
 fn serve(env: &Env, cache: &str) -> anyhow::Result<Serving> {
-    let dir = env.scratch.path().join("daemon");
-    std::fs::create_dir_all(&dir)?;
+    let dir = env.scratch.path().join("daemon-socket");
+    std::fs::create_dir_all(&dir).context("the socket's directory")?;
     let sock = dir.join("cell.sock");
     let child = Command::new(&env.cell)
         .arg("serve")
@@ -60,7 +60,9 @@ fn serve(env: &Env, cache: &str) -> anyhow::Result<Serving> {
 }
 
 async fn connect(sock: &std::path::Path) -> anyhow::Result<daemon::Client> {
-    let stream = tokio::net::UnixStream::connect(sock).await?;
+    let stream = tokio::net::UnixStream::connect(sock)
+        .await
+        .with_context(|| format!("connecting to {}", sock.display()))?;
     let (r, w) = stream.into_split();
     let net = twoparty::VatNetwork::new(
         r.compat(),
@@ -99,7 +101,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     let mut s = Section::new(TITLE, "whole `cell run` of the same file");
     let cache = env.fresh_cache("daemon");
     let nop_path = env.guest("bench-nop");
-    let nop: Rc<[u8]> = Rc::from(std::fs::read(&nop_path)?);
+    let nop: Rc<[u8]> = Rc::from(std::fs::read(&nop_path).context("reading bench-nop")?);
     let serving = serve(env, &cache)?;
     let runs = env.n(30, 5);
     let run_whole = time_process(runs, || {

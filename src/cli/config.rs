@@ -235,6 +235,26 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_examples_are_valid() {
+        let file: ConfigFile = toml::from_str(include_str!("../../deploy/cell.toml")).unwrap();
+        file.as_flags(&serve_command()).unwrap();
+        assert_eq!(file.service.len(), 1);
+        // The systemd unit's ExecStart is a command line `cell serve` accepts.
+        let unit = include_str!("../../deploy/cell.service");
+        let exec = unit
+            .split("ExecStart=")
+            .nth(1)
+            .and_then(|rest| rest.split("\nExecStartPost").next())
+            .unwrap()
+            .replace("\\\n", " ");
+        let argv: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(argv[..2], ["/usr/local/bin/cell", "serve"]);
+        use clap::Parser as _;
+        let parsed = crate::cli::Cli::try_parse_from(argv).unwrap();
+        assert!(matches!(parsed.command, crate::cli::Command::Serve(_)));
+    }
+
+    #[test]
     fn unknown_keys_and_duplicate_services_are_refused() {
         let file: ConfigFile = toml::from_str("max_memroy = \"1G\"").unwrap();
         assert!(file.as_flags(&serve_command()).is_err());

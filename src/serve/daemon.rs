@@ -347,8 +347,8 @@ async fn start_job(
     if request.attached {
         client.attach(handle.clone());
     }
-    let job = Job::new(handle, tree, captured, origin);
-    tokio::task::spawn_local(job.clone().watch(sup, permit));
+    let job = Job::new(handle, tree, captured, origin, sup);
+    tokio::task::spawn_local(job.clone().watch(permit));
     Ok(job)
 }
 

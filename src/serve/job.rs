@@ -21,7 +21,7 @@ use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::rpc::stream::ByteStreamServer;
-use crate::status::KilledBy;
+use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
 use crate::supervisor::Supervisor;
 use crate::tree::Tree;
@@ -42,8 +42,10 @@ pub(crate) struct Job {
     stderr: CapturedStderr,
     origin: JobOrigin,
     started: Instant,
-    /// The report, once the tree has unwound.
-    report: watch::Sender<Option<StdRc<str>>>,
+    /// pid0's status and the job's wall time, once the tree has unwound (the report is built
+    /// from them, and the tree, only when asked for).
+    ended: watch::Sender<Option<(ExitStatus, u64)>>,
+    sup: Supervisor,
 }
 
 impl Job {
@@ -52,6 +54,7 @@ impl Job {
         tree: StdRc<Tree>,
         stderr: CapturedStderr,
         origin: JobOrigin,
+        sup: Supervisor,
     ) -> StdRc<Self> {
         StdRc::new(Job {
             handle,
@@ -59,13 +62,14 @@ impl Job {
             stderr,
             origin,
             started: Instant::now(),
-            report: watch::channel(None).0,
+            ended: watch::channel(None).0,
+            sup,
         })
     }
 
     /// Waits for pid0 to end and its tree to unwind (at most [`TEARDOWN_GRACE`] after pid0),
-    /// then builds the report. Holds `permit` (the daemon's job count) until then.
-    pub(crate) async fn watch(self: StdRc<Self>, sup: Supervisor, permit: Taken) {
+    /// holding `permit` (the daemon's job count) until then.
+    pub(crate) async fn watch(self: StdRc<Self>, permit: Taken) {
         let status = self.handle.wait().await;
         if tokio::time::timeout(TEARDOWN_GRACE, self.tree.unwound())
             .await
@@ -74,6 +78,22 @@ impl Job {
             tracing::warn!(pid = self.handle.pid, "job's tree did not unwind in time");
         }
         drop(permit);
+        let wall_ms = self.started.elapsed().as_millis() as u64;
+        self.ended.send_replace(Some((status, wall_ms)));
+    }
+
+    /// The job's `cell-report/1`, once its tree has unwound.
+    async fn report(&self) -> String {
+        let mut rx = self.ended.subscribe();
+        let (status, wall_ms) = loop {
+            if let Some(ended) = rx.borrow_and_update().clone() {
+                break ended;
+            }
+            if rx.changed().await.is_err() {
+                return String::new();
+            }
+        };
+        let sup = &self.sup;
         let stats = self.tree.history();
         let (allowed, denied) = self.tree.decisions().get();
         let report = Report {
@@ -84,7 +104,7 @@ impl Job {
             exit_code: crate::run::exit_code_for(&status),
             pid0: Pid0Status::Ran(status),
             signal: None,
-            wall_ms: self.started.elapsed().as_millis() as u64,
+            wall_ms,
             processes: stats.processes().cloned().collect(),
             processes_not_listed: stats.not_listed(),
             compile_cache: sup.engine().compile_cache_stats(),
@@ -92,22 +112,9 @@ impl Job {
             network: NetworkStats { allowed, denied },
         };
         drop(stats);
-        let json = serde_json::to_string_pretty(&report).unwrap_or_else(|e| {
+        serde_json::to_string_pretty(&report).unwrap_or_else(|e| {
             format!("{{\"schema\":\"{SCHEMA}\",\"error\":\"cannot serialise: {e}\"}}")
-        });
-        self.report.send_replace(Some(StdRc::from(json)));
-    }
-
-    async fn report(&self) -> StdRc<str> {
-        let mut rx = self.report.subscribe();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return StdRc::from("");
-            }
-        }
+        })
     }
 }
 
@@ -230,7 +237,7 @@ impl job::Server for JobServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
         let report = self.job.report().await;
-        results.get().set_json(&*report);
+        results.get().set_json(report.as_str());
         Ok(())
     }
 }
