@@ -583,3 +583,49 @@ fn a_signal_to_cell_exec_kills_its_job() {
         });
     }
 }
+
+#[test]
+fn a_tls_listener_is_trusted_only_through_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ours = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = write("cert.pem", ours.cert.pem());
+    let key = write("key.pem", ours.key_pair.serialize_pem());
+    let theirs = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other_ca = write("other.pem", theirs.cert.pem());
+    let token = write("token", "t0ken".into());
+    let mut daemon = Daemon::start(&[
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--token-file",
+        &token,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let line = daemon.wait_for("cell: listening on tcp:");
+    let addr = format!("tcp:{}", line.trim_end_matches(" (TLS)"));
+    let exec = |flags: &[&str]| {
+        Cell::run("hello")
+            .via(&addr)
+            .flags(&["--token-file", &token])
+            .flags(flags)
+            .args(&["exit", "5"])
+            .finish()
+    };
+    exec(&["--tls-ca", &cert]).assert_code(5);
+    exec(&["--tls-ca", &other_ca])
+        .assert_code(125)
+        .assert_stderr_has("TLS");
+    exec(&["--tls-ca", &cert, "--tls-name", "other.example"])
+        .assert_code(125)
+        .assert_stderr_has("TLS");
+    // Plain TCP to a TLS listener gets nowhere.
+    exec(&[]).assert_code(125);
+    exec(&["--tls-ca", &cert]).assert_code(5);
+}

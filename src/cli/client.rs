@@ -24,6 +24,25 @@ pub struct ConnectArgs {
     /// The token of a TCP daemon (a file holding it).
     #[arg(long, value_name = "FILE", env = "CELL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Speak TLS to a TCP daemon, trusting the certificate(s) in FILE (PEM).
+    #[arg(long, value_name = "FILE", env = "CELL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name the daemon's certificate must carry [default: the address's IP].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_name: Option<String>,
+}
+
+impl ConnectArgs {
+    pub(crate) fn endpoint(self) -> crate::client::Endpoint {
+        crate::client::Endpoint {
+            addr: self.connect,
+            token_file: self.token_file,
+            tls_ca: self.tls_ca,
+            tls_name: self.tls_name,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,8 +134,7 @@ impl ExecArgs {
         };
         request.attached = self.attached;
         Ok(ExecConfig {
-            connect: self.connect.connect,
-            token_file: self.connect.token_file,
+            connect: self.connect.endpoint(),
             wasm: run.wasm,
             request,
             report: run.report,
@@ -140,7 +158,7 @@ pub struct PsArgs {
 
 impl PsArgs {
     pub(crate) async fn execute(self) -> Result<u8, RunError> {
-        let daemon = connect(&self.connect).await?;
+        let daemon = connect(self.connect).await?;
         let rows = crate::client::ps::rows(&daemon).await?;
         let format = match (self.json, self.tree) {
             (true, _) => PsFormat::Json,
@@ -164,7 +182,7 @@ pub struct KillArgs {
 
 impl KillArgs {
     pub(crate) async fn execute(self) -> Result<u8, RunError> {
-        let daemon = connect(&self.connect).await?;
+        let daemon = connect(self.connect).await?;
         match crate::client::ps::kill(&daemon, self.pid).await {
             Ok(()) => Ok(0),
             Err(e) => {
@@ -198,12 +216,12 @@ impl LogsArgs {
                  happen"
             )));
         }
-        let daemon = connect(&self.connect).await?;
+        let daemon = connect(self.connect).await?;
         crate::client::logs::follow(&daemon, self.json, super::shutdown_signal()).await?;
         Ok(0)
     }
 }
 
-async fn connect(args: &ConnectArgs) -> Result<crate::cell_capnp::daemon::Client, RunError> {
-    Ok(crate::client::connect(&args.connect, args.token_file.as_deref()).await?)
+async fn connect(args: ConnectArgs) -> Result<crate::cell_capnp::daemon::Client, RunError> {
+    Ok(crate::client::connect(&args.endpoint()).await?)
 }

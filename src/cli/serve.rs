@@ -38,6 +38,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// TCP listeners speak TLS with this certificate (PEM, the chain); needed for a
+    /// non-loopback address.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Jobs running at once; more are refused with "limit: max-jobs …".
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_jobs: usize,
@@ -202,6 +211,7 @@ impl ServeArgs {
             services,
             reload,
             metrics: self.metrics,
+            tls: self.tls_cert.zip(self.tls_key),
         })
     }
 }

@@ -12,14 +12,12 @@ use cell_proto::{CellError, JobCode, JobRequest};
 use crate::cell_capnp::{byte_stream, job};
 use crate::hoststdio::HostStdio;
 use crate::run::{exit_code_for, RunError};
-use crate::serve::listen::ListenAddr;
 use crate::status::ExitStatus;
 
 /// What `cell exec` does: the job to ask for (its code is read from `wasm`), where, and where
 /// its report goes.
 pub(crate) struct ExecConfig {
-    pub connect: ListenAddr,
-    pub token_file: Option<PathBuf>,
+    pub connect: super::Endpoint,
     pub wasm: PathBuf,
     pub request: JobRequest<Arc<[u8]>>,
     pub report: Option<PathBuf>,
@@ -51,7 +49,7 @@ pub(crate) async fn exec(
     }
     let mut report = crate::hostfiles::open_report(&[], config.report.as_deref())
         .map_err(|e| RunError::Host(e.into()))?;
-    let daemon = super::connect(&config.connect, config.token_file.as_deref()).await?;
+    let daemon = super::connect(&config.connect).await?;
     let mut req = daemon.run_request();
     config
         .request

@@ -7,8 +7,6 @@ pub(crate) mod exec;
 pub(crate) mod logs;
 pub(crate) mod ps;
 
-use std::path::Path;
-
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{twoparty, RpcSystem};
@@ -17,12 +15,21 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 use crate::cell_capnp::{daemon, login};
 use crate::serve::listen::ListenAddr;
 
+/// Where a client connects, and how.
+pub(crate) struct Endpoint {
+    pub addr: ListenAddr,
+    /// The token of a TCP daemon.
+    pub token_file: Option<std::path::PathBuf>,
+    /// `--tls-ca`: speak TLS, trusting these certificates.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// `--tls-name`: the name the daemon's certificate must carry (default: the address).
+    pub tls_name: Option<String>,
+}
+
 /// A connection to a daemon: its `Daemon` capability. The RPC system runs on a local task
 /// until every capability of it is dropped.
-pub(crate) async fn connect(
-    addr: &ListenAddr,
-    token_file: Option<&Path>,
-) -> anyhow::Result<daemon::Client> {
+pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
+    let (addr, token_file) = (&end.addr, end.token_file.as_deref());
     let hint = "is `cell serve` running there?";
     let (read, write): (
         Box<dyn futures::io::AsyncRead + Unpin>,
@@ -40,8 +47,24 @@ pub(crate) async fn connect(
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
             let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
-            (Box::new(r.compat()), Box::new(w.compat_write()))
+            match end.tls_ca.as_deref() {
+                None => {
+                    let (r, w) = stream.into_split();
+                    (Box::new(r.compat()), Box::new(w.compat_write()))
+                }
+                Some(ca) => {
+                    let connector = crate::serve::tls::connector(ca)?;
+                    let ip = sock.ip().to_string();
+                    let name =
+                        crate::serve::tls::server_name(end.tls_name.as_deref().unwrap_or(&ip))?;
+                    let tls = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{addr}: TLS: {e}"))?;
+                    let (r, w) = tokio::io::split(tls);
+                    (Box::new(r.compat()), Box::new(w.compat_write()))
+                }
+            }
         }
     };
     let mut options = ReaderOptions::new();

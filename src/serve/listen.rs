@@ -163,15 +163,16 @@ fn check_dir(dir: &Path) -> Result<(), ListenError> {
     Ok(())
 }
 
-/// Binds a TCP listener: loopback only (until TLS is configured), and only with a token.
+/// Binds a TCP listener: loopback only unless it speaks TLS, and only with a token.
 ///
 /// # Errors
-/// A non-loopback address, no token, or the bind failing.
+/// A non-loopback address without TLS, no token, or the bind failing.
 pub(crate) async fn bind_tcp(
     addr: SocketAddr,
     has_token: bool,
+    tls: bool,
 ) -> Result<tokio::net::TcpListener, ListenError> {
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !tls {
         return Err(ListenError::NotLoopback { addr });
     }
     if !has_token {

@@ -18,6 +18,7 @@ pub(crate) mod job;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod services;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     pub reload: Option<Reload>,
     /// `--metrics ADDR`: serve Prometheus metrics there.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--tls-cert` and `--tls-key`: TCP listeners speak TLS (and may be non-loopback).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// How SIGHUP gets the new set of services.
@@ -115,6 +118,10 @@ pub(crate) async fn serve(
         clients: Budget::new(MAX_CLIENTS),
     });
     let token: Option<Rc<str>> = config.token.map(Rc::from);
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let mut sockets = Vec::new();
     let mut accepting = Vec::new();
     for addr in &config.listen {
@@ -129,13 +136,17 @@ pub(crate) async fn serve(
                 )));
             }
             ListenAddr::Tcp(addr) => {
-                let listener = listen::bind_tcp(*addr, token.is_some()).await?;
+                let listener = listen::bind_tcp(*addr, token.is_some(), tls.is_some()).await?;
                 let local = listener.local_addr()?;
-                eprintln!("cell: listening on tcp:{local}");
-                let (core, ceiling, token) = (core.clone(), ceiling.clone(), token.clone());
-                accepting.push(tokio::task::spawn_local(accept_tcp(
-                    listener, core, ceiling, token,
-                )));
+                let with = if tls.is_some() { " (TLS)" } else { "" };
+                eprintln!("cell: listening on tcp:{local}{with}");
+                let tcp = TcpListening {
+                    core: core.clone(),
+                    ceiling: ceiling.clone(),
+                    token: token.clone(),
+                    tls: tls.clone(),
+                };
+                accepting.push(tokio::task::spawn_local(tcp.accept(listener)));
             }
         }
     }
@@ -237,30 +248,49 @@ async fn accept_unix(
     }
 }
 
-async fn accept_tcp(
-    listener: tokio::net::TcpListener,
+/// One TCP listener's share of the daemon: every client must show `token`, over TLS when
+/// `tls` is set.
+struct TcpListening {
     core: Rc<DaemonCore>,
     ceiling: Rc<Ceiling>,
     token: Option<Rc<str>>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tracing::debug!("client from {peer}");
-                let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                connect(
-                    &core,
-                    &ceiling,
-                    token.clone(),
-                    read.compat(),
-                    write.compat_write(),
-                );
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl TcpListening {
+    async fn accept(self, listener: tokio::net::TcpListener) {
+        let this = Rc::new(self);
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tracing::debug!("client from {peer}");
+                    let _ = stream.set_nodelay(true);
+                    // The handshake runs on the connection's own task, bounded in time, so a
+                    // client that never finishes it holds nothing but that task.
+                    tokio::task::spawn_local(this.clone().serve(stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept on tcp: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
-            Err(e) => {
-                tracing::warn!("accept on tcp: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn serve(self: Rc<Self>, stream: tokio::net::TcpStream) {
+        let Some(acceptor) = &self.tls else {
+            let (read, write) = stream.into_split();
+            let (r, w) = (read.compat(), write.compat_write());
+            return connect(&self.core, &self.ceiling, self.token.clone(), r, w);
+        };
+        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (read, write) = tokio::io::split(tls);
+                let (r, w) = (read.compat(), write.compat_write());
+                connect(&self.core, &self.ceiling, self.token.clone(), r, w);
             }
+            Ok(Err(e)) => tracing::warn!("TLS handshake failed: {e}"),
+            Err(_) => tracing::warn!("TLS handshake timed out"),
         }
     }
 }

@@ -22,7 +22,11 @@ fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{}: no PEM certificate in it", path.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no PEM certificate in it",
+        path.display()
+    );
     Ok(certs)
 }
 
@@ -65,6 +69,5 @@ pub(crate) fn connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector>
 /// # Errors
 /// Not a valid DNS name or IP address.
 pub(crate) fn server_name(name: &str) -> anyhow::Result<ServerName<'static>> {
-    ServerName::try_from(name.to_string())
-        .map_err(|e| anyhow::anyhow!("--tls-name {name:?}: {e}"))
+    ServerName::try_from(name.to_string()).map_err(|e| anyhow::anyhow!("--tls-name {name:?}: {e}"))
 }
