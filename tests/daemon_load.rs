@@ -222,3 +222,108 @@ fn a_client_is_held_to_its_call_bound() {
     // The attached job went with the client; the daemon is idle again.
     idle(&daemon);
 }
+
+#[test]
+fn a_job_runs_from_a_path_in_the_ceiling_or_a_loaded_component() {
+    let root = tempfile::tempdir().unwrap();
+    let jobs = root.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::copy(guest("hello"), jobs.join("hello.wasm")).unwrap();
+    let jobs_s = jobs.display().to_string();
+    let daemon = Daemon::start(&["--dir", &jobs_s]);
+    local(async {
+        let client = connect(&daemon.sock).await;
+        let start = |code: JobCode<Rc<[u8]>>| {
+            let mut request = JobRequest::new(code);
+            request.args = vec!["exit".into(), "6".into()];
+            let mut req = client.daemon.run_request();
+            request.write(req.get().init_request()).unwrap();
+            req.send().promise
+        };
+        // A path inside the ceiling's directory: read by the daemon.
+        let path = jobs.join("hello.wasm").display().to_string();
+        let job = start(JobCode::Path(path)).await.unwrap();
+        let job = job.get().unwrap().get_job().unwrap();
+        assert_eq!(wait(&job).await, ExitStatus::Exited(6));
+        // Outside it, or escaping it: refused.
+        let outside = guest("hello").display().to_string();
+        let e = start(JobCode::Path(outside)).await.err().unwrap();
+        assert!(e.extra.contains("denied:"), "{e}");
+        let escape = format!("{jobs_s}/../jobs/hello.wasm");
+        let e = start(JobCode::Path(escape)).await.err().unwrap();
+        assert!(e.extra.contains("bad-request:"), "{e}");
+        // A component loaded once, run twice.
+        let mut load = client.daemon.load_request();
+        load.get().set_wasm(&wasm("hello"));
+        let component = load.send().promise.await.unwrap();
+        let component = component.get().unwrap().get_component().unwrap();
+        for _ in 0..2 {
+            let job = start(JobCode::Component(component.clone())).await.unwrap();
+            let job = job.get().unwrap().get_job().unwrap();
+            assert_eq!(wait(&job).await, ExitStatus::Exited(6));
+        }
+        // Its spawn is not for clients.
+        let e = component
+            .spawn_request()
+            .send()
+            .promise
+            .await
+            .err()
+            .unwrap();
+        assert!(e.extra.contains("unsupported:"), "{e}");
+    });
+}
+
+/// An event sink that takes `delay` to answer each push, counting what it saw and lost.
+struct SlowSink {
+    delay: Duration,
+    seen: Rc<std::cell::Cell<u64>>,
+    lost: Rc<std::cell::Cell<u64>>,
+}
+
+impl cell_proto::cell_capnp::event_sink::Server for SlowSink {
+    async fn push(
+        self: capnp::capability::Rc<Self>,
+        params: cell_proto::cell_capnp::event_sink::PushParams,
+        _: cell_proto::cell_capnp::event_sink::PushResults,
+    ) -> Result<(), capnp::Error> {
+        let lost = params.get()?.get_event()?.get_lost();
+        self.seen.set(self.seen.get() + 1);
+        self.lost.set(self.lost.get() + lost);
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_event_consumer_loses_events_and_never_slows_the_daemon() {
+    let daemon = Daemon::start(&[]);
+    let hello = wasm("hello");
+    local(async {
+        let watcher = connect(&daemon.sock).await;
+        let (seen, lost) = (Rc::default(), Rc::default());
+        let sink: cell_proto::cell_capnp::event_sink::Client = capnp_rpc::new_client(SlowSink {
+            delay: Duration::from_millis(200),
+            seen: Rc::clone(&seen),
+            lost: Rc::clone(&lost),
+        });
+        let mut req = watcher.daemon.events_request();
+        req.get().set_sink(sink);
+        let reply = req.send().promise.await.unwrap();
+        let _subscription = reply.get().unwrap().get_subscription().unwrap();
+        // 700 jobs make 1,400 events, more than the daemon's ring holds, while the sink takes
+        // a fifth of a second for each.
+        let client = connect(&daemon.sock).await;
+        let t = Instant::now();
+        for _ in 0..700 {
+            let job = run(&client, &hello, &[], false).await;
+            assert_eq!(wait(&job).await, ExitStatus::Exited(0));
+        }
+        let took = t.elapsed();
+        // The jobs ran at the daemon's pace, not the sink's (700 × 0.2 s would be 140 s).
+        assert!(took < Duration::from_secs(60), "700 jobs took {took:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(seen.get() < 100, "the sink saw {} events", seen.get());
+        assert!(lost.get() > 300, "only {} events reported lost", lost.get());
+    });
+}
