@@ -629,3 +629,38 @@ fn a_tls_listener_is_trusted_only_through_its_certificate() {
     exec(&[]).assert_code(125);
     exec(&["--tls-ca", &cert]).assert_code(5);
 }
+
+#[test]
+fn listeners_from_the_config_file_and_a_failed_start_leaves_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    let config = dir.path().join("cell.toml");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "x").unwrap();
+    // The second listener is refused (non-loopback without TLS) after the first was bound.
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"unix:{}\", \"tcp:0.0.0.0:7\"]\ntoken_file = \"{}\"\n",
+            sock.display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = cell();
+    serve.args(["serve", "--no-cache", "--config"]).arg(&config);
+    common::finish(serve)
+        .assert_code(125)
+        .assert_stderr_has("only a loopback address");
+    assert!(
+        !sock.exists(),
+        "the socket of a daemon that did not start is left behind"
+    );
+    // A bad key in the file is a clear error too.
+    std::fs::write(&config, "lisen = []\n").unwrap();
+    let mut serve = cell();
+    serve.args(["serve", "--no-cache", "--config"]).arg(&config);
+    common::finish(serve)
+        .assert_code(125)
+        .assert_stderr_has("unknown key \"lisen\"");
+}

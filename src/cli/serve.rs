@@ -29,9 +29,10 @@ Clients: cell exec --connect ADDR app.wasm, cell ps, cell kill PID, cell logs --
 SIGTERM or SIGINT stops every job (killed by the operator) and exits 0.
 Exit status: 0 after a graceful stop, 125 when the daemon cannot start.")]
 pub struct ServeArgs {
-    /// Where clients connect (repeatable): unix:PATH (created 0600, in a directory only you
-    /// can write) or tcp:IP:PORT (loopback only, needs --token-file).
-    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    /// Where clients connect (repeatable; at least one, here or as `listen` in --config):
+    /// unix:PATH (created 0600, in a directory only you can write) or tcp:IP:PORT (needs
+    /// --token-file; loopback only unless --tls-cert/--tls-key).
+    #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
 
     /// The token TCP clients must present first (the file's contents, whitespace trimmed).

@@ -122,8 +122,9 @@ pub(crate) async fn serve(
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    let mut sockets = Vec::new();
-    let mut accepting = Vec::new();
+    // Dropped on every way out (an error below included): accepting stops, sockets go.
+    let mut open = Listeners::default();
+    let (sockets, accepting) = (&mut open.sockets, &mut open.tasks);
     for addr in &config.listen {
         match addr {
             ListenAddr::Unix(path) => {
@@ -162,7 +163,7 @@ pub(crate) async fn serve(
     services.apply(config.services).await;
     let sig = until_shutdown(shutdown, hup, &services, config.reload.as_ref()).await;
     tracing::info!("signal {sig}: stopping every job");
-    for task in &accepting {
+    for task in &open.tasks {
         task.abort();
     }
     services.stop_all().await;
@@ -170,10 +171,27 @@ pub(crate) async fn serve(
     if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
     }
-    for socket in &sockets {
-        socket.remove();
-    }
+    drop(open);
     Ok(0)
+}
+
+/// The daemon's listeners: their accept tasks and unix socket files. Dropping it stops
+/// accepting and removes the socket files it created.
+#[derive(Default)]
+struct Listeners {
+    sockets: Vec<listen::SocketFile>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for socket in &self.sockets {
+            socket.remove();
+        }
+    }
 }
 
 /// Serves until `shutdown`; on every SIGHUP, re-reads the services and applies the changes.
