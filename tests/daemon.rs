@@ -151,37 +151,28 @@ fn the_ceiling_only_narrows() {
         .finish();
     out.assert_code(0);
     assert_eq!(out.stdout, "inside");
-    // Writable where the ceiling is read-only: refused before anything runs.
-    let ro_rw = format!("{ro_s}::/d");
-    daemon
-        .exec("hello")
-        .flags(&["--dir-rw", &ro_rw])
-        .args(&["write", "/d/x"])
-        .finish()
-        .assert_code(125)
-        .assert_stderr_has("denied:");
+    // Each refused before anything runs (exit 125), saying why.
+    let refused = |flags: &[&str], why: &str| {
+        daemon
+            .exec("hello")
+            .flags(flags)
+            .args(&["write", "/d/x"])
+            .finish()
+            .assert_code(125)
+            .assert_stderr_has(why);
+    };
+    // Writable where the ceiling is read-only.
+    refused(&["--dir-rw", &format!("{ro_s}::/d")], "denied:");
     assert!(!ro.join("x").exists());
     // Outside the ceiling altogether.
-    daemon
-        .exec("hello")
-        .flags(&["--dir", "/etc::/etc"])
-        .finish()
-        .assert_code(125)
-        .assert_stderr_has("not inside a directory this daemon grants");
+    refused(
+        &["--dir", "/etc::/etc"],
+        "not inside a directory this daemon grants",
+    );
     // A limit above the ceiling's.
-    daemon
-        .exec("hello")
-        .flags(&["--max-memory", "1G"])
-        .finish()
-        .assert_code(125)
-        .assert_stderr_has("limit:");
+    refused(&["--max-memory", "1G"], "limit:");
     // No network in the ceiling: none for the job.
-    daemon
-        .exec("hello")
-        .flags(&["--net", "connect=127.0.0.1:80"])
-        .finish()
-        .assert_code(125)
-        .assert_stderr_has("grants no network");
+    refused(&["--net", "connect=127.0.0.1:80"], "grants no network");
     // The writable one works, and what the job wrote is on the host.
     let w = format!("{rw_s}::/w");
     daemon

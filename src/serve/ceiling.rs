@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cell_proto::{CellError, JobDir, JobLimits, NetRule, Reason};
 
-use crate::grants::GrantedDir;
+use crate::grants::{GrantedDir, Grants};
 use crate::hostdir::{DirError, HostDir};
 use crate::limits::Limits;
 use crate::net::policy::NetPolicy;
@@ -35,7 +35,37 @@ fn denied(detail: String) -> CellError {
     CellError::new(Reason::Denied, detail)
 }
 
+/// What a job (or a service) asks for, to be narrowed to the ceiling.
+pub(crate) struct Ask<'a> {
+    /// Its Network's rules; `None`: no network.
+    pub net: Option<&'a [NetRule]>,
+    pub dirs: &'a [JobDir],
+    pub limits: &'a JobLimits,
+}
+
 impl Ceiling {
+    /// The grants and limits a job gets for `ask`: its network and directories narrowed to
+    /// the ceiling, its limits at most the ceiling's. (The caller adds the Executor, which a
+    /// cell guest pid0 always has.)
+    ///
+    /// # Errors
+    /// The first part of `ask` the ceiling does not allow.
+    pub(crate) fn narrow(&self, ask: &Ask<'_>) -> Result<(Grants, Limits), CellError> {
+        let limits = self.limits(ask.limits)?;
+        let network = self.network(ask.net)?;
+        let dirs = ask
+            .dirs
+            .iter()
+            .map(|d| self.dir(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let grants = Grants {
+            network,
+            dirs,
+            ..Grants::default()
+        };
+        Ok((grants, limits))
+    }
+
     /// The policy a job gets for `asked`: none, or the intersection with the ceiling's.
     ///
     /// # Errors

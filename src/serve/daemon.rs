@@ -16,7 +16,6 @@ use crate::budget::{Budget, ByteBudget, Taken};
 use crate::cell_capnp::{component, daemon, event, event_sink, job, subscription};
 use crate::engine::LoadedComponent;
 use crate::events::{Event, EventKind};
-use crate::grants::Grants;
 use crate::handle::ProcessHandle;
 use crate::limits::{
     JOB_HISTORY, JOB_HISTORY_BYTES, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES, MAX_COMPONENTS_HELD,
@@ -26,7 +25,7 @@ use crate::net::policy::MAX_RULES;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::run::ModeChoice;
-use crate::serve::ceiling::Ceiling;
+use crate::serve::ceiling::{Ask, Ceiling};
 use crate::serve::job::{Job, JobOrigin, JobServer};
 use crate::serve::DaemonCore;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
@@ -249,14 +248,12 @@ async fn start_job(
     request: JobRequest<Arc<[u8]>>,
 ) -> Result<StdRc<Job>, capnp::Error> {
     let ceiling = &client.ceiling;
-    let limits = ceiling.limits(&request.limits).map_err(cell)?;
-    let network = ceiling.network(request.network.as_deref()).map_err(cell)?;
-    let dirs = request
-        .dirs
-        .iter()
-        .map(|d| ceiling.dir(d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(cell)?;
+    let ask = Ask {
+        net: request.network.as_deref(),
+        dirs: &request.dirs,
+        limits: &request.limits,
+    };
+    let (mut grants, limits) = ceiling.narrow(&ask).map_err(cell)?;
     let ((component, sdk_guest), shown) = match request.code {
         JobCode::Wasm(bytes) => {
             check_size(bytes.len(), limits.max_wasm_bytes)?;
@@ -302,17 +299,13 @@ async fn start_job(
         ),
         (true, None) => "job".into(),
     };
+    grants.executor = !plain;
     let spec = ProcessSpec {
         name: name.clone(),
         cwd: request.cwd,
         args: request.args,
         env: request.env,
-        grants: Grants {
-            executor: !plain,
-            network,
-            dirs,
-            ..Grants::default()
-        },
+        grants,
         stderr: StderrMode::Tree,
         stdio: if plain {
             StdioMode::Plain

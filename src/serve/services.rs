@@ -17,9 +17,8 @@ use std::time::Duration;
 use cell_proto::{JobDir, JobLimits};
 use tokio::sync::watch;
 
-use crate::grants::Grants;
 use crate::net::policy::NetRule;
-use crate::serve::ceiling::Ceiling;
+use crate::serve::ceiling::{Ask, Ceiling};
 use crate::serve::DaemonCore;
 use crate::spec::{ProcessSpec, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
@@ -197,13 +196,12 @@ async fn start(
     spec: &ServiceSpec,
     restarts: u32,
 ) -> anyhow::Result<Rc<crate::handle::ProcessHandle>> {
-    let limits = ceiling.limits(&spec.limits)?;
-    let network = ceiling.network((!spec.net.is_empty()).then_some(spec.net.as_slice()))?;
-    let dirs = spec
-        .dirs
-        .iter()
-        .map(|d| ceiling.dir(d))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ask = Ask {
+        net: (!spec.net.is_empty()).then_some(spec.net.as_slice()),
+        dirs: &spec.dirs,
+        limits: &spec.limits,
+    };
+    let (mut grants, limits) = ceiling.narrow(&ask)?;
     let bytes = std::fs::read(&spec.wasm)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", spec.wasm.display()))?;
     if bytes.len() as u64 > limits.max_wasm_bytes {
@@ -211,17 +209,13 @@ async fn start(
     }
     let plain = !crate::inspect::has_sdk_marker(&bytes);
     let component = core.sup.engine().load(Arc::from(bytes)).await?;
+    grants.executor = !plain;
     let process = ProcessSpec {
         name: spec.name.clone(),
         cwd: None,
         args: spec.args.clone(),
         env: spec.env.clone(),
-        grants: Grants {
-            executor: !plain,
-            network,
-            dirs,
-            ..Grants::default()
-        },
+        grants,
         stderr: StderrMode::Forward,
         stdio: if plain {
             StdioMode::Plain
