@@ -90,7 +90,7 @@ pub(crate) struct DaemonCore {
 /// # Errors
 /// A listener cannot be set up or a ceiling directory opened (exit 125).
 pub(crate) async fn serve(
-    config: ServeConfig,
+    mut config: ServeConfig,
     shutdown: impl Future<Output = i32>,
 ) -> anyhow::Result<u8> {
     crate::net::count::raise_fd_limit();
@@ -105,24 +105,51 @@ pub(crate) async fn serve(
     if config.listen.is_empty() {
         anyhow::bail!("nothing to listen on: give --listen unix:PATH (or tcp:127.0.0.1:PORT)");
     }
-    let ceiling = Rc::new(open_ceiling(config.ceiling)?);
+    let ceiling = Rc::new(open_ceiling(&config.ceiling)?);
     let engine = CellEngine::new(&config.engine)?;
-    let audit = match config.audit {
+    let audit = match config.audit.take() {
         Some(file) => Audit::to_writer(file),
         None => Audit::tracing_only(),
     };
-    let sup = Supervisor::with_audit(engine, audit).with_pinned_names(config.resolve);
+    let sup = Supervisor::with_audit(engine, audit)
+        .with_pinned_names(std::mem::take(&mut config.resolve));
     let core = Rc::new(DaemonCore {
         sup: sup.clone(),
         jobs: Budget::new(config.max_jobs),
         clients: Budget::new(MAX_CLIENTS),
     });
-    let token: Option<Rc<str>> = config.token.map(Rc::from);
+    // Dropped on every way out (an error below included): accepting stops, sockets go.
+    let open = open_listeners(&config, &core, &ceiling).await?;
+    let services = services::Services::new(core.clone(), ceiling.clone());
+    services.apply(std::mem::take(&mut config.services)).await;
+    let sig = until_shutdown(shutdown, hup, &services, config.reload.as_ref()).await;
+    tracing::info!("signal {sig}: stopping every job");
+    for task in &open.tasks {
+        task.abort();
+    }
+    services.stop_all().await;
+    sup.kill_all(KilledBy::Operator);
+    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
+        tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
+    }
+    drop(open);
+    Ok(0)
+}
+
+/// Binds every `--listen` address (and `--metrics`) and starts accepting on each.
+///
+/// # Errors
+/// The first listener that cannot be set up; those bound before it are closed again.
+async fn open_listeners(
+    config: &ServeConfig,
+    core: &Rc<DaemonCore>,
+    ceiling: &Rc<Ceiling>,
+) -> anyhow::Result<Listeners> {
+    let token: Option<Rc<str>> = config.token.as_deref().map(Rc::from);
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
-    // Dropped on every way out (an error below included): accepting stops, sockets go.
     let mut open = Listeners::default();
     let (sockets, accepting) = (&mut open.sockets, &mut open.tasks);
     for addr in &config.listen {
@@ -159,20 +186,7 @@ pub(crate) async fn serve(
             core.clone(),
         )));
     }
-    let services = services::Services::new(core.clone(), ceiling.clone());
-    services.apply(config.services).await;
-    let sig = until_shutdown(shutdown, hup, &services, config.reload.as_ref()).await;
-    tracing::info!("signal {sig}: stopping every job");
-    for task in &open.tasks {
-        task.abort();
-    }
-    services.stop_all().await;
-    sup.kill_all(KilledBy::Operator);
-    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
-        tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
-    }
-    drop(open);
-    Ok(0)
+    Ok(open)
 }
 
 /// The daemon's listeners: their accept tasks and unix socket files. Dropping it stops
@@ -226,7 +240,7 @@ async fn until_shutdown(
 }
 
 /// Opens the ceiling's directories (canonical paths, handles) and parses its policy.
-fn open_ceiling(config: CeilingConfig) -> anyhow::Result<Ceiling> {
+fn open_ceiling(config: &CeilingConfig) -> anyhow::Result<Ceiling> {
     let network =
         (!config.net.is_empty()).then(|| crate::net::policy::NetPolicy::new(config.net.clone()));
     let mut dirs = Vec::new();
@@ -242,7 +256,7 @@ fn open_ceiling(config: CeilingConfig) -> anyhow::Result<Ceiling> {
     Ok(Ceiling {
         network,
         dirs,
-        limits: config.limits,
+        limits: config.limits.clone(),
     })
 }
 
