@@ -141,7 +141,18 @@ fn the_ceiling_only_narrows() {
     std::fs::create_dir_all(&rw).unwrap();
     std::fs::write(ro.join("sub/f"), "inside").unwrap();
     let (ro_s, rw_s) = (ro.display().to_string(), rw.display().to_string());
-    let daemon = Daemon::start(&["--dir", &ro_s, "--dir-rw", &rw_s, "--max-memory", "256M"]);
+    let audit = root.path().join("audit.jsonl");
+    let audit_s = audit.display().to_string();
+    let daemon = Daemon::start(&[
+        "--dir",
+        &ro_s,
+        "--dir-rw",
+        &rw_s,
+        "--max-memory",
+        "256M",
+        "--audit",
+        &audit_s,
+    ]);
     // A directory inside a read-only one of the ceiling, read-only: granted.
     let sub = format!("{}::/d", ro.join("sub").display());
     let out = daemon
@@ -182,6 +193,18 @@ fn the_ceiling_only_narrows() {
         .finish()
         .assert_code(0);
     assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "written");
+    // Each directory a job got is in the daemon's audit trail.
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let granted = |guest: &str| {
+        lines
+            .iter()
+            .any(|l| l["op"] == "dir" && l["host"] == guest && l["allowed"] == true)
+    };
+    assert!(granted("/w") && granted("/d"), "{lines:?}");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::limits::{
     JOB_HISTORY, JOB_HISTORY_BYTES, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES, MAX_COMPONENTS_HELD,
     MAX_JOBS_HELD, MAX_SUBSCRIPTIONS, NET_MAX_IN_FLIGHT,
 };
+use crate::net::audit::AuditEvent;
 use crate::net::policy::MAX_RULES;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
@@ -254,32 +255,7 @@ async fn start_job(
         limits: &request.limits,
     };
     let (mut grants, limits) = ceiling.narrow(&ask).map_err(cell)?;
-    let ((component, sdk_guest), shown) = match request.code {
-        JobCode::Wasm(bytes) => {
-            check_size(bytes.len(), limits.max_wasm_bytes)?;
-            (load(client, bytes).await?, None)
-        }
-        JobCode::Path(path) => {
-            let bytes = ceiling
-                .read_code(&path, limits.max_wasm_bytes)
-                .map_err(cell)?;
-            (load(client, Arc::from(bytes)).await?, Some(path))
-        }
-        JobCode::Component(cap) => {
-            let resolved = capnp::capability::get_resolved_cap(cap).await;
-            let server = client
-                .components
-                .borrow()
-                .get_local_server_of_resolved(&resolved)
-                .ok_or_else(|| {
-                    failed(
-                        Reason::BadGrant,
-                        "not a Component this connection got from Daemon.load",
-                    )
-                })?;
-            ((server.loaded.clone(), server.sdk_guest), None)
-        }
-    };
+    let ((component, sdk_guest), shown) = job_code(client, request.code, &limits).await?;
     let path = std::path::PathBuf::from(shown.clone().unwrap_or_else(|| "job".into()));
     let choice = match request.mode {
         JobMode::Auto => ModeChoice::Auto,
@@ -289,17 +265,9 @@ async fn start_job(
     let plain = choice
         .decide(&path, sdk_guest)
         .map_err(|e| failed(Reason::BadRequest, e))?;
-    let name = match (request.name.is_empty(), &shown) {
-        (false, _) => crate::text::guest_text(&request.name),
-        (true, Some(p)) => crate::text::guest_text(
-            &std::path::Path::new(p)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "job".into()),
-        ),
-        (true, None) => "job".into(),
-    };
+    let name = job_name(&request.name, shown.as_deref());
     grants.executor = !plain;
+    let dirs = grants.dirs.clone();
     let spec = ProcessSpec {
         name: name.clone(),
         cwd: request.cwd,
@@ -337,12 +305,74 @@ async fn start_job(
         Err(SpawnError::EndedWhileStarting(status)) => ended_root(&tree, status),
         Err(e) => return Err(failed(e.reason(), e)),
     };
+    // Every directory a job gets is in the audit trail, as pid0's are under `cell run`.
+    for granted in &dirs {
+        let rule = format!(
+            "{} {} (daemon ceiling)",
+            granted.dir.rights(),
+            granted.dir.shown().display()
+        );
+        sup.audit().event(AuditEvent::directory(
+            handle.pid,
+            "dir",
+            &granted.guest,
+            Ok(rule),
+        ));
+    }
     if request.attached {
         client.attach(handle.clone());
     }
     let job = Job::new(handle, tree, captured, origin, sup);
     tokio::task::spawn_local(job.clone().watch(permit));
     Ok(job)
+}
+
+/// A job's code, loaded (with whether it is a cell guest), and the path it came from.
+async fn job_code(
+    client: &ClientState,
+    code: JobCode<Arc<[u8]>>,
+    limits: &crate::limits::Limits,
+) -> Result<((StdRc<LoadedComponent>, bool), Option<String>), capnp::Error> {
+    match code {
+        JobCode::Wasm(bytes) => {
+            check_size(bytes.len(), limits.max_wasm_bytes)?;
+            Ok((load(client, bytes).await?, None))
+        }
+        JobCode::Path(path) => {
+            let bytes = client
+                .ceiling
+                .read_code(&path, limits.max_wasm_bytes)
+                .map_err(cell)?;
+            Ok((load(client, Arc::from(bytes)).await?, Some(path)))
+        }
+        JobCode::Component(cap) => {
+            let resolved = capnp::capability::get_resolved_cap(cap).await;
+            let server = client
+                .components
+                .borrow()
+                .get_local_server_of_resolved(&resolved)
+                .ok_or_else(|| {
+                    failed(
+                        Reason::BadGrant,
+                        "not a Component this connection got from Daemon.load",
+                    )
+                })?;
+            Ok(((server.loaded.clone(), server.sdk_guest), None))
+        }
+    }
+}
+
+/// pid0's name: the one asked for, else the file name of its path, else "job" (bounded and
+/// escaped, like every name a guest or client gives).
+fn job_name(asked: &str, path: Option<&str>) -> String {
+    if !asked.is_empty() {
+        return crate::text::guest_text(asked);
+    }
+    path.and_then(|p| std::path::Path::new(p).file_name())
+        .map_or_else(
+            || "job".into(),
+            |n| crate::text::guest_text(&n.to_string_lossy()),
+        )
 }
 
 /// The handle of a job whose pid0 ended while it started (its own code ended it: a trap, out
