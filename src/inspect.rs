@@ -112,8 +112,10 @@ pub(crate) fn has_sdk_marker(bytes: &[u8]) -> bool {
     contains(bytes, &SDK_MARKER)
 }
 
+/// A SIMD substring search (`memchr::memmem`): the daemon asks this of every job's bytes, and
+/// a window-by-window comparison cost ~a third of a small job's start.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 impl Inspection {
