@@ -157,3 +157,25 @@ impl Inspection {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_is_found_anywhere_and_only_whole() {
+        let marker = SDK_MARKER.to_vec();
+        let mut bytes = vec![0u8; 100_000];
+        assert!(!has_sdk_marker(&bytes));
+        for at in [0, 4321, bytes.len() - marker.len()] {
+            let mut b = bytes.clone();
+            b[at..at + marker.len()].copy_from_slice(&marker);
+            assert!(has_sdk_marker(&b), "at {at}");
+        }
+        // A prefix of it at the very end is not it.
+        let cut = bytes.len() - marker.len() + 1;
+        bytes[cut..].copy_from_slice(&marker[..marker.len() - 1]);
+        assert!(!has_sdk_marker(&bytes));
+        assert!(!has_sdk_marker(&marker[1..]));
+    }
+}
