@@ -74,8 +74,11 @@ pub(crate) const MAX_DIRS_HELD: usize = 64;
 pub(crate) const MAX_JOBS_HELD: usize = 256;
 /// `Daemon.events` subscriptions one daemon client may hold at once.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 8;
-/// Client connections a daemon serves at once; more are closed as they arrive.
+/// Client connections a daemon serves at once (TLS handshakes and logins in progress
+/// included); more are closed as they arrive.
 pub(crate) const MAX_CLIENTS: usize = 1024;
+/// How long a TCP client has to log in before its connection is closed.
+pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Core instances, linear memories and tables one store may create. Each linear memory
 /// reserves `MEMORY_RESERVATION` of address space however small it is, so the address space a
 /// run reserves is at most `live processes × MAX_MEMORIES × MEMORY_RESERVATION` (see

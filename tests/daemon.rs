@@ -389,6 +389,16 @@ fn a_tcp_listener_wants_the_token_first() {
         .assert_stderr_has("needs --token-file");
     // The daemon is unharmed by the failed logins.
     exec(Some(&token)).assert_code(5);
+    // A connection that never logs in does not keep its slot: it is closed.
+    let mut idle = std::net::TcpStream::connect(addr.trim_start_matches("tcp:")).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut idle, &mut rest);
+    assert!(
+        ended.is_ok(),
+        "an idle, unauthenticated connection was kept: {ended:?}"
+    );
     // TCP needs a token, and a loopback address (no TLS here).
     let mut open = cell();
     open.args(["serve", "--no-cache", "--listen", "tcp:127.0.0.1:0"]);

@@ -27,9 +27,10 @@ use capnp::capability::Rc as CapRc;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::budget::Budget;
+use crate::budget::Taken;
 use crate::cell_capnp::{daemon as daemon_capnp, login};
 use crate::engine::{CellEngine, EngineConfig};
-use crate::limits::{MAX_CLIENTS, TEARDOWN_GRACE};
+use crate::limits::{LOGIN_TIMEOUT, MAX_CLIENTS, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
 use crate::rpc::fail::failed;
 use crate::rpc::{Link, LinkBounds};
@@ -268,8 +269,12 @@ async fn accept_unix(
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Some(slot) = client_slot(&core) else {
+                    continue;
+                };
                 let (read, write) = stream.into_split();
-                connect(&core, &ceiling, None, read.compat(), write.compat_write());
+                let (r, w) = (read.compat(), write.compat_write());
+                connect(slot, &core, &ceiling, None, r, w);
             }
             Err(e) => {
                 tracing::warn!("accept on the unix socket: {e}");
@@ -310,16 +315,19 @@ impl TcpListening {
     }
 
     async fn serve(self: Rc<Self>, stream: tokio::net::TcpStream) {
+        let Some(slot) = client_slot(&self.core) else {
+            return;
+        };
         let Some(acceptor) = &self.tls else {
             let (read, write) = stream.into_split();
             let (r, w) = (read.compat(), write.compat_write());
-            return connect(&self.core, &self.ceiling, self.token.clone(), r, w);
+            return connect(slot, &self.core, &self.ceiling, self.token.clone(), r, w);
         };
         match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let (read, write) = tokio::io::split(tls);
                 let (r, w) = (read.compat(), write.compat_write());
-                connect(&self.core, &self.ceiling, self.token.clone(), r, w);
+                connect(slot, &self.core, &self.ceiling, self.token.clone(), r, w);
             }
             Ok(Err(e)) => tracing::warn!("TLS handshake failed: {e}"),
             Err(_) => tracing::warn!("TLS handshake timed out"),
@@ -331,16 +339,13 @@ impl TcpListening {
 /// that hands one out) under the same bounds as a guest's connection. When it ends, the jobs
 /// it started `attached` are killed.
 fn connect(
+    permit: Taken,
     core: &Rc<DaemonCore>,
     ceiling: &Rc<Ceiling>,
     token: Option<Rc<str>>,
     read: impl futures::io::AsyncRead + Unpin + 'static,
     write: impl futures::io::AsyncWrite + Unpin + 'static,
 ) {
-    let Some(permit) = core.clients.take(1) else {
-        tracing::warn!("{MAX_CLIENTS} clients connected: refusing another");
-        return;
-    };
     let limits = &ceiling.limits;
     let link = Link::new(
         read,
@@ -353,14 +358,15 @@ fn connect(
     );
     let client = Rc::new(ClientState::new(core.clone(), ceiling.clone(), link.gate()));
     let daemon: daemon_capnp::Client = capnp_rpc::new_client(DaemonServer::new(client.clone()));
-    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+    let needs_login = token.is_some();
     let bootstrap = match token {
         None => daemon.client,
         Some(token) => {
             let login: login::Client = capnp_rpc::new_client(LoginServer {
                 token,
                 daemon,
-                refused: std::cell::RefCell::new(Some(refused_tx)),
+                outcome: std::cell::RefCell::new(Some(outcome_tx)),
             });
             login.client
         }
@@ -368,29 +374,45 @@ fn connect(
     let system = link.serve(bootstrap);
     tokio::task::spawn_local(async move {
         let _permit = permit;
-        // A wrong token closes the connection: no second try on it. (Without a login the
-        // sender is gone at once, which must not end the connection.)
-        let refused = async move {
-            if refused_rx.await.is_err() {
-                std::future::pending::<()>().await;
+        // A wrong token, or none within LOGIN_TIMEOUT, closes the connection: no second try
+        // on it, and no connection slot held by someone who never logs in.
+        let login = async move {
+            if !needs_login {
+                return std::future::pending::<()>().await;
+            }
+            match tokio::time::timeout(LOGIN_TIMEOUT, outcome_rx).await {
+                Ok(Ok(true)) | Ok(Err(_)) => std::future::pending::<()>().await,
+                Ok(Ok(false)) => {}
+                Err(_) => tracing::warn!("a client did not log in within {LOGIN_TIMEOUT:?}"),
             }
         };
         tokio::select! {
             ended = system => if let Err(e) = ended {
                 tracing::debug!("client connection ended: {e}");
             },
-            () = refused => {}
+            () = login => {}
         }
         client.detach_all();
     });
+}
+
+/// A slot for one more client connection, or `None` (logged) when [`MAX_CLIENTS`] are
+/// connected: taken before anything else is done for a new connection, a TLS handshake
+/// included.
+fn client_slot(core: &DaemonCore) -> Option<Taken> {
+    let slot = core.clients.take(1);
+    if slot.is_none() {
+        tracing::warn!("{MAX_CLIENTS} clients connected: refusing another");
+    }
+    slot
 }
 
 /// The bootstrap of a TCP listener: nothing until the token is shown.
 struct LoginServer {
     token: Rc<str>,
     daemon: daemon_capnp::Client,
-    /// Fired on a wrong token, which closes the connection.
-    refused: std::cell::RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Told whether the login succeeded; a failure closes the connection.
+    outcome: std::cell::RefCell<Option<tokio::sync::oneshot::Sender<bool>>>,
 }
 
 impl login::Server for LoginServer {
@@ -404,13 +426,16 @@ impl login::Server for LoginServer {
         if !same_token(given, self.token.as_bytes()) {
             tracing::warn!("a client presented a wrong token");
             // Close the connection once this answer is out.
-            if let Some(tx) = self.refused.borrow_mut().take() {
+            if let Some(tx) = self.outcome.borrow_mut().take() {
                 tokio::task::spawn_local(async move {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    let _ = tx.send(());
+                    let _ = tx.send(false);
                 });
             }
             return Err(failed(cell_proto::Reason::Denied, "wrong token"));
+        }
+        if let Some(tx) = self.outcome.borrow_mut().take() {
+            let _ = tx.send(true);
         }
         results.get().set_daemon(self.daemon.clone());
         Ok(())
