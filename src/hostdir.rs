@@ -92,8 +92,11 @@ impl HostDir {
             path: crate::text::guest_text(sub),
             error,
         };
+        use cap_primitives::fs::OpenOptionsExt as _;
         let mut options = cap_primitives::fs::OpenOptions::new();
-        options.read(true);
+        // Never blocks on a FIFO (a guest with a writable grant can plant one); a FIFO is
+        // then refused as not a regular file.
+        options.read(true).custom_flags(libc::O_NONBLOCK);
         let file = cap_primitives::fs::open(&self.handle, path, &options).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {

@@ -153,9 +153,14 @@ impl Ceiling {
     ///
     /// # Errors
     /// As [`Ceiling::dir`]; or it is larger than `max` bytes.
-    pub(crate) fn read_code(&self, host: &str, max: u64) -> Result<Vec<u8>, CellError> {
+    /// Read on a blocking thread (up to `max-wasm-size` bytes): never on the supervisor's.
+    pub(crate) async fn read_code(&self, host: &str, max: u64) -> Result<Vec<u8>, CellError> {
         let (within, rest) = self.containing(host)?;
-        within.dir.read_file(&rest, max).map_err(dir_error)
+        let dir = within.dir.clone();
+        tokio::task::spawn_blocking(move || dir.read_file(&rest, max))
+            .await
+            .map_err(|e| CellError::new(Reason::Io, e))?
+            .map_err(dir_error)
     }
 
     /// The limits of a job asking for `asked`: the ceiling's, or less.
@@ -321,6 +326,34 @@ mod tests {
         assert_eq!(
             c.dir(&ask("relative".into(), false)).unwrap_err().reason,
             Reason::BadRequest
+        );
+    }
+
+    #[tokio::test]
+    async fn code_is_read_only_from_regular_files_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ceiling(dir.path(), true);
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("ok.wasm"), b"\0asm").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("out.wasm")).unwrap();
+        let fifo = root.join("fifo.wasm");
+        let made = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: a valid C string; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(made.as_ptr(), 0o600) }, 0);
+        let at = |n: &str| root.join(n).display().to_string();
+        assert_eq!(c.read_code(&at("ok.wasm"), 100).await.unwrap(), b"\0asm");
+        // A symlink out of the tree, a FIFO nobody writes (must not block), a file too big.
+        assert_eq!(
+            c.read_code(&at("out.wasm"), 100).await.unwrap_err().reason,
+            Reason::Io
+        );
+        assert_eq!(
+            c.read_code(&at("fifo.wasm"), 100).await.unwrap_err().reason,
+            Reason::Io
+        );
+        assert_eq!(
+            c.read_code(&at("ok.wasm"), 2).await.unwrap_err().reason,
+            Reason::Io
         );
     }
 

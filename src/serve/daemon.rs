@@ -342,6 +342,7 @@ async fn job_code(
             let bytes = client
                 .ceiling
                 .read_code(&path, limits.max_wasm_bytes)
+                .await
                 .map_err(cell)?;
             Ok((load(client, Arc::from(bytes)).await?, Some(path)))
         }
