@@ -5,7 +5,7 @@
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
 #            spawner
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
-#            bench-net kv-service kv-client dirs-child
+#            bench-net kv-service kv-client dirs-child http-get
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
@@ -29,7 +29,7 @@ build() {
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
-    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child
+    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child -p http-get
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape -p kv-pid0 -p dirs-pid0
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios

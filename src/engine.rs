@@ -49,6 +49,7 @@ pub(crate) const PROVIDED_PACKAGES: &[&str] = &[
     "wasi:cli",
     "wasi:clocks",
     "wasi:filesystem",
+    "wasi:http",
     "wasi:io",
     "wasi:random",
     "wasi:sockets",
@@ -101,7 +102,7 @@ pub enum LoadError {
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
-    #[error("component imports `{0}`, which cell does not provide (cell provides wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets at 0.2)")]
+    #[error("component imports `{0}`, which cell does not provide (cell provides wasi:cli, wasi:clocks, wasi:filesystem, wasi:http, wasi:io, wasi:random and wasi:sockets at 0.2)")]
     MissingImport(String),
     #[error("component cannot be linked: {0}")]
     Link(String),
@@ -167,6 +168,9 @@ impl CellEngine {
         // Name lookups under the policy's name rules, not wasmtime-wasi's all-or-nothing switch.
         crate::net::lookup::add_to_linker(&mut linker, ProcState::name_lookup)
             .map_err(|e| anyhow::anyhow!("linking WASI name lookup: {e}"))?;
+        // Outgoing HTTP under the same policy (see `crate::net::http`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI HTTP: {e}"))?;
         Ok(CellEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
@@ -422,7 +426,8 @@ mod tests {
     fn provided_imports() {
         assert!(is_provided("wasi:cli/environment@0.2.0"));
         assert!(is_provided("wasi:io/streams@0.2.12"));
-        assert!(!is_provided("wasi:http/outgoing-handler@0.2.0"));
+        assert!(is_provided("wasi:http/outgoing-handler@0.2.0"));
+        assert!(!is_provided("wasi:keyvalue/store@0.2.0"));
         assert!(!is_provided("wasi:cli/environment@0.3.0"));
         assert!(!is_provided("my:custom/thing"));
     }

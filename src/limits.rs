@@ -103,6 +103,21 @@ pub(crate) const MAX_PROCS_CEILING: u32 =
 pub(crate) const FUEL_SLICE: u64 = 1_000_000;
 /// How long one connection attempt of `Network.connect` may take.
 pub(crate) const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an outgoing `wasi:http` request may take to connect (TCP and TLS), whatever its
+/// `request-options` ask: wasmtime's own default is 600 s.
+pub(crate) const HTTP_CONNECT_TIMEOUT: Duration = NET_CONNECT_TIMEOUT;
+/// The longest an outgoing `wasi:http` request may wait for its response head.
+pub(crate) const HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a response body may go without a byte.
+pub(crate) const HTTP_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of header fields one `wasi:http` `fields` resource may hold (wasmtime: 128 KiB).
+pub(crate) const HTTP_FIELD_BYTES: usize = 64 << 10;
+/// The largest write to an outgoing body (wasmtime: 1 MiB); one more may wait in its channel.
+pub(crate) const HTTP_BODY_CHUNK_BYTES: usize = 64 << 10;
+/// How far hyper may read a response ahead of the guest (hyper's default: ~400 KiB).
+pub(crate) const HTTP_READ_BUF_BYTES: usize = 64 << 10;
+/// Response headers a server may send (hyper's default: 100).
+pub(crate) const HTTP_MAX_HEADERS: usize = 100;
 
 /// The limits one process runs under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

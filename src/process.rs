@@ -19,6 +19,7 @@ use crate::grants::GrantedDir;
 use crate::limits::{FuelGauge, Limits, MemoryLimiter, FUEL_SLICE};
 use crate::net::audit::Audit;
 use crate::net::count::{SocketTally, WasiSockets};
+use crate::net::http::{HttpGrant, HttpOutgoing};
 use crate::net::lookup::{NameLookup, Pins};
 use crate::net::policy::NetPolicy;
 use crate::state::ProcState;
@@ -124,6 +125,13 @@ pub(crate) fn build_store(
             table.set_max_capacity(crate::limits::MAX_RESOURCES);
             table
         },
+        http: HttpOutgoing::new(HttpGrant {
+            policy: spec.network.clone(),
+            pid: spec.pid,
+            audit: spec.audit.clone(),
+            pinned_names: spec.pinned_names.clone(),
+            sockets: spec.sockets.clone(),
+        }),
         sockets: WasiSockets::new(spec.sockets),
         lookup,
         limiter: MemoryLimiter::new(spec.limits.max_memory),

@@ -5,9 +5,11 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::{FuelGauge, MemoryLimiter};
 use crate::net::count::{CountedView, WasiSockets};
+use crate::net::http::HttpOutgoing;
 use crate::net::lookup::{LookupView, NameLookup};
 
 /// The data of one process's store.
@@ -18,6 +20,8 @@ pub struct ProcState {
     pub(crate) sockets: WasiSockets,
     /// Its own name lookups, under its network policy (see [`crate::net::lookup`]).
     pub(crate) lookup: Option<NameLookup>,
+    /// Its outgoing `wasi:http` requests, under its network policy (see [`crate::net::http`]).
+    pub(crate) http: HttpOutgoing,
     pub(crate) limiter: MemoryLimiter,
     /// Where the remaining fuel is published, when fuel is metered.
     pub(crate) fuel: Option<FuelGauge>,
@@ -51,6 +55,16 @@ impl WasiView for ProcState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ProcState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.hooks,
         }
     }
 }

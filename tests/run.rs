@@ -89,16 +89,16 @@ fn core_module_is_one_line_and_exit_126() {
 #[test]
 fn missing_import_is_named_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("http.wasm");
+    let path = dir.path().join("keyvalue.wasm");
     let component = r#"(component
-        (import "wasi:http/outgoing-handler@0.2.0" (instance))
+        (import "wasi:keyvalue/store@0.2.0" (instance))
     )"#;
     std::fs::write(&path, wat::parse_str(component).unwrap()).unwrap();
     let out = Cell::run_path(&path).finish();
     assert_one_line_error(
         &out,
         126,
-        "component imports `wasi:http/outgoing-handler@0.2.0`, which cell does not provide",
+        "component imports `wasi:keyvalue/store@0.2.0`, which cell does not provide",
     );
 }
 

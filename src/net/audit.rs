@@ -66,6 +66,17 @@ pub struct AuditEvent {
     pub rule: Option<String>,
     /// Why it was denied.
     pub reason: Option<String>,
+    /// For op `http`: the method and the length of the path and query (`"method"`,
+    /// `"path_len"`), never the path itself, which may carry secrets.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFacts>,
+}
+
+/// What an `http` audit line says about the request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpFacts {
+    pub method: String,
+    pub path_len: usize,
 }
 
 impl AuditEvent {
@@ -82,6 +93,7 @@ impl AuditEvent {
             allowed: decision.allowed,
             rule: decision.matched.as_ref().map(ToString::to_string),
             reason: decision.reason.map(|r| r.to_string()),
+            http: None,
         }
     }
 
@@ -99,6 +111,7 @@ impl AuditEvent {
             allowed: true,
             rule: Some(why.to_string()),
             reason: None,
+            http: None,
         }
     }
 
@@ -122,6 +135,7 @@ impl AuditEvent {
             allowed: false,
             rule: None,
             reason: Some(reason.to_string()),
+            http: None,
         }
     }
 }
@@ -152,7 +166,17 @@ impl AuditEvent {
             allowed,
             rule,
             reason,
+            http: None,
         }
+    }
+
+    /// This event, about an HTTP request with `method` and a path and query `path_len` long.
+    pub fn with_http(mut self, method: &str, path_len: usize) -> Self {
+        self.http = Some(HttpFacts {
+            method: crate::text::guest_text(method),
+            path_len,
+        });
+        self
     }
 }
 

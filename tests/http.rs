@@ -1,0 +1,324 @@
+//! Outgoing `wasi:http` under the network policy, through the real binary: `guests/http-get`
+//! (a plain wstd client, no cell SDK) against an HTTP/1.1 server on 127.0.0.1 in this test.
+//! Denied requests are checked to reach no socket: the server counts its connections.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cell, Daemon};
+use serde_json::Value;
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    host: String,
+    body_len: usize,
+}
+
+/// A small HTTP/1.1 server: `/hello`, `/big` (8 MiB), `/upload` (counts the body), `/slow`
+/// (answers after 2 s), `/stall` (never answers; reports when the client goes away).
+struct Server {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    closed: mpsc::Receiver<Instant>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (closed_tx, closed) = mpsc::channel();
+        let (c, s) = (connections.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, closed_tx) = (s.clone(), closed_tx.clone());
+                std::thread::spawn(move || serve(stream, &s, &closed_tx));
+            }
+        });
+        Server {
+            port,
+            connections,
+            seen,
+            closed,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn rule(&self) -> String {
+        format!("connect=127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, closed: &mpsc::Sender<Instant>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let (mut host, mut length) = (String::new(), 0usize);
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            break;
+        }
+        let lower = header.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("host:") {
+            host = v.trim().to_string();
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+    seen.lock().unwrap().push(Seen {
+        line: line.trim().to_string(),
+        host,
+        body_len: length,
+    });
+    let respond = |out: &mut TcpStream, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-test: yes\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = out.write_all(head.as_bytes());
+        let _ = out.write_all(body);
+    };
+    match path.split('?').next().unwrap_or("") {
+        "/hello" => respond(&mut out, b"hello from the test server"),
+        "/upload" => respond(&mut out, format!("got {length} bytes").as_bytes()),
+        "/big" => respond(&mut out, &vec![b'b'; 8 << 20]),
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(2));
+            respond(&mut out, b"slow");
+        }
+        "/stall" => {
+            // Until the client goes away.
+            let mut byte = [0u8; 1];
+            while matches!(reader.read(&mut byte), Ok(n) if n > 0) {}
+            let _ = closed.send(Instant::now());
+        }
+        _ => {
+            let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        }
+    }
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["op"] == "http")
+        .collect()
+}
+
+/// An allowed GET: status, headers and body as the server sent them; one audit line with the
+/// method and the path's length, and never the path (it may carry secrets).
+#[test]
+fn an_allowed_request_is_answered_and_audited_without_its_path() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let path = "/hello?token=s3cret";
+    let out = Cell::run("http-get")
+        .net(&[&server.rule()])
+        .flags(&["--audit", audit.to_str().unwrap()])
+        .arg(server.url(path))
+        .finish();
+    out.assert_code(0)
+        .assert_stderr_has("http-get: status: 200")
+        .assert_stderr_has("http-get: header: x-test: yes")
+        .assert_stderr_has("http-get: body: hello from the test server");
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].line, format!("GET {path} HTTP/1.1"));
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(line["allowed"], true);
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path_len"], path.len());
+    assert_eq!(line["host"], format!("127.0.0.1:{}", server.port));
+    assert_eq!(line["via"], "wasi");
+    assert!(!std::fs::read_to_string(&audit).unwrap().contains("s3cret"));
+}
+
+/// Without a Network, or with one that has no connect rule for the target, the request is
+/// refused with `HTTP-request-denied` and no connection is ever made.
+#[test]
+fn denied_requests_never_reach_a_socket() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let other_port = format!("connect=127.0.0.1:{}", server.port.wrapping_add(1).max(1));
+    let listen_only = format!("listen=127.0.0.1:{}", server.port);
+    let cases: [&[&str]; 3] = [&[], &[&listen_only], &[&other_port]];
+    for (i, rules) in cases.into_iter().enumerate() {
+        let audit = dir.path().join(format!("audit{i}.jsonl"));
+        Cell::run("http-get")
+            .net(rules)
+            .flags(&["--audit", audit.to_str().unwrap()])
+            .arg(server.url("/hello"))
+            .finish()
+            .assert_code(1)
+            .assert_stderr_has("http-get: error: ErrorCode::HttpRequestDenied");
+        let lines = audit_lines(&audit);
+        assert_eq!(lines.len(), 1, "{rules:?}: {lines:?}");
+        assert_eq!(lines[0]["allowed"], false);
+        assert_eq!(lines[0]["method"], "GET");
+    }
+    assert_eq!(server.connections(), 0);
+}
+
+/// A name is resolved only under a name rule, and a name rule never grants loopback: a name
+/// that resolves to 127.0.0.1 (here by `--resolve`, as a rebinding DNS server would) is denied
+/// unless an address rule names loopback too. Then the request goes to the address cell
+/// checked, with the name in its Host header.
+#[test]
+fn names_resolve_only_under_name_rules_and_never_into_special_ranges() {
+    let server = Server::start();
+    let port = server.port;
+    let resolve = ["--resolve", "api.test=127.0.0.1"];
+    let name_rule = format!("connect=api.test:{port}");
+    let url = format!("http://api.test:{port}/hello");
+    // No name rule: no lookup, denied.
+    Cell::run("http-get")
+        .net(&[&server.rule()])
+        .flags(&resolve)
+        .arg(&url)
+        .finish()
+        .assert_code(1)
+        .assert_stderr_has("HttpRequestDenied");
+    // A name rule alone: the answer is loopback, which a name rule never grants.
+    Cell::run("http-get")
+        .net(&[&name_rule])
+        .flags(&resolve)
+        .arg(&url)
+        .finish()
+        .assert_code(1)
+        .assert_stderr_has("HttpRequestDenied");
+    assert_eq!(server.connections(), 0);
+    // Both: allowed, to 127.0.0.1, asking for api.test.
+    Cell::run("http-get")
+        .net(&[&name_rule, &server.rule()])
+        .flags(&resolve)
+        .arg(&url)
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has("http-get: body: hello from the test server");
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].host, format!("api.test:{port}"));
+}
+
+/// Bodies stream both ways: a 4 MiB upload arrives whole, an 8 MiB download is counted as it
+/// streams through the host's bounded buffers.
+#[test]
+fn bodies_stream_both_ways() {
+    let server = Server::start();
+    Cell::run("http-get")
+        .net(&[&server.rule()])
+        .args(&["--method", "POST", "--send-bytes", "4194304"])
+        .arg(server.url("/upload"))
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has("http-get: body: got 4194304 bytes");
+    assert_eq!(server.seen.lock().unwrap()[0].body_len, 4 << 20);
+    Cell::run("http-get")
+        .net(&[&server.rule()])
+        .arg(server.url("/big"))
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has(&format!("http-get: body-bytes: {}", 8 << 20));
+}
+
+/// The guest's first-byte timeout is honoured (cell only ever shortens timeouts).
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let server = Server::start();
+    Cell::run("http-get")
+        .net(&[&server.rule()])
+        .args(&["--first-byte-timeout-ms", "300"])
+        .arg(server.url("/stall"))
+        .finish()
+        .assert_code(1)
+        .assert_stderr_has("http-get: error: ErrorCode::ConnectionReadTimeout");
+}
+
+/// Each request in flight holds one of the process's `max-sockets`: past it,
+/// `connection-limit-reached`, before any connection is made.
+#[test]
+fn requests_in_flight_count_against_max_sockets() {
+    let server = Server::start();
+    let out = Cell::run("http-get")
+        .net(&[&server.rule()])
+        .flags(&["--max-sockets", "2"])
+        .args(&["--parallel", "4"])
+        .arg(server.url("/slow"))
+        .finish();
+    out.assert_code(1);
+    assert_eq!(
+        out.stderr_lines_with("status: 200").len(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr_lines_with("error: ErrorCode::ConnectionLimitReached")
+            .len(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.connections(), 2);
+}
+
+/// A request ends with its process: a job killed by its deadline while waiting on a server
+/// that never answers closes that connection, and the daemon that ran it stays up.
+#[test]
+fn a_request_ends_with_its_process() {
+    let server = Server::start();
+    let rule = server.rule();
+    let daemon = Daemon::start(&["--net", &rule]);
+    let started = Instant::now();
+    let out = daemon
+        .exec("http-get")
+        .net(&[&rule])
+        .flags(&["--timeout", "1s"])
+        .arg(server.url("/stall"))
+        .finish();
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    let closed = server
+        .closed
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the stalled connection was never closed");
+    assert!(closed.duration_since(started) < Duration::from_secs(20));
+    assert_eq!(server.connections(), 1);
+    // The daemon is still serving.
+    daemon
+        .exec("http-get")
+        .net(&[&rule])
+        .arg(server.url("/hello"))
+        .finish()
+        .assert_code(0);
+    daemon.stop();
+}
