@@ -322,3 +322,54 @@ fn a_request_ends_with_its_process() {
         .assert_code(0);
     daemon.stop();
 }
+
+/// `https` goes through TLS with the request's host as the server name, and the server's
+/// certificate is checked against the webpki roots: a self-signed one (all a test can make
+/// without the internet) is refused with the error code wasmtime gives, after the server saw
+/// the name.
+#[test]
+fn https_checks_the_certificate_against_the_request_host() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cert = rcgen::generate_simple_self_signed(vec!["api.test".to_string()]).unwrap();
+    let chain = vec![cert.cert.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let config = Arc::new(config);
+    let (sni_tx, sni_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        let mut failed = false;
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut tcp).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        let _ = sni_tx.send((conn.server_name().map(str::to_string), failed));
+    });
+    let url = format!("https://api.test:{port}/hello");
+    Cell::run("http-get")
+        .net(&[
+            &format!("connect=api.test:{port}"),
+            &format!("connect=127.0.0.1:{port}"),
+        ])
+        .flags(&["--resolve", "api.test=127.0.0.1"])
+        .arg(&url)
+        .finish()
+        .assert_code(1)
+        .assert_stderr_has("http-get: error: ErrorCode::TlsProtocolError");
+    let (sni, failed) = sni_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(sni.as_deref(), Some("api.test"));
+    assert!(
+        failed,
+        "the client must refuse a certificate no root signed"
+    );
+}
