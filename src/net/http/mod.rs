@@ -40,7 +40,7 @@ use crate::limits::{
     HTTP_FIRST_BYTE_TIMEOUT, MAX_RESOLVED_ADDRS,
 };
 use crate::net::audit::{Audit, AuditEvent, Via};
-use crate::net::count::SocketTally;
+use crate::net::count::{SocketPermit, SocketTally};
 use crate::net::lookup::LOOKUP_TIMEOUT;
 use crate::net::policy::{canonical_name, parse_ip, Decision, NetOp, NetPolicy};
 
@@ -154,9 +154,15 @@ impl HttpGrant {
         );
     }
 
-    /// The addresses the request may connect to, in the order to try them, or the
-    /// `wasi:http` error to answer with. Audits every decision.
-    async fn targets(&self, asked: &Asked, target: &Target) -> Result<Vec<SocketAddr>, Error> {
+    /// The addresses the request may connect to, in the order to try them, with the socket
+    /// slot it holds from here on, or the `wasi:http` error to answer with. Audits every
+    /// decision. The slot is taken after the policy's first word and before any lookup, so a
+    /// guest's requests never have more name resolutions in progress than `max-sockets`.
+    async fn targets(
+        &self,
+        asked: &Asked,
+        target: &Target,
+    ) -> Result<(Vec<SocketAddr>, SocketPermit), Error> {
         let port = target.port;
         let Some(policy) = self
             .policy
@@ -173,7 +179,7 @@ impl HttpGrant {
             let decision = policy.allows_destination(NetOp::Connect, ip, port);
             self.record(asked, &decision);
             return match decision.allowed {
-                true => Ok(vec![SocketAddr::new(ip, port)]),
+                true => Ok((vec![SocketAddr::new(ip, port)], self.slot()?)),
                 false => Err(Error::HttpRequestDenied),
             };
         }
@@ -187,6 +193,7 @@ impl HttpGrant {
         if !policy.allows_name(NetOp::Connect, &name, port) {
             return Err(self.deny(asked, port, "no rule allows this name and port"));
         }
+        let permit = self.slot()?;
         let resolved = self.resolve(&name).await?;
         let mut allowed = Vec::new();
         for ip in resolved.into_iter().take(MAX_RESOLVED_ADDRS) {
@@ -198,8 +205,15 @@ impl HttpGrant {
         }
         match allowed.is_empty() {
             true => Err(Error::HttpRequestDenied),
-            false => Ok(allowed),
+            false => Ok((allowed, permit)),
         }
+    }
+
+    /// One of the process's `max-sockets`, or `connection-limit-reached`.
+    fn slot(&self) -> Result<SocketPermit, Error> {
+        self.sockets
+            .acquire()
+            .map_err(|_| Error::ConnectionLimitReached)
     }
 
     /// `name`'s addresses: the operator's `--resolve` answer, or the system resolver's.
@@ -249,12 +263,8 @@ impl WasiHttpHooks for HttpHooks {
                 grant.deny(&asked, 0, "the request has no host");
                 return Err(Error::HttpRequestUriInvalid);
             };
-            let addrs = grant.targets(&asked, &target).await?;
             // Policy first, then the budget, then (and only then) the network.
-            let permit = grant
-                .sockets
-                .acquire()
-                .map_err(|_| Error::ConnectionLimitReached)?;
+            let (addrs, permit) = grant.targets(&asked, &target).await?;
             let server_name = send::server_name(&target.host)?;
             let link = send::Link {
                 addrs,
@@ -329,7 +339,10 @@ mod tests {
     async fn decide(rules: &[&str], uri: &str) -> Result<Vec<SocketAddr>, String> {
         let g = grant(rules);
         let t = target(uri).unwrap();
-        g.targets(&asked(), &t).await.map_err(|e| format!("{e:?}"))
+        g.targets(&asked(), &t)
+            .await
+            .map(|(addrs, _permit)| addrs)
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// Decided by the policy before any socket exists: these never touch the network.
