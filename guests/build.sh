@@ -5,7 +5,8 @@
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
 #            spawner
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
-#            bench-net kv-service kv-client dirs-child http-get
+#            bench-net kv-service kv-client dirs-child http-get http-hoard
+#            http-hello
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
 #            pipe-pid0                                          (embeds upper)
@@ -29,7 +30,7 @@ build() {
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
-    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child -p http-get
+    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child -p http-get -p http-hoard -p http-hello
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape -p kv-pid0 -p dirs-pid0
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios

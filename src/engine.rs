@@ -108,6 +108,8 @@ pub enum LoadError {
     Link(String),
     #[error("component is not a command (it must export wasi:cli/run): {0}")]
     NotCommand(String),
+    #[error("component is not an HTTP proxy (it must export wasi:http/incoming-handler): {0}")]
+    NotProxy(String),
 }
 
 /// The engine, linker and caches, shared by every process of a run.
@@ -171,6 +173,9 @@ impl CellEngine {
         // Outgoing HTTP under the same policy (see `crate::net::http`).
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI HTTP: {e}"))?;
+        // Its header fields charged to the process's memory limit.
+        crate::net::http::held::add_to_linker(&mut linker, ProcState::held_headers)
+            .map_err(|e| anyhow::anyhow!("linking WASI HTTP fields: {e}"))?;
         Ok(CellEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
@@ -240,29 +245,8 @@ impl CellEngine {
             tracing::debug!(target: "cell::engine", %hash, "component cache hit");
             return Ok(hit);
         }
-        let engine = self.engine.clone();
-        let compile_bytes = bytes.clone();
-        let slot = self
-            .compile_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| LoadError::Invalid(format!("compiler unavailable: {e}")))?;
         let started = std::time::Instant::now();
-        let component = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            Component::new(&engine, &*compile_bytes)
-        })
-        .await
-        .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Some(name) = missing_import(&self.engine, &component) {
-            return Err(LoadError::MissingImport(name));
-        }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let instance_pre = self.compile(bytes.clone()).await?;
         let pre =
             CommandPre::new(instance_pre).map_err(|e| LoadError::NotCommand(format!("{e:#}")))?;
         let loaded = Rc::new(LoadedComponent {
@@ -276,6 +260,50 @@ impl CellEngine {
         // both results are equivalent. Counting both keeps the counter honest.
         self.cache.borrow_mut().insert(hash, loaded.clone());
         Ok(loaded)
+    }
+
+    /// Compiles `bytes` as a `wasi:http/proxy` component (for `cell serve --http`), ready to
+    /// be instantiated once per request. Not kept in the component cache: a server loads its
+    /// one component once (wasmtime's disk cache still applies).
+    ///
+    /// # Errors
+    /// As [`CellEngine::load`], or [`LoadError::NotProxy`] when it does not export
+    /// `wasi:http/incoming-handler`.
+    pub(crate) async fn load_proxy(
+        &self,
+        bytes: Arc<[u8]>,
+    ) -> Result<wasmtime_wasi_http::p2::bindings::ProxyPre<ProcState>, LoadError> {
+        check_header(&bytes)?;
+        let instance_pre = self.compile(bytes).await?;
+        wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)
+            .map_err(|e| LoadError::NotProxy(format!("{e:#}")))
+    }
+
+    /// Compiles `bytes` on a blocking thread, in a compile slot, and links it.
+    async fn compile(
+        &self,
+        bytes: Arc<[u8]>,
+    ) -> Result<wasmtime::component::InstancePre<ProcState>, LoadError> {
+        let engine = self.engine.clone();
+        let slot = self
+            .compile_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| LoadError::Invalid(format!("compiler unavailable: {e}")))?;
+        let component = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            Component::new(&engine, &*bytes)
+        })
+        .await
+        .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Some(name) = missing_import(&self.engine, &component) {
+            return Err(LoadError::MissingImport(name));
+        }
+        self.linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))
     }
 }
 

@@ -116,8 +116,18 @@ pub(crate) const HTTP_FIELD_BYTES: usize = 64 << 10;
 pub(crate) const HTTP_BODY_CHUNK_BYTES: usize = 64 << 10;
 /// How far hyper may read a response ahead of the guest (hyper's default: ~400 KiB).
 pub(crate) const HTTP_READ_BUF_BYTES: usize = 64 << 10;
-/// Response headers a server may send (hyper's default: 100).
+/// Response headers a server may send (hyper's default: 100); also the most a client of
+/// `cell serve --http` may send.
 pub(crate) const HTTP_MAX_HEADERS: usize = 100;
+/// How long one `cell serve --http` request's handler may run, body included, when no
+/// `--timeout` is given.
+pub(crate) const HTTP_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client of `cell serve --http` may take to send a request head.
+pub(crate) const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client connections one `cell serve --http` front keeps open at once; more are closed.
+pub(crate) const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Requests one front runs at once unless `--http-max-concurrency` says otherwise.
+pub(crate) const HTTP_MAX_CONCURRENCY: usize = 64;
 
 /// The limits one process runs under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -340,6 +350,13 @@ impl MemoryLimiter {
     /// What the store uses now, readable without the store.
     pub(crate) fn gauge(&self) -> MemoryGauge {
         self.gauge.clone()
+    }
+
+    /// Charges host memory held for the guest (the header fields of its `wasi:http` resources,
+    /// see `crate::net::http::held`) against the same limit as its memories: `before` bytes
+    /// become `after`. `false`, with nothing changed, when that does not fit.
+    pub(crate) fn host_bytes(&mut self, before: usize, after: usize) -> bool {
+        self.grow(before, after)
     }
 
     fn grow(&mut self, current: usize, desired: usize) -> bool {

@@ -9,6 +9,7 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::{FuelGauge, MemoryLimiter};
 use crate::net::count::{CountedView, WasiSockets};
+use crate::net::http::held::HeldView;
 use crate::net::http::HttpOutgoing;
 use crate::net::lookup::{LookupView, NameLookup};
 
@@ -46,6 +47,22 @@ impl ProcState {
         LookupView {
             table: &mut self.table,
             lookup: self.lookup.as_ref(),
+        }
+    }
+}
+
+impl ProcState {
+    /// The view cell's charged `wasi:http` header functions need (see
+    /// [`crate::net::http::held`]).
+    pub(crate) fn held_headers(&mut self) -> HeldView<'_> {
+        HeldView {
+            http: WasiHttpCtxView {
+                ctx: &mut self.http.ctx,
+                table: &mut self.table,
+                hooks: &mut self.http.hooks,
+            },
+            held: &mut self.http.held,
+            memory: &mut self.limiter,
         }
     }
 }

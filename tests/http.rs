@@ -373,3 +373,40 @@ fn https_checks_the_certificate_against_the_request_host() {
         "the client must refuse a certificate no root signed"
     );
 }
+
+/// Each hoarding run would make the host hold 4,000 × ~60 KiB (~240 MiB) of header fields if
+/// nothing charged them; charged to `--max-memory 32M`, the guest is stopped long before.
+const HOARD_RSS_BOUND_KIB: u64 = 128 * 1024;
+
+#[test]
+fn header_fields_the_host_holds_are_charged_to_the_memory_limit() {
+    let hoard = ["--sets", "4000", "--bytes", "60000", "--via"];
+    for via in ["new", "clone", "request"] {
+        let mut args = hoard.to_vec();
+        args.push(via);
+        let (out, peak) = Cell::run("http-hoard")
+            .flags(&["--max-memory", "32M"])
+            .args(&args)
+            .finish_with_peak_rss();
+        out.assert_code(134)
+            .assert_stderr_has("cell: pid0 out of memory");
+        assert!(
+            !out.stderr.contains("held all"),
+            "--via {via}: the guest held every set:\n{}",
+            out.stderr
+        );
+        assert!(
+            peak < HOARD_RSS_BOUND_KIB,
+            "--via {via}: cell peaked at {peak} KiB (bound {HOARD_RSS_BOUND_KIB} KiB)"
+        );
+    }
+    // Dropped sets give their charge back: 4,000 made and dropped fit in the same limit.
+    let mut args = hoard.to_vec();
+    args.push("churn");
+    Cell::run("http-hoard")
+        .flags(&["--max-memory", "32M"])
+        .args(&args)
+        .finish()
+        .assert_code(0)
+        .assert_stderr_has("http-hoard: held all 4000");
+}

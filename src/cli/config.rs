@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::net::policy::NetRule;
+use crate::serve::http::HttpSpec;
 use crate::serve::services::{Restart, ServiceSpec};
 
 /// The file, as written. (Unknown keys are refused by [`ConfigFile::as_flags`], which knows
@@ -36,6 +38,30 @@ pub(crate) struct ConfigFile {
     flags: BTreeMap<String, toml::Value>,
     #[serde(default)]
     service: Vec<ServiceTable>,
+    #[serde(default)]
+    http: Vec<HttpTable>,
+}
+
+/// One `[[http]]`: a wasi:http proxy component served on `listen`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTable {
+    /// Its name in logs and metrics; default: the file's stem.
+    name: Option<String>,
+    listen: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    net: Vec<String>,
+    #[serde(default)]
+    dir: Vec<String>,
+    #[serde(default)]
+    dir_rw: Vec<String>,
+    max_memory: Option<String>,
+    timeout: Option<String>,
+    fuel: Option<u64>,
+    max_concurrency: Option<usize>,
 }
 
 /// One `[[service]]`.
@@ -62,7 +88,7 @@ struct ServiceTable {
 }
 
 /// The keys that are flags of the file itself or make no sense in it.
-const NOT_IN_FILE: [&str; 2] = ["config", "service"];
+const NOT_IN_FILE: [&str; 3] = ["config", "service", "http"];
 
 impl ConfigFile {
     /// Reads and parses `path`.
@@ -114,6 +140,14 @@ impl ConfigFile {
         Ok(out)
     }
 
+    /// The `[[http]]` tables as fronts, `max_concurrency` unless a table says otherwise.
+    ///
+    /// # Errors
+    /// An address, rule, directory or size that does not parse.
+    pub(crate) fn http(&self, max_concurrency: usize) -> anyhow::Result<Vec<HttpSpec>> {
+        self.http.iter().map(|t| t.spec(max_concurrency)).collect()
+    }
+
     /// The `[[service]]` tables as services, with `restart`/`max_restarts` defaulting to the
     /// given ones.
     ///
@@ -144,31 +178,144 @@ impl ServiceTable {
         spec.env = self.env.clone().into_iter().collect();
         spec.restart = self.restart.unwrap_or(restart);
         spec.max_restarts = self.max_restarts.unwrap_or(max_restarts);
-        for rule in &self.net {
-            spec.net
-                .push(super::grants::parse_net_rule(rule).map_err(what)?);
-        }
-        for (list, writable) in [(&self.dir, false), (&self.dir_rw, true)] {
-            for d in list {
-                let grant = super::grants::parse_dir(d, writable).map_err(what)?;
-                let host = grant.host.canonicalize().map_err(|e| what(e.to_string()))?;
-                spec.dirs.push(cell_proto::JobDir {
-                    host: host.display().to_string(),
-                    guest: grant.guest,
-                    writable,
-                });
-            }
-        }
-        if let Some(m) = &self.max_memory {
-            spec.limits.max_memory = Some(super::limits::parse_size(m).map_err(what)?);
-        }
-        if let Some(t) = &self.timeout {
-            let t = super::limits::parse_duration(t).map_err(what)?;
-            spec.limits.timeout_ms = Some(t.as_millis() as u64);
-        }
-        spec.limits.fuel = self.fuel;
+        let grants = TableGrants {
+            net: &self.net,
+            dir: &self.dir,
+            dir_rw: &self.dir_rw,
+            max_memory: self.max_memory.as_deref(),
+            timeout: self.timeout.as_deref(),
+            fuel: self.fuel,
+        };
+        (spec.net, spec.dirs, spec.limits) = grants.parse().map_err(what)?;
         Ok(spec)
     }
+}
+
+impl HttpTable {
+    fn spec(&self, max_concurrency: usize) -> anyhow::Result<HttpSpec> {
+        let name = self.name.clone().unwrap_or_else(|| stem(&self.wasm));
+        let what = |e: String| anyhow::anyhow!("[[http]] {name:?}: {e}");
+        let listen = parse_listen(&self.listen).map_err(what)?;
+        let grants = TableGrants {
+            net: &self.net,
+            dir: &self.dir,
+            dir_rw: &self.dir_rw,
+            max_memory: self.max_memory.as_deref(),
+            timeout: self.timeout.as_deref(),
+            fuel: self.fuel,
+        };
+        let (net, dirs, limits) = grants.parse().map_err(what)?;
+        Ok(HttpSpec {
+            name: name.clone(),
+            listen,
+            wasm: self.wasm.clone(),
+            env: self.env.clone().into_iter().collect(),
+            net,
+            dirs,
+            limits,
+            max_concurrency: self.max_concurrency.unwrap_or(max_concurrency),
+        })
+    }
+}
+
+/// The grant and limit keys a `[[service]]` and an `[[http]]` table share.
+struct TableGrants<'a> {
+    net: &'a [String],
+    dir: &'a [String],
+    dir_rw: &'a [String],
+    max_memory: Option<&'a str>,
+    timeout: Option<&'a str>,
+    fuel: Option<u64>,
+}
+
+type Parsed = (Vec<NetRule>, Vec<cell_proto::JobDir>, cell_proto::JobLimits);
+
+impl TableGrants<'_> {
+    fn parse(&self) -> Result<Parsed, String> {
+        let net = self
+            .net
+            .iter()
+            .map(|rule| super::grants::parse_net_rule(rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut dirs = Vec::new();
+        for (list, writable) in [(self.dir, false), (self.dir_rw, true)] {
+            for d in list {
+                let grant = super::grants::parse_dir(d, writable)?;
+                dirs.push(job_dir(&grant)?);
+            }
+        }
+        let mut limits = cell_proto::JobLimits::default();
+        if let Some(m) = self.max_memory {
+            limits.max_memory = Some(super::limits::parse_size(m)?);
+        }
+        if let Some(t) = self.timeout {
+            let t = super::limits::parse_duration(t)?;
+            limits.timeout_ms = Some(t.as_millis() as u64);
+        }
+        limits.fuel = self.fuel;
+        Ok((net, dirs, limits))
+    }
+}
+
+/// A directory flag as the ceiling's narrowing takes it: its canonical host path.
+fn job_dir(grant: &crate::grants::DirGrant) -> Result<cell_proto::JobDir, String> {
+    let host = grant
+        .host
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", grant.host.display()))?;
+    Ok(cell_proto::JobDir {
+        host: host.display().to_string(),
+        guest: grant.guest.clone(),
+        writable: grant.writable,
+    })
+}
+
+fn parse_listen(addr: &str) -> Result<std::net::SocketAddr, String> {
+    addr.parse()
+        .map_err(|e| format!("listen {addr:?}: expected IP:PORT ({e})"))
+}
+
+/// The file name without its extension, as a front's default name.
+fn stem(wasm: &Path) -> String {
+    wasm.file_stem()
+        .map_or_else(|| "http".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The `--http ADDR FILE` pairs of the command line as fronts, granted the daemon's own
+/// `--net` rules, directories and limits (the ceiling itself).
+///
+/// # Errors
+/// An address that is not IP:PORT, or a directory that cannot be resolved.
+pub(crate) fn http_fronts(
+    pairs: &[String],
+    net: &[NetRule],
+    dirs: &[crate::grants::DirGrant],
+    max_concurrency: usize,
+) -> anyhow::Result<Vec<HttpSpec>> {
+    let dirs = dirs
+        .iter()
+        .map(job_dir)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--dir {e}"))?;
+    pairs
+        .chunks(2)
+        .map(|pair| {
+            let [addr, file] = pair else {
+                anyhow::bail!("--http needs an address and a file");
+            };
+            let wasm = PathBuf::from(file);
+            Ok(HttpSpec {
+                name: stem(&wasm),
+                listen: parse_listen(addr).map_err(|e| anyhow::anyhow!("--http {e}"))?,
+                wasm,
+                env: Vec::new(),
+                net: net.to_vec(),
+                dirs: dirs.clone(),
+                limits: cell_proto::JobLimits::default(),
+                max_concurrency,
+            })
+        })
+        .collect()
 }
 
 /// A service with nothing granted and the default limits.
@@ -232,6 +379,44 @@ mod tests {
         assert_eq!(services[0].restart, Restart::Always);
         assert_eq!(services[0].max_restarts, 3);
         assert_eq!(services[0].args, ["-x"]);
+    }
+
+    #[test]
+    fn http_tables_and_flags_become_fronts() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [[http]]
+            listen = "127.0.0.1:8080"
+            wasm = "/srv/hello.wasm"
+            net = ["connect=127.0.0.1:9000"]
+            timeout = "5s"
+            max_concurrency = 8
+            "#,
+        )
+        .unwrap();
+        // `http` is a table, never a flag.
+        assert!(file.as_flags(&serve_command()).unwrap().is_empty());
+        let fronts = file.http(64).unwrap();
+        assert_eq!(fronts[0].name, "hello");
+        assert_eq!(fronts[0].listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(fronts[0].net.len(), 1);
+        assert_eq!(fronts[0].limits.timeout_ms, Some(5000));
+        assert_eq!(fronts[0].max_concurrency, 8);
+        for bad in [
+            "listen = \"localhost:80\"",
+            "listen = \"127.0.0.1:80\"\nbogus = 1",
+        ] {
+            let text = format!("[[http]]\nwasm = \"a.wasm\"\n{bad}");
+            let parsed = toml::from_str::<ConfigFile>(&text);
+            assert!(parsed.map_or(true, |f| f.http(1).is_err()), "{bad}");
+        }
+        let pairs = ["127.0.0.1:0".to_string(), "x/y.wasm".to_string()];
+        let fronts = http_fronts(&pairs, &[], &[], 3).unwrap();
+        assert_eq!(
+            (fronts[0].name.as_str(), fronts[0].max_concurrency),
+            ("y", 3)
+        );
+        assert!(http_fronts(&["::1".into(), "a.wasm".into()], &[], &[], 1).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ Examples:
   cell serve --listen unix:$XDG_RUNTIME_DIR/cell.sock
   cell serve --listen unix:/run/cell/cell.sock --dir /srv/jobs --net connect=127.0.0.1:8080
   cell serve --listen unix:/run/cell/cell.sock --listen tcp:127.0.0.1:7070 --token-file tok
+  cell serve --http 127.0.0.1:8080 hello.wasm --net connect=127.0.0.1:9000 --timeout 5s
 
 Clients: cell exec --connect ADDR app.wasm, cell ps, cell kill PID, cell logs --follow.
 SIGTERM or SIGINT stops every job (killed by the operator) and exits 0.
@@ -64,6 +65,16 @@ pub struct ServeArgs {
     /// How often a service is restarted before the daemon gives up on it.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_restarts: u32,
+
+    /// Serve the wasi:http proxy component FILE on ADDR (IP:PORT), a fresh instance per
+    /// request, granted what --net, --dir, --dir-rw and the limit flags give (repeatable;
+    /// `[[http]]` in --config grants each its own).
+    #[arg(long = "http", num_args = 2, value_names = ["ADDR", "FILE"])]
+    pub http: Vec<String>,
+
+    /// Requests one --http front handles at once; more are answered 503 at once.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::HTTP_MAX_CONCURRENCY)]
+    pub http_max_concurrency: usize,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (a loopback IP:PORT).
     #[arg(long, value_name = "ADDR")]
@@ -155,8 +166,9 @@ impl ServeArgs {
             .collect();
         let mut services = from_flags.clone();
         let mut reload: Option<crate::serve::Reload> = None;
-        if let Some((path, file)) = file {
+        if let Some((path, file)) = &file {
             services.extend(file.services(restart, max_restarts)?);
+            let path = path.clone();
             reload = Some(Box::new(move || {
                 let mut specs = from_flags.clone();
                 specs.extend(ConfigFile::read(&path)?.services(restart, max_restarts)?);
@@ -165,6 +177,15 @@ impl ServeArgs {
         }
         let mut dirs = self.ceiling.dirs;
         dirs.extend(self.ceiling.dirs_rw);
+        let mut http = config::http_fronts(
+            &self.http,
+            &self.ceiling.net,
+            &dirs,
+            self.http_max_concurrency,
+        )?;
+        if let Some((_, file)) = &file {
+            http.extend(file.http(self.http_max_concurrency)?);
+        }
         crate::net::policy::check_rule_count(self.ceiling.net.len())
             .map_err(|e| anyhow::anyhow!("--net: {e}"))?;
         let token = match &self.token_file {
@@ -212,6 +233,7 @@ impl ServeArgs {
             services,
             reload,
             metrics: self.metrics,
+            http,
             tls: self.tls_cert.zip(self.tls_key),
         })
     }

@@ -176,6 +176,7 @@ pub(crate) fn render(core: &DaemonCore) -> String {
         "Compile cache lookups, by cache and result",
         cache,
     );
+    render_http(&mut registry, core);
     gauge(
         &mut registry,
         "host_resident_bytes",
@@ -187,6 +188,41 @@ pub(crate) fn render(core: &DaemonCore) -> String {
         out = "# cannot encode the metrics\n".into();
     }
     out
+}
+
+/// The `--http` fronts' answers by status, requests in flight and latency.
+fn render_http(registry: &mut Registry, core: &DaemonCore) {
+    let fronts = core.http.borrow();
+    if fronts.is_empty() {
+        return;
+    }
+    let answers: Family<Vec<(String, String)>, Counter> = Family::default();
+    let in_flight: Family<Vec<(String, String)>, Gauge> = Family::default();
+    for front in fronts.iter() {
+        let service = ("service".to_string(), front.name.clone());
+        for (code, n) in front.answers.borrow().iter() {
+            answers
+                .get_or_create(&vec![
+                    service.clone(),
+                    ("code".to_string(), code.to_string()),
+                ])
+                .inc_by(*n);
+        }
+        in_flight
+            .get_or_create(&vec![service])
+            .set(i64::try_from(front.in_flight.used()).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "http_responses",
+        "HTTP answers of --http fronts, by status",
+        answers,
+    );
+    registry.register("http_in_flight", "Requests being handled now", in_flight);
+    registry.register(
+        "http_response_head_seconds",
+        "Time from a request to its response head",
+        core.http_latency.clone(),
+    );
 }
 
 /// This process's resident memory, from `/proc/self/statm` (0 if unreadable).

@@ -14,6 +14,7 @@
 
 pub(crate) mod ceiling;
 pub(crate) mod daemon;
+pub(crate) mod http;
 pub(crate) mod job;
 pub(crate) mod listen;
 pub(crate) mod metrics;
@@ -60,6 +61,8 @@ pub struct ServeConfig {
     pub reload: Option<Reload>,
     /// `--metrics ADDR`: serve Prometheus metrics there.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--http ADDR FILE` and `[[http]]`: proxy components to serve.
+    pub http: Vec<http::HttpSpec>,
     /// `--tls-cert` and `--tls-key`: TCP listeners speak TLS (and may be non-loopback).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
@@ -82,6 +85,10 @@ pub(crate) struct DaemonCore {
     pub jobs: Budget,
     /// Client connections now, bounded by [`MAX_CLIENTS`].
     clients: Budget,
+    /// What each `--http` front has answered (for `--metrics`).
+    pub http: std::cell::RefCell<Vec<Rc<http::HttpStats>>>,
+    /// Every front's time to a response head, labelled by front.
+    pub http_latency: http::LatencyFamily,
 }
 
 /// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT), then stops every job
@@ -103,8 +110,11 @@ pub(crate) async fn serve(
             None
         }
     };
-    if config.listen.is_empty() {
-        anyhow::bail!("nothing to listen on: give --listen unix:PATH (or tcp:127.0.0.1:PORT)");
+    if config.listen.is_empty() && config.http.is_empty() {
+        anyhow::bail!(
+            "nothing to listen on: give --listen unix:PATH (or tcp:127.0.0.1:PORT), or --http \
+             ADDR FILE.wasm"
+        );
     }
     let ceiling = Rc::new(open_ceiling(&config.ceiling)?);
     let engine = CellEngine::new(&config.engine)?;
@@ -118,9 +128,17 @@ pub(crate) async fn serve(
         sup: sup.clone(),
         jobs: Budget::new(config.max_jobs),
         clients: Budget::new(MAX_CLIENTS),
+        http: std::cell::RefCell::default(),
+        http_latency: http::latency_family(),
     });
     // Dropped on every way out (an error below included): accepting stops, sockets go.
     let open = open_listeners(&config, &core, &ceiling).await?;
+    let mut fronts = Vec::new();
+    for spec in &config.http {
+        let serving = http::start(&core, &ceiling, spec).await?;
+        core.http.borrow_mut().push(serving.stats.clone());
+        fronts.push(serving);
+    }
     let services = services::Services::new(core.clone(), ceiling.clone());
     services.apply(std::mem::take(&mut config.services)).await;
     let sig = until_shutdown(shutdown, hup, &services, config.reload.as_ref()).await;
@@ -128,6 +146,7 @@ pub(crate) async fn serve(
     for task in &open.tasks {
         task.abort();
     }
+    drop(fronts);
     services.stop_all().await;
     sup.kill_all(KilledBy::Operator);
     if !sup.wait_all_reaped(TEARDOWN_GRACE).await {

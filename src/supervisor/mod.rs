@@ -116,6 +116,17 @@ impl Supervisor {
         &self.0.engine
     }
 
+    /// A fresh pid for a store the supervisor does not run itself (one `cell serve --http`
+    /// request): its audit lines and log lines carry it. Pids are never reused.
+    pub(crate) fn reserve_pid(&self) -> Pid {
+        self.0.table.borrow_mut().next_pid()
+    }
+
+    /// `--resolve NAME=IP`, as every store of the run gets it.
+    pub(crate) fn pinned_names(&self) -> Arc<HashMap<String, IpAddr>> {
+        self.0.pinned.borrow().clone()
+    }
+
     /// Facts about a live (possibly exited but not reaped) process.
     pub fn info(&self, pid: Pid) -> Option<ProcessInfo> {
         self.0

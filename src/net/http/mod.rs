@@ -25,6 +25,7 @@
 //!   per `fields` resource, and their number is the process's resource-table bound. Every task
 //!   is owned by a resource of the process's table, so all of it ends with the process.
 
+pub(crate) mod held;
 mod send;
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ const OP: &str = "http";
 pub(crate) struct HttpOutgoing {
     pub(crate) ctx: WasiHttpCtx,
     pub(crate) hooks: HttpHooks,
+    /// What its resources' header fields are charged (see [`held`]).
+    pub(crate) held: held::HeldHeaders,
 }
 
 impl HttpOutgoing {
@@ -63,6 +66,7 @@ impl HttpOutgoing {
             hooks: HttpHooks {
                 grant: Arc::new(grant),
             },
+            held: held::HeldHeaders::default(),
         }
     }
 }
