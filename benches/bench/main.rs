@@ -14,6 +14,7 @@
 
 mod daemon;
 mod env;
+mod http;
 mod report;
 mod rpc;
 mod scale;
@@ -42,6 +43,7 @@ const SECTIONS: &[(&str, Benchmark)] = &[
     ("sockets", sockets::run),
     ("scale", scale::run),
     ("daemon", daemon::run),
+    ("http", http::run),
 ];
 
 fn main() -> std::process::ExitCode {
