@@ -15,7 +15,7 @@ use crate::stderr::CapturedStderr;
 use crate::transport::{PipeReader, PipeWriter};
 use crate::tree::{Tree, TreeSpec};
 
-/// A process id: never reused within a run; pid0 is 0.
+/// A process id: not reused until the 32-bit space wraps (and never while its holder lives); pid0 is 0.
 pub type Pid = u32;
 
 /// Fixed facts about a process.

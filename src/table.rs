@@ -29,11 +29,18 @@ pub(crate) struct ProcessTable {
 }
 
 impl ProcessTable {
-    /// The pid the next process will get. Pids are never reused within a run.
+    /// The pid the next process (or `cell serve --http` request) will get: one more than the
+    /// last, so a pid is not given again until the 32-bit space has wrapped (a daemon serving
+    /// 10,000 requests a second wraps in about five days), and never while its holder is still
+    /// in the table.
     pub(crate) fn next_pid(&mut self) -> Pid {
-        let pid = self.next_pid;
-        self.next_pid += 1;
-        pid
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if !self.entries.contains_key(&pid) {
+                return pid;
+            }
+        }
     }
 
     pub(crate) fn get(&self, pid: Pid) -> Option<&Entry> {
@@ -168,6 +175,15 @@ impl ProcessTable {
 mod tests {
     use super::*;
     use crate::handle::ProcessInfo;
+
+    #[test]
+    fn pids_wrap_around_but_skip_live_ones() {
+        let mut t = ProcessTable::default();
+        assert_eq!(add(&mut t, None, 10), 0);
+        t.next_pid = Pid::MAX;
+        assert_eq!(t.next_pid(), Pid::MAX);
+        assert_eq!(t.next_pid(), 1, "pid 0 is still in the table");
+    }
 
     fn add(t: &mut ProcessTable, parent: Option<Pid>, max_procs: u32) -> Pid {
         let pid = t.next_pid();

@@ -364,7 +364,8 @@ fn a_client_that_never_sends_a_request_is_disconnected() {
     assert_eq!(front.get("/").status, 200);
     // The head never completes: the daemon closes the connection (after its 10 s header
     // timeout), rather than holding it open for as long as the client likes.
-    idle.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut buf = [0u8; 64];
     let n = idle.read(&mut buf).expect("closed, not timed out");
     assert_eq!(n, 0, "answered {:?}", String::from_utf8_lossy(&buf[..n]));

@@ -117,7 +117,7 @@ impl Supervisor {
     }
 
     /// A fresh pid for a store the supervisor does not run itself (one `cell serve --http`
-    /// request): its audit lines and log lines carry it. Pids are never reused.
+    /// request): its audit lines and log lines carry it. Pids come from the table's one sequence.
     pub(crate) fn reserve_pid(&self) -> Pid {
         self.0.table.borrow_mut().next_pid()
     }
