@@ -370,3 +370,16 @@ fn a_client_that_never_sends_a_request_is_disconnected() {
     let n = idle.read(&mut buf).expect("closed, not timed out");
     assert_eq!(n, 0, "answered {:?}", String::from_utf8_lossy(&buf[..n]));
 }
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let front = Front::start(&[]);
+    let addr = front.addr.clone();
+    let sleeping = std::thread::spawn(move || request(&addr, "GET", "/sleep?1500", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = front.daemon.stop();
+    let reply = sleeping.join().unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), "slept 1500\n");
+    out.assert_code(0);
+}

@@ -152,6 +152,10 @@ pub(crate) async fn serve(
     if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
     }
+    let stats = core.http.borrow().clone();
+    if !http::drain(&stats, TEARDOWN_GRACE).await {
+        tracing::warn!("some HTTP requests did not finish within {TEARDOWN_GRACE:?}");
+    }
     drop(open);
     Ok(0)
 }

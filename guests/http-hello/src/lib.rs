@@ -10,7 +10,8 @@
 //! - `/error`: `response-outparam.set` with `internal-error`;
 //! - `/none`: returns without answering;
 //! - `/trap`: panics (a wasm trap) before answering;
-//! - `/slow`: answers after 10 s; `/spin`: never answers, burning CPU;
+//! - `/slow`: answers after 10 s; `/sleep?MS`: answers `slept MS` after MS milliseconds;
+//!   `/spin`: never answers, burning CPU;
 //! - `/log`: writes a line to stdout and one to stderr, then answers.
 
 use std::time::Duration;
@@ -46,6 +47,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             "/slow" => {
                 std::thread::sleep(Duration::from_secs(10));
                 respond_text(out, 200, "slow\n");
+            }
+            "/sleep" => {
+                let ms = query.parse().unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                respond_text(out, 200, &format!("slept {ms}\n"));
             }
             "/spin" => spin(),
             "/log" => {

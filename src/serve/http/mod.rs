@@ -73,6 +73,8 @@ pub(crate) struct HttpStats {
     pub answers: RefCell<BTreeMap<u16, u64>>,
     /// Requests in flight now (the front's concurrency budget).
     pub in_flight: Budget,
+    /// Client connections open now.
+    pub connections: Budget,
     /// Time to the response head, in seconds.
     pub latency: Histogram,
 }
@@ -84,17 +86,33 @@ impl HttpStats {
     }
 }
 
-/// A front that is serving: dropping it stops accepting (connections already open finish
-/// their requests).
+/// A front that is serving: dropping it stops accepting and asks every open connection to
+/// finish the request it is serving and close (hyper's graceful shutdown); [`drain`] waits
+/// for them.
 pub(crate) struct Serving {
     pub stats: Rc<HttpStats>,
     accept: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
         self.accept.abort();
+        let _ = self.stop.send(true);
     }
+}
+
+/// Waits until the (stopped) fronts have no connection open, at most `grace`; whether they
+/// all closed. A request still running at the end is cut off.
+pub(crate) async fn drain(fronts: &[Rc<HttpStats>], grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    while fronts.iter().any(|f| f.connections.used() > 0) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// Loads `spec`'s component, narrows its grants to `ceiling`, binds its address and starts
@@ -133,10 +151,12 @@ pub(crate) async fn start(
     let local = listener.local_addr()?;
     eprintln!("cell: serving {} on http://{local}", spec.wasm.display());
     let slots = Budget::new(spec.max_concurrency.max(1));
+    let connections = Budget::new(MAX_HTTP_CONNECTIONS);
     let stats = Rc::new(HttpStats {
         name: spec.name.clone(),
         answers: RefCell::default(),
         in_flight: slots.clone(),
+        connections: connections.clone(),
         latency: core
             .http_latency
             .get_or_create(&vec![("service".to_string(), spec.name.clone())])
@@ -153,13 +173,22 @@ pub(crate) async fn start(
         slots,
         stats: stats.clone(),
     });
-    let accept = tokio::task::spawn_local(accept(listener, front));
-    Ok(Serving { stats, accept })
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let accept = tokio::task::spawn_local(accept(listener, front, connections, stopped));
+    Ok(Serving {
+        stats,
+        accept,
+        stop,
+    })
 }
 
 /// Accepts connections until the task is aborted, each served on a task of its own.
-async fn accept(listener: tokio::net::TcpListener, front: Rc<Front>) {
-    let connections = Budget::new(MAX_HTTP_CONNECTIONS);
+async fn accept(
+    listener: tokio::net::TcpListener,
+    front: Rc<Front>,
+    connections: Budget,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -173,23 +202,40 @@ async fn accept(listener: tokio::net::TcpListener, front: Rc<Front>) {
         let Some(slot) = connections.take(1) else {
             continue; // dropped: closed at once
         };
+        tokio::task::spawn_local(connection(stream, front.clone(), slot, stopped.clone()));
+    }
+}
+
+/// Serves one client connection until it closes, or until the front stops (then the request
+/// in progress is finished and the connection closed).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    front: Rc<Front>,
+    _slot: crate::budget::Taken,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req| {
         let front = front.clone();
-        tokio::task::spawn_local(async move {
-            let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let front = front.clone();
-                async move { Ok::<_, std::convert::Infallible>(front.answer(req).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HTTP_HEADER_READ_TIMEOUT)
-                .max_buf_size(HTTP_READ_BUF_BYTES)
-                .max_headers(HTTP_MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(target: "cell::http", "connection ended: {e}");
+        async move { Ok::<_, std::convert::Infallible>(front.answer(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_READ_TIMEOUT)
+        .max_buf_size(HTTP_READ_BUF_BYTES)
+        .max_headers(HTTP_MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    let served = loop {
+        tokio::select! {
+            served = conn.as_mut() => break served,
+            _ = stopped.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
             }
-        });
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(target: "cell::http", "connection ended: {e}");
     }
 }
