@@ -4,124 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use common::http::Server;
 use common::{Cell, Daemon};
 use serde_json::Value;
-
-/// What the server saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    line: String,
-    host: String,
-    body_len: usize,
-}
-
-/// A small HTTP/1.1 server: `/hello`, `/big` (8 MiB), `/upload` (counts the body), `/slow`
-/// (answers after 2 s), `/stall` (never answers; reports when the client goes away).
-struct Server {
-    port: u16,
-    connections: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    closed: mpsc::Receiver<Instant>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (closed_tx, closed) = mpsc::channel();
-        let (c, s) = (connections.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                c.fetch_add(1, Ordering::SeqCst);
-                let (s, closed_tx) = (s.clone(), closed_tx.clone());
-                std::thread::spawn(move || serve(stream, &s, &closed_tx));
-            }
-        });
-        Server {
-            port,
-            connections,
-            seen,
-            closed,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn rule(&self) -> String {
-        format!("connect=127.0.0.1:{}", self.port)
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, closed: &mpsc::Sender<Instant>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let (mut host, mut length) = (String::new(), 0usize);
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-            break;
-        }
-        let lower = header.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("host:") {
-            host = v.trim().to_string();
-        }
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    let _ = reader.read_exact(&mut body);
-    let path = line.split(' ').nth(1).unwrap_or("/").to_string();
-    seen.lock().unwrap().push(Seen {
-        line: line.trim().to_string(),
-        host,
-        body_len: length,
-    });
-    let respond = |out: &mut TcpStream, body: &[u8]| {
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-test: yes\r\nconnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = out.write_all(head.as_bytes());
-        let _ = out.write_all(body);
-    };
-    match path.split('?').next().unwrap_or("") {
-        "/hello" => respond(&mut out, b"hello from the test server"),
-        "/upload" => respond(&mut out, format!("got {length} bytes").as_bytes()),
-        "/big" => respond(&mut out, &vec![b'b'; 8 << 20]),
-        "/slow" => {
-            std::thread::sleep(Duration::from_secs(2));
-            respond(&mut out, b"slow");
-        }
-        "/stall" => {
-            // Until the client goes away.
-            let mut byte = [0u8; 1];
-            while matches!(reader.read(&mut byte), Ok(n) if n > 0) {}
-            let _ = closed.send(Instant::now());
-        }
-        _ => {
-            let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
-        }
-    }
-}
 
 fn audit_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)

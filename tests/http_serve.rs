@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::http::{request, Reply, Server};
 use common::{guest, Daemon};
 
 /// A served front: the daemon and the address it serves on.
@@ -38,108 +37,6 @@ impl Front {
 
     fn get(&self, path: &str) -> Reply {
         request(&self.addr, "GET", path, &[], b"")
-    }
-}
-
-/// What the client got.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The body ended as its framing says (last chunk or full length).
-    complete: bool,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One request on its own connection (`connection: close`).
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    read_reply(BufReader::new(stream))
-}
-
-fn read_reply(mut r: BufReader<TcpStream>) -> Reply {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-        complete: false,
-    };
-    if reply.header("transfer-encoding") == Some("chunked") {
-        reply.complete = read_chunked(&mut r, &mut reply.body);
-    } else if let Some(n) = reply.header("content-length").and_then(|n| n.parse().ok()) {
-        let mut body = vec![0; n];
-        reply.complete = r.read_exact(&mut body).is_ok();
-        reply.body = body;
-    } else {
-        let _ = r.read_to_end(&mut reply.body);
-        reply.complete = true;
-    }
-    reply
-}
-
-/// Reads a chunked body into `out`; whether it ended with the last chunk.
-fn read_chunked(r: &mut BufReader<TcpStream>, out: &mut Vec<u8>) -> bool {
-    loop {
-        let mut size = String::new();
-        if r.read_line(&mut size).unwrap_or(0) == 0 {
-            return false;
-        }
-        let Ok(n) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16) else {
-            return false;
-        };
-        if n == 0 {
-            return true;
-        }
-        let mut chunk = vec![0; n + 2];
-        if r.read_exact(&mut chunk).is_err() {
-            return false;
-        }
-        out.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -233,29 +130,10 @@ fn requests_beyond_max_concurrency_get_503_at_once() {
     assert_eq!(front.get("/").status, 200, "slots are given back");
 }
 
-/// A loopback server counting its connections, answering every request `200` with 5 bytes.
-fn upstream() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let seen = connections.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            seen.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-            );
-        }
-    });
-    (port, connections)
-}
-
 #[test]
 fn a_handler_reaches_only_what_its_grants_allow() {
-    let (port, connections) = upstream();
-    let url = format!("http://127.0.0.1:{port}/x");
+    let upstream = Server::start();
+    let (port, url) = (upstream.port, upstream.url("/hello"));
     // Nothing by default: no network.
     let front = Front::start(&[]);
     let denied = request(&front.addr, "GET", "/fetch", &[("x-fetch", &url)], b"");
@@ -265,7 +143,7 @@ fn a_handler_reaches_only_what_its_grants_allow() {
         "{}",
         denied.text()
     );
-    assert_eq!(connections.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.connections(), 0);
     drop(front);
 
     // Granted in a [[http]] table, audited under the request's pid.
@@ -289,8 +167,8 @@ fn a_handler_reaches_only_what_its_grants_allow() {
     ]);
     let fetched = request(&front.addr, "GET", "/fetch", &[("x-fetch", &url)], b"");
     assert_eq!(fetched.status, 200, "{}", fetched.text());
-    assert_eq!(fetched.text(), "fetched 200 5\n");
-    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(fetched.text(), "fetched 200 26\n");
+    assert_eq!(upstream.connections(), 1);
     let lines = std::fs::read_to_string(&audit).unwrap();
     let line = lines
         .lines()

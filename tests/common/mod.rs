@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod http;
+
 /// The longest any single `cell` run may take in a test before it is killed and the test fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
