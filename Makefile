@@ -7,7 +7,7 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench bench-tools fuzz proto install clean
+.PHONY: all deps guests build run test lint unit bench bench-tools compat fuzz proto install clean
 
 all: build
 
@@ -60,6 +60,11 @@ bench: guests
 ## Takes ~15 minutes on 2 cores, so `make bench` does not do it by itself.
 bench-tools:
 	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/tools
+
+## cell side by side with the wasmtime CLI of the same version on the same components
+## (`tests/http_compat.rs`: `wasmtime run -S http`, `wasmtime serve`); builds the CLI first.
+compat: guests bench-tools
+	$(CARGO) test --test http_compat -- --ignored
 
 ## Install the cell binary into $(PREFIX)/bin (release build).
 PREFIX ?= $(HOME)/.local

@@ -1,0 +1,185 @@
+//! `make compat`: cell side by side with the wasmtime CLI of the same version (48.0.8,
+//! installed by `make bench-tools` into `target/tools/bin`), on the same components and the
+//! same inputs: `wasmtime run -S http` against `cell run --net …` for outgoing requests
+//! (`guests/http-get`), `wasmtime serve -Scli` against `cell serve --http` for serving
+//! (`guests/http-hello`). Equal answers are asserted; where cell differs on purpose (the
+//! README's lists), the test asserts both sides of the difference, so a change on either
+//! side shows.
+//!
+//! Ignored by `make test` (the CLI takes ~15 minutes to build); `make compat` runs them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http::{request, Reply, Server};
+use common::{cell, guest};
+
+/// The wasmtime CLI: `target/tools/bin/wasmtime` (`make bench-tools`), else on PATH.
+fn wasmtime() -> PathBuf {
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/wasmtime");
+    if tools.exists() {
+        return tools;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("wasmtime"))
+            .find(|p| p.exists())
+    });
+    found.expect("no wasmtime CLI: run `make bench-tools` (or `make compat`, which does)")
+}
+
+/// The `http-get:` lines of a run's stderr, cell's own lines left out.
+fn client_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("http-get:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `http-get ARGS` under `wasmtime run -S http` and under `cell run` with `net` granted.
+fn both_clients(net: &str, args: &[&str]) -> (Vec<String>, Vec<String>) {
+    let wasm = guest("http-get");
+    let by_wasmtime = Command::new(wasmtime())
+        .args(["run", "-S", "http"])
+        .arg(&wasm)
+        .args(args)
+        .output()
+        .expect("wasmtime run");
+    let by_cell = cell()
+        .args(["run", "--net", net])
+        .arg(&wasm)
+        .args(args)
+        .output()
+        .expect("cell run");
+    assert_eq!(
+        by_wasmtime.status.code(),
+        by_cell.status.code(),
+        "exit codes differ for {args:?}: wasmtime {:?}, cell {:?}",
+        String::from_utf8_lossy(&by_wasmtime.stderr),
+        String::from_utf8_lossy(&by_cell.stderr)
+    );
+    (client_lines(&by_wasmtime), client_lines(&by_cell))
+}
+
+#[test]
+#[ignore = "needs the wasmtime CLI: make compat"]
+fn outgoing_requests_get_the_same_answers() {
+    let server = Server::start();
+    let rule = server.rule();
+    for args in [
+        vec![server.url("/hello")],
+        vec![
+            "--method".into(),
+            "POST".into(),
+            "--send-bytes".into(),
+            "100000".into(),
+            server.url("/upload"),
+        ],
+        vec!["--header".into(), "x-a:1".into(), server.url("/big")],
+        vec![
+            "--first-byte-timeout-ms".into(),
+            "300".into(),
+            server.url("/slow"),
+        ],
+        vec![server.url("/missing")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (w, c) = both_clients(&rule, &args);
+        assert!(!w.is_empty(), "{args:?}: wasmtime printed nothing");
+        assert_eq!(w, c, "{args:?}");
+    }
+    // A port nothing listens on: the same error code.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}/");
+    let (w, c) = both_clients(&format!("connect=127.0.0.1:{port}"), &[&url]);
+    assert_eq!(w, c);
+    assert!(w.iter().any(|l| l.contains("ConnectionRefused")), "{w:?}");
+}
+
+/// A server process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn start(mut cmd: Command, addr: &str) -> Proc {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proc
+}
+
+/// What is compared of an answer: status, headers but `date`, and the body.
+fn seen(r: &Reply) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut headers: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "date")
+        .cloned()
+        .collect();
+    headers.sort();
+    (r.status, headers, r.body.clone())
+}
+
+/// Method, path, headers, body.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+
+#[test]
+#[ignore = "needs the wasmtime CLI: make compat"]
+fn served_components_give_the_same_answers() {
+    let upstream = Server::start();
+    let wasm = guest("http_hello");
+    let w_addr = free_addr();
+    let mut w = Command::new(wasmtime());
+    w.args(["serve", "-Scli", "--addr", &w_addr]).arg(&wasm);
+    let _w = start(w, &w_addr);
+    let c_addr = free_addr();
+    let mut c = cell();
+    c.args(["serve", "--net", &upstream.rule(), "--http", &c_addr])
+        .arg(&wasm);
+    let _c = start(c, &c_addr);
+    let body: Vec<u8> = (0..200_000).map(|i| (i % 251) as u8).collect();
+    let fetch = upstream.url("/hello");
+    let cases: Vec<Case> = vec![
+        ("GET", "/", vec![], b""),
+        ("GET", "/hello?x=1&y=2", vec![], b""),
+        (
+            "POST",
+            "/echo",
+            vec![("content-type", "application/x-test")],
+            &body,
+        ),
+        ("GET", "/big?100000", vec![], b""),
+        ("GET", "/log", vec![], b""),
+        ("GET", "/fetch", vec![("x-fetch", fetch.as_str())], b""),
+    ];
+    for (method, path, headers, body) in &cases {
+        let by_wasmtime = request(&w_addr, method, path, headers, body);
+        let by_cell = request(&c_addr, method, path, headers, body);
+        assert_eq!(seen(&by_wasmtime), seen(&by_cell), "{method} {path}");
+    }
+}
