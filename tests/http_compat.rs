@@ -40,15 +40,29 @@ fn client_lines(out: &std::process::Output) -> Vec<String> {
         .collect()
 }
 
-/// `http-get ARGS` under `wasmtime run -S http` and under `cell run` with `net` granted.
+/// What `wasmtime run -S http` sometimes answers instead (about one run in six here, on any
+/// request, even to a closed port): an I/O error of its own sender, not a `wasi:http` code.
+const WASMTIME_FLAKE: &str = "http-get: error: connection reset";
+
+/// `http-get ARGS` under `wasmtime run -S http` (tried again, up to three times, when it hits
+/// [`WASMTIME_FLAKE`]) and under `cell run` with `net` granted.
 fn both_clients(net: &str, args: &[&str]) -> (Vec<String>, Vec<String>) {
     let wasm = guest("http-get");
-    let by_wasmtime = Command::new(wasmtime())
-        .args(["run", "-S", "http"])
-        .arg(&wasm)
-        .args(args)
-        .output()
-        .expect("wasmtime run");
+    let run_wasmtime = || {
+        Command::new(wasmtime())
+            .args(["run", "-S", "http"])
+            .arg(&wasm)
+            .args(args)
+            .output()
+            .expect("wasmtime run")
+    };
+    let mut by_wasmtime = run_wasmtime();
+    for _ in 0..2 {
+        if client_lines(&by_wasmtime) != [WASMTIME_FLAKE] {
+            break;
+        }
+        by_wasmtime = run_wasmtime();
+    }
     let by_cell = cell()
         .args(["run", "--net", net])
         .arg(&wasm)
@@ -79,7 +93,8 @@ fn outgoing_requests_get_the_same_answers() {
             "100000".into(),
             server.url("/upload"),
         ],
-        vec!["--header".into(), "x-a:1".into(), server.url("/big")],
+        vec!["--header".into(), "x-a:1".into(), server.url("/hello")],
+        vec![server.url("/big")],
         vec![
             "--first-byte-timeout-ms".into(),
             "300".into(),
@@ -155,7 +170,8 @@ fn served_components_give_the_same_answers() {
     let wasm = guest("http_hello");
     let w_addr = free_addr();
     let mut w = Command::new(wasmtime());
-    w.args(["serve", "-Scli", "--addr", &w_addr]).arg(&wasm);
+    w.args(["serve", "-Scli", "-Wtimeout=1s", "--addr", &w_addr])
+        .arg(&wasm);
     let _w = start(w, &w_addr);
     let c_addr = free_addr();
     let mut c = cell();
@@ -182,4 +198,22 @@ fn served_components_give_the_same_answers() {
         let by_cell = request(&c_addr, method, path, headers, body);
         assert_eq!(seen(&by_wasmtime), seen(&by_cell), "{method} {path}");
     }
+    // A handler that fails: the same 500 page, signed by each server.
+    for path in ["/trap", "/none", "/error"] {
+        let mut by_wasmtime = request(&w_addr, "GET", path, &[], b"");
+        let by_cell = request(&c_addr, "GET", path, &[], b"");
+        assert_eq!(by_wasmtime.status, 500, "{path}");
+        let signed = by_wasmtime.text().replace("wasmtime", "cell");
+        by_wasmtime.body = signed.into_bytes();
+        let length = by_wasmtime.body.len().to_string();
+        for (k, v) in &mut by_wasmtime.headers {
+            if k == "content-length" {
+                *v = length.clone();
+            }
+        }
+        assert_eq!(seen(&by_wasmtime), seen(&by_cell), "{path}");
+    }
+    // Deliberate: past its timeout cell answers 504, wasmtime 500.
+    assert_eq!(request(&w_addr, "GET", "/spin", &[], b"").status, 500);
+    assert_eq!(request(&c_addr, "GET", "/spin", &[], b"").status, 504);
 }

@@ -94,8 +94,16 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, closed: &mpsc::Sender<Insta
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-test: yes\r\nconnection: close\r\n\r\n",
             body.len()
         );
-        let _ = out.write_all(head.as_bytes());
-        let _ = out.write_all(body);
+        let mut all = head.into_bytes();
+        all.extend_from_slice(body);
+        let _ = out.write_all(&all);
+        // Close only once the client has nothing more to send: closing with unread bytes
+        // (a chunked request's last chunk, say) resets the connection, and a reset throws
+        // away what the client has not read yet.
+        let _ = out.shutdown(std::net::Shutdown::Write);
+        let _ = out.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut rest = [0u8; 4096];
+        while matches!(out.read(&mut rest), Ok(n) if n > 0) {}
     };
     match path.split('?').next().unwrap_or("") {
         "/hello" => respond(&mut out, b"hello from the test server"),

@@ -79,7 +79,7 @@ impl Front {
 
     async fn run(self: &Rc<Self>, req: hyper::Request<hyper::body::Incoming>) -> Answer {
         let Some(slot) = self.slots.take(1) else {
-            let mut busy = text(503, "cell: too many requests in flight (max-concurrency)\n");
+            let mut busy = page(503);
             busy.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
@@ -91,7 +91,7 @@ impl Front {
             Ok(store) => store,
             Err(e) => {
                 tracing::warn!(target: "cell::http", pid, "http {}: cannot set up: {e:#}", self.name);
-                return text(500, "cell: the handler could not be set up\n");
+                return page(500);
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -103,7 +103,10 @@ impl Front {
         let (req, out) = match resources {
             Ok(r) => r,
             // hyper accepted it but wasi:http cannot represent it (no authority at all).
-            Err(e) => return text(400, &format!("cell: bad request: {e}\n")),
+            Err(e) => {
+                tracing::debug!(target: "cell::http", "http {}: bad request: {e}", self.name);
+                return page(400);
+            }
         };
         let (pre, deadline, name) = (self.pre.clone(), self.deadline, self.name.clone());
         let task = tokio::task::spawn_local(async move {
@@ -116,13 +119,16 @@ impl Front {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
                 tracing::warn!(target: "cell::http", pid, "http {}: the handler answered {code:?}", self.name);
-                text(500, "cell: the handler failed\n")
+                page(500)
             }
             // The store is gone without an answer: the task says why.
             Err(_) => match task.await {
-                Ok(Ended::TimedOut) => text(504, "cell: the handler did not answer in time\n"),
-                Ok(Ended::Returned) => text(500, "cell: the handler returned without answering\n"),
-                Ok(Ended::Failed(_)) | Err(_) => text(500, "cell: the handler failed\n"),
+                Ok(Ended::TimedOut) => page(504),
+                Ok(Ended::Returned) => {
+                    tracing::warn!(target: "cell::http", pid, "http {}: pid {pid} returned without answering", self.name);
+                    page(500)
+                }
+                Ok(Ended::Failed(_)) | Err(_) => page(500),
             },
         }
     }
@@ -187,17 +193,30 @@ fn report(name: &str, pid: u32, ended: &Ended) {
     }
 }
 
-/// A plain-text answer of cell's own.
-fn text(status: u16, body: &str) -> Answer {
-    let body = Full::new(Bytes::from(body.to_string()))
+/// An answer of cell's own: the page `wasmtime serve` answers with, signed `cell`, so a
+/// client sees the same status, type and length from either (`tests/http_compat.rs`). Why
+/// is in the daemon's log, never in the answer.
+fn page(status: u16) -> Answer {
+    let status =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let html = format!(
+        "<!doctype html>\n<html>\n<head>\n    <title>{title}</title>\n</head>\n<body>\n    \
+         <center>\n        <h1>{title}</h1>\n        <hr>\n        cell\n    </center>\n\
+         </body>\n</html>"
+    );
+    let body = Full::new(Bytes::from(html))
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut answer = hyper::Response::new(body);
-    *answer.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *answer.status_mut() = status;
     answer.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
+        http::HeaderValue::from_static("text/html; charset=UTF-8"),
     );
     answer
 }
