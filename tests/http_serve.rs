@@ -261,3 +261,29 @@ fn sigterm_lets_requests_in_flight_finish() {
     assert_eq!(reply.text(), "slept 1500\n");
     out.assert_code(0);
 }
+
+#[test]
+fn a_client_that_goes_away_frees_its_slot() {
+    let front = Front::start(&["--http-max-concurrency", "1"]);
+    let mut gone = TcpStream::connect(&front.addr).unwrap();
+    gone.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        front.get("/").status,
+        503,
+        "the slow request holds the one slot"
+    );
+    drop(gone);
+    // Its handler is stopped, not left to run its 10 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = front.get("/").status;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "the slot was not freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

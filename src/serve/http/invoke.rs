@@ -14,7 +14,9 @@
 //!   without the final chunk, so the client sees an incomplete response, never a short one).
 //!
 //! Who owns what: the store and its task belong to the request; the task holds the
-//! request's concurrency slot, so a handler still writing its body counts until it ends.
+//! request's concurrency slot, so a handler still writing its body counts until it ends. A
+//! client that goes away before the response head stops its handler at once (hyper drops
+//! the answer future, which aborts the task); after it, the handler's writes fail and it ends.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -109,20 +111,24 @@ impl Front {
             }
         };
         let (pre, deadline, name) = (self.pre.clone(), self.deadline, self.name.clone());
-        let task = tokio::task::spawn_local(async move {
+        let mut task = Handler(Some(tokio::task::spawn_local(async move {
             let _slot = slot;
             let ended = handle(&pre, &mut store, req, out, deadline).await;
             report(&name, pid, &ended);
             ended
-        });
+        })));
         match rx.await {
-            Ok(Ok(response)) => response,
+            // From here the handler writes the body the client is reading: it runs on.
+            Ok(Ok(response)) => {
+                task.detach();
+                response
+            }
             Ok(Err(code)) => {
                 tracing::warn!(target: "cell::http", pid, "http {}: the handler answered {code:?}", self.name);
                 page(500)
             }
             // The store is gone without an answer: the task says why.
-            Err(_) => match task.await {
+            Err(_) => match task.finish().await {
                 Ok(Ended::TimedOut) => page(504),
                 Ok(Ended::Returned) => {
                     tracing::warn!(target: "cell::http", pid, "http {}: pid {pid} returned without answering", self.name);
@@ -154,6 +160,33 @@ impl Front {
                 pinned_names: self.sup.pinned_names(),
             },
         )
+    }
+}
+
+/// A request's handler task until its response head: dropped before then (the client went
+/// away, so hyper dropped the answer), it stops the handler and frees its slot at once.
+struct Handler(Option<tokio::task::JoinHandle<Ended>>);
+
+impl Handler {
+    /// Lets the task run on by itself (it is writing the body).
+    fn detach(&mut self) {
+        self.0 = None;
+    }
+
+    /// How the task ended.
+    async fn finish(&mut self) -> Result<Ended, tokio::task::JoinError> {
+        match self.0.take() {
+            Some(task) => task.await,
+            None => Ok(Ended::Returned),
+        }
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
