@@ -5,7 +5,7 @@
 #   stage 1: child-leaf child-trap child-garbage child-silent   (embed nothing)
 #            spawner
 #            net-std net-fetch inetd-echo hello upper tty-echo hostile bench-nop bench-hello
-#            bench-net kv-service kv-client dirs-child http-get http-hoard
+#            bench-net bench-idle kv-service kv-client dirs-child http-get http-hoard
 #            http-hello
 #   stage 2: child-echo                                         (embeds child-leaf)
 #            net-child                                          (embeds net-std)
@@ -16,7 +16,7 @@
 #   stage 3: relay pid0                                         (embed child-echo)
 #            inetd net-probe                                    (embed inetd-echo / net-std, net-child)
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
-#            bench-pid0                                         (embeds bench-nop)
+#            bench-pid0                              (embeds bench-nop, bench-idle)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
 set -euo pipefail
 
@@ -30,7 +30,7 @@ build() {
 
 build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p net-std -p net-fetch -p inetd-echo -p hello -p upper -p tty-echo -p hostile \
-    -p bench-nop -p bench-hello -p bench-net -p kv-service -p kv-client -p dirs-child -p http-get -p http-hoard -p http-hello
+    -p bench-nop -p bench-hello -p bench-net -p bench-idle -p kv-service -p kv-client -p dirs-child -p http-get -p http-hoard -p http-hello
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape -p kv-pid0 -p dirs-pid0
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
 build -p scenarios

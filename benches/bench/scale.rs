@@ -42,12 +42,17 @@ struct Sample {
 }
 
 fn sample(env: &Env, cache: &str, n: usize) -> anyhow::Result<Sample> {
+    sample_of(env, cache, "idle-children", n)
+}
+
+/// One run of bench-pid0 `mode N HOLD_MS`, memory sampled when it reports.
+fn sample_of(env: &Env, cache: &str, mode: &str, n: usize) -> anyhow::Result<Sample> {
     let pid0 = env.guest("bench-pid0").to_string_lossy().into_owned();
     let mut a = args(["--cache-dir", cache]);
     if env.has_max_procs {
         a.extend(["--max-procs".to_string(), (n + 8).to_string()]);
     }
-    a.extend(args([&pid0, "idle-children"]));
+    a.extend(args([&pid0, mode]));
     a.extend([n.to_string(), HOLD_MS.to_string()]);
     let mut mem = None;
     let fields = env.run_cell(&a, Duration::from_secs(300), |line, pid| {
@@ -190,12 +195,44 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     if !env.has_max_procs {
         extrapolate(&mut s, &base, per_child);
     }
+    sdk_rows(env, &cache, &base, &mut s);
     s.note(
         "Children are started 64 at a time; the clock starts after one warm-up child has been \
          compiled, so this is start-up from the in-memory cache. `--max-procs` is set to N + 8 \
          for each run.",
     );
     Ok(s)
+}
+
+/// The cost of an idle SDK guest (bench-idle: its RPC session up), which is what a real
+/// guest costs, against issue 14's target of 128 KiB per child, host and guest together.
+fn sdk_rows(env: &Env, cache: &str, base: &Sample, s: &mut Section) {
+    const SDK_TARGET: u64 = 128 << 10;
+    let n = match (env.quick, env.has_max_procs) {
+        (true, _) | (false, false) => 100,
+        (false, true) => TARGET_N as usize,
+    };
+    let label = format!("{} idle SDK children (session up)", thousands(n as u64));
+    let got = match sample_of(env, cache, "idle-sdk-children", n) {
+        Ok(got) if got.started > 0 => got,
+        Ok(got) => return s.row(Row::new(label, format!("none started: {}", got.error))),
+        Err(e) => return s.row(Row::new(label, format!("FAILED: {e:#}"))),
+    };
+    let each = got.rss.saturating_sub(base.rss) / got.started;
+    s.row(
+        Row::new(format!("{label}: time to start"), dur(got.start_ns)).baseline(
+            "—",
+            format!("{} per child", dur(got.start_ns / got.started)),
+        ),
+    );
+    s.row(
+        Row::new(format!("{label}: host RSS"), bytes(got.rss))
+            .baseline(bytes(base.rss), format!("+{} per child", bytes(each)))
+            .target(
+                format!("≤ {} per child", bytes(SDK_TARGET)),
+                Some(each <= SDK_TARGET),
+            ),
+    );
 }
 
 /// Without `--max-procs` (pid0's subtree is capped at [`DEFAULT_MAX_PROCS`]), 10,000 children

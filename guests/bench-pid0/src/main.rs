@@ -17,6 +17,8 @@
 //! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
 //!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
 //!   the host's memory meanwhile), then exit; the cascade kills the children.
+//! - `idle-sdk-children N HOLD_MS`: the same with bench-idle, an SDK guest whose RPC session
+//!   is up (what an idle real guest costs).
 //! - `tcp HOST PORT MIB INFLIGHT CHUNK_KIB`: `Network.connect` to HOST:PORT (the harness's
 //!   loopback sink; needs `--net connect=HOST:PORT`), write MIB MiB as CHUNK_KIB KiB
 //!   `ByteStream.write` calls keeping INFLIGHT in flight, close, wait for the sink to close:
@@ -34,6 +36,12 @@ use wasip2::clocks::monotonic_clock;
 static NOP: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/wasm32-wasip2/release/bench-nop.wasm"
+));
+
+/// An SDK guest that connects its session and waits, embedded the same way.
+static IDLE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/wasm32-wasip2/release/bench-idle.wasm"
 ));
 
 fn main() {
@@ -57,7 +65,8 @@ fn main() {
             "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
             "spawn-component" => spawn_component(&executor(&caps).await?, n(1)?).await,
-            "idle-children" => idle_children(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "idle-children" => idle_children(&executor(&caps).await?, NOP, n(1)?, n(2)?).await,
+            "idle-sdk-children" => idle_children(&executor(&caps).await?, IDLE, n(1)?, n(2)?).await,
             "tcp" => {
                 let host = args.get(1).context("tcp: HOST missing")?;
                 let port = u16::try_from(n(2)?).context("tcp: bad PORT")?;
@@ -204,11 +213,18 @@ async fn spawn_concurrent(executor: &Executor, n: usize, concurrency: usize) -> 
     Ok(())
 }
 
-async fn idle_children(executor: &Executor, n: usize, hold_ms: usize) -> anyhow::Result<()> {
+/// Starts `n` children of `wasm` (bench-nop blocked on its stdin, or bench-idle with its
+/// session up), reports, and holds them for `hold_ms`.
+async fn idle_children(
+    executor: &Executor,
+    wasm: &'static [u8],
+    n: usize,
+    hold_ms: usize,
+) -> anyhow::Result<()> {
     const STARTS_IN_FLIGHT: usize = 64;
     let start_idle = || {
         executor
-            .spawn(NOP)
+            .spawn(wasm)
             .name("bench-idle")
             .arg("idle")
             .stderr(StderrMode::Discard)
