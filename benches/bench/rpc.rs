@@ -31,6 +31,45 @@ const INFLIGHT: usize = 100;
 /// Each measurement is repeated; the median round is reported.
 const ROUNDS: usize = 3;
 
+/// Spinning siblings in the fairness row.
+const SPINNERS: usize = 4;
+/// Issue 14's target: echo p50 beside the spinners at most this many times its idle figure.
+const FAIRNESS_RATIO: f64 = 2.0;
+
+/// Echo p50 of one process alone and beside [`SPINNERS`] CPU-bound siblings.
+fn fairness(env: &Env, cache: &str, pid0: &str, s: &mut Section) -> anyhow::Result<()> {
+    let n = env.n(50, 10);
+    let mut a = args(["--cache-dir", cache, pid0, "fairness"]);
+    a.extend([n.to_string(), SPINNERS.to_string()]);
+    let f = env.cell_result(&a, "fairness")?;
+    let idle = Summary {
+        p50: f.u64("idle_p50_ns")?,
+        p99: f.u64("idle_p99_ns")?,
+        mean: 0,
+    };
+    let busy = Summary {
+        p50: f.u64("busy_p50_ns")?,
+        p99: f.u64("busy_p99_ns")?,
+        mean: 0,
+    };
+    let r = busy.p50 as f64 / idle.p50.max(1) as f64;
+    s.row(
+        Row::new(
+            format!("fairness: echo 16 B beside {SPINNERS} spinning siblings: p50 / p99"),
+            p50_p99(busy),
+        )
+        .baseline(
+            format!("{} alone", p50_p99(idle)),
+            ratio(busy.p50 as f64, idle.p50 as f64),
+        )
+        .target(
+            format!("p50 ≤ {FAIRNESS_RATIO}x alone"),
+            Some(r <= FAIRNESS_RATIO),
+        ),
+    );
+    Ok(())
+}
+
 pub fn run(env: &Env) -> Section {
     measure(env).unwrap_or_else(|e| Section::failed(TITLE, format!("{e:#}")))
 }
@@ -63,6 +102,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                 ),
         );
     }
+    fairness(env, &cache, &pid0, &mut s)?;
     let n = env.n(100_000, 10_000);
     let mut a = args(["--cache-dir", &cache, &pid0, "pipeline"]);
     a.extend([n.to_string(), INFLIGHT.to_string()]);

@@ -17,6 +17,8 @@
 //! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
 //!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
 //!   the host's memory meanwhile), then exit; the cascade kills the children.
+//! - `fairness N SPINNERS`: echo p50/p99 of N calls, then again with SPINNERS bench-nop `spin`
+//!   siblings burning CPU (each an own process), then kills them.
 //! - `idle-sdk-children N HOLD_MS`: the same with bench-idle, an SDK guest whose RPC session
 //!   is up (what an idle real guest costs).
 //! - `tcp HOST PORT MIB INFLIGHT CHUNK_KIB`: `Network.connect` to HOST:PORT (the harness's
@@ -65,6 +67,7 @@ fn main() {
             "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
             "spawn-component" => spawn_component(&executor(&caps).await?, n(1)?).await,
+            "fairness" => fairness(&executor(&caps).await?, n(1)?, n(2)?).await,
             "idle-children" => idle_children(&executor(&caps).await?, NOP, n(1)?, n(2)?).await,
             "idle-sdk-children" => idle_children(&executor(&caps).await?, IDLE, n(1)?, n(2)?).await,
             "tcp" => {
@@ -113,6 +116,43 @@ async fn echo(executor: &Executor, n: usize, size: usize) -> anyhow::Result<()> 
     }
     let (p50, p99, mean) = summary(samples);
     log!("bench: kind=echo size={size} n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean}");
+    Ok(())
+}
+
+/// Echo latency alone and beside `spinners` CPU-bound siblings.
+async fn fairness(executor: &Executor, n: usize, spinners: usize) -> anyhow::Result<()> {
+    let message = "x".repeat(16);
+    let sample = |n: usize| {
+        let message = message.clone();
+        async move {
+            let mut samples = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t0 = now();
+                executor.echo(&message).await?;
+                samples.push(now() - t0);
+            }
+            anyhow::Ok(summary(samples))
+        }
+    };
+    sample(100).await?; // warm
+    let (idle_p50, idle_p99, _) = sample(n).await?;
+    let mut spinning = Vec::with_capacity(spinners);
+    for _ in 0..spinners {
+        let child = executor
+            .spawn(NOP)
+            .name("bench-spin")
+            .arg("spin")
+            .stderr(StderrMode::Discard)
+            .start()
+            .await?;
+        spinning.push(child);
+    }
+    cell_guest::sleep(Duration::from_millis(100)).await;
+    let (busy_p50, busy_p99, _) = sample(n).await?;
+    for child in &spinning {
+        child.kill().await?;
+    }
+    log!("bench: kind=fairness n={n} spinners={spinners} idle_p50_ns={idle_p50} idle_p99_ns={idle_p99} busy_p50_ns={busy_p50} busy_p99_ns={busy_p99}");
     Ok(())
 }
 
