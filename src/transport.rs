@@ -25,6 +25,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
+/// What a pipe allocates for its first write after it was empty, and the most an emptied pipe
+/// keeps: a drained pipe gives its buffer back rather than hold it while idle.
+const IDLE_BUFFER: usize = 4 * 1024;
 /// The shared state of one pipe.
 struct PipeState {
     buf: BytesMut,
@@ -70,6 +73,12 @@ impl Pipe {
         }
         let n = data.len().min(s.capacity - s.buf.len());
         if n > 0 {
+            if s.buf.capacity() == 0 {
+                // One allocation for this write and what usually follows it, not a doubling
+                // series from zero.
+                let want = n.max(IDLE_BUFFER).min(s.capacity);
+                s.buf.reserve(want);
+            }
             s.buf.extend_from_slice(&data[..n]);
             if let Some(w) = s.reader_waker.take() {
                 w.wake();
@@ -95,6 +104,11 @@ impl Pipe {
         }
         let n = max.min(s.buf.len());
         let data = s.buf.split_to(n).freeze();
+        if s.buf.is_empty() && s.buf.capacity() > IDLE_BUFFER {
+            // Drained: let the allocation go with the last `Bytes` read from it, so an idle
+            // pipe (most of a process's life) holds no buffer; the next write allocates again.
+            s.buf = BytesMut::new();
+        }
         s.wake_writers();
         ReadOutcome::Data(data)
     }
@@ -178,7 +192,7 @@ impl Drop for ReadSide {
 /// Creates a pipe holding at most `capacity` bytes; returns its writing and reading ends.
 pub fn pipe(capacity: usize) -> (PipeWriter, PipeReader) {
     let p = Pipe(Arc::new(Mutex::new(PipeState {
-        buf: BytesMut::with_capacity(capacity.min(16 * 1024)),
+        buf: BytesMut::new(),
         capacity: capacity.max(1),
         reader_closed: false,
         writer_closed: false,
@@ -524,6 +538,30 @@ impl tokio::io::AsyncWrite for GuestOutput {
 mod tests {
     use super::*;
     use futures::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_drained_pipe_holds_no_buffer() {
+        let (w, r) = pipe(64 * 1024);
+        assert_eq!(
+            w.pipe().lock().buf.capacity(),
+            0,
+            "nothing allocated before a write"
+        );
+        assert_eq!(w.try_write_now(&[7u8; 10_000]).ok(), Some(10_000));
+        assert!(w.pipe().lock().buf.capacity() >= 10_000);
+        let mut got = 0;
+        while got < 10_000 {
+            got += r.read(4096).await.len();
+        }
+        assert_eq!(
+            w.pipe().lock().buf.capacity(),
+            0,
+            "the drained buffer was given back"
+        );
+        // And it works again after.
+        assert_eq!(w.try_write_now(b"again").ok(), Some(5));
+        assert_eq!(&r.read(16).await[..], b"again");
+    }
 
     #[tokio::test]
     async fn bytes_flow_and_eof_follows_writer_drop() {
