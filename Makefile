@@ -62,9 +62,9 @@ bench-tools:
 	$(CARGO) install wasmtime-cli --version 48.0.8 --locked --root target/tools
 
 ## cell side by side with the wasmtime CLI of the same version on the same components
-## (`tests/http_compat.rs`: `wasmtime run -S http`, `wasmtime serve`); builds the CLI first.
+## (`benches/compat/main.rs`: `wasmtime run -S http`, `wasmtime serve`); builds the CLI first.
 compat: guests bench-tools
-	$(CARGO) test --test http_compat -- --ignored
+	$(CARGO) bench --bench compat
 
 ## Install the cell binary into $(PREFIX)/bin (release build).
 PREFIX ?= $(HOME)/.local

@@ -227,7 +227,7 @@ fn report(name: &str, pid: u32, ended: &Ended) {
 }
 
 /// An answer of cell's own: the page `wasmtime serve` answers with, signed `cell`, so a
-/// client sees the same status, type and length from either (`tests/http_compat.rs`). Why
+/// client sees the same status, type and length from either (`benches/compat/main.rs`). Why
 /// is in the daemon's log, never in the answer.
 fn page(status: u16) -> Answer {
     let status =
