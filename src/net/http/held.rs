@@ -159,37 +159,64 @@ fn fields_from_list(
     v.header_result(made).map(|r| (r,))
 }
 
+/// Runs `change` on the `fields` resource `this` and charges what its map holds after,
+/// whatever `change` answered.
+fn changed(
+    v: &mut HeldView<'_>,
+    this: Fields,
+    change: impl FnOnce(
+        &mut WasiHttpCtxView<'_>,
+        Fields,
+    ) -> Result<(), wasmtime_wasi_http::p2::HeaderError>,
+) -> HeaderResult<()> {
+    let done = change(&mut v.http, Resource::new_borrow(this.rep()));
+    v.charge_fields(&this)?;
+    v.header_result(done).map(|r| (r,))
+}
+
 fn fields_set(
     v: &mut HeldView<'_>,
     (this, name, values): (Fields, String, Vec<Vec<u8>>),
 ) -> HeaderResult<()> {
-    let rep = this.rep();
-    let done = wit::HostFields::set(&mut v.http, Resource::new_borrow(rep), name, values);
-    v.charge_fields(&this)?;
-    v.header_result(done).map(|r| (r,))
+    changed(v, this, |http, f| {
+        wit::HostFields::set(http, f, name, values)
+    })
 }
 
 fn fields_append(
     v: &mut HeldView<'_>,
     (this, name, value): (Fields, String, Vec<u8>),
 ) -> HeaderResult<()> {
-    let rep = this.rep();
-    let done = wit::HostFields::append(&mut v.http, Resource::new_borrow(rep), name, value);
-    v.charge_fields(&this)?;
-    v.header_result(done).map(|r| (r,))
+    changed(v, this, |http, f| {
+        wit::HostFields::append(http, f, name, value)
+    })
 }
 
 fn fields_delete(v: &mut HeldView<'_>, (this, name): (Fields, String)) -> HeaderResult<()> {
-    let rep = this.rep();
-    let done = wit::HostFields::delete(&mut v.http, Resource::new_borrow(rep), name);
-    v.charge_fields(&this)?;
-    v.header_result(done).map(|r| (r,))
+    changed(v, this, |http, f| wit::HostFields::delete(http, f, name))
+}
+
+/// Charges a `fields` resource just made (a clone, or a `headers()` view, counted as a copy).
+fn charged(v: &mut HeldView<'_>, made: wasmtime::Result<Fields>) -> wasmtime::Result<(Fields,)> {
+    let fields = made?;
+    v.charge_fields(&fields)?;
+    Ok((fields,))
+}
+
+/// Moves the charge of the `fields` resource `from`, consumed by `made`, to what it made.
+fn consumed<R: 'static>(
+    v: &mut HeldView<'_>,
+    from: u32,
+    made: wasmtime::Result<Resource<R>>,
+) -> wasmtime::Result<(Resource<R>,)> {
+    let made = made?;
+    v.moved(from, made.rep(), 0)?;
+    Ok((made,))
 }
 
 fn fields_clone(v: &mut HeldView<'_>, (this,): (Fields,)) -> wasmtime::Result<(Fields,)> {
-    let copy = wit::HostFields::clone(&mut v.http, this)?;
-    v.charge_fields(&copy)?;
-    Ok((copy,))
+    let made = wit::HostFields::clone(&mut v.http, this);
+    charged(v, made)
 }
 
 fn request_new(
@@ -197,18 +224,16 @@ fn request_new(
     (headers,): (Fields,),
 ) -> wasmtime::Result<(Resource<HostOutgoingRequest>,)> {
     let from = headers.rep();
-    let request = wit::HostOutgoingRequest::new(&mut v.http, headers)?;
-    v.moved(from, request.rep(), 0)?;
-    Ok((request,))
+    let made = wit::HostOutgoingRequest::new(&mut v.http, headers);
+    consumed(v, from, made)
 }
 
 fn request_headers(
     v: &mut HeldView<'_>,
     (this,): (Resource<HostOutgoingRequest>,),
 ) -> wasmtime::Result<(Fields,)> {
-    let fields = wit::HostOutgoingRequest::headers(&mut v.http, this)?;
-    v.charge_fields(&fields)?;
-    Ok((fields,))
+    let made = wit::HostOutgoingRequest::headers(&mut v.http, this);
+    charged(v, made)
 }
 
 fn response_new(
@@ -216,36 +241,32 @@ fn response_new(
     (headers,): (Fields,),
 ) -> wasmtime::Result<(Resource<HostOutgoingResponse>,)> {
     let from = headers.rep();
-    let response = wit::HostOutgoingResponse::new(&mut v.http, headers)?;
-    v.moved(from, response.rep(), 0)?;
-    Ok((response,))
+    let made = wit::HostOutgoingResponse::new(&mut v.http, headers);
+    consumed(v, from, made)
 }
 
 fn response_headers(
     v: &mut HeldView<'_>,
     (this,): (Resource<HostOutgoingResponse>,),
 ) -> wasmtime::Result<(Fields,)> {
-    let fields = wit::HostOutgoingResponse::headers(&mut v.http, this)?;
-    v.charge_fields(&fields)?;
-    Ok((fields,))
+    let made = wit::HostOutgoingResponse::headers(&mut v.http, this);
+    charged(v, made)
 }
 
 fn incoming_request_headers(
     v: &mut HeldView<'_>,
     (this,): (Resource<HostIncomingRequest>,),
 ) -> wasmtime::Result<(Fields,)> {
-    let fields = wit::HostIncomingRequest::headers(&mut v.http, this)?;
-    v.charge_fields(&fields)?;
-    Ok((fields,))
+    let made = wit::HostIncomingRequest::headers(&mut v.http, this);
+    charged(v, made)
 }
 
 fn incoming_response_headers(
     v: &mut HeldView<'_>,
     (this,): (Resource<HostIncomingResponse>,),
 ) -> wasmtime::Result<(Fields,)> {
-    let fields = wit::HostIncomingResponse::headers(&mut v.http, this)?;
-    v.charge_fields(&fields)?;
-    Ok((fields,))
+    let made = wit::HostIncomingResponse::headers(&mut v.http, this);
+    charged(v, made)
 }
 
 type Ready<T> = Option<Result<Result<T, ErrorCode>, ()>>;
