@@ -28,6 +28,7 @@ pub(crate) mod process;
 pub(crate) mod report;
 pub(crate) mod rpc;
 pub(crate) mod run;
+pub(crate) mod sched;
 pub(crate) mod serve;
 pub(crate) mod spec;
 pub(crate) mod state;

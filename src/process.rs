@@ -22,6 +22,7 @@ use crate::net::count::{SocketTally, WasiSockets};
 use crate::net::http::{HttpGrant, HttpOutgoing};
 use crate::net::lookup::{NameLookup, Pins};
 use crate::net::policy::NetPolicy;
+use crate::sched::Turn;
 use crate::state::ProcState;
 use crate::status::ExitStatus;
 
@@ -136,33 +137,40 @@ pub(crate) fn build_store(
         lookup,
         limiter: MemoryLimiter::new(spec.limits.max_memory),
         fuel: None,
+        turn: Turn::new(),
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
-    // Yield to the other processes on every epoch tick; the supervisor checks kills and
-    // deadlines whenever the guest yields.
+    // At every epoch tick the guest yields to the other processes, behind whatever
+    // foreground work waits (see `crate::sched`); the supervisor checks kills and deadlines
+    // whenever the guest yields.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    let turn = store.data().turn.clone();
     // Fails only when the engine does not meter fuel (no `--fuel`): the limit then does not
     // apply, as documented for `SpawnRequest.limits.fuel`.
-    if let Some(fuel) = spec.limits.fuel.filter(|&f| store.set_fuel(f).is_ok()) {
-        let gauge = FuelGauge::new(fuel);
-        store.data_mut().fuel = Some(gauge.clone());
-        // Running wasm keeps the fuel of its current slice in a register, which a change made
-        // from the epoch callback does not reach; the rest waits in the store's reserve, which
-        // it does. Slicing the fuel makes `settle` below exact to within one slice.
-        store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
-        // Same yield as above, and settle the fuel lent to and repaid by children.
-        store.epoch_deadline_callback(move |mut ctx| {
-            if let Ok(left) = ctx.get_fuel() {
-                let now = gauge.settle(left);
-                if now != left {
-                    ctx.set_fuel(now)?;
-                }
+    let gauge = match spec.limits.fuel.filter(|&f| store.set_fuel(f).is_ok()) {
+        Some(fuel) => {
+            let gauge = FuelGauge::new(fuel);
+            store.data_mut().fuel = Some(gauge.clone());
+            // Running wasm keeps the fuel of its current slice in a register, which a change
+            // made from the epoch callback does not reach; the rest waits in the store's
+            // reserve, which it does. Slicing the fuel makes `settle` below exact to within
+            // one slice.
+            store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
+            Some(gauge)
+        }
+        None => None,
+    };
+    store.epoch_deadline_callback(move |mut ctx| {
+        // Settle the fuel lent to and repaid by children.
+        if let (Some(gauge), Ok(left)) = (&gauge, ctx.get_fuel()) {
+            let now = gauge.settle(left);
+            if now != left {
+                ctx.set_fuel(now)?;
             }
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        });
-    }
+        }
+        Ok(turn.slice_end())
+    });
     Ok(store)
 }
 

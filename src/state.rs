@@ -26,6 +26,8 @@ pub struct ProcState {
     pub(crate) limiter: MemoryLimiter,
     /// Where the remaining fuel is published, when fuel is metered.
     pub(crate) fuel: Option<FuelGauge>,
+    /// Its place on its thread's foreground/background gate (see [`crate::sched`]).
+    pub(crate) turn: crate::sched::Turn,
 }
 
 impl ProcState {

@@ -450,6 +450,7 @@ impl Supervisor {
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
         let (started_tx, started_rx) = oneshot::channel();
         let span = tracing::info_span!("proc", pid = handle.pid, name = %handle.info.name);
+        let turn = store.data().turn.clone();
         let task = ProcessTask {
             sup: self.clone(),
             handle: handle.clone(),
@@ -459,7 +460,10 @@ impl Supervisor {
             timeout,
             started: started_tx,
         };
-        tokio::task::spawn_local(task.run().instrument(span));
+        tokio::task::spawn_local(crate::sched::Scheduled::new(
+            task.run().instrument(span),
+            turn,
+        ));
         match started_rx.await {
             Ok(Ok(())) => Ok(handle),
             Ok(Err(failure)) => Err(failure),

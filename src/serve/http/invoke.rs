@@ -111,12 +111,16 @@ impl Front {
             }
         };
         let (pre, deadline, name) = (self.pre.clone(), self.deadline, self.name.clone());
-        let mut task = Handler(Some(tokio::task::spawn_local(async move {
+        let turn = store.data().turn.clone();
+        let handler = async move {
             let _slot = slot;
             let ended = handle(&pre, &mut store, req, out, deadline).await;
             report(&name, pid, &ended);
             ended
-        })));
+        };
+        let mut task = Handler(Some(tokio::task::spawn_local(
+            crate::sched::Scheduled::new(handler, turn),
+        )));
         match rx.await {
             // From here the handler writes the body the client is reading: it runs on.
             Ok(Ok(response)) => {
