@@ -32,9 +32,12 @@ run: build
 	$(CELL) run $(GUEST_OUT)/pid0.wasm
 
 ## Formatting, lints (host and guests), unit and integration tests (host, cell-proto, and the
-## check that cell-proto's checked-in bindings match capnp/cell.capnp).
+## check that cell-proto's checked-in bindings match capnp/cell.capnp). Every daemon of the
+## tests runs with two shards, then the daemon tests run again with one (`CELL_SHARDS`).
+DAEMON_TESTS = --test daemon --test daemon_load --test http_serve --test python_client
 test: build lint
-	$(CARGO) test --workspace --all-targets
+	CELL_SHARDS=2 $(CARGO) test --workspace --all-targets
+	CELL_SHARDS=1 $(CARGO) test $(DAEMON_TESTS)
 
 ## Regenerate cell-proto's checked-in bindings from capnp/cell.capnp (needs `capnp`: `make deps`).
 proto: deps

@@ -430,6 +430,7 @@ struct ProcessEntry {
   fuelLeft @10 :UInt64;
   service @11 :Text;         # the `--service` it runs, if any
   restarts @12 :UInt32;      # how often that service has been restarted
+  shard @13 :UInt32;         # the daemon shard (thread) its job runs on (`cell serve --shards`)
 }
 
 interface EventSink {

@@ -62,6 +62,61 @@ impl Drop for Taken {
     }
 }
 
+/// A [`Budget`] shared by threads (the daemon's `max-jobs`, counted over every shard):
+/// the same take-or-refuse and give-back-on-drop, on an atomic counter.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedBudget {
+    used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
+/// An amount taken from a [`SharedBudget`]; given back when dropped, on whichever thread.
+#[derive(Debug)]
+#[must_use = "the amount is given back as soon as the guard is dropped"]
+pub(crate) struct SharedTaken {
+    used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    amount: usize,
+}
+
+impl SharedBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        SharedBudget {
+            used: Default::default(),
+            limit,
+        }
+    }
+
+    /// Takes `amount` until the guard is dropped, or `None` if it does not fit (never more
+    /// than the limit, however many threads take at once).
+    pub(crate) fn take(&self, amount: usize) -> Option<SharedTaken> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(amount).filter(|n| *n <= self.limit)
+            })
+            .ok()?;
+        Some(SharedTaken {
+            used: self.used.clone(),
+            amount,
+        })
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl Drop for SharedTaken {
+    fn drop(&mut self) {
+        self.used
+            .fetch_sub(self.amount, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A per-process budget of bytes held in the host while they wait to be written to a socket.
 /// Each call reserves its payload's size for as long as it waits.
 #[derive(Clone, Debug)]
@@ -102,6 +157,21 @@ mod tests {
         drop(a);
         assert_eq!(b.used(), 0);
         assert!(b.take(10).is_some());
+    }
+
+    #[test]
+    fn shared_budget_never_overshoots_across_threads() {
+        let b = SharedBudget::new(8);
+        let held: Vec<_> = std::thread::scope(|s| {
+            let takers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..10).filter_map(|_| b.take(1)).collect::<Vec<_>>()))
+                .collect();
+            takers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(held.len(), 8);
+        assert_eq!(b.used(), 8);
+        drop(held);
+        assert_eq!(b.used(), 0);
     }
 
     #[test]

@@ -6,12 +6,10 @@
 //! own on-disk cache). Compilation runs on a blocking thread so one guest's spawn never stalls
 //! its siblings on the supervisor thread.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -63,6 +61,13 @@ impl ContentHash {
     pub fn of(bytes: &[u8]) -> Self {
         ContentHash(Sha256::digest(bytes).into())
     }
+
+    /// The hash its hex text names (what `Display` writes), if it is one.
+    pub(crate) fn parse(hex_text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_text, &mut out).ok()?;
+        Some(ContentHash(out))
+    }
 }
 
 impl std::fmt::Display for ContentHash {
@@ -85,6 +90,13 @@ pub struct LoadedComponent {
     /// The bytes it was compiled from, kept for [`ComponentCache::get_identical`]. They add
     /// at most their own size to an entry whose compiled code is already larger.
     bytes: Arc<[u8]>,
+}
+
+impl LoadedComponent {
+    /// The bytes it was compiled from.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -112,13 +124,19 @@ pub enum LoadError {
     NotProxy(String),
 }
 
-/// The engine, linker and caches, shared by every process of a run.
+/// The engine, linker and caches, shared by every process of a run — and by every shard
+/// (`Send + Sync`: wasmtime's engine, linker and pre-instantiated components are, the cache is
+/// behind a mutex held only for a lookup or an insert, never across a compile).
 pub struct CellEngine {
     engine: Engine,
     linker: Linker<ProcState>,
-    cache: RefCell<ComponentCache>,
+    cache: Mutex<ComponentCache>,
+    /// Every component compiled by this engine that someone still holds (a `Component`
+    /// capability, a running process), cached or not: how a shard finds, by hash, the very
+    /// component another shard's capability names (see [`CellEngine::find_live`]).
+    live: Mutex<LiveComponents>,
     /// Loads the in-memory cache answered.
-    memory_hits: std::cell::Cell<u64>,
+    memory_hits: AtomicU64,
     /// wasmtime's on-disk cache, when enabled (kept to read its hit/miss counters).
     disk_cache: Option<wasmtime::Cache>,
     /// Compiles running at once, at most one per core: a guest spawning many distinct
@@ -180,8 +198,9 @@ impl CellEngine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            cache: RefCell::new(ComponentCache::default()),
-            memory_hits: std::cell::Cell::new(0),
+            cache: Mutex::default(),
+            live: Mutex::default(),
+            memory_hits: AtomicU64::new(0),
             disk_cache,
             compile_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -195,12 +214,20 @@ impl CellEngine {
 
     /// Loads answered from the in-memory cache (nothing compiled or read from disk).
     pub fn memory_hits(&self) -> u64 {
-        self.memory_hits.get()
+        self.memory_hits.load(Ordering::Relaxed)
+    }
+
+    /// The cache, for one lookup or insert. A panic while it was held (there is no code that
+    /// could panic there) would only have left a consistent map behind, so poison is ignored.
+    fn cache(&self) -> MutexGuard<'_, ComponentCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Components compiled (or loaded from the disk cache) so far in this run.
     pub fn compiled_count(&self) -> u64 {
-        self.cache.borrow().compiled
+        self.cache().compiled
     }
 
     /// What wasmtime's on-disk compile cache did so far: hits are compilations avoided.
@@ -229,19 +256,21 @@ impl CellEngine {
     ///
     /// # Errors
     /// [`LoadError`] naming why the bytes cannot run.
-    pub async fn load(&self, bytes: Arc<[u8]>) -> Result<Rc<LoadedComponent>, LoadError> {
+    pub async fn load(&self, bytes: Arc<[u8]>) -> Result<Arc<LoadedComponent>, LoadError> {
         check_header(&bytes)?;
         // Fast path: the very bytes of a cached component (a parent spawning the same child
         // again) are recognised by comparing them, which costs a fraction of hashing them
         // (SHA-256 was ~20% of a cached spawn of a 64 KiB child).
-        if let Some(hit) = self.cache.borrow_mut().get_identical(&bytes) {
-            self.memory_hits.set(self.memory_hits.get() + 1);
+        let identical = self.cache().get_identical(&bytes);
+        if let Some(hit) = identical {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "cell::engine", hash = %hit.hash, "component cache hit (same bytes)");
             return Ok(hit);
         }
         let hash = ContentHash::of(&bytes);
-        if let Some(hit) = self.cache.borrow_mut().get(&hash) {
-            self.memory_hits.set(self.memory_hits.get() + 1);
+        let cached = self.cache().get(&hash);
+        if let Some(hit) = cached {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "cell::engine", %hash, "component cache hit");
             return Ok(hit);
         }
@@ -249,7 +278,7 @@ impl CellEngine {
         let instance_pre = self.compile(bytes.clone()).await?;
         let pre =
             CommandPre::new(instance_pre).map_err(|e| LoadError::NotCommand(format!("{e:#}")))?;
-        let loaded = Rc::new(LoadedComponent {
+        let loaded = Arc::new(LoadedComponent {
             hash,
             size: bytes.len(),
             pre,
@@ -258,8 +287,24 @@ impl CellEngine {
         tracing::info!(target: "cell::engine", %hash, size = bytes.len(), ms = started.elapsed().as_millis() as u64, "compiled component");
         // Two concurrent loads of the same bytes may both compile; the second insert wins and
         // both results are equivalent. Counting both keeps the counter honest.
-        self.cache.borrow_mut().insert(hash, loaded.clone());
+        self.cache().insert(hash, loaded.clone());
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(&loaded);
         Ok(loaded)
+    }
+
+    /// The component with this hash that is compiled and still held somewhere in the run
+    /// (any shard), without compiling anything; `None` when nothing holds it.
+    pub(crate) fn find_live(&self, hash: &ContentHash) -> Option<Arc<LoadedComponent>> {
+        if let Some(hit) = self.cache().get(hash) {
+            return Some(hit);
+        }
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(hash)
     }
 
     /// Compiles `bytes` as a `wasi:http/proxy` component (for `cell serve --http`), ready to
@@ -350,7 +395,7 @@ pub(crate) fn is_provided(import: &str) -> bool {
 /// bytes (less than hashing them) whatever is in the cache.
 #[derive(Default)]
 struct ComponentCache {
-    entries: HashMap<ContentHash, (u64, Rc<LoadedComponent>)>,
+    entries: HashMap<ContentHash, (u64, Arc<LoadedComponent>)>,
     by_len: HashMap<usize, ContentHash>,
     clock: u64,
     compiled: u64,
@@ -360,7 +405,7 @@ impl ComponentCache {
     /// The cached component compiled from exactly `bytes`, if it is the candidate for their
     /// length. Equality is checked byte for byte: no hash is trusted, so no collision (crafted
     /// or not) can ever return another component.
-    fn get_identical(&mut self, bytes: &[u8]) -> Option<Rc<LoadedComponent>> {
+    fn get_identical(&mut self, bytes: &[u8]) -> Option<Arc<LoadedComponent>> {
         let hash = *self.by_len.get(&bytes.len())?;
         let same = self
             .entries
@@ -373,7 +418,7 @@ impl ComponentCache {
         }
     }
 
-    fn get(&mut self, hash: &ContentHash) -> Option<Rc<LoadedComponent>> {
+    fn get(&mut self, hash: &ContentHash) -> Option<Arc<LoadedComponent>> {
         self.clock += 1;
         let clock = self.clock;
         let hit = self.entries.get_mut(hash).map(|(used, c)| {
@@ -386,7 +431,7 @@ impl ComponentCache {
         hit
     }
 
-    fn insert(&mut self, hash: ContentHash, c: Rc<LoadedComponent>) {
+    fn insert(&mut self, hash: ContentHash, c: Arc<LoadedComponent>) {
         self.compiled += 1;
         if self.entries.len() >= COMPONENT_CACHE_ENTRIES {
             if let Some(oldest) = self
@@ -402,6 +447,29 @@ impl ComponentCache {
         self.clock += 1;
         self.by_len.insert(c.size, hash);
         self.entries.insert(hash, (self.clock, c));
+    }
+}
+
+/// Weak references to every compiled component, by hash. Bounded by what is held: an entry
+/// whose component is gone is dropped by the next prune, which runs whenever the map has
+/// doubled since the last one (amortised O(1) per insert).
+#[derive(Default)]
+struct LiveComponents {
+    by_hash: HashMap<ContentHash, std::sync::Weak<LoadedComponent>>,
+    prune_at: usize,
+}
+
+impl LiveComponents {
+    fn insert(&mut self, c: &Arc<LoadedComponent>) {
+        if self.by_hash.len() >= self.prune_at {
+            self.by_hash.retain(|_, w| w.strong_count() > 0);
+            self.prune_at = (self.by_hash.len() * 2).max(COMPONENT_CACHE_ENTRIES);
+        }
+        self.by_hash.insert(c.hash, Arc::downgrade(c));
+    }
+
+    fn get(&self, hash: &ContentHash) -> Option<Arc<LoadedComponent>> {
+        self.by_hash.get(hash)?.upgrade()
     }
 }
 
@@ -472,19 +540,27 @@ mod tests {
         let engine = CellEngine::new(&EngineConfig::default()).unwrap();
         let first = engine.load(Arc::from(&bytes[..])).await.unwrap();
         let again = engine.load(Arc::from(&bytes[..])).await.unwrap();
-        assert!(Rc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(engine.compiled_count(), 1);
 
         let mut other = bytes.clone();
         let last = other.len() - 1;
         other[last] ^= 0xff; // inside the trailing custom section: still a valid component
         let other = engine.load(Arc::from(&other[..])).await.unwrap();
-        assert!(!Rc::ptr_eq(&first, &other));
+        assert!(!Arc::ptr_eq(&first, &other));
         assert_ne!(first.hash, other.hash);
         assert_eq!(engine.compiled_count(), 2);
         // And the original is still found by its bytes, now that `other` took its length.
         let third = engine.load(Arc::from(&bytes[..])).await.unwrap();
-        assert!(Rc::ptr_eq(&first, &third));
+        assert!(Arc::ptr_eq(&first, &third));
+        assert_eq!(engine.compiled_count(), 2);
+        // Another shard finds it by the hash a capability names, compiling nothing.
+        let named = ContentHash::parse(&first.hash.to_string()).unwrap();
+        assert!(Arc::ptr_eq(&engine.find_live(&named).unwrap(), &first));
+        assert!(engine
+            .find_live(&ContentHash::of(b"never loaded"))
+            .is_none());
+        assert!(ContentHash::parse("not hex").is_none());
         assert_eq!(engine.compiled_count(), 2);
     }
 

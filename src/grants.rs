@@ -11,6 +11,7 @@
 pub(crate) use crate::hostdir::GrantedDir;
 pub(crate) use crate::hostfiles::DirGrant;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::engine::LoadedComponent;
 use crate::net::policy::NetPolicy;
@@ -33,7 +34,7 @@ pub struct Grants {
     pub dirs: Vec<GrantedDir>,
     /// Loaded components it may spawn (`Session.components`), even without an Executor: each
     /// is re-issued on its own connection. Default: none.
-    pub components: Vec<Rc<LoadedComponent>>,
+    pub components: Vec<Arc<LoadedComponent>>,
     /// Services of other guests it may call (`Session.services`), each re-issued on its own
     /// connection. Default: none.
     pub services: Vec<GuestService>,

@@ -30,6 +30,7 @@ pub(crate) mod rpc;
 pub(crate) mod run;
 pub(crate) mod sched;
 pub(crate) mod serve;
+pub(crate) mod shard;
 pub(crate) mod spec;
 pub(crate) mod state;
 pub(crate) mod status;

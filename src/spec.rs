@@ -6,7 +6,6 @@
 use cell_proto::Reason;
 use thiserror::Error;
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::engine::{LoadError, LoadedComponent};
@@ -59,7 +58,7 @@ pub struct ProcessSpec {
 /// (`Executor.load`, then `Component.spawn`).
 pub enum Code {
     Bytes(Arc<[u8]>),
-    Loaded(Rc<LoadedComponent>),
+    Loaded(Arc<LoadedComponent>),
 }
 
 /// Why a spawn failed. Returned to the caller of `spawn`; never affects anyone else.

@@ -22,21 +22,69 @@ pub(crate) struct Entry {
     exited: bool,
 }
 
-#[derive(Default)]
 pub(crate) struct ProcessTable {
     entries: HashMap<Pid, Entry>,
     next_pid: Pid,
+    /// Which pids are this table's: those `≡ first (mod stride)`. One table per shard, so
+    /// pids are unique across shards by construction (no shared counter to contend on) and
+    /// `pid % stride` names the shard that owns a process.
+    pids: PidPlan,
+}
+
+/// The residue class of pids one table hands out (see [`ProcessTable::next_pid`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PidPlan {
+    pub first: Pid,
+    pub stride: Pid,
+}
+
+impl PidPlan {
+    /// Every pid: one table, no shards.
+    pub(crate) const ALL: PidPlan = PidPlan {
+        first: 0,
+        stride: 1,
+    };
+
+    /// The shard that owns `pid` in a run of `stride` shards.
+    pub(crate) fn shard_of(pid: Pid, shards: usize) -> usize {
+        (pid as usize) % shards.max(1)
+    }
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        ProcessTable::with_pids(PidPlan::ALL)
+    }
 }
 
 impl ProcessTable {
-    /// The pid the next process (or `cell serve --http` request) will get: one more than the
-    /// last, so a pid is not given again until the 32-bit space has wrapped (a daemon serving
-    /// 10,000 requests a second wraps in about five days), and never while its holder is still
-    /// in the table.
+    /// A table giving out the pids of `plan` (shard `first` of `stride`).
+    pub(crate) fn with_pids(plan: PidPlan) -> Self {
+        let stride = plan.stride.max(1);
+        let plan = PidPlan {
+            first: plan.first % stride,
+            stride,
+        };
+        ProcessTable {
+            entries: HashMap::new(),
+            next_pid: plan.first,
+            pids: plan,
+        }
+    }
+
+    /// The pid the next process (or `cell serve --http` request) will get: the next of this
+    /// table's residue class, so a pid is not given again until the 32-bit space has wrapped
+    /// (a daemon serving 10,000 requests a second wraps in about five days), and never while
+    /// its holder is still in the table.
     pub(crate) fn next_pid(&mut self) -> Pid {
+        let PidPlan { first, stride } = self.pids;
         loop {
             let pid = self.next_pid;
-            self.next_pid = self.next_pid.wrapping_add(1);
+            // Wrapping must land in the same residue class, whatever the stride.
+            self.next_pid = match pid.checked_add(stride) {
+                Some(next) => next,
+                None => first,
+            };
             if !self.entries.contains_key(&pid) {
                 return pid;
             }
@@ -183,6 +231,26 @@ mod tests {
         t.next_pid = Pid::MAX;
         assert_eq!(t.next_pid(), Pid::MAX);
         assert_eq!(t.next_pid(), 1, "pid 0 is still in the table");
+    }
+
+    #[test]
+    fn sharded_tables_give_disjoint_pids_and_wrap_within_their_class() {
+        let plan = |first| PidPlan { first, stride: 3 };
+        let mut tables: Vec<ProcessTable> =
+            (0..3).map(|s| ProcessTable::with_pids(plan(s))).collect();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            for (shard, t) in tables.iter_mut().enumerate() {
+                let pid = t.next_pid();
+                assert_eq!(PidPlan::shard_of(pid, 3), shard);
+                assert!(seen.insert(pid), "pid {pid} given twice");
+            }
+        }
+        let t = &mut tables[2];
+        t.next_pid = Pid::MAX - 1; // the last pid of class 2 (Pid::MAX is divisible by 3)
+        assert_eq!(t.next_pid(), Pid::MAX - 1);
+        let wrapped = t.next_pid();
+        assert_eq!(wrapped, 2, "wraps to the first pid of its class");
     }
 
     fn add(t: &mut ProcessTable, parent: Option<Pid>, max_procs: u32) -> Pid {

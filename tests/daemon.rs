@@ -557,6 +557,11 @@ fn metrics_are_scraped_over_http() {
     let body = reply.split("\r\n\r\n").nth(1).unwrap();
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     assert!(sample(body, "cell_spawns_total").unwrap() >= 3.0, "{body}");
+    // One gauge per shard (every daemon of the tests has at least one).
+    assert!(
+        sample(body, "cell_shard_processes{shard=\"0\"}").is_some(),
+        "{body}"
+    );
     assert!(
         sample(body, "cell_exits_total{status=\"exited-0\"}").unwrap() >= 2.0,
         "{body}"

@@ -73,7 +73,7 @@ impl Host for TestHost {
         &self,
         _owner: Pid,
         _wasm: Arc<[u8]>,
-    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
+    ) -> LocalBoxFuture<'static, Result<Arc<LoadedComponent>, SpawnError>> {
         // No engine here: loading is the supervisor's (tests/nesting.rs covers it).
         Box::pin(async {
             Err(SpawnError::Instantiate(

@@ -1,7 +1,7 @@
 //! Benchmark 6: the daemon. A job's start→exit latency through a warm `cell serve` (the
 //! client already connected: `Daemon.run` + `Job.wait` of `bench-nop`), the same through a
 //! whole `cell exec` process, against a whole `cell run` of the same file; and jobs/s with
-//! several clients at once.
+//! several clients at once — each with `--shards 1` and with one shard per core, side by side.
 
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -37,8 +37,8 @@ impl Drop for Serving {
     }
 }
 
-fn serve(env: &Env, cache: &str) -> anyhow::Result<Serving> {
-    let dir = env.scratch.path().join("daemon-socket");
+fn serve(env: &Env, cache: &str, shards: usize) -> anyhow::Result<Serving> {
+    let dir = env.scratch.path().join(format!("daemon-socket-{shards}"));
     std::fs::create_dir_all(&dir).context("the socket's directory")?;
     let sock = dir.join("cell.sock");
     let child = Command::new(&env.cell)
@@ -46,6 +46,7 @@ fn serve(env: &Env, cache: &str) -> anyhow::Result<Serving> {
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .args(["--cache-dir", cache, "--max-jobs", "1024"])
+        .args(["--shards", &shards.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -97,44 +98,112 @@ fn local<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
+/// Jobs one after another from one connected client (after one untimed warm-up job).
+fn sequential(sock: &std::path::Path, nop: &Rc<[u8]>, n: usize) -> anyhow::Result<Summary> {
+    local(async {
+        let daemon = connect(sock).await?;
+        job(&daemon, nop).await?; // warm: compiled once, then from memory
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            job(&daemon, nop).await?;
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        anyhow::Ok(Summary::of(samples))
+    })
+}
+
+/// Jobs/s of `clients` connected clients, each running `per` jobs back to back.
+fn throughput(
+    sock: &std::path::Path,
+    nop: &Rc<[u8]>,
+    clients: usize,
+    per: usize,
+) -> anyhow::Result<f64> {
+    local(async {
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (sock, nop) = (sock.to_path_buf(), nop.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                let daemon = connect(&sock).await?;
+                for _ in 0..per {
+                    job(&daemon, &nop).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok((clients * per) as f64 / t.elapsed().as_secs_f64())
+    })
+}
+
+/// What one daemon (one shard count) measured.
+struct Measured {
+    latency: Summary,
+    per_s: f64,
+}
+
+fn measure_daemon(
+    env: &Env,
+    cache: &str,
+    shards: usize,
+    nop: &Rc<[u8]>,
+) -> anyhow::Result<Measured> {
+    let serving = serve(env, cache, shards)?;
+    let latency = sequential(&serving.sock, nop, env.n(500, 50))?;
+    let per_s = throughput(&serving.sock, nop, CLIENTS, env.n(200, 20))?;
+    Ok(Measured { latency, per_s })
+}
+
+/// Clients at once in the throughput rows.
+const CLIENTS: usize = 16;
+
 fn measure(env: &Env) -> anyhow::Result<Section> {
-    let mut s = Section::new(TITLE, "whole `cell run` of the same file");
+    let mut s = Section::new(TITLE, "whole `cell run` of the same file; `--shards 1`");
     let cache = env.fresh_cache("daemon");
     let nop_path = env.guest("bench-nop");
     let nop: Rc<[u8]> = Rc::from(std::fs::read(&nop_path).context("reading bench-nop")?);
-    let serving = serve(env, &cache)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runs = env.n(30, 5);
     let run_whole = time_process(runs, || {
         let mut c = Command::new(&env.cell);
         c.arg("run").args(["--cache-dir", &cache]).arg(&nop_path);
         c
     })?;
-    // In-daemon latency: one connected client, jobs one after another.
-    let n = env.n(500, 50);
-    let latency = local(async {
-        let daemon = connect(&serving.sock).await?;
-        job(&daemon, &nop).await?; // warm: compiled once, then from memory
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            job(&daemon, &nop).await?;
-            samples.push(t.elapsed().as_nanos() as u64);
-        }
-        anyhow::Ok(Summary::of(samples))
-    })?;
+    let one = measure_daemon(env, &cache, 1, &nop)?;
+    let many = measure_daemon(env, &cache, cores, &nop)?;
     s.row(
         Row::new(
-            "job start→exit, warm daemon, connected client (`Daemon.run` + `Job.wait`, bench-nop): p50 / p99",
-            p50_p99(latency),
+            "job start→exit, warm daemon `--shards 1`, connected client (`Daemon.run` + `Job.wait`, bench-nop): p50 / p99",
+            p50_p99(one.latency),
         )
-        .baseline(p50_p99(run_whole), ratio(latency.p50 as f64, run_whole.p50 as f64)),
+        .baseline(p50_p99(run_whole), ratio(one.latency.p50 as f64, run_whole.p50 as f64)),
     );
+    s.row(
+        Row::new(
+            format!("the same, `--shards {cores}`: p50 / p99"),
+            p50_p99(many.latency),
+        )
+        .baseline(
+            p50_p99(one.latency),
+            ratio(many.latency.p50 as f64, one.latency.p50 as f64),
+        )
+        .target(
+            "≤ 1.05× `--shards 1`",
+            Some(many.latency.p50 as f64 <= 1.05 * one.latency.p50 as f64),
+        ),
+    );
+    let serving = serve(env, &cache, cores)?;
     let addr = format!("unix:{}", serving.sock.display());
     let exec_whole = time_process(runs, || {
         let mut c = Command::new(&env.cell);
         c.args(["exec", "--connect", &addr]).arg(&nop_path);
         c
     })?;
+    drop(serving);
     s.row(
         Row::new(
             "`cell exec bench-nop.wasm` (whole client process): p50 / p99",
@@ -149,38 +218,30 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
             Some(exec_whole.p50 < run_whole.p50),
         ),
     );
-    // Throughput: several clients, each running jobs back to back.
-    let (clients, per) = (16usize, env.n(200, 20));
-    let per_s = local(async {
-        let t = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let (sock, nop) = (serving.sock.clone(), nop.clone());
-            tasks.push(tokio::task::spawn_local(async move {
-                let daemon = connect(&sock).await?;
-                for _ in 0..per {
-                    job(&daemon, &nop).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
-        anyhow::Ok((clients * per) as f64 / t.elapsed().as_secs_f64())
-    })?;
+    let per = env.n(200, 20);
     s.row(Row::new(
-        format!("jobs/s, {clients} clients × {per} jobs (bench-nop, start→exit)"),
-        rate(per_s),
+        format!("jobs/s, {CLIENTS} clients × {per} jobs (bench-nop, start→exit), `--shards 1`"),
+        rate(one.per_s),
     ));
+    let want = 0.85 * cores as f64;
+    s.row(
+        Row::new(format!("the same, `--shards {cores}`"), rate(many.per_s))
+            .baseline(rate(one.per_s), ratio(many.per_s, one.per_s))
+            .target(
+                format!("≥ {want:.2}× `--shards 1`"),
+                Some(many.per_s >= want * one.per_s),
+            ),
+    );
     s.note(format!(
         "The daemon is the release `cell serve` on a unix socket, its compile cache warm (one \
-         untimed job first). Latency: {n} jobs one after another from one connected client, \
+         untimed job first). Latency: jobs one after another from one connected client, \
          each `Daemon.run` (the 64 KiB bench-nop sent each time and found in the in-memory \
          cache by its bytes) + `Job.wait`. `cell exec` adds the client process's own start-up \
          and connection. The baseline is a whole `cell run` of the same file ({runs} runs, \
          warm disk cache): engine set-up and loading the compiled code from disk are what the \
-         warm daemon saves. All on one supervisor thread (issue 14 spreads jobs over cores)."
+         warm daemon saves. Each figure is measured with `--shards 1` (one thread) and with \
+         `--shards {cores}` (one per core, the default); throughput is {CLIENTS} clients each \
+         running jobs back to back."
     ));
     Ok(s)
 }

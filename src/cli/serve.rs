@@ -49,6 +49,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Threads jobs run on, each with its own runtime and process table: a job's whole tree
+    /// stays on one, new jobs go to the least loaded [default: one per core; 1 runs
+    /// everything on one thread].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
+
     /// Jobs running at once; more are refused with "limit: max-jobs …".
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_jobs: usize,
@@ -235,6 +241,9 @@ impl ServeArgs {
             metrics: self.metrics,
             http,
             tls: self.tls_cert.zip(self.tls_key),
+            shards: self
+                .shards
+                .map_or_else(crate::shard::default_count, usize::from),
         })
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Row {
     pub fuel_left: Option<u64>,
     pub service: Option<String>,
     pub restarts: u32,
+    /// The daemon shard (thread) its job runs on.
+    pub shard: u32,
 }
 
 impl Row {
@@ -37,6 +39,7 @@ impl Row {
             memory_bytes: e.get_memory_bytes(),
             fuel_left: e.get_fuel_metered().then(|| e.get_fuel_left()),
             restarts: e.get_restarts(),
+            shard: e.get_shard(),
             service: (!service.is_empty()).then_some(service),
         })
     }
@@ -90,8 +93,8 @@ pub(crate) fn render(rows: &[Row], format: PsFormat) -> String {
 
 fn header() -> String {
     format!(
-        "{:>6} {:>6} {:>6} {:<8} {:>9} {:>9} {:>12}  NAME\n",
-        "PID", "PPID", "JOB", "STATE", "UPTIME", "MEMORY", "FUEL"
+        "{:>6} {:>6} {:>6} {:>5} {:<8} {:>9} {:>9} {:>12}  NAME\n",
+        "PID", "PPID", "JOB", "SHARD", "STATE", "UPTIME", "MEMORY", "FUEL"
     )
 }
 
@@ -110,10 +113,11 @@ fn line(r: &Row, depth: usize) -> String {
         None => String::new(),
     };
     format!(
-        "{:>6} {:>6} {:>6} {:<8} {:>9} {:>9} {:>12}  {}{}{}\n",
+        "{:>6} {:>6} {:>6} {:>5} {:<8} {:>9} {:>9} {:>12}  {}{}{}\n",
         r.pid,
         parent,
         r.job,
+        r.shard,
         r.state,
         human_ms(r.uptime_ms),
         human_bytes(r.memory_bytes),
@@ -169,6 +173,7 @@ mod tests {
             fuel_left: None,
             service: None,
             restarts: 0,
+            shard: 0,
         }
     }
 

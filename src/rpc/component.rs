@@ -3,7 +3,7 @@
 //! without an Executor; granted to a child (`Grants.components`), it is re-issued on the
 //! child's connection, so the child's spawns are the child's children.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use capnp::capability::Rc as CapRc;
 
@@ -16,14 +16,14 @@ use crate::rpc::executor::spawn_on;
 /// The server of one `Component` capability, issued on `conn` (the connection of the process
 /// whose children its spawns are).
 pub(crate) struct ComponentServer {
-    component: Rc<LoadedComponent>,
+    component: Arc<LoadedComponent>,
     conn: Conn,
     /// One of the holder's `MAX_COMPONENTS_HELD` slots, given back when the capability goes.
     _slot: Taken,
 }
 
 impl ComponentServer {
-    pub(crate) fn new(component: Rc<LoadedComponent>, conn: Conn, slot: Taken) -> Self {
+    pub(crate) fn new(component: Arc<LoadedComponent>, conn: Conn, slot: Taken) -> Self {
         ComponentServer {
             component,
             conn,
@@ -32,7 +32,7 @@ impl ComponentServer {
     }
 
     /// The loaded component behind this capability.
-    pub(crate) fn component(&self) -> &Rc<LoadedComponent> {
+    pub(crate) fn component(&self) -> &Arc<LoadedComponent> {
         &self.component
     }
 }

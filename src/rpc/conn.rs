@@ -125,7 +125,7 @@ struct ConnInner {
 pub(crate) struct ResolvedGrants {
     pub(crate) network: Option<NetPolicy>,
     pub(crate) sockets: Vec<SocketGrant>,
-    pub(crate) components: Vec<Rc<LoadedComponent>>,
+    pub(crate) components: Vec<Arc<LoadedComponent>>,
     pub(crate) dirs: Vec<GrantedDir>,
     pub(crate) services: Vec<GuestService>,
 }
@@ -240,7 +240,7 @@ impl Conn {
     /// capability it drops frees its slot).
     pub(crate) fn component(
         &self,
-        component: Rc<LoadedComponent>,
+        component: Arc<LoadedComponent>,
     ) -> Result<component::Client, capnp::Error> {
         let slot = self.0.components_held.take(1).ok_or_else(|| {
             failed(

@@ -90,7 +90,7 @@ fn read_request(
 pub(crate) async fn spawn_on(
     conn: &Conn,
     request: spawn_request::Reader<'_>,
-    loaded: Option<Rc<LoadedComponent>>,
+    loaded: Option<Arc<LoadedComponent>>,
 ) -> Result<process::Client, capnp::Error> {
     let (request, mut spec) = read_request(request, loaded.is_none())?;
     // The child's network is the policy of a Network this process was issued (a new server

@@ -35,7 +35,7 @@ pub trait Host {
         &self,
         owner: Pid,
         wasm: Arc<[u8]>,
-    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>>;
+    ) -> LocalBoxFuture<'static, Result<Arc<LoadedComponent>, SpawnError>>;
 
     /// Fails with [`SpawnError::Dead`] unless `pid` is running.
     fn ensure_running(&self, pid: Pid) -> Result<(), SpawnError>;

@@ -28,9 +28,12 @@ use crate::rpc::gate::CallGate;
 use crate::run::ModeChoice;
 use crate::serve::ceiling::{Ask, Ceiling};
 use crate::serve::job::{Job, JobOrigin, JobServer};
+use crate::serve::shards::{self, ShardLink};
 use crate::serve::DaemonCore;
+use crate::shard::least_loaded;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::KilledBy;
+use crate::supervisor::PsEntry;
 use crate::tree::{Tree, TreeSpec};
 
 /// Everything one client connection shares: the daemon, its listener's ceiling, its bounds,
@@ -39,6 +42,11 @@ pub(crate) struct ClientState {
     pub daemon: StdRc<DaemonCore>,
     pub ceiling: StdRc<Ceiling>,
     pub gate: CallGate,
+    /// A shard link's far side (see `shards.rs`): jobs start here, never elsewhere, and a
+    /// `Component` of the front's connection is found by its hash.
+    via_link: bool,
+    /// This connection's links to the other shards, by index.
+    pub links: RefCell<std::collections::HashMap<usize, ShardLink>>,
     in_flight: ByteBudget,
     jobs_held: Budget,
     components: RefCell<CapabilityServerSet<LoadedServer, component::Client>>,
@@ -53,6 +61,8 @@ impl ClientState {
             daemon,
             ceiling,
             gate,
+            via_link: false,
+            links: RefCell::default(),
             in_flight: ByteBudget::new(NET_MAX_IN_FLIGHT),
             jobs_held: Budget::new(MAX_JOBS_HELD),
             components: RefCell::new(CapabilityServerSet::new()),
@@ -62,11 +72,34 @@ impl ClientState {
         }
     }
 
-    /// The connection ended: kill the jobs it started `attached`.
+    /// The far side of a shard link: a front's client, on this shard.
+    pub(crate) fn for_link(
+        daemon: StdRc<DaemonCore>,
+        ceiling: StdRc<Ceiling>,
+        gate: CallGate,
+    ) -> Self {
+        ClientState {
+            via_link: true,
+            ..ClientState::new(daemon, ceiling, gate)
+        }
+    }
+
+    /// The connection ended: kill the jobs it started `attached`, here and (by closing the
+    /// links, whose far sides do the same) on every other shard.
     pub(crate) fn detach_all(&self) {
         for handle in self.attached.borrow_mut().drain(..) {
             handle.kill(KilledBy::Operator);
         }
+        self.links.borrow_mut().clear();
+    }
+
+    /// The shard a new job of this connection goes to.
+    fn place(&self) -> usize {
+        let core = &self.daemon;
+        if self.via_link || core.shards.len() < 2 {
+            return core.shard;
+        }
+        least_loaded(&core.shards, core.shard)
     }
 
     fn attach(&self, handle: StdRc<ProcessHandle>) {
@@ -105,6 +138,12 @@ impl daemon::Server for DaemonServer {
         mut results: daemon::RunResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.client.gate.enter()?;
+        let core = &self.client.daemon;
+        let target = self.client.place();
+        let _placed = core.shards.get(target).map(crate::shard::Shard::place);
+        if target != core.shard {
+            return shards::forward(&self.client, target, params, results).await;
+        }
         let held = self
             .client
             .jobs_held
@@ -166,11 +205,17 @@ impl daemon::Server for DaemonServer {
         mut results: daemon::PsResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.client.gate.enter()?;
-        let rows = self.client.daemon.sup.ps();
+        let mut rows: Vec<(usize, PsEntry)> = shards::gather(&self.client.daemon)
+            .await
+            .into_iter()
+            .flat_map(|s| s.rows.into_iter().map(move |row| (s.shard, row)))
+            .collect();
+        rows.sort_by_key(|(_, row)| row.pid);
         let len = u32::try_from(rows.len()).unwrap_or(u32::MAX);
         let mut list = results.get().init_processes(len);
-        for (i, row) in rows.iter().enumerate().take(len as usize) {
+        for (i, (shard, row)) in rows.iter().enumerate().take(len as usize) {
             let mut e = list.reborrow().get(i as u32);
+            e.set_shard(u32::try_from(*shard).unwrap_or(u32::MAX));
             e.set_pid(row.pid);
             e.set_parent(row.parent.unwrap_or(0));
             e.set_has_parent(row.parent.is_some());
@@ -198,13 +243,9 @@ impl daemon::Server for DaemonServer {
         let _call = self.client.gate.enter()?;
         let pid = params.get()?.get_pid();
         drop(params);
-        let handle = self
-            .client
-            .daemon
-            .sup
-            .kill(pid, KilledBy::Operator)
-            .ok_or_else(|| failed(Reason::Dead, format!("no process {pid} is running")))?;
-        handle.wait().await;
+        if !shards::kill(&self.client.daemon, pid).await {
+            return Err(failed(Reason::Dead, format!("no process {pid} is running")));
+        }
         Ok(())
     }
 
@@ -231,6 +272,26 @@ impl daemon::Server for DaemonServer {
         results.get().set_subscription(sub);
         Ok(())
     }
+}
+
+/// The component behind `cap` (with whether it is a cell guest), which must be one this
+/// connection got from `Daemon.load`.
+pub(crate) async fn own_component(
+    client: &ClientState,
+    cap: component::Client,
+) -> Result<(Arc<LoadedComponent>, bool), capnp::Error> {
+    let resolved = capnp::capability::get_resolved_cap(cap).await;
+    client
+        .components
+        .borrow()
+        .get_local_server_of_resolved(&resolved)
+        .map(|server| (server.loaded.clone(), server.sdk_guest))
+        .ok_or_else(|| {
+            failed(
+                Reason::BadGrant,
+                "not a Component this connection got from Daemon.load",
+            )
+        })
 }
 
 fn check_size(len: usize, most: u64) -> Result<(), capnp::Error> {
@@ -332,7 +393,7 @@ async fn job_code(
     client: &ClientState,
     code: JobCode<Arc<[u8]>>,
     limits: &crate::limits::Limits,
-) -> Result<((StdRc<LoadedComponent>, bool), Option<String>), capnp::Error> {
+) -> Result<((Arc<LoadedComponent>, bool), Option<String>), capnp::Error> {
     match code {
         JobCode::Wasm(bytes) => {
             check_size(bytes.len(), limits.max_wasm_bytes)?;
@@ -346,20 +407,10 @@ async fn job_code(
                 .map_err(cell)?;
             Ok((load(client, Arc::from(bytes)).await?, Some(path)))
         }
-        JobCode::Component(cap) => {
-            let resolved = capnp::capability::get_resolved_cap(cap).await;
-            let server = client
-                .components
-                .borrow()
-                .get_local_server_of_resolved(&resolved)
-                .ok_or_else(|| {
-                    failed(
-                        Reason::BadGrant,
-                        "not a Component this connection got from Daemon.load",
-                    )
-                })?;
-            Ok(((server.loaded.clone(), server.sdk_guest), None))
+        JobCode::Component(cap) if client.via_link => {
+            Ok((shards::linked_component(client, cap).await?, None))
         }
+        JobCode::Component(cap) => Ok((own_component(client, cap).await?, None)),
     }
 }
 
@@ -401,7 +452,7 @@ fn ended_root(tree: &StdRc<Tree>, status: crate::status::ExitStatus) -> StdRc<Pr
 async fn load(
     client: &ClientState,
     bytes: Arc<[u8]>,
-) -> Result<(StdRc<LoadedComponent>, bool), capnp::Error> {
+) -> Result<(Arc<LoadedComponent>, bool), capnp::Error> {
     let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
     let loaded = client.daemon.sup.engine().load(bytes).await.map_err(|e| {
         let e = SpawnError::from(e);
@@ -412,7 +463,7 @@ async fn load(
 
 /// A component loaded for a client (`Daemon.load`): only to run as a job.
 pub(crate) struct LoadedServer {
-    loaded: StdRc<LoadedComponent>,
+    loaded: Arc<LoadedComponent>,
     sdk_guest: bool,
     _held: Taken,
 }

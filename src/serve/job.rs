@@ -13,7 +13,7 @@ use std::time::Instant;
 use capnp::capability::Rc;
 use tokio::sync::watch;
 
-use crate::budget::{ByteBudget, Taken};
+use crate::budget::{ByteBudget, SharedTaken, Taken};
 use crate::cell_capnp::{byte_stream, job};
 use crate::handle::ProcessHandle;
 use crate::limits::TEARDOWN_GRACE;
@@ -69,7 +69,7 @@ impl Job {
 
     /// Waits for pid0 to end and its tree to unwind (at most [`TEARDOWN_GRACE`] after pid0),
     /// holding `permit` (the daemon's job count) until then.
-    pub(crate) async fn watch(self: StdRc<Self>, permit: Taken) {
+    pub(crate) async fn watch(self: StdRc<Self>, permit: SharedTaken) {
         let status = self.handle.wait().await;
         if tokio::time::timeout(TEARDOWN_GRACE, self.tree.unwound())
             .await

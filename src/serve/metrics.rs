@@ -20,7 +20,9 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::budget::Budget;
+use crate::serve::shards::ShardRows;
 use crate::serve::DaemonCore;
+use crate::supervisor::PsEntry;
 
 /// Scrape connections served at once.
 const MAX_SCRAPES: usize = 16;
@@ -78,7 +80,7 @@ async fn answer(stream: &mut tokio::net::TcpStream, core: &DaemonCore) -> std::i
         (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(core),
+            render(core, &crate::serve::shards::gather(core).await),
         )
     } else {
         ("404 Not Found", "text/plain", "try GET /metrics\n".into())
@@ -91,8 +93,8 @@ async fn answer(stream: &mut tokio::net::TcpStream, core: &DaemonCore) -> std::i
     stream.shutdown().await
 }
 
-/// The metrics text, read now.
-pub(crate) fn render(core: &DaemonCore) -> String {
+/// The metrics text, from every shard's rows and counts read just now.
+pub(crate) fn render(core: &DaemonCore, shards: &[ShardRows]) -> String {
     let mut registry = Registry::with_prefix("cell");
     let sup = &core.sup;
     let gauge = |registry: &mut Registry, name: &str, help: &str, v: u64| {
@@ -111,7 +113,18 @@ pub(crate) fn render(core: &DaemonCore) -> String {
         "Jobs running now",
         core.jobs.used() as u64,
     );
-    let ps = sup.ps();
+    let ps: Vec<&PsEntry> = shards.iter().flat_map(|s| &s.rows).collect();
+    let per_shard: Family<Vec<(String, String)>, Gauge> = Family::default();
+    for s in shards {
+        per_shard
+            .get_or_create(&vec![("shard".to_string(), s.shard.to_string())])
+            .set(i64::try_from(s.rows.len()).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "shard_processes",
+        "Processes in each shard's table (running or exited)",
+        per_shard,
+    );
     let by_state: Family<Vec<(String, String)>, Gauge> = Family::default();
     let running = ps.iter().filter(|p| p.running).count() as i64;
     let state = |s: &str| vec![("state".to_string(), s.to_string())];
@@ -131,10 +144,10 @@ pub(crate) fn render(core: &DaemonCore) -> String {
         "Restarts of the services running now",
         restarts,
     );
-    let counts = sup.counts();
-    counter(&mut registry, "spawns", "Processes started", counts.spawns);
+    let spawns = shards.iter().map(|s| s.counts.spawns).sum();
+    counter(&mut registry, "spawns", "Processes started", spawns);
     let exits: Family<Vec<(String, String)>, Counter> = Family::default();
-    for (status, n) in &counts.exits {
+    for (status, n) in shards.iter().flat_map(|s| &s.counts.exits) {
         exits
             .get_or_create(&vec![("status".to_string(), (*status).to_string())])
             .inc_by(*n);

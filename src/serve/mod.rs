@@ -8,9 +8,11 @@
 //! report history, its stderr stream, its network counts), so everything below — stores,
 //! RPC, limits, cascade — is one code path.
 //!
-//! Threading: like `cell run`, one current-thread runtime and `LocalSet` hold everything;
-//! each client connection is one local task. Bounds: [`MAX_CLIENTS`] connections, `max_jobs`
-//! jobs at once, and per connection the same framing, flow and call bounds as a guest's.
+//! Threading: `--shards N` current-thread runtimes, each with a `LocalSet` and a supervisor of
+//! its own (`shards.rs`); a job's whole tree lives on one shard. Clients, services and
+//! `--http` fronts live on shard 0, where each client connection is one local task. Bounds:
+//! [`MAX_CLIENTS`] connections, `max_jobs` jobs at once over all shards, and per connection
+//! the same framing, flow and call bounds as a guest's.
 
 pub(crate) mod ceiling;
 pub(crate) mod daemon;
@@ -19,6 +21,7 @@ pub(crate) mod job;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod services;
+pub(crate) mod shards;
 pub(crate) mod tls;
 
 use std::future::Future;
@@ -27,19 +30,19 @@ use std::rc::Rc;
 use capnp::capability::Rc as CapRc;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use crate::budget::Budget;
-use crate::budget::Taken;
+use crate::budget::{Budget, SharedBudget, Taken};
 use crate::cell_capnp::{daemon as daemon_capnp, login};
 use crate::engine::{CellEngine, EngineConfig};
 use crate::limits::{LOGIN_TIMEOUT, MAX_CLIENTS, TEARDOWN_GRACE};
 use crate::net::audit::Audit;
 use crate::rpc::fail::failed;
-use crate::rpc::{Link, LinkBounds};
-use crate::status::KilledBy;
-use crate::supervisor::Supervisor;
+use crate::rpc::Link;
+use crate::shard::{ShardSet, Shards};
+use crate::supervisor::{ShardPlace, SharedParts, Supervisor};
 use ceiling::Ceiling;
 use daemon::{ClientState, DaemonServer};
 use listen::ListenAddr;
+use shards::ShardCore;
 
 /// What `cell serve` runs with.
 pub struct ServeConfig {
@@ -65,6 +68,8 @@ pub struct ServeConfig {
     pub http: Vec<http::HttpSpec>,
     /// `--tls-cert` and `--tls-key`: TCP listeners speak TLS (and may be non-loopback).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `--shards N`: the threads jobs run on.
+    pub shards: usize,
 }
 
 /// How SIGHUP gets the new set of services.
@@ -78,11 +83,16 @@ pub struct CeilingConfig {
     pub limits: crate::limits::Limits,
 }
 
-/// What every client connection of the daemon shares.
+/// What every client connection of the daemon shares, one per shard (shard-local).
 pub(crate) struct DaemonCore {
+    /// This shard's supervisor.
     pub sup: Supervisor,
-    /// Jobs running now, bounded by `--max-jobs`.
-    pub jobs: Budget,
+    /// Which shard this is.
+    pub shard: usize,
+    /// Every shard, this one included.
+    pub shards: Shards<ShardCore>,
+    /// Jobs running now on every shard, bounded by `--max-jobs`.
+    pub jobs: SharedBudget,
     /// Client connections now, bounded by [`MAX_CLIENTS`].
     clients: Budget,
     /// What each `--http` front has answered (for `--metrics`).
@@ -116,21 +126,11 @@ pub(crate) async fn serve(
              ADDR FILE.wasm"
         );
     }
-    let ceiling = Rc::new(open_ceiling(&config.ceiling)?);
-    let engine = CellEngine::new(&config.engine)?;
-    let audit = match config.audit.take() {
-        Some(file) => Audit::to_writer(file),
-        None => Audit::tracing_only(),
+    let set = start_shards(&mut config)?;
+    let (core, ceiling) = {
+        let front = set.local();
+        (front.core.clone(), front.ceiling.clone())
     };
-    let sup = Supervisor::with_audit(engine, audit)
-        .with_pinned_names(std::mem::take(&mut config.resolve));
-    let core = Rc::new(DaemonCore {
-        sup: sup.clone(),
-        jobs: Budget::new(config.max_jobs),
-        clients: Budget::new(MAX_CLIENTS),
-        http: std::cell::RefCell::default(),
-        http_latency: http::latency_family(),
-    });
     // Dropped on every way out (an error below included): accepting stops, sockets go.
     let open = open_listeners(&config, &core, &ceiling).await?;
     let mut fronts = Vec::new();
@@ -148,8 +148,7 @@ pub(crate) async fn serve(
     }
     drop(fronts);
     services.stop_all().await;
-    sup.kill_all(KilledBy::Operator);
-    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
+    if !shards::stop_all(set.shards(), TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
     }
     let stats = core.http.borrow().clone();
@@ -157,7 +156,44 @@ pub(crate) async fn serve(
         tracing::warn!("some HTTP requests did not finish within {TEARDOWN_GRACE:?}");
     }
     drop(open);
+    drop(set);
     Ok(0)
+}
+
+/// Starts the shards, each with its supervisor over the shared engine, audit sink and event
+/// bus, and its own copy of the ceiling (its directories opened on that shard).
+fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>> {
+    let engine = CellEngine::new(&config.engine)?;
+    let audit = match config.audit.take() {
+        Some(file) => Audit::to_writer(file),
+        None => Audit::tracing_only(),
+    };
+    let mut shared = SharedParts::new(engine, audit);
+    shared.pinned = std::sync::Arc::new(std::mem::take(&mut config.resolve));
+    let jobs = SharedBudget::new(config.max_jobs);
+    let ceiling = CeilingConfig {
+        net: config.ceiling.net.clone(),
+        dirs: config.ceiling.dirs.clone(),
+        limits: config.ceiling.limits.clone(),
+    };
+    ShardSet::start(config.shards, move |index, shards| {
+        let ceiling = Rc::new(open_ceiling(&ceiling)?);
+        let place = ShardPlace {
+            index,
+            of: shards.len(),
+            load: shards[index].procs(),
+        };
+        let core = Rc::new(DaemonCore {
+            sup: Supervisor::for_shard(&shared, place),
+            shard: index,
+            shards,
+            jobs: jobs.clone(),
+            clients: Budget::new(MAX_CLIENTS),
+            http: std::cell::RefCell::default(),
+            http_latency: http::latency_family(),
+        });
+        Ok(ShardCore { core, ceiling })
+    })
 }
 
 /// Binds every `--listen` address (and `--metrics`) and starts accepting on each.
@@ -369,16 +405,8 @@ fn connect(
     read: impl futures::io::AsyncRead + Unpin + 'static,
     write: impl futures::io::AsyncWrite + Unpin + 'static,
 ) {
-    let limits = &ceiling.limits;
-    let link = Link::new(
-        read,
-        write,
-        LinkBounds {
-            // A client may send a whole component in one call.
-            max_message_bytes: limits.max_wasm_bytes.saturating_add(1 << 20),
-            max_outstanding_calls: limits.max_outstanding_calls,
-        },
-    );
+    // A client may send a whole component in one call.
+    let link = Link::new(read, write, shards::link_bounds(&ceiling.limits));
     let client = Rc::new(ClientState::new(core.clone(), ceiling.clone(), link.gate()));
     let daemon: daemon_capnp::Client = capnp_rpc::new_client(DaemonServer::new(client.clone()));
     let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();

@@ -32,7 +32,7 @@ impl Host for Supervisor {
         &self,
         owner: Pid,
         wasm: Arc<[u8]>,
-    ) -> LocalBoxFuture<'static, Result<Rc<LoadedComponent>, SpawnError>> {
+    ) -> LocalBoxFuture<'static, Result<Arc<LoadedComponent>, SpawnError>> {
         let sup = self.clone();
         Box::pin(async move { Supervisor::load(&sup, owner, wasm).await })
     }

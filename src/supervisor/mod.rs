@@ -14,10 +14,12 @@
 
 mod host;
 mod ps;
+mod shared;
 mod task;
 
 use ps::status_word;
-pub(crate) use ps::Counts;
+pub(crate) use ps::{Counts, PsEntry};
+pub(crate) use shared::{ShardPlace, SharedParts};
 
 use task::ProcessTask;
 
@@ -25,6 +27,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,10 +57,12 @@ use crate::tree::{ProcessSummary, Tree};
 pub struct Supervisor(Rc<Inner>);
 
 struct Inner {
-    engine: CellEngine,
+    engine: Arc<CellEngine>,
     table: RefCell<ProcessTable>,
     /// The number of table entries, for waiting until a tree is gone.
     live: watch::Sender<usize>,
+    /// The same number, readable from other shards (where to place new work).
+    load: Arc<AtomicUsize>,
     /// Where every process's network decisions are recorded.
     audit: Audit,
     /// Every spawn, exit and denial, for `Daemon.events`.
@@ -71,21 +76,6 @@ struct Inner {
 }
 
 impl Supervisor {
-    /// A supervisor recording network decisions to `audit`.
-    pub fn with_audit(engine: CellEngine, audit: Audit) -> Self {
-        let events = EventBus::default();
-        Supervisor(Rc::new(Inner {
-            engine,
-            table: RefCell::new(ProcessTable::default()),
-            live: watch::channel(0).0,
-            audit: audit.with_events(events.clone()),
-            events,
-            counts: RefCell::default(),
-            host_stdio: HostStdio::default(),
-            pinned: RefCell::default(),
-        }))
-    }
-
     /// Answers these names itself (`--resolve`), for every process of the run.
     pub fn with_pinned_names(self, names: HashMap<String, IpAddr>) -> Self {
         *self.0.pinned.borrow_mut() = Arc::new(names);
@@ -152,7 +142,7 @@ impl Supervisor {
     /// [`SpawnError::Instantiate`] when the component cannot be instantiated.
     pub(crate) async fn spawn_root(
         &self,
-        component: Rc<LoadedComponent>,
+        component: Arc<LoadedComponent>,
         spec: ProcessSpec,
         limits: Limits,
         tree: Rc<Tree>,
@@ -231,7 +221,7 @@ impl Supervisor {
         &self,
         owner: Pid,
         wasm: Arc<[u8]>,
-    ) -> Result<Rc<LoadedComponent>, SpawnError> {
+    ) -> Result<Arc<LoadedComponent>, SpawnError> {
         {
             let table = self.0.table.borrow();
             let entry = table.running(owner).ok_or(SpawnError::Dead(owner))?;
@@ -281,7 +271,7 @@ impl Supervisor {
     async fn start(
         &self,
         at: Placement,
-        component: Rc<LoadedComponent>,
+        component: Arc<LoadedComponent>,
         spec: ProcessSpec,
         limits: Limits,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
@@ -443,7 +433,7 @@ impl Supervisor {
     async fn launch(
         &self,
         handle: Rc<ProcessHandle>,
-        component: Rc<LoadedComponent>,
+        component: Arc<LoadedComponent>,
         store: Store<ProcState>,
         connection: Option<rpc::Connection>,
         timeout: Option<Duration>,
@@ -524,6 +514,7 @@ impl Supervisor {
 
     fn publish_live(&self) {
         let n = self.0.table.borrow().len();
+        self.0.load.store(n, Ordering::Relaxed);
         self.0.live.send_replace(n);
     }
 

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -32,7 +33,7 @@ type RpcFuture = Pin<Box<dyn Future<Output = Result<(), capnp::Error>>>>;
 pub(super) struct ProcessTask {
     pub(super) sup: Supervisor,
     pub(super) handle: Rc<ProcessHandle>,
-    pub(super) component: Rc<LoadedComponent>,
+    pub(super) component: Arc<LoadedComponent>,
     pub(super) store: Store<ProcState>,
     pub(super) connection: Option<rpc::Connection>,
     pub(super) timeout: Option<Duration>,

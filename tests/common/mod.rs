@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod daemon_rpc;
 pub mod http;
 
 /// The longest any single `cell` run may take in a test before it is killed and the test fails.
@@ -606,6 +607,12 @@ impl Daemon {
             .arg("--cache-dir")
             .arg(cache_dir())
             .args(flags);
+        // `make test` runs the daemon tests with one shard and with two.
+        if let Some(n) = shards_from_env() {
+            if !flags.contains(&"--shards") {
+                cmd.arg("--shards").arg(n);
+            }
+        }
         let mut running = spawn_running(cmd, None, None);
         running.wait_for("cell: listening on unix:");
         Daemon {
@@ -697,4 +704,9 @@ impl Drop for Daemon {
             let _ = running.finish();
         }
     }
+}
+
+/// `CELL_SHARDS`, if set: the `--shards` every daemon (and run) of the tests gets.
+pub fn shards_from_env() -> Option<String> {
+    std::env::var("CELL_SHARDS").ok().filter(|n| !n.is_empty())
 }
