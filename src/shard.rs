@@ -127,6 +127,23 @@ pub(crate) fn least_loaded<C: 'static>(shards: &[Shard<C>], prefer: usize) -> us
     best
 }
 
+/// Where work arising on shard `own` should go: `own` unless another shard is lighter by more
+/// than a margin (1, plus a quarter of `own`'s load), so that swings between equally busy
+/// shards do not make work hop threads (a forwarded job costs the front about as much again as
+/// running it: measured in `make bench`, section 6).
+pub(crate) fn place_from<C: 'static>(shards: &[Shard<C>], own: usize) -> usize {
+    let best = least_loaded(shards, own);
+    let (Some(mine), Some(other)) = (shards.get(own), shards.get(best)) else {
+        return best;
+    };
+    let mine = mine.load();
+    if other.load().saturating_add(1 + mine / 4) < mine {
+        best
+    } else {
+        own
+    }
+}
+
 /// A run's shards; dropping it stops the threads of shards 1.. (see the module docs).
 pub(crate) struct ShardSet<C> {
     shards: Shards<C>,
@@ -357,6 +374,30 @@ mod tests {
                 shards[0].procs().store(5, Ordering::Relaxed);
                 drop((a, b));
                 assert_eq!(least_loaded(shards, 0), 1, "processes count as load");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_stays_home_unless_another_shard_is_clearly_lighter() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let set = ShardSet::start(2, |_, _| Ok(())).unwrap();
+                let shards = set.shards();
+                let _home = shards[1].place();
+                assert_eq!(place_from(shards, 1), 1, "1 against 0: within the margin");
+                shards[1].procs().store(31, Ordering::Relaxed);
+                shards[0].procs().store(24, Ordering::Relaxed);
+                let swing = place_from(shards, 1);
+                assert_eq!(swing, 1, "32 against 24: a swing, not a reason");
+                shards[0].procs().store(22, Ordering::Relaxed);
+                assert_eq!(place_from(shards, 1), 0, "32 against 22: move");
+                shards[0].procs().store(15, Ordering::Relaxed);
+                shards[1].procs().store(0, Ordering::Relaxed);
+                let home = place_from(shards, 1);
+                assert_eq!(home, 1, "the caller's shard is the lighter");
+                assert_eq!(place_from(shards, 0), 1, "15 against 1: move");
             })
             .await;
     }

@@ -2,7 +2,8 @@
 //! shards and behave on the other shard exactly as on the front (wait, kill by `Job` and by
 //! pid, stdout, exit codes, a loaded component, attached jobs going with their client),
 //! `max-jobs` counts over both, and a random mix of runs, kills, waits and departing clients
-//! across shards loses no status and leaves both tables empty.
+//! across shards loses no status and leaves both tables empty; TCP clients (token login) are
+//! spread over the shards as they connect.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use cell_proto::cell_capnp::job;
 use cell_proto::{ExitStatus, JobCode, JobRequest, KilledBy};
 use common::daemon_rpc::{connect, idle, local, run, wait, wasm, Client};
-use common::Daemon;
+use common::{Cell, Daemon};
 use serde_json::Value;
 
 async fn pid(job: &job::Client) -> u64 {
@@ -226,4 +227,53 @@ fn random_runs_kills_and_departures_across_shards_lose_no_status() {
     idle(&daemon);
     let log = daemon.log();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn tcp_clients_are_spread_over_shards_and_log_in_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let tok = token.display().to_string();
+    let mut daemon = Daemon::start(&[
+        "-vv",
+        "--shards",
+        "2",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--token-file",
+        &tok,
+    ]);
+    let addr = format!("tcp:{}", daemon.wait_for("cell: listening on tcp:"));
+    // A connection that has not logged in yet lives on shard 0 and counts there ...
+    let _waiting = std::net::TcpStream::connect(addr.trim_start_matches("tcp:")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... so the next client goes to shard 1, logs in there and runs its job there: no hop.
+    let exec = Cell::run("hello")
+        .via(&addr)
+        .flags(&["--token-file", &tok])
+        .args(&["exit", "5"])
+        .report()
+        .finish();
+    exec.assert_code(5);
+    let (pid, status, code) = exec.statuses()[0].clone();
+    assert_eq!((status.as_str(), code), ("exited", Value::from(5)));
+    assert_eq!(pid % 2, 1, "pids of shard 1 are odd: {}", exec.report());
+    let mut placed = Vec::new();
+    for _ in 0..2 {
+        daemon.wait_for_line(|l| {
+            let to = l.split("a client connection goes to shard ").nth(1);
+            placed.extend(to.map(str::to_string));
+            to.is_some()
+        });
+    }
+    assert_eq!(placed, ["0", "1"], "not spread as they connected");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    Cell::run("hello")
+        .via(&addr)
+        .flags(&["--token-file".as_ref(), wrong.as_os_str()])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("denied: wrong token");
 }

@@ -30,7 +30,7 @@ use crate::serve::ceiling::{Ask, Ceiling};
 use crate::serve::job::{Job, JobOrigin, JobServer};
 use crate::serve::shards::{self, ShardLink};
 use crate::serve::DaemonCore;
-use crate::shard::least_loaded;
+use crate::shard::place_from;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::KilledBy;
 use crate::supervisor::PsEntry;
@@ -99,7 +99,7 @@ impl ClientState {
         if self.via_link || core.shards.len() < 2 {
             return core.shard;
         }
-        least_loaded(&core.shards, core.shard)
+        place_from(&core.shards, core.shard)
     }
 
     fn attach(&self, handle: StdRc<ProcessHandle>) {

@@ -9,11 +9,13 @@
 //! RPC, limits, cascade — is one code path.
 //!
 //! Threading: `--shards N` current-thread runtimes, each with a `LocalSet` and a supervisor of
-//! its own (`shards.rs`); a job's whole tree lives on one shard. Clients, services and
-//! `--http` fronts live on shard 0, where each client connection is one local task. Bounds:
+//! its own (`shards.rs`); a job's whole tree lives on one shard. Listeners, services and
+//! `--http` fronts live on shard 0; each client connection is one local task of the shard it
+//! was handed to (`accept.rs`). Bounds:
 //! [`MAX_CLIENTS`] connections, `max_jobs` jobs at once over all shards, and per connection
 //! the same framing, flow and call bounds as a guest's.
 
+pub(crate) mod accept;
 pub(crate) mod ceiling;
 pub(crate) mod daemon;
 pub(crate) mod http;
@@ -28,9 +30,8 @@ use std::future::Future;
 use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use crate::budget::{Budget, SharedBudget, Taken};
+use crate::budget::SharedBudget;
 use crate::cell_capnp::{daemon as daemon_capnp, login};
 use crate::engine::{CellEngine, EngineConfig};
 use crate::limits::{LOGIN_TIMEOUT, MAX_CLIENTS, TEARDOWN_GRACE};
@@ -93,8 +94,8 @@ pub(crate) struct DaemonCore {
     pub shards: Shards<ShardCore>,
     /// Jobs running now on every shard, bounded by `--max-jobs`.
     pub jobs: SharedBudget,
-    /// Client connections now, bounded by [`MAX_CLIENTS`].
-    clients: Budget,
+    /// Client connections now on every shard, bounded by [`MAX_CLIENTS`].
+    clients: SharedBudget,
     /// What each `--http` front has answered (for `--metrics`).
     pub http: std::cell::RefCell<Vec<Rc<http::HttpStats>>>,
     /// Every front's time to a response head, labelled by front.
@@ -132,7 +133,7 @@ pub(crate) async fn serve(
         (front.core.clone(), front.ceiling.clone())
     };
     // Dropped on every way out (an error below included): accepting stops, sockets go.
-    let open = open_listeners(&config, &core, &ceiling).await?;
+    let open = open_listeners(&config, &core).await?;
     let mut fronts = Vec::new();
     for spec in &config.http {
         let serving = http::start(&core, &ceiling, spec).await?;
@@ -171,6 +172,7 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
     let mut shared = SharedParts::new(engine, audit);
     shared.pinned = std::sync::Arc::new(std::mem::take(&mut config.resolve));
     let jobs = SharedBudget::new(config.max_jobs);
+    let clients = SharedBudget::new(MAX_CLIENTS);
     let ceiling = CeilingConfig {
         net: config.ceiling.net.clone(),
         dirs: config.ceiling.dirs.clone(),
@@ -188,7 +190,7 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
             shard: index,
             shards,
             jobs: jobs.clone(),
-            clients: Budget::new(MAX_CLIENTS),
+            clients: clients.clone(),
             http: std::cell::RefCell::default(),
             http_latency: http::latency_family(),
         });
@@ -200,12 +202,8 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
 ///
 /// # Errors
 /// The first listener that cannot be set up; those bound before it are closed again.
-async fn open_listeners(
-    config: &ServeConfig,
-    core: &Rc<DaemonCore>,
-    ceiling: &Rc<Ceiling>,
-) -> anyhow::Result<Listeners> {
-    let token: Option<Rc<str>> = config.token.as_deref().map(Rc::from);
+async fn open_listeners(config: &ServeConfig, core: &Rc<DaemonCore>) -> anyhow::Result<Listeners> {
+    let token: Option<std::sync::Arc<str>> = config.token.as_deref().map(std::sync::Arc::from);
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
@@ -218,9 +216,9 @@ async fn open_listeners(
                 let (listener, file) = listen::bind_unix(path)?;
                 eprintln!("cell: listening on unix:{}", path.display());
                 sockets.push(file);
-                let (core, ceiling) = (core.clone(), ceiling.clone());
-                accepting.push(tokio::task::spawn_local(accept_unix(
-                    listener, core, ceiling,
+                accepting.push(tokio::task::spawn_local(accept::accept_unix(
+                    listener,
+                    core.clone(),
                 )));
             }
             ListenAddr::Tcp(addr) => {
@@ -228,13 +226,15 @@ async fn open_listeners(
                 let local = listener.local_addr()?;
                 let with = if tls.is_some() { " (TLS)" } else { "" };
                 eprintln!("cell: listening on tcp:{local}{with}");
-                let tcp = TcpListening {
-                    core: core.clone(),
-                    ceiling: ceiling.clone(),
+                let terms = accept::TcpTerms {
                     token: token.clone(),
                     tls: tls.clone(),
                 };
-                accepting.push(tokio::task::spawn_local(tcp.accept(listener)));
+                accepting.push(tokio::task::spawn_local(accept::accept_tcp(
+                    listener,
+                    core.clone(),
+                    terms,
+                )));
             }
         }
     }
@@ -320,85 +320,11 @@ fn open_ceiling(config: &CeilingConfig) -> anyhow::Result<Ceiling> {
     })
 }
 
-async fn accept_unix(
-    listener: tokio::net::UnixListener,
-    core: Rc<DaemonCore>,
-    ceiling: Rc<Ceiling>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let Some(slot) = client_slot(&core) else {
-                    continue;
-                };
-                let (read, write) = stream.into_split();
-                let (r, w) = (read.compat(), write.compat_write());
-                connect(slot, &core, &ceiling, None, r, w);
-            }
-            Err(e) => {
-                tracing::warn!("accept on the unix socket: {e}");
-                // Out of descriptors, typically: let some go before trying again.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// One TCP listener's share of the daemon: every client must show `token`, over TLS when
-/// `tls` is set.
-struct TcpListening {
-    core: Rc<DaemonCore>,
-    ceiling: Rc<Ceiling>,
-    token: Option<Rc<str>>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl TcpListening {
-    async fn accept(self, listener: tokio::net::TcpListener) {
-        let this = Rc::new(self);
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    tracing::debug!("client from {peer}");
-                    let _ = stream.set_nodelay(true);
-                    // The handshake runs on the connection's own task, bounded in time, so a
-                    // client that never finishes it holds nothing but that task.
-                    tokio::task::spawn_local(this.clone().serve(stream));
-                }
-                Err(e) => {
-                    tracing::warn!("accept on tcp: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    async fn serve(self: Rc<Self>, stream: tokio::net::TcpStream) {
-        let Some(slot) = client_slot(&self.core) else {
-            return;
-        };
-        let Some(acceptor) = &self.tls else {
-            let (read, write) = stream.into_split();
-            let (r, w) = (read.compat(), write.compat_write());
-            return connect(slot, &self.core, &self.ceiling, self.token.clone(), r, w);
-        };
-        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let (read, write) = tokio::io::split(tls);
-                let (r, w) = (read.compat(), write.compat_write());
-                connect(slot, &self.core, &self.ceiling, self.token.clone(), r, w);
-            }
-            Ok(Err(e)) => tracing::warn!("TLS handshake failed: {e}"),
-            Err(_) => tracing::warn!("TLS handshake timed out"),
-        }
-    }
-}
-
 /// Serves one client connection on its own task: a `Daemon` (or, with a token, a `Login`
 /// that hands one out) under the same bounds as a guest's connection. When it ends, the jobs
 /// it started `attached` are killed.
-fn connect(
-    permit: Taken,
+pub(crate) fn connect(
+    permit: accept::ClientSlot,
     core: &Rc<DaemonCore>,
     ceiling: &Rc<Ceiling>,
     token: Option<Rc<str>>,
@@ -445,17 +371,6 @@ fn connect(
         }
         client.detach_all();
     });
-}
-
-/// A slot for one more client connection, or `None` (logged) when [`MAX_CLIENTS`] are
-/// connected: taken before anything else is done for a new connection, a TLS handshake
-/// included.
-fn client_slot(core: &DaemonCore) -> Option<Taken> {
-    let slot = core.clients.take(1);
-    if slot.is_none() {
-        tracing::warn!("{MAX_CLIENTS} clients connected: refusing another");
-    }
-    slot
 }
 
 /// The bootstrap of a TCP listener: nothing until the token is shown.

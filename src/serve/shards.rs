@@ -2,21 +2,23 @@
 //! own supervisor, process table and copy of the ceiling — and a job's whole tree lives on
 //! the shard it was placed on.
 //!
-//! Data flow: clients connect to shard 0 (the front). `Daemon.run` places the job on the
-//! least loaded shard ([`crate::shard::least_loaded`]); when that is another shard, the front
-//! forwards the call over a *shard link*: an in-memory Cap'n Proto connection (a
-//! `tokio::io::duplex` pipe) to a `Daemon` served on that shard for this one client
-//! connection. The `Job` it answers is the other shard's own capability, proxied by capnp, so
-//! wait, kill, stderr, stdin, stdout and report behave exactly as for a local job; calls on it
-//! stay single-threaded on the job's shard. `ps`, `kill` and `--metrics` ask every shard
-//! ([`crate::shard::Shard::call`]); events need nothing: every shard publishes to the run's
-//! one bus.
+//! Data flow: listeners are on shard 0, which hands each new client connection to the least
+//! loaded shard (`accept.rs`); the connection lives there. `Daemon.run` starts the job on the
+//! connection's own shard unless another is clearly lighter ([`crate::shard::place_from`]);
+//! then the connection forwards the call over a *shard link*: an in-memory Cap'n Proto
+//! connection (a `tokio::io::duplex` pipe) to a `Daemon` served on that shard for this one
+//! client connection. The `Job` it answers is the other shard's own capability, proxied by
+//! capnp, so wait, kill, stderr, stdin, stdout and report behave exactly as for a local job;
+//! calls on it stay single-threaded on the job's shard. `ps`, `kill` and `--metrics` ask
+//! every shard ([`crate::shard::Shard::call`]); events need nothing: every shard publishes to
+//! the run's one bus.
 //!
 //! Ownership: `ShardCore` is shard-local (`Rc`). A client connection owns its links (one per
 //! shard it used): when it ends, they end, and each shard's side kills the jobs the client
-//! started `attached`, as on the front. Bounds: per link, the same message and call bounds
-//! as the client's own connection; a client may hold [`crate::limits::MAX_JOBS_HELD`] jobs
-//! on each shard; `max-jobs` counts over every shard ([`crate::budget::SharedBudget`]).
+//! started `attached`, as on its own shard. Bounds: per link, [`LINK_BUFFER`] each way and the
+//! same message and call bounds as the client's own connection; a client may hold
+//! [`crate::limits::MAX_JOBS_HELD`] jobs on each shard; `max-jobs` counts over every shard
+//! ([`crate::budget::SharedBudget`]).
 
 use std::rc::Rc;
 
