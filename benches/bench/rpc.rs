@@ -36,10 +36,18 @@ const SPINNERS: usize = 4;
 /// Issue 14's target: echo p50 beside the spinners at most this many times its idle figure.
 const FAIRNESS_RATIO: f64 = 2.0;
 
-/// Echo p50 of one process alone and beside [`SPINNERS`] CPU-bound siblings.
-fn fairness(env: &Env, cache: &str, pid0: &str, s: &mut Section) -> anyhow::Result<()> {
+/// Fuel for the metered fairness row: more than the spinners burn while it runs.
+const FAIRNESS_FUEL: &str = "1000000000000000";
+
+/// Echo p50 of one process alone and beside [`SPINNERS`] CPU-bound siblings; with `fuel`,
+/// the same run under `--fuel` (where wasmtime also yields every fuel slice).
+fn fairness(env: &Env, cache: &str, pid0: &str, fuel: bool, s: &mut Section) -> anyhow::Result<()> {
     let n = env.n(50, 10);
-    let mut a = args(["--cache-dir", cache, pid0, "fairness"]);
+    let mut a = args(["--cache-dir", cache]);
+    if fuel {
+        a.extend(args(["--fuel", FAIRNESS_FUEL]));
+    }
+    a.extend(args([pid0, "fairness"]));
     a.extend([n.to_string(), SPINNERS.to_string()]);
     let f = env.cell_result(&a, "fairness")?;
     let idle = Summary {
@@ -55,7 +63,10 @@ fn fairness(env: &Env, cache: &str, pid0: &str, s: &mut Section) -> anyhow::Resu
     let r = busy.p50 as f64 / idle.p50.max(1) as f64;
     s.row(
         Row::new(
-            format!("fairness: echo 16 B beside {SPINNERS} spinning siblings: p50 / p99"),
+            format!(
+                "fairness: echo 16 B beside {SPINNERS} spinning siblings{}: p50 / p99",
+                if fuel { ", under `--fuel`" } else { "" }
+            ),
             p50_p99(busy),
         )
         .baseline(
@@ -102,7 +113,8 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
                 ),
         );
     }
-    fairness(env, &cache, &pid0, &mut s)?;
+    fairness(env, &cache, &pid0, false, &mut s)?;
+    fairness(env, &cache, &pid0, true, &mut s)?;
     let n = env.n(100_000, 10_000);
     let mut a = args(["--cache-dir", &cache, &pid0, "pipeline"]);
     a.extend([n.to_string(), INFLIGHT.to_string()]);

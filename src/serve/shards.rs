@@ -43,7 +43,7 @@ use crate::supervisor::{Counts, PsEntry};
 use crate::table::{Pid, PidPlan};
 
 /// Bytes buffered in each direction of a shard link (the writer waits beyond it).
-const LINK_BUFFER: usize = 256 * 1024;
+const LINK_BUFFER: usize = 64 * 1024;
 
 /// One shard's share of the daemon.
 pub(crate) struct ShardCore {
