@@ -99,12 +99,11 @@ pub(crate) const ADDRESS_SPACE_BUDGET: u64 = 96 << 40;
 pub(crate) const MAX_PROCS_CEILING: u32 =
     (ADDRESS_SPACE_BUDGET / (MAX_MEMORIES as u64 * MEMORY_RESERVATION)) as u32;
 /// Fuel a running guest is handed at a time when fuel is metered: lending fuel to a child (see
-/// [`FuelGauge`]) takes effect within one slice of the parent's own execution. A few ms of a
-/// tight loop, of the order of one [`EPOCH_TICK`] (measured: 1 M fuel took < 100 µs), so that
-/// the epoch slice, not the fuel slice, ends most of a spinner's turns: wasmtime's fuel yield is a plain yield that
-/// `crate::sched` cannot tell from a wait, and at 1 M a spinner under `--fuel` yielded every
-/// ~100 µs as foreground work (echo beside 4 spinners 11–25x alone; at 100 M ~1.0x).
-pub(crate) const FUEL_SLICE: u64 = 100_000_000;
+/// [`FuelGauge`]) takes effect within one slice of the parent's own execution. Kept small:
+/// 100 M made fairness under `--fuel` ~1.0x (the epoch slice, not wasmtime's plain fuel yield,
+/// then ended a spinner's turn) but let a tree overspend by up to a slice
+/// (`tests/escape.rs` `fuel_bounds_the_whole_tree`: 1.076 G used under `--fuel 1G`).
+pub(crate) const FUEL_SLICE: u64 = 1_000_000;
 /// How long one connection attempt of `Network.connect` may take.
 pub(crate) const NET_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest an outgoing `wasi:http` request may take to connect (TCP and TLS), whatever its
