@@ -87,7 +87,7 @@ pub struct LoadedComponent {
     pub hash: ContentHash,
     pub size: usize,
     pub pre: CommandPre<ProcState>,
-    /// The bytes it was compiled from, kept for [`ComponentCache::get_identical`]. They add
+    /// The bytes it was compiled from, kept for [`ComponentCache::candidate`]. They add
     /// at most their own size to an entry whose compiled code is already larger.
     bytes: Arc<[u8]>,
 }
@@ -261,8 +261,12 @@ impl CellEngine {
         // Fast path: the very bytes of a cached component (a parent spawning the same child
         // again) are recognised by comparing them, which costs a fraction of hashing them
         // (SHA-256 was ~20% of a cached spawn of a 64 KiB child).
-        let identical = self.cache().get_identical(&bytes);
+        // The candidate is taken under the lock, the bytes compared outside it: shards load
+        // at once, and a 64 KiB comparison under the lock serialised their spawns.
+        let candidate = self.cache().candidate(bytes.len());
+        let identical = candidate.filter(|c| *c.bytes == *bytes);
         if let Some(hit) = identical {
+            self.cache().touch(&hit.hash);
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "cell::engine", hash = %hit.hash, "component cache hit (same bytes)");
             return Ok(hit);
@@ -390,7 +394,7 @@ pub(crate) fn is_provided(import: &str) -> bool {
 /// recently used evicted first), so a guest spawning endless distinct blobs cannot grow it.
 ///
 /// `by_len` remembers, for each length, the entry most recently inserted or hit with that
-/// length: the one candidate [`get_identical`](Self::get_identical) compares bytes against.
+/// length: the one candidate (`candidate`) whose bytes a load compares its own against.
 /// One candidate, never a scan, so a lookup costs at most one comparison of the caller's own
 /// bytes (less than hashing them) whatever is in the cache.
 #[derive(Default)]
@@ -402,20 +406,17 @@ struct ComponentCache {
 }
 
 impl ComponentCache {
-    /// The cached component compiled from exactly `bytes`, if it is the candidate for their
-    /// length. Equality is checked byte for byte: no hash is trusted, so no collision (crafted
-    /// or not) can ever return another component.
-    fn get_identical(&mut self, bytes: &[u8]) -> Option<Arc<LoadedComponent>> {
-        let hash = *self.by_len.get(&bytes.len())?;
-        let same = self
-            .entries
-            .get(&hash)
-            .is_some_and(|(_, c)| *c.bytes == *bytes);
-        if same {
-            self.get(&hash)
-        } else {
-            None
-        }
+    /// The cached component that bytes of length `len` may be identical to (the latest one
+    /// of that length); the caller compares the bytes themselves, byte for byte, so no hash
+    /// is trusted and no collision (crafted or not) can ever return another component.
+    fn candidate(&self, len: usize) -> Option<Arc<LoadedComponent>> {
+        let hash = self.by_len.get(&len)?;
+        self.entries.get(hash).map(|(_, c)| c.clone())
+    }
+
+    /// Marks a component as just used (the LRU order).
+    fn touch(&mut self, hash: &ContentHash) {
+        let _ = self.get(hash);
     }
 
     fn get(&mut self, hash: &ContentHash) -> Option<Arc<LoadedComponent>> {
