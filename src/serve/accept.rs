@@ -127,19 +127,11 @@ fn hand_off(front: &DaemonCore, slot: SharedTaken, accepted: Accepted) {
 /// On the connection's shard: registers the socket with this thread's reactor and serves it
 /// (TCP: TLS handshake and login first, on the connection's own task).
 fn serve(here: &ShardCore, hold: ClientSlot, accepted: Accepted) {
-    let (core, ceiling) = (here.core.clone(), here.ceiling.clone());
     match accepted {
         Accepted::Unix(std) => match tokio::net::UnixStream::from_std(std) {
             Ok(stream) => {
                 let (read, write) = stream.into_split();
-                connect(
-                    hold,
-                    &core,
-                    &ceiling,
-                    None,
-                    read.compat(),
-                    write.compat_write(),
-                );
+                serve_halves(here, hold, None, read, write);
             }
             Err(e) => tracing::warn!("cannot serve a client connection: {e}"),
         },
@@ -147,7 +139,7 @@ fn serve(here: &ShardCore, hold: ClientSlot, accepted: Accepted) {
             // The handshake runs on the connection's own task, bounded in time, so a client
             // that never finishes it holds nothing but that task and its slot.
             Ok(stream) => {
-                tokio::task::spawn_local(serve_tcp(core, ceiling, hold, stream, terms));
+                tokio::task::spawn_local(serve_tcp(here.clone(), hold, stream, terms));
             }
             Err(e) => tracing::warn!("cannot serve a client connection: {e}"),
         },
@@ -155,8 +147,7 @@ fn serve(here: &ShardCore, hold: ClientSlot, accepted: Accepted) {
 }
 
 async fn serve_tcp(
-    core: Rc<DaemonCore>,
-    ceiling: Rc<crate::serve::ceiling::Ceiling>,
+    here: ShardCore,
     hold: ClientSlot,
     stream: tokio::net::TcpStream,
     terms: TcpTerms,
@@ -164,28 +155,31 @@ async fn serve_tcp(
     let token = terms.token.as_deref().map(Rc::<str>::from);
     let Some(acceptor) = terms.tls else {
         let (read, write) = stream.into_split();
-        return connect(
-            hold,
-            &core,
-            &ceiling,
-            token,
-            read.compat(),
-            write.compat_write(),
-        );
+        return serve_halves(&here, hold, token, read, write);
     };
     match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             let (read, write) = tokio::io::split(tls);
-            connect(
-                hold,
-                &core,
-                &ceiling,
-                token,
-                read.compat(),
-                write.compat_write(),
-            );
+            serve_halves(&here, hold, token, read, write);
         }
         Ok(Err(e)) => tracing::warn!("TLS handshake failed: {e}"),
         Err(_) => tracing::warn!("TLS handshake timed out"),
     }
+}
+
+/// Serves a connection's two halves on this shard (see [`connect`]).
+fn serve_halves<R, W>(here: &ShardCore, hold: ClientSlot, token: Option<Rc<str>>, read: R, write: W)
+where
+    R: tokio::io::AsyncRead + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (core, ceiling) = (&here.core, &here.ceiling);
+    connect(
+        hold,
+        core,
+        ceiling,
+        token,
+        read.compat(),
+        write.compat_write(),
+    );
 }

@@ -46,6 +46,7 @@ use crate::table::{Pid, PidPlan};
 const LINK_BUFFER: usize = 64 * 1024;
 
 /// One shard's share of the daemon.
+#[derive(Clone)]
 pub(crate) struct ShardCore {
     pub core: Rc<DaemonCore>,
     pub ceiling: Rc<Ceiling>,
