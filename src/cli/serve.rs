@@ -50,8 +50,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Threads jobs run on, each with its own runtime and process table: a job's whole tree
-    /// stays on one, new jobs go to the least loaded [default: one per core; 1 runs
-    /// everything on one thread].
+    /// stays on one; each client connection goes to the least loaded and runs its jobs there
+    /// [default: one per core; 1 runs everything on one thread].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
 
