@@ -25,7 +25,8 @@
 //!   "processes_not_listed": 0,          // ended processes beyond the first PROCESS_HISTORY
 //!   "compile_cache": {"enabled": true, "hits": 1, "misses": 0},   // wasmtime's disk cache
 //!   "components_compiled": 1,           // components loaded this run (disk hits included)
-//!   "network": {"allowed": 0, "denied": 0}   // network decisions made by the host
+//!   "network": {"allowed": 0, "denied": 0},  // network decisions made by the host
+//!   "client": "ci-runner"                    // only a daemon job of a mutual-TLS client
 //! }
 //! ```
 //!
@@ -65,6 +66,9 @@ pub(crate) struct Report {
     pub compile_cache: CompileCacheStats,
     pub components_compiled: u64,
     pub network: NetworkStats,
+    /// A daemon job's: the mutual-TLS identity of the client that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// pid0's entry in the report: how it ended, or why it never started.
@@ -107,6 +111,7 @@ impl Report {
             compile_cache: CompileCacheStats::default(),
             components_compiled: 0,
             network: NetworkStats::default(),
+            client: None,
         }
     }
 

@@ -297,6 +297,7 @@ pub(crate) async fn run(
                     let (allowed, denied) = sup.audit().counts();
                     NetworkStats { allowed, denied }
                 },
+                client: None,
             }
         },
     };

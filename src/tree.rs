@@ -121,6 +121,8 @@ pub(crate) struct TreeSpec {
     pub stderr: Option<CaptureSink>,
     /// The `--service` it runs, and how often that service has been restarted (for `ps`).
     pub service: Option<(String, u32)>,
+    /// The mutual-TLS identity of the daemon client that started it (audit, report).
+    pub client: Option<std::sync::Arc<str>>,
 }
 
 /// One process tree's shared record (see the module documentation).
@@ -131,6 +133,7 @@ pub(crate) struct Tree {
     live: watch::Sender<u32>,
     stderr: RefCell<Option<CaptureSink>>,
     service: Option<(String, u32)>,
+    client: Option<std::sync::Arc<str>>,
     /// Its network decisions (for its report).
     decisions: Arc<DecisionCounts>,
 }
@@ -147,6 +150,7 @@ impl Tree {
             live: watch::channel(0).0,
             stderr: RefCell::new(spec.stderr),
             service: spec.service,
+            client: spec.client,
             decisions: Arc::default(),
         })
     }
@@ -188,6 +192,11 @@ impl Tree {
     /// Where a descendant's forwarded stderr goes (`None`: the host's stderr).
     pub(crate) fn stderr_tap(&self) -> Option<CaptureSink> {
         self.stderr.borrow().clone()
+    }
+
+    /// The identity of the client that started it, if it showed a certificate.
+    pub(crate) fn client(&self) -> Option<&std::sync::Arc<str>> {
+        self.client.as_ref()
     }
 
     /// Where its processes' network decisions are counted.

@@ -32,6 +32,15 @@ pub struct ConnectArgs {
     /// The name the daemon's certificate must carry [default: the address's IP].
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_name: Option<String>,
+
+    /// Show this certificate (PEM chain) to a daemon that takes client certificates
+    /// (`cell serve --client-ca`); no --token-file is needed then.
+    #[arg(long, value_name = "FILE", env = "CELL_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", env = "CELL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ConnectArgs {
@@ -41,6 +50,10 @@ impl ConnectArgs {
             token_file: self.token_file,
             tls_ca: self.tls_ca,
             tls_name: self.tls_name,
+            tls_cert: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| crate::serve::tls::CertPair { cert, key }),
         }
     }
 }

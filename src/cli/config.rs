@@ -140,6 +140,11 @@ impl ConfigFile {
         Ok(out)
     }
 
+    /// Whether it has `[[service]]` or `[[http]]` tables (a `--ceiling` file may not).
+    pub(crate) fn has_tables(&self) -> bool {
+        !self.service.is_empty() || !self.http.is_empty()
+    }
+
     /// The `[[http]]` tables as fronts, `max_concurrency` unless a table says otherwise.
     ///
     /// # Errors

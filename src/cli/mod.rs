@@ -7,6 +7,7 @@
 
 pub(crate) mod argv;
 pub(crate) mod cache;
+pub(crate) mod ceiling;
 pub(crate) mod client;
 pub(crate) mod compile;
 pub(crate) mod config;

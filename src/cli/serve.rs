@@ -49,6 +49,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Mutual TLS: accept only TCP clients showing a certificate signed by a CA in FILE
+    /// (PEM); a client is then who its certificate says (its common name, else its first
+    /// subject-alternative name), recorded in the audit log and its jobs' reports. No
+    /// --token-file is needed then (with one, clients must show both).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Clients whose certificate carries NAME (common name or alternative name) get the
+    /// grant ceiling in FILE (TOML: net, dir, dir_rw and limit keys, as in --config)
+    /// instead of the daemon's own; the first match wins (repeatable).
+    #[arg(
+        long = "ceiling",
+        value_name = "NAME=FILE",
+        value_parser = super::ceiling::parse_ceiling_arg,
+        requires = "client_ca"
+    )]
+    pub ceilings: Vec<(String, PathBuf)>,
+
     /// Threads jobs run on, each with its own runtime and process table: a job's whole tree
     /// stays on one; each client connection goes to the least loaded and runs its jobs there
     /// [default: one per core; 1 runs everything on one thread].
@@ -206,8 +224,15 @@ impl ServeArgs {
             }
             None => None,
         };
+        let mut ceilings = Vec::with_capacity(self.ceilings.len());
+        for (name, path) in &self.ceilings {
+            ceilings.push((name.clone(), super::ceiling::read(name, path)?));
+        }
+        // Every directory some job may get writable, whichever ceiling it came through.
+        let mut any_dirs = dirs.clone();
+        any_dirs.extend(ceilings.iter().flat_map(|(_, c)| c.dirs.iter().cloned()));
         // A job with a writable grant over the socket could replace it.
-        let roots = hostfiles::writable_roots(&dirs);
+        let roots = hostfiles::writable_roots(&any_dirs);
         for addr in &self.listen {
             if let ListenAddr::Unix(path) = addr {
                 hostfiles::check_outside("daemon socket", path, &roots, false)?;
@@ -215,8 +240,10 @@ impl ServeArgs {
         }
         let limits = self.limits.into_limits();
         let cache = self.cache.dir();
+        let metered =
+            limits.fuel.is_some() || ceilings.iter().any(|(_, c)| c.limits.fuel.is_some());
         let mut files = hostfiles::prepare(&hostfiles::HostPaths {
-            dirs: &dirs,
+            dirs: &any_dirs,
             report: None,
             audit: self.ceiling.audit.as_deref(),
             cache: cache.as_deref(),
@@ -226,7 +253,7 @@ impl ServeArgs {
             token,
             engine: EngineConfig {
                 cache_dir: cache,
-                fuel: limits.fuel.is_some(),
+                fuel: metered,
             },
             ceiling: CeilingConfig {
                 net: self.ceiling.net,
@@ -240,7 +267,12 @@ impl ServeArgs {
             reload,
             metrics: self.metrics,
             http,
-            tls: self.tls_cert.zip(self.tls_key),
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| crate::serve::tls::CertPair { cert, key }),
+            client_ca: self.client_ca,
+            ceilings,
             shards: self
                 .shards
                 .map_or_else(crate::shard::default_count, usize::from),

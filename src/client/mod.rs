@@ -24,6 +24,8 @@ pub(crate) struct Endpoint {
     pub tls_ca: Option<std::path::PathBuf>,
     /// `--tls-name`: the name the daemon's certificate must carry (default: the address).
     pub tls_name: Option<String>,
+    /// `--tls-cert`/`--tls-key`: the certificate this client shows (mutual TLS).
+    pub tls_cert: Option<crate::serve::tls::CertPair>,
 }
 
 /// A connection to a daemon: its `Daemon` capability. The RPC system runs on a local task
@@ -42,7 +44,10 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
             let (r, w) = stream.into_split();
             (Box::new(r.compat()), Box::new(w.compat_write()))
         }
-        ListenAddr::Tcp(sock) => {
+        ListenAddr::Tcp(sock) | ListenAddr::Tls(sock) => {
+            if matches!(addr, ListenAddr::Tls(_)) && end.tls_ca.is_none() {
+                anyhow::bail!("{addr}: TLS needs --tls-ca FILE (the certificate(s) to trust)");
+            }
             let stream = tokio::net::TcpStream::connect(sock)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
@@ -53,7 +58,7 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
                     (Box::new(r.compat()), Box::new(w.compat_write()))
                 }
                 Some(ca) => {
-                    let connector = crate::serve::tls::connector(ca)?;
+                    let connector = crate::serve::tls::connector(ca, end.tls_cert.as_ref())?;
                     let ip = sock.ip().to_string();
                     let name =
                         crate::serve::tls::server_name(end.tls_name.as_deref().unwrap_or(&ip))?;
@@ -77,12 +82,16 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
             tracing::debug!("daemon connection: {e}");
         }
     });
-    match addr {
-        ListenAddr::Unix(_) => Ok(daemon::Client { client: bootstrap }),
-        ListenAddr::Tcp(_) => {
-            let Some(path) = token_file else {
-                anyhow::bail!("{addr}: a TCP daemon needs --token-file FILE (its token)");
-            };
+    // A unix socket, and a mutual-TLS daemon to which no token is shown, answer a `Daemon`
+    // at once; otherwise the daemon wants the token first.
+    match (addr, token_file) {
+        (ListenAddr::Unix(_), _) => Ok(daemon::Client { client: bootstrap }),
+        (_, None) if end.tls_cert.is_some() => Ok(daemon::Client { client: bootstrap }),
+        (_, None) => anyhow::bail!(
+            "{addr}: a TCP daemon needs --token-file FILE (its token), or --tls-cert and \
+             --tls-key when it takes client certificates"
+        ),
+        (_, Some(path)) => {
             let token = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
             let login = login::Client { client: bootstrap };

@@ -13,7 +13,10 @@
 //! lookups); `ip` is null when no address was involved (a name refused before any lookup);
 //! `rule` is the rule that allowed the request in `--net` syntax (or a short description of a
 //! host-side allowance, e.g. the ephemeral source port of a connect); `reason` says why a request
-//! was denied.
+//! was denied. A line about a job of a daemon client that showed a certificate (`cell serve
+//! --client-ca`) also has `"client"`, the client's identity; and each such connection has a
+//! line of its own, `"op":"client"` with `pid` 0, the client's address, `client` when it was
+//! accepted, and `reason` (the TLS error) when its certificate was refused.
 //!
 //! Bounded: lines are written synchronously through a `BufWriter` flushed after every line, so
 //! nothing queues in memory. Writes happen on the supervisor thread (RPC) or on a wasmtime
@@ -210,6 +213,8 @@ pub struct Audit {
     counts: Arc<DecisionCounts>,
     /// The decisions of one tree (a daemon job's report), counted as well.
     tree: Option<Arc<DecisionCounts>>,
+    /// The mutual-TLS identity of the daemon client whose job this is: every line says it.
+    client: Option<Arc<str>>,
     /// Denials are published here too (`Daemon.events`).
     events: Option<EventBus>,
 }
@@ -273,6 +278,7 @@ impl Audit {
             })),
             counts: Arc::default(),
             tree: None,
+            client: None,
             events: None,
         }
     }
@@ -283,10 +289,21 @@ impl Audit {
         self
     }
 
-    /// The same sink, also counting into `counts` (one tree's decisions).
-    pub(crate) fn for_tree(&self, counts: Arc<DecisionCounts>) -> Audit {
+    /// The same sink, also counting into `counts` (one tree's decisions), every line
+    /// naming `client` (the identity of the daemon client that started the tree).
+    pub(crate) fn for_tree(&self, counts: Arc<DecisionCounts>, client: Option<Arc<str>>) -> Audit {
         Audit {
             tree: Some(counts),
+            client,
+            ..self.clone()
+        }
+    }
+
+    /// The same sink, every line naming `client` (a daemon job's lines outside its tree's
+    /// processes: the directories it was granted).
+    pub(crate) fn with_client(&self, client: Option<Arc<str>>) -> Audit {
+        Audit {
+            client,
             ..self.clone()
         }
     }
@@ -338,7 +355,52 @@ impl Audit {
             bus.publish(event.pid, deny_event(event));
         }
         let Some(file) = &self.file else { return };
-        let Ok(mut line) = serde_json::to_vec(event) else {
+        self.write_line(file, event, self.client.as_deref());
+    }
+
+    /// A mutual-TLS client connection: accepted as `client` (the identity its certificate
+    /// gave), or refused during the handshake with `refused` (the TLS error). `pid` is 0
+    /// (no process), `ip`/`port` the client's address, `op` `client`.
+    pub(crate) fn connection(
+        &self,
+        peer: std::net::SocketAddr,
+        client: Option<&str>,
+        refused: Option<&str>,
+    ) {
+        let event = AuditEvent {
+            ts: now(),
+            pid: 0,
+            via: Via::Rpc,
+            op: "client",
+            host: None,
+            ip: Some(peer.ip()),
+            port: peer.port(),
+            allowed: refused.is_none(),
+            rule: refused.is_none().then(|| "--client-ca".to_string()),
+            reason: refused.map(crate::text::guest_text),
+            http: None,
+        };
+        match refused {
+            None => {
+                tracing::info!(target: "cell::audit", "client {peer} is {}", client.unwrap_or("?"))
+            }
+            Some(why) => tracing::warn!(target: "cell::audit", "client {peer} refused: {why}"),
+        }
+        if let Some(file) = &self.file {
+            self.write_line(file, &event, client);
+        }
+    }
+
+    fn write_line(&self, file: &AuditFile, event: &AuditEvent, client: Option<&str>) {
+        /// An event and, when it has one, the client it is on behalf of.
+        #[derive(Serialize)]
+        struct Line<'a> {
+            #[serde(flatten)]
+            event: &'a AuditEvent,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client: Option<&'a str>,
+        }
+        let Ok(mut line) = serde_json::to_vec(&Line { event, client }) else {
             return;
         };
         line.push(b'\n');

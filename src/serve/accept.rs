@@ -10,6 +10,11 @@
 //! another is less loaded (`Daemon.run`, `daemon.rs`), so with many clients most jobs never
 //! cross a thread.
 //!
+//! With `--client-ca` the handshake verifies the client's certificate; the connection is then
+//! served as the [`Peer`] its names make it (`identity.rs`): that identity, and its ceiling
+//! in the target shard's own copy of the ceilings. Every such connection, accepted or
+//! refused, is a line of the audit log.
+//!
 //! Ownership: what crosses to the target shard is `Send` — the std socket, the slot, the
 //! shard's [`Placed`] count, the token (`Arc<str>`) and the TLS acceptor. Bounds: at most
 //! [`MAX_CLIENTS`] connections (so hand-offs) in progress at once; a hand-off waits while
@@ -22,8 +27,9 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::budget::{SharedBudget, SharedTaken};
 use crate::limits::MAX_CLIENTS;
+use crate::serve::identity::{self, Peer};
 use crate::serve::shards::ShardCore;
-use crate::serve::{connect, tls, DaemonCore};
+use crate::serve::{connect, tls, ClientTerms, DaemonCore};
 use crate::shard::{least_loaded, Placed};
 
 /// What a client connection holds for its whole life: its slot among [`MAX_CLIENTS`] and its
@@ -33,11 +39,13 @@ pub(crate) struct ClientSlot {
     _placed: Placed,
 }
 
-/// A TCP listener's terms: every client must show `token`, over TLS when `tls` is set.
+/// A TCP listener's terms: every client must show `token`, over TLS when `tls` is set, with
+/// a certificate of the client CA when `mutual` (the acceptor then verifies it).
 #[derive(Clone)]
 pub(crate) struct TcpTerms {
     pub token: Option<Arc<str>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub mutual: bool,
 }
 
 /// An accepted socket on its way to a shard.
@@ -131,7 +139,7 @@ fn serve(here: &ShardCore, hold: ClientSlot, accepted: Accepted) {
         Accepted::Unix(std) => match tokio::net::UnixStream::from_std(std) {
             Ok(stream) => {
                 let (read, write) = stream.into_split();
-                serve_halves(here, hold, None, read, write);
+                serve_halves(here, hold, (None, Peer::default()), read, write);
             }
             Err(e) => tracing::warn!("cannot serve a client connection: {e}"),
         },
@@ -155,31 +163,57 @@ async fn serve_tcp(
     let token = terms.token.as_deref().map(Rc::<str>::from);
     let Some(acceptor) = terms.tls else {
         let (read, write) = stream.into_split();
-        return serve_halves(&here, hold, token, read, write);
+        return serve_halves(&here, hold, (token, Peer::default()), read, write);
     };
+    let from = stream.peer_addr().ok();
+    let audit = here.core.sup.audit();
     match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
+            let peer = if terms.mutual {
+                let names = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| identity::names(cert))
+                    .unwrap_or_default();
+                let peer = here.ceilings.peer(&names);
+                if let Some(from) = from {
+                    audit.connection(from, peer.identity.as_deref(), None);
+                }
+                peer
+            } else {
+                Peer::default()
+            };
             let (read, write) = tokio::io::split(tls);
-            serve_halves(&here, hold, token, read, write);
+            serve_halves(&here, hold, (token, peer), read, write);
         }
-        Ok(Err(e)) => tracing::warn!("TLS handshake failed: {e}"),
+        Ok(Err(e)) => {
+            tracing::warn!("TLS handshake failed: {e}");
+            if let (true, Some(from)) = (terms.mutual, from) {
+                audit.connection(from, None, Some(&format!("TLS: {e}")));
+            }
+        }
         Err(_) => tracing::warn!("TLS handshake timed out"),
     }
 }
 
-/// Serves a connection's two halves on this shard (see [`connect`]).
-fn serve_halves<R, W>(here: &ShardCore, hold: ClientSlot, token: Option<Rc<str>>, read: R, write: W)
-where
+/// Serves a connection's two halves on this shard (see [`connect`]) as `peer`, showing
+/// `token` first when there is one.
+fn serve_halves<R, W>(
+    here: &ShardCore,
+    hold: ClientSlot,
+    (token, peer): (Option<Rc<str>>, Peer),
+    read: R,
+    write: W,
+) where
     R: tokio::io::AsyncRead + Unpin + 'static,
     W: tokio::io::AsyncWrite + Unpin + 'static,
 {
-    let (core, ceiling) = (&here.core, &here.ceiling);
-    connect(
-        hold,
-        core,
-        ceiling,
+    let terms = ClientTerms {
+        ceiling: here.ceilings.of(&peer).clone(),
         token,
-        read.compat(),
-        write.compat_write(),
-    );
+        peer,
+    };
+    connect(hold, &here.core, terms, read.compat(), write.compat_write());
 }

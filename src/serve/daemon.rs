@@ -27,6 +27,7 @@ use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::run::ModeChoice;
 use crate::serve::ceiling::{Ask, Ceiling};
+use crate::serve::identity::Peer;
 use crate::serve::job::{Job, JobOrigin, JobServer};
 use crate::serve::shards::{self, ShardLink};
 use crate::serve::DaemonCore;
@@ -41,6 +42,8 @@ use crate::tree::{Tree, TreeSpec};
 pub(crate) struct ClientState {
     pub daemon: StdRc<DaemonCore>,
     pub ceiling: StdRc<Ceiling>,
+    /// Who the client is (a mutual-TLS identity), recorded in its jobs' reports and audit.
+    pub peer: Peer,
     pub gate: CallGate,
     /// A shard link's far side (see `shards.rs`): jobs start here, never elsewhere, and a
     /// `Component` of the front's connection is found by its hash.
@@ -56,10 +59,16 @@ pub(crate) struct ClientState {
 }
 
 impl ClientState {
-    pub(crate) fn new(daemon: StdRc<DaemonCore>, ceiling: StdRc<Ceiling>, gate: CallGate) -> Self {
+    pub(crate) fn new(
+        daemon: StdRc<DaemonCore>,
+        ceiling: StdRc<Ceiling>,
+        gate: CallGate,
+        peer: Peer,
+    ) -> Self {
         ClientState {
             daemon,
             ceiling,
+            peer,
             gate,
             via_link: false,
             links: RefCell::default(),
@@ -77,10 +86,11 @@ impl ClientState {
         daemon: StdRc<DaemonCore>,
         ceiling: StdRc<Ceiling>,
         gate: CallGate,
+        peer: Peer,
     ) -> Self {
         ClientState {
             via_link: true,
-            ..ClientState::new(daemon, ceiling, gate)
+            ..ClientState::new(daemon, ceiling, gate, peer)
         }
     }
 
@@ -354,6 +364,7 @@ async fn start_job(
         history: Some((JOB_HISTORY, JOB_HISTORY_BYTES)),
         stderr: Some(tap),
         service: None,
+        client: client.peer.identity.clone(),
     });
     let origin = JobOrigin {
         wasm: shown.unwrap_or(name),
@@ -367,13 +378,14 @@ async fn start_job(
         Err(e) => return Err(failed(e.reason(), e)),
     };
     // Every directory a job gets is in the audit trail, as pid0's are under `cell run`.
+    let audit = sup.audit().with_client(tree.client().cloned());
     for granted in &dirs {
         let rule = format!(
             "{} {} (daemon ceiling)",
             granted.dir.rights(),
             granted.dir.shown().display()
         );
-        sup.audit().event(AuditEvent::directory(
+        audit.event(AuditEvent::directory(
             handle.pid,
             "dir",
             &granted.guest,

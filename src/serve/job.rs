@@ -110,6 +110,7 @@ impl Job {
             compile_cache: sup.engine().compile_cache_stats(),
             components_compiled: sup.engine().compiled_count(),
             network: NetworkStats { allowed, denied },
+            client: self.tree.client().map(|c| c.to_string()),
         };
         drop(stats);
         serde_json::to_string_pretty(&report).unwrap_or_else(|e| {

@@ -14,8 +14,21 @@ use thiserror::Error;
 pub enum ListenAddr {
     /// `unix:PATH`.
     Unix(PathBuf),
-    /// `tcp:IP:PORT` (`tcp:[::1]:PORT` for IPv6).
+    /// `tcp:IP:PORT` (`tcp:[::1]:PORT` for IPv6): TLS when the daemon has a certificate
+    /// (`--tls-cert`) or the client trusts one (`--tls-ca`).
     Tcp(SocketAddr),
+    /// `tls:IP:PORT`: TCP that must speak TLS (an error without the certificate flags).
+    Tls(SocketAddr),
+}
+
+impl ListenAddr {
+    /// The TCP address of a `tcp:` or `tls:` address.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Unix(_) => None,
+            ListenAddr::Tcp(a) | ListenAddr::Tls(a) => Some(*a),
+        }
+    }
 }
 
 impl std::fmt::Display for ListenAddr {
@@ -23,6 +36,7 @@ impl std::fmt::Display for ListenAddr {
         match self {
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
             ListenAddr::Tcp(a) => write!(f, "tcp:{a}"),
+            ListenAddr::Tls(a) => write!(f, "tls:{a}"),
         }
     }
 }
@@ -41,8 +55,13 @@ impl FromStr for ListenAddr {
                 format!("{addr:?} is not IP:PORT (tcp:127.0.0.1:7070, tcp:[::1]:7070)")
             });
         }
+        if let Some(addr) = s.strip_prefix("tls:") {
+            return addr.parse().map(ListenAddr::Tls).map_err(|_| {
+                format!("{addr:?} is not IP:PORT (tls:10.0.0.5:7070, tls:[::1]:7070)")
+            });
+        }
         Err(format!(
-            "{s:?}: expected unix:PATH or tcp:IP:PORT (e.g. unix:/run/cell/cell.sock)"
+            "{s:?}: expected unix:PATH, tcp:IP:PORT or tls:IP:PORT (e.g. unix:/run/cell/cell.sock)"
         ))
     }
 }
@@ -69,9 +88,12 @@ pub(crate) enum ListenError {
     #[error("tcp:{addr}: only a loopback address may be used without TLS (--tls-cert, --tls-key)")]
     NotLoopback { addr: SocketAddr },
     #[error(
-        "tcp:{addr} needs --token-file: a client must present the token before it gets anything"
+        "tcp:{addr} needs --token-file or --client-ca: a client must present the token or a \
+         certificate before it gets anything"
     )]
     NoToken { addr: SocketAddr },
+    #[error("tls:{addr} needs --tls-cert and --tls-key")]
+    NoCertificate { addr: SocketAddr },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ListenError {
@@ -163,19 +185,28 @@ fn check_dir(dir: &Path) -> Result<(), ListenError> {
     Ok(())
 }
 
-/// Binds a TCP listener: loopback only unless it speaks TLS, and only with a token.
+/// How a TCP listener checks its clients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpGuard {
+    pub token: bool,
+    pub tls: bool,
+    /// Clients must show a certificate of `--client-ca` (implies `tls`).
+    pub client_ca: bool,
+}
+
+/// Binds a TCP listener: loopback only unless it speaks TLS, and only with a token or
+/// client certificates.
 ///
 /// # Errors
-/// A non-loopback address without TLS, no token, or the bind failing.
+/// A non-loopback address without TLS, neither token nor client CA, or the bind failing.
 pub(crate) async fn bind_tcp(
     addr: SocketAddr,
-    has_token: bool,
-    tls: bool,
+    guard: TcpGuard,
 ) -> Result<tokio::net::TcpListener, ListenError> {
-    if !addr.ip().is_loopback() && !tls {
+    if !addr.ip().is_loopback() && !guard.tls {
         return Err(ListenError::NotLoopback { addr });
     }
-    if !has_token {
+    if !guard.token && !guard.client_ca {
         return Err(ListenError::NoToken { addr });
     }
     tokio::net::TcpListener::bind(addr)
@@ -198,6 +229,11 @@ mod tests {
             ListenAddr::Tcp("127.0.0.1:7070".parse().unwrap())
         );
         assert!("tcp:localhost:1".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "tls:[::1]:7070".parse::<ListenAddr>().unwrap().to_string(),
+            "tls:[::1]:7070"
+        );
+        assert!("tls:7070".parse::<ListenAddr>().is_err());
         assert!("unix:".parse::<ListenAddr>().is_err());
         assert!("/run/c.sock".parse::<ListenAddr>().is_err());
     }

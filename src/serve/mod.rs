@@ -19,6 +19,7 @@ pub(crate) mod accept;
 pub(crate) mod ceiling;
 pub(crate) mod daemon;
 pub(crate) mod http;
+pub(crate) mod identity;
 pub(crate) mod job;
 pub(crate) mod listen;
 pub(crate) mod metrics;
@@ -68,7 +69,11 @@ pub struct ServeConfig {
     /// `--http ADDR FILE` and `[[http]]`: proxy components to serve.
     pub http: Vec<http::HttpSpec>,
     /// `--tls-cert` and `--tls-key`: TCP listeners speak TLS (and may be non-loopback).
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub tls: Option<tls::CertPair>,
+    /// `--client-ca`: TLS is mutual; clients are who their certificates say.
+    pub client_ca: Option<std::path::PathBuf>,
+    /// `--ceiling NAME=FILE`: the ceilings of clients whose certificates carry NAME.
+    pub ceilings: Vec<(String, CeilingConfig)>,
     /// `--shards N`: the threads jobs run on.
     pub shards: usize,
 }
@@ -77,6 +82,7 @@ pub struct ServeConfig {
 pub(crate) type Reload = Box<dyn Fn() -> anyhow::Result<Vec<services::ServiceSpec>>>;
 
 /// The ceiling as flags give it; its directories are opened when the daemon starts.
+#[derive(Clone, Debug)]
 pub struct CeilingConfig {
     /// `--net` rules; empty: no job gets a network.
     pub net: Vec<crate::net::policy::NetRule>,
@@ -130,7 +136,7 @@ pub(crate) async fn serve(
     let set = start_shards(&mut config)?;
     let (core, ceiling) = {
         let front = set.local();
-        (front.core.clone(), front.ceiling.clone())
+        (front.core.clone(), front.ceiling().clone())
     };
     // Dropped on every way out (an error below included): accepting stops, sockets go.
     let open = open_listeners(&config, &core).await?;
@@ -173,13 +179,18 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
     shared.pinned = std::sync::Arc::new(std::mem::take(&mut config.resolve));
     let jobs = SharedBudget::new(config.max_jobs);
     let clients = SharedBudget::new(MAX_CLIENTS);
-    let ceiling = CeilingConfig {
-        net: config.ceiling.net.clone(),
-        dirs: config.ceiling.dirs.clone(),
-        limits: config.ceiling.limits.clone(),
-    };
+    let ceiling = config.ceiling.clone();
+    let named = config.ceilings.clone();
     ShardSet::start(config.shards, move |index, shards| {
-        let ceiling = Rc::new(open_ceiling(&ceiling)?);
+        let mut ceilings = identity::Ceilings {
+            default: Rc::new(open_ceiling(&ceiling)?),
+            named: Vec::with_capacity(named.len()),
+        };
+        for (name, config) in &named {
+            let opened =
+                open_ceiling(config).map_err(|e| e.context(format!("--ceiling {name}")))?;
+            ceilings.named.push((name.clone(), Rc::new(opened)));
+        }
         let place = ShardPlace {
             index,
             of: shards.len(),
@@ -194,7 +205,10 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
             http: std::cell::RefCell::default(),
             http_latency: http::latency_family(),
         });
-        Ok(ShardCore { core, ceiling })
+        Ok(ShardCore {
+            core,
+            ceilings: Rc::new(ceilings),
+        })
     })
 }
 
@@ -205,8 +219,13 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
 async fn open_listeners(config: &ServeConfig, core: &Rc<DaemonCore>) -> anyhow::Result<Listeners> {
     let token: Option<std::sync::Arc<str>> = config.token.as_deref().map(std::sync::Arc::from);
     let tls = match &config.tls {
-        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        Some(pair) => Some(tls::acceptor(pair, config.client_ca.as_deref())?),
         None => None,
+    };
+    let guard = listen::TcpGuard {
+        token: token.is_some(),
+        tls: tls.is_some(),
+        client_ca: config.client_ca.is_some(),
     };
     let mut open = Listeners::default();
     let (sockets, accepting) = (&mut open.sockets, &mut open.tasks);
@@ -221,14 +240,24 @@ async fn open_listeners(config: &ServeConfig, core: &Rc<DaemonCore>) -> anyhow::
                     core.clone(),
                 )));
             }
-            ListenAddr::Tcp(addr) => {
-                let listener = listen::bind_tcp(*addr, token.is_some(), tls.is_some()).await?;
+            ListenAddr::Tcp(sock) | ListenAddr::Tls(sock) => {
+                let must_tls = matches!(addr, ListenAddr::Tls(_));
+                if must_tls && tls.is_none() {
+                    return Err(listen::ListenError::NoCertificate { addr: *sock }.into());
+                }
+                let listener = listen::bind_tcp(*sock, guard).await?;
                 let local = listener.local_addr()?;
-                let with = if tls.is_some() { " (TLS)" } else { "" };
-                eprintln!("cell: listening on tcp:{local}{with}");
+                let with = match (tls.is_some(), guard.client_ca) {
+                    (false, _) => "",
+                    (true, false) => " (TLS)",
+                    (true, true) => " (mutual TLS)",
+                };
+                let scheme = if must_tls { "tls" } else { "tcp" };
+                eprintln!("cell: listening on {scheme}:{local}{with}");
                 let terms = accept::TcpTerms {
                     token: token.clone(),
                     tls: tls.clone(),
+                    mutual: guard.client_ca,
                 };
                 accepting.push(tokio::task::spawn_local(accept::accept_tcp(
                     listener,
@@ -320,20 +349,32 @@ fn open_ceiling(config: &CeilingConfig) -> anyhow::Result<Ceiling> {
     })
 }
 
+/// What one client connection is served under: its ceiling, the token it must show first,
+/// and who it is.
+pub(crate) struct ClientTerms {
+    pub ceiling: Rc<Ceiling>,
+    pub token: Option<Rc<str>>,
+    pub peer: identity::Peer,
+}
+
 /// Serves one client connection on its own task: a `Daemon` (or, with a token, a `Login`
 /// that hands one out) under the same bounds as a guest's connection. When it ends, the jobs
 /// it started `attached` are killed.
 pub(crate) fn connect(
     permit: accept::ClientSlot,
     core: &Rc<DaemonCore>,
-    ceiling: &Rc<Ceiling>,
-    token: Option<Rc<str>>,
+    terms: ClientTerms,
     read: impl futures::io::AsyncRead + Unpin + 'static,
     write: impl futures::io::AsyncWrite + Unpin + 'static,
 ) {
+    let ClientTerms {
+        ceiling,
+        token,
+        peer,
+    } = terms;
     // A client may send a whole component in one call.
     let link = Link::new(read, write, shards::link_bounds(&ceiling.limits));
-    let client = Rc::new(ClientState::new(core.clone(), ceiling.clone(), link.gate()));
+    let client = Rc::new(ClientState::new(core.clone(), ceiling, link.gate(), peer));
     let daemon: daemon_capnp::Client = capnp_rpc::new_client(DaemonServer::new(client.clone()));
     let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
     let needs_login = token.is_some();

@@ -227,6 +227,7 @@ async fn start(
         history: Some((crate::limits::JOB_HISTORY, crate::limits::JOB_HISTORY_BYTES)),
         stderr: None,
         service: Some((spec.name.clone(), restarts)),
+        client: None,
     });
     let handle = core
         .sup

@@ -36,6 +36,7 @@ use crate::rpc::fail::failed;
 use crate::rpc::{Link, LinkBounds};
 use crate::serve::ceiling::Ceiling;
 use crate::serve::daemon::{self as front, ClientState, DaemonServer};
+use crate::serve::identity::{Ceilings, Peer};
 use crate::serve::DaemonCore;
 use crate::shard::Shard;
 use crate::status::KilledBy;
@@ -49,7 +50,16 @@ const LINK_BUFFER: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct ShardCore {
     pub core: Rc<DaemonCore>,
-    pub ceiling: Rc<Ceiling>,
+    /// This shard's copies of the ceilings (the daemon's and the `--ceiling` ones).
+    pub ceilings: Rc<Ceilings>,
+}
+
+impl ShardCore {
+    /// The daemon's own ceiling (the flags'), for clients without a certificate, services
+    /// and `--http` fronts.
+    pub(crate) fn ceiling(&self) -> &Rc<Ceiling> {
+        &self.ceilings.default
+    }
 }
 
 /// A client connection's link to one other shard; dropping it closes the link.
@@ -87,8 +97,9 @@ pub(crate) async fn link_to(
     let shard = client.daemon.shards.get(to).ok_or_else(stopped)?.clone();
     let bounds = link_bounds(&client.ceiling.limits);
     let (near, far) = tokio::io::duplex(LINK_BUFFER);
+    let peer = client.peer.clone();
     shard
-        .call(move |shard| async move { serve_link(&shard, far, bounds) })
+        .call(move |shard| async move { serve_link(&shard, far, bounds, peer) })
         .await
         .ok_or_else(stopped)?;
     // Another call of this client may have linked meanwhile: keep one link (this one's far
@@ -122,14 +133,17 @@ pub(crate) async fn link_to(
 
 /// Serves a link's far end on this shard: a `Daemon` for one client connection of the
 /// front, which starts jobs here and nowhere else. When the link ends, the jobs it started
-/// `attached` are killed.
-fn serve_link(shard: &ShardCore, far: tokio::io::DuplexStream, bounds: LinkBounds) {
+/// `attached` are killed. The client is the same peer there: the same identity, and that
+/// shard's copy of the same ceiling.
+fn serve_link(shard: &ShardCore, far: tokio::io::DuplexStream, bounds: LinkBounds, peer: Peer) {
     let (read, write) = tokio::io::split(far);
     let link = Link::new(read.compat(), write.compat_write(), bounds);
+    let ceiling = shard.ceilings.of(&peer).clone();
     let client = Rc::new(ClientState::for_link(
         shard.core.clone(),
-        shard.ceiling.clone(),
+        ceiling,
         link.gate(),
+        peer,
     ));
     let daemon: daemon::Client = capnp_rpc::new_client(DaemonServer::new(client.clone()));
     let system = link.serve(daemon.client);

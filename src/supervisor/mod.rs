@@ -283,7 +283,10 @@ impl Supervisor {
             depth: at.depth,
             hash: Some(component.hash),
         };
-        let audit = self.0.audit.for_tree(at.tree.decisions());
+        let audit = self
+            .0
+            .audit
+            .for_tree(at.tree.decisions(), at.tree.client().cloned());
         let stdio = self.stdio_for(pid, &spec, &limits, &at.tree);
         let sockets = SocketTally::new(limits.max_sockets);
         let store = self.store_for(pid, &spec, &limits, stdio.guest, sockets.clone(), &audit)?;

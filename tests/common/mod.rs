@@ -25,6 +25,7 @@ use serde_json::Value;
 
 pub mod daemon_rpc;
 pub mod http;
+pub mod pki;
 
 /// The longest any single `cell` run may take in a test before it is killed and the test fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
