@@ -7,7 +7,8 @@
 # Schema version 3 (version 1 plus the items marked "(version 2)": Executor.load, Component,
 # Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
 # Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
-# the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event). Changes are additive only (new fields, methods, enumerants and interfaces get
+# the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event; and "(version 5)":
+# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping). Changes are additive only (new fields, methods, enumerants and interfaces get
 # new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
 #
@@ -78,6 +79,23 @@ interface Session {
   services @7 () -> (services :List(ServiceGrant));
   # (version 3) The services handed to this process by its parent in `Grants.services`, in the
   # same order. Cast each to the interface its name promises.
+
+  remotes @8 () -> (remotes :List(Remote));
+  # (version 5) Other machines' `cell serve` daemons this process may spawn on: pid0's
+  # `cell run --remote NAME=tls://HOST:PORT`, in the order given; empty for everyone else.
+}
+
+struct Remote {
+  # (version 5) A remote node under the name the operator gave it. Its `Executor.spawn` starts
+  # the child as an attached job of that node's daemon, within that node's ceiling for this
+  # host's certificate; the `Process` answered behaves like a local one (wait, kill, stderr,
+  # stdin, stdout), is killed when its parent ends, and ends `killed: linkLost` when the link
+  # to the node is lost. Grants: a Network is re-issued there as the intersection of its
+  # policy and that node's ceiling; directories, sockets and the terminal never cross
+  # ("bad-grant: …"), nor, for now, components and services.
+  # `Executor.load` fails with "unsupported: …".
+  name @0 :Text;
+  executor @1 :Executor;
 }
 
 struct ProcessInfo {
@@ -238,6 +256,7 @@ enum KilledBy {
   parent @0;     # Process.kill from the holder of its Process capability
   cascade @1;    # its parent (or an ancestor) ended, taking the subtree with it
   operator @2;   # the host was told to stop (SIGINT/SIGTERM)
+  linkLost @3;   # (version 5) a remote child whose node or link was lost (see `Remote`)
 }
 
 interface ByteStream {
@@ -342,6 +361,9 @@ interface Daemon {
   # Streams spawn, exit and deny events to `sink` while `subscription` is held. At most one push
   # is in flight per subscriber: a consumer slower than the daemon loses events (its next event
   # says how many), and never slows the daemon down.
+
+  ping @5 () -> ();
+  # (version 5) Answers at once: a client's heartbeat (a node that stops answering it is lost).
 }
 
 struct JobRequest {

@@ -18,6 +18,7 @@
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
 #            bench-pid0                              (embeds bench-nop, bench-idle)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
+#            remote-pid0                       (embeds hello, hostile, child-leaf, net-probe)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -33,6 +34,6 @@ build -p child-leaf -p child-trap -p child-garbage -p child-silent -p spawner \
     -p bench-nop -p bench-hello -p bench-net -p bench-idle -p kv-service -p kv-client -p dirs-child -p http-get -p http-hoard -p http-hello
 build -p child-echo -p net-child -p pipe-pid0 -p hostile-parent -p escape -p kv-pid0 -p dirs-pid0
 build -p relay -p pid0 -p inetd -p net-probe -p hostile-pid0 -p bench-pid0
-build -p scenarios
+build -p scenarios -p remote-pid0
 
 ls -l target/wasm32-wasip2/release/*.wasm

@@ -38,6 +38,9 @@ pub struct Grants {
     /// Services of other guests it may call (`Session.services`), each re-issued on its own
     /// connection. Default: none.
     pub services: Vec<GuestService>,
+    /// Other machines' daemons it may spawn on (`Session.remotes`, pid0's `--remote`).
+    /// Default: none.
+    pub remotes: Vec<Rc<crate::remote::RemoteLink>>,
 }
 
 /// A capability a guest serves (its RPC bootstrap), named for the process it is granted to.
@@ -83,6 +86,9 @@ impl Grants {
         }
         if !self.services.is_empty() {
             names.push("services");
+        }
+        if !self.remotes.is_empty() {
+            names.push("remotes");
         }
         names
     }

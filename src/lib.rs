@@ -25,6 +25,7 @@ pub(crate) mod inspect;
 pub(crate) mod limits;
 pub(crate) mod net;
 pub(crate) mod process;
+pub(crate) mod remote;
 pub(crate) mod report;
 pub(crate) mod rpc;
 pub(crate) mod run;
@@ -38,6 +39,7 @@ pub(crate) mod stderr;
 pub(crate) mod supervisor;
 pub(crate) mod table;
 pub(crate) mod text;
+pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod tree;
 

@@ -58,6 +58,10 @@ pub struct RunConfig {
     pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
     /// How pid0's stdio is used: decided by the file unless a flag says so.
     pub mode: ModeChoice,
+    /// `--remote`: nodes pid0 may spawn on, linked before it starts.
+    pub remotes: Vec<crate::remote::RemoteSpec>,
+    /// How this host shows itself to them (set whenever `remotes` is not empty).
+    pub remote_tls: Option<crate::remote::RemoteTls>,
 }
 
 /// `cell run`'s mode: a cell guest speaks RPC on its stdio; an ordinary WASI program gets the
@@ -214,6 +218,8 @@ pub(crate) async fn run(
     let mut grants = config.grants;
     // A plain program has no Session, so nothing to hand an Executor through.
     grants.executor = !plain;
+    grants.remotes =
+        link_remotes(&config.remotes, config.remote_tls.as_ref(), plain, &path).await?;
     grants.dirs = open_dirs(&config.dirs)?;
     for granted in &grants.dirs {
         let rule = format!(
@@ -314,6 +320,35 @@ fn program_name(path: &std::path::Path) -> String {
 
 /// Opens pid0's directories (checked when the command line was parsed; one may have vanished
 /// since).
+/// Links every `--remote` (before pid0 starts: a node that cannot be reached fails the run
+/// now, exit 125, not a spawn later).
+///
+/// # Errors
+/// A plain pid0 (it has no Session to hand remotes through), or a node that cannot be
+/// linked.
+async fn link_remotes(
+    remotes: &[crate::remote::RemoteSpec],
+    tls: Option<&crate::remote::RemoteTls>,
+    plain: bool,
+    path: &std::path::Path,
+) -> Result<Vec<std::rc::Rc<crate::remote::RemoteLink>>, RunError> {
+    let Some(tls) = tls.filter(|_| !remotes.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    if plain {
+        return Err(RunError::WrongMode(format!(
+            "--remote grants a cell guest remote nodes through Session.remotes; {} is an \
+             ordinary WASI program",
+            path.display()
+        )));
+    }
+    let mut links = Vec::with_capacity(remotes.len());
+    for spec in remotes {
+        links.push(crate::remote::RemoteLink::connect(spec, tls).await?);
+    }
+    Ok(links)
+}
+
 fn open_dirs(dirs: &[crate::grants::DirGrant]) -> Result<Vec<crate::grants::GrantedDir>, RunError> {
     dirs.iter()
         .map(|d| {

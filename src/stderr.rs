@@ -34,6 +34,25 @@ pub(crate) fn forward(pid: u32, into: Option<CaptureSink>) -> Box<dyn StdoutStre
     )))))
 }
 
+/// Writes bytes to the host's stderr line by line, each line prefixed with `prefix` and
+/// escaped like a local child's (a remote child's forwarded stderr, `rpc/remote_child.rs`).
+pub(crate) fn lines(prefix: String) -> Lines {
+    Lines(LineForwarder {
+        prefix,
+        partial: Vec::new(),
+        into: None,
+    })
+}
+
+/// See [`lines`]; a partial last line is written when it is dropped.
+pub(crate) struct Lines(LineForwarder);
+
+impl Lines {
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.0.push(data);
+    }
+}
+
 /// Captures a child's stderr into a buffer of `capacity` bytes.
 pub(crate) fn capture(capacity: usize) -> (Box<dyn StdoutStream>, CapturedStderr) {
     let (sink, captured) = capture_sink(capacity);

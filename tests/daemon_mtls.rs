@@ -139,7 +139,7 @@ fn only_certificates_of_the_client_ca_get_in_and_each_client_gets_its_own_ceilin
         assert!(
             clients
                 .iter()
-                .any(|l| l["allowed"] == true && l["client"] == who && l["pid"] == 0),
+                .any(|l| l["allowed"] == true && l["client"] == who && l["pid"].is_null()),
             "no accepted connection of {who}: {clients:?}"
         );
     }

@@ -159,7 +159,12 @@ impl CellError {
     /// Reads an error's text as `REASON: DETAIL` (with or without capnp-rpc's
     /// `remote exception: ` prefix); `None` if it does not start with a known reason word.
     pub fn parse(text: &str) -> Option<CellError> {
-        let text = text.strip_prefix(REMOTE_PREFIX).unwrap_or(text);
+        // An error proxied over several connections (a remote node's, through its client
+        // host) carries the prefix once per hop.
+        let mut text = text;
+        while let Some(rest) = text.strip_prefix(REMOTE_PREFIX) {
+            text = rest;
+        }
         let (word, detail) = text.split_once(": ")?;
         let reason = word.parse().ok()?;
         Some(CellError::new(reason, detail))

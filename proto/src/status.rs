@@ -16,6 +16,8 @@ pub enum KilledBy {
     Cascade,
     /// The operator stopped the host (SIGINT/SIGTERM).
     Operator,
+    /// A remote child whose node, or the link to it, was lost (serialised `link-lost`).
+    LinkLost,
 }
 
 /// The final state of a process. The host sets it exactly once.
@@ -83,6 +85,7 @@ impl From<KilledBy> for WireKilledBy {
             KilledBy::Parent => WireKilledBy::Parent,
             KilledBy::Cascade => WireKilledBy::Cascade,
             KilledBy::Operator => WireKilledBy::Operator,
+            KilledBy::LinkLost => WireKilledBy::LinkLost,
         }
     }
 }
@@ -93,6 +96,7 @@ impl From<WireKilledBy> for KilledBy {
             WireKilledBy::Parent => KilledBy::Parent,
             WireKilledBy::Cascade => KilledBy::Cascade,
             WireKilledBy::Operator => KilledBy::Operator,
+            WireKilledBy::LinkLost => KilledBy::LinkLost,
         }
     }
 }
@@ -103,6 +107,7 @@ impl fmt::Display for KilledBy {
             KilledBy::Parent => "its parent",
             KilledBy::Cascade => "cascade (an ancestor ended)",
             KilledBy::Operator => "the operator",
+            KilledBy::LinkLost => "the loss of its node or of the link to it (link-lost)",
         })
     }
 }
@@ -135,6 +140,7 @@ mod tests {
             ExitStatus::Killed(KilledBy::Parent),
             ExitStatus::Killed(KilledBy::Cascade),
             ExitStatus::Killed(KilledBy::Operator),
+            ExitStatus::Killed(KilledBy::LinkLost),
             ExitStatus::TimedOut,
             ExitStatus::OutOfMemory,
             ExitStatus::OutOfFuel,

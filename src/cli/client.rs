@@ -53,7 +53,7 @@ impl ConnectArgs {
             tls_cert: self
                 .tls_cert
                 .zip(self.tls_key)
-                .map(|(cert, key)| crate::serve::tls::CertPair { cert, key }),
+                .map(|(cert, key)| crate::tls::CertPair { cert, key }),
         }
     }
 }
@@ -98,6 +98,12 @@ impl ExecArgs {
             return refuse(
                 "--audit",
                 "the audit log is the daemon's (cell serve --audit)",
+            );
+        }
+        if run.remote.any() {
+            return refuse(
+                "--remote",
+                "a daemon job cannot be granted remote nodes; run pid0 with cell run --remote",
             );
         }
         if !run.grants.resolve.is_empty() {

@@ -14,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod grants;
 pub(crate) mod inspect;
 pub(crate) mod limits;
+pub(crate) mod remote;
 pub(crate) mod serve;
 
 use std::path::PathBuf;
@@ -133,6 +134,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub cache: cache::CacheArgs,
 
+    #[command(flatten)]
+    pub remote: remote::RemoteArgs,
+
     /// The component to run as pid0 (a WASI 0.2 command component).
     #[arg(value_name = "WASM")]
     pub wasm: PathBuf,
@@ -147,7 +151,10 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub fn into_config(self) -> RunConfig {
+    /// # Errors
+    /// A `--remote` without its TLS flags, or two remotes with one name.
+    pub fn into_config(self) -> anyhow::Result<RunConfig> {
+        let (remotes, remote_tls) = self.remote.into_remotes()?;
         let limits = self.limits.into_limits();
         let grants = self.grants;
         let env = grants.env_vars();
@@ -158,7 +165,9 @@ impl RunArgs {
         };
         let resolve = grants.resolve.iter().cloned().collect();
         let (grants, dirs) = grants.into_grants();
-        RunConfig {
+        Ok(RunConfig {
+            remotes,
+            remote_tls,
             audit: None,
             dirs,
             resolve,
@@ -174,7 +183,7 @@ impl RunArgs {
                 fuel: limits.fuel.is_some(),
             },
             limits,
-        }
+        })
     }
 }
 
@@ -267,7 +276,7 @@ async fn start_and_run(args: RunArgs) -> Result<run::RunOutcome, RunError> {
     let default_cache = args.cache.cache_dir.is_none();
     check_rule_count(args.grants.net.len())
         .map_err(|e| RunError::Host(anyhow::anyhow!("--net: {e}")))?;
-    let mut config = args.into_config();
+    let mut config = args.into_config().map_err(RunError::Host)?;
     // The default cache is a convenience: if it cannot be used (no writable home, a grant
     // over it), say so once and run without it. A --cache-dir that cannot be used is an error.
     if let (true, Some(dir)) = (default_cache, config.engine.cache_dir.clone()) {

@@ -270,7 +270,7 @@ impl ServeArgs {
             tls: self
                 .tls_cert
                 .zip(self.tls_key)
-                .map(|(cert, key)| crate::serve::tls::CertPair { cert, key }),
+                .map(|(cert, key)| crate::tls::CertPair { cert, key }),
             client_ca: self.client_ca,
             ceilings,
             shards: self

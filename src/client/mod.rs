@@ -25,7 +25,7 @@ pub(crate) struct Endpoint {
     /// `--tls-name`: the name the daemon's certificate must carry (default: the address).
     pub tls_name: Option<String>,
     /// `--tls-cert`/`--tls-key`: the certificate this client shows (mutual TLS).
-    pub tls_cert: Option<crate::serve::tls::CertPair>,
+    pub tls_cert: Option<crate::tls::CertPair>,
 }
 
 /// A connection to a daemon: its `Daemon` capability. The RPC system runs on a local task
@@ -58,10 +58,9 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
                     (Box::new(r.compat()), Box::new(w.compat_write()))
                 }
                 Some(ca) => {
-                    let connector = crate::serve::tls::connector(ca, end.tls_cert.as_ref())?;
+                    let connector = crate::tls::connector(ca, end.tls_cert.as_ref())?;
                     let ip = sock.ip().to_string();
-                    let name =
-                        crate::serve::tls::server_name(end.tls_name.as_deref().unwrap_or(&ip))?;
+                    let name = crate::tls::server_name(end.tls_name.as_deref().unwrap_or(&ip))?;
                     let tls = connector
                         .connect(name, stream)
                         .await

@@ -15,7 +15,7 @@
 //! host-side allowance, e.g. the ephemeral source port of a connect); `reason` says why a request
 //! was denied. A line about a job of a daemon client that showed a certificate (`cell serve
 //! --client-ca`) also has `"client"`, the client's identity; and each such connection has a
-//! line of its own, `"op":"client"` with `pid` 0, the client's address, `client` when it was
+//! line of its own, `"op":"client"` with `pid` null, the client's address, `client` when it was
 //! accepted, and `reason` (the TLS error) when its certificate was refused.
 //!
 //! Bounded: lines are written synchronously through a `BufWriter` flushed after every line, so
@@ -359,35 +359,49 @@ impl Audit {
     }
 
     /// A mutual-TLS client connection: accepted as `client` (the identity its certificate
-    /// gave), or refused during the handshake with `refused` (the TLS error). `pid` is 0
-    /// (no process), `ip`/`port` the client's address, `op` `client`.
+    /// gave), or refused during the handshake with `refused` (the TLS error). `pid` is null
+    /// (no process), `via` `tls`, `op` `client`, `ip`/`port` the client's address.
     pub(crate) fn connection(
         &self,
         peer: std::net::SocketAddr,
         client: Option<&str>,
         refused: Option<&str>,
     ) {
-        let event = AuditEvent {
-            ts: now(),
-            pid: 0,
-            via: Via::Rpc,
-            op: "client",
-            host: None,
-            ip: Some(peer.ip()),
-            port: peer.port(),
-            allowed: refused.is_none(),
-            rule: refused.is_none().then(|| "--client-ca".to_string()),
-            reason: refused.map(crate::text::guest_text),
-            http: None,
-        };
+        /// The line of one connection.
+        #[derive(Serialize)]
+        struct ConnectionLine<'a> {
+            ts: f64,
+            pid: Option<u32>,
+            via: &'static str,
+            op: &'static str,
+            ip: IpAddr,
+            port: u16,
+            allowed: bool,
+            rule: Option<&'static str>,
+            reason: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client: Option<&'a str>,
+        }
         match refused {
             None => {
                 tracing::info!(target: "cell::audit", "client {peer} is {}", client.unwrap_or("?"))
             }
             Some(why) => tracing::warn!(target: "cell::audit", "client {peer} refused: {why}"),
         }
-        if let Some(file) = &self.file {
-            self.write_line(file, &event, client);
+        let line = ConnectionLine {
+            ts: now(),
+            pid: None,
+            via: "tls",
+            op: "client",
+            ip: peer.ip(),
+            port: peer.port(),
+            allowed: refused.is_none(),
+            rule: refused.is_none().then_some("--client-ca"),
+            reason: refused.map(crate::text::guest_text),
+            client,
+        };
+        if let (Some(file), Ok(json)) = (&self.file, serde_json::to_vec(&line)) {
+            Self::append(file, json);
         }
     }
 
@@ -400,9 +414,13 @@ impl Audit {
             #[serde(skip_serializing_if = "Option::is_none")]
             client: Option<&'a str>,
         }
-        let Ok(mut line) = serde_json::to_vec(&Line { event, client }) else {
-            return;
-        };
+        if let Ok(json) = serde_json::to_vec(&Line { event, client }) {
+            Self::append(file, json);
+        }
+    }
+
+    /// Appends one JSON line (see the module documentation for the bounds).
+    fn append(file: &AuditFile, mut line: Vec<u8>) {
         line.push(b'\n');
         let mut writer = match file.writer.lock() {
             Ok(w) => w,

@@ -39,7 +39,7 @@ type WireRequest = SpawnRequest<Arc<[u8]>>;
 /// The request as the wire crate reads it (args and env bounded by
 /// [`MAX_ARGV_ENV_BYTES`] / [`MAX_ARGV_ENV_ENTRIES`] before they are copied), the parts that
 /// are not capabilities turned into a [`ProcessSpec`].
-fn read_request(
+pub(crate) fn read_request(
     req: spawn_request::Reader<'_>,
     with_wasm: bool,
 ) -> Result<(WireRequest, ProcessSpec), CellError> {

@@ -15,6 +15,8 @@ pub(crate) mod gate;
 pub(crate) mod host;
 pub(crate) mod network;
 pub(crate) mod process;
+pub(crate) mod remote;
+pub(crate) mod remote_child;
 pub(crate) mod service;
 pub(crate) mod session;
 pub(crate) mod stream;

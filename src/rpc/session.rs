@@ -9,6 +9,7 @@ use crate::grants::Grants;
 use crate::rpc::conn::Conn;
 use crate::rpc::executor::ExecutorServer;
 use crate::rpc::fail::failed;
+use crate::rpc::remote::RemoteExecutor;
 use crate::rpc::stream::ByteStreamServer;
 use cell_proto::Reason;
 
@@ -30,6 +31,7 @@ struct Issued {
     components: RefCell<Option<Vec<component::Client>>>,
     dirs: RefCell<Option<Vec<directory::Client>>>,
     services: RefCell<Option<Vec<capnp::capability::Client>>>,
+    remotes: RefCell<Option<Vec<executor::Client>>>,
 }
 
 /// The client in `slot`, made by `make` the first time.
@@ -205,6 +207,30 @@ impl session::Server for SessionServer {
             entry
                 .init_service()
                 .set_as_capability(client.hook.add_ref());
+        }
+        Ok(())
+    }
+
+    async fn remotes(
+        self: Rc<Self>,
+        _: session::RemotesParams,
+        mut results: session::RemotesResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.conn.gate().enter()?;
+        let granted = &self.grants.remotes;
+        let clients = once(&self.issued.remotes, || {
+            granted
+                .iter()
+                .map(|link| {
+                    capnp_rpc::new_client(RemoteExecutor::new(link.clone(), self.conn.clone()))
+                })
+                .collect()
+        });
+        let mut list = results.get().init_remotes(clients.len() as u32);
+        for (i, (client, link)) in clients.iter().zip(granted).enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_name(link.name.as_str());
+            entry.set_executor(client.clone());
         }
         Ok(())
     }

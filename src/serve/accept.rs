@@ -29,8 +29,9 @@ use crate::budget::{SharedBudget, SharedTaken};
 use crate::limits::MAX_CLIENTS;
 use crate::serve::identity::{self, Peer};
 use crate::serve::shards::ShardCore;
-use crate::serve::{connect, tls, ClientTerms, DaemonCore};
+use crate::serve::{connect, ClientTerms, DaemonCore};
 use crate::shard::{least_loaded, Placed};
+use crate::tls;
 
 /// What a client connection holds for its whole life: its slot among [`MAX_CLIENTS`] and its
 /// place in its shard's load.

@@ -259,6 +259,15 @@ impl daemon::Server for DaemonServer {
         Ok(())
     }
 
+    async fn ping(
+        self: Rc<Self>,
+        _: daemon::PingParams,
+        _: daemon::PingResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.client.gate.enter()?;
+        Ok(())
+    }
+
     async fn events(
         self: Rc<Self>,
         params: daemon::EventsParams,

@@ -25,7 +25,6 @@ pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod shards;
-pub(crate) mod tls;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -41,6 +40,7 @@ use crate::rpc::fail::failed;
 use crate::rpc::Link;
 use crate::shard::{ShardSet, Shards};
 use crate::supervisor::{ShardPlace, SharedParts, Supervisor};
+use crate::tls;
 use ceiling::Ceiling;
 use daemon::{ClientState, DaemonServer};
 use listen::ListenAddr;

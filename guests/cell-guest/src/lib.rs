@@ -27,6 +27,7 @@ mod caps;
 mod dirs;
 pub mod io;
 pub mod net;
+mod remote;
 mod runtime;
 mod service;
 mod stdio;
@@ -47,6 +48,7 @@ use futures::FutureExt as _;
 pub use caps::{ByteStream, Caps, Component, Executor, Info, Process, SpawnBuilder, Terminal};
 pub use cell_proto::{CellError, ExitStatus, KilledBy, ProcessMode, Reason, Socket, StderrMode};
 pub use dirs::{Directory, GrantedDir};
+pub use remote::Remote;
 pub use runtime::{sleep, timeout, Elapsed, Sleep};
 pub use service::{serve, Service};
 

@@ -1,0 +1,200 @@
+//! remote-pid0: the test pid0 of remote nodes (`cell run --remote NAME=tls://HOST:PORT`).
+//! `remote-pid0 COMMAND NODE [ARGS]`, one command per run; each check is logged as `ok: …` or
+//! `fail: …` on stderr, and it exits 0 only if every check passed.
+//!
+//! - `list NAMES`       `Session.remotes` lists exactly NAMES (comma-separated), in order
+//! - `exit NODE N`      a plain child on NODE exits N; its captured stderr is readable
+//! - `leaf NODE`        an SDK child on NODE (with its own Executor there) exits 0
+//! - `cat NODE`         a plain child's stdin and stdout work across the link
+//! - `kill NODE`        a sleeping child is killed: `killed by its parent`
+//! - `hold NODE`        a sleeping child; logs `holding pid N`, then waits: it must end
+//!   `killed: link-lost` (the test kills the node)
+//! - `orphan NODE`      a sleeping child; logs `holding pid N` and exits without waiting (the
+//!   node must kill it: the cascade)
+//! - `net NODE PORT`    a net-probe child granted this process's Network: a connect to
+//!   127.0.0.1:PORT, which this process may make, is denied there (the
+//!   node's ceiling narrowed the policy)
+//! - `refused NODE`     granting a directory is refused with bad-grant; Executor.load with
+//!   unsupported; a child above the node's memory ceiling with limit
+//! - `echo NODE N`      N `Executor.echo` round trips to the node
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use cell_guest::{log, ExitStatus, KilledBy, ProcessMode, Reason, StderrMode};
+use cell_testkit::Report;
+
+static HELLO: &[u8] = cell_testkit::embed!("hello");
+static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
+static LEAF: &[u8] = cell_testkit::embed!("child-leaf");
+static NET_PROBE: &[u8] = cell_testkit::embed!("net-probe");
+
+/// No wait may take longer than this: a hang is a failure.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn main() {
+    cell_guest::run(|caps| async move {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+        let mut report = Report::default();
+        let (command, node) = (arg(0), arg(1));
+        if command == "list" {
+            let names: Vec<String> = caps.remotes().await?.into_iter().map(|r| r.name).collect();
+            report.check(names.join(",") == node, format!("remotes are {names:?}"));
+            report.finish();
+        }
+        let remote = caps.remote(&node).await?;
+        match command.as_str() {
+            "exit" => {
+                let code: i32 = arg(2).parse().context("exit N")?;
+                let child = remote
+                    .spawn(HELLO)
+                    .name("hello")
+                    .args(["exit", &code.to_string()])
+                    .mode(ProcessMode::Plain)
+                    .stderr(StderrMode::Capture)
+                    .start()
+                    .await?;
+                let status = wait(&child).await?;
+                report.check(
+                    status == ExitStatus::Exited(code),
+                    format!("remote child {status}"),
+                );
+                let stderr = child.read_stderr_to_end().await;
+                report.check(
+                    stderr.is_ok(),
+                    format!("its stderr reads: {:?}", stderr.map(|b| b.len())),
+                );
+            }
+            "leaf" => {
+                let child = remote
+                    .spawn(LEAF)
+                    .name("leaf")
+                    .grant_executor(true)
+                    .start()
+                    .await?;
+                let status = wait(&child).await?;
+                report.check(status.success(), format!("remote SDK child {status}"));
+            }
+            "cat" => {
+                let child = remote
+                    .spawn(HELLO)
+                    .name("cat")
+                    .arg("cat")
+                    .mode(ProcessMode::Plain)
+                    .start()
+                    .await?;
+                let (stdin, stdout) = (child.stdin().await?, child.stdout().await?);
+                stdin.write(b"over the link\n").await?;
+                stdin.close().await?;
+                let out = stdout.read_to_end().await?;
+                report.check(
+                    out == b"over the link\n",
+                    format!("stdout {:?}", String::from_utf8_lossy(&out)),
+                );
+                let status = wait(&child).await?;
+                report.check(status.success(), format!("cat {status}"));
+            }
+            "kill" => {
+                let child = sleeper(&remote).await?;
+                child.kill().await?;
+                let status = wait(&child).await?;
+                report.check(
+                    status == ExitStatus::Killed(KilledBy::Parent),
+                    format!("killed child {status}"),
+                );
+            }
+            "hold" => {
+                let child = sleeper(&remote).await?;
+                log!("remote-pid0: holding pid {}", child.pid());
+                let status = wait(&child).await?;
+                report.check(
+                    status == ExitStatus::Killed(KilledBy::LinkLost),
+                    format!("held child {status}"),
+                );
+            }
+            "orphan" => {
+                let child = sleeper(&remote).await?;
+                log!("remote-pid0: holding pid {}", child.pid());
+                report.ok("leaving without waiting");
+            }
+            "net" => {
+                let network = caps.network().await?;
+                let child = remote
+                    .spawn(NET_PROBE)
+                    .name("net-probe")
+                    .grant_network(&network)
+                    .args(["rpc-deny", "127.0.0.1", &arg(2)])
+                    .stderr(StderrMode::Capture)
+                    .start()
+                    .await?;
+                let status = wait(&child).await?;
+                let said = child.read_stderr_to_end().await.unwrap_or_default();
+                report.check(
+                    status.success(),
+                    format!(
+                        "narrowed on the node: {status}: {}",
+                        String::from_utf8_lossy(&said).trim()
+                    ),
+                );
+            }
+            "refused" => {
+                let dirs = caps.dirs().await?;
+                let dir = dirs.first().ok_or_else(|| anyhow!("run with a --dir"))?;
+                let spawned = remote
+                    .spawn(HELLO)
+                    .mode(ProcessMode::Plain)
+                    .grant_dir(&dir.dir, "/d")
+                    .start()
+                    .await;
+                report.check(
+                    cell_testkit::failed_with(&spawned, Reason::BadGrant),
+                    format!("a directory: {}", cell_testkit::err_text(&spawned)),
+                );
+                let loaded = remote.load(HELLO).await;
+                report.check(
+                    cell_testkit::failed_with(&loaded, Reason::Unsupported),
+                    format!("load: {}", cell_testkit::err_text(&loaded)),
+                );
+                let big = remote
+                    .spawn(HELLO)
+                    .mode(ProcessMode::Plain)
+                    .max_memory_bytes(1 << 40)
+                    .start()
+                    .await;
+                report.check(
+                    cell_testkit::failed_with(&big, Reason::Limit),
+                    format!("above the node's ceiling: {}", cell_testkit::err_text(&big)),
+                );
+            }
+            "echo" => {
+                let n: u32 = arg(2).parse().context("echo N")?;
+                for i in 0..n {
+                    let said = remote.echo(&format!("e{i}")).await?;
+                    if said != format!("e{i}") {
+                        report.fail(format!("echo {i} answered {said:?}"));
+                    }
+                }
+                report.ok(format!("{n} echoes over the link"));
+            }
+            other => return Err(anyhow!("unknown command {other:?}")),
+        }
+        report.finish();
+    })
+}
+
+/// A plain child on `remote` that sleeps until killed.
+async fn sleeper(remote: &cell_guest::Executor) -> Result<cell_guest::Process> {
+    remote
+        .spawn(HOSTILE)
+        .name("sleeper")
+        .arg("sleep")
+        .start()
+        .await
+}
+
+async fn wait(child: &cell_guest::Process) -> Result<ExitStatus> {
+    cell_guest::timeout(WAIT, child.wait())
+        .await
+        .map_err(|_| anyhow!("no status within {WAIT:?}"))?
+}

@@ -1,0 +1,222 @@
+//! `cell run --remote NAME=tls://HOST:PORT`: pid0 spawns children on other machines' `cell
+//! serve` daemons over mutual TLS. Every node here is a real `cell serve` process on a
+//! loopback port, with certificates made by the test; pid0 is `guests/remote-pid0`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pki::{Ca, Pair};
+use common::{Cell, Daemon};
+
+/// A node: a daemon on `tls:127.0.0.1:0` taking clients of `ca`, the client named `runner`
+/// with a ceiling of its own (a network of loopback ports 1–1000, 512 MiB), and its address.
+struct Node {
+    daemon: Daemon,
+    port: String,
+}
+
+impl Node {
+    fn start(ca: &Ca, dir: &std::path::Path, name: &str) -> Node {
+        let server = ca.server(&format!("{name}-server"));
+        let ceiling = dir.join(format!("{name}-runner.toml"));
+        std::fs::write(
+            &ceiling,
+            "net = [\"connect=127.0.0.1:1-1000\"]\nmax_memory = \"512M\"\n",
+        )
+        .unwrap();
+        let mut flags = server.flags();
+        flags.extend([
+            "--listen".to_string(),
+            "tls:127.0.0.1:0".into(),
+            "--client-ca".into(),
+            ca.pem.display().to_string(),
+            "--ceiling".into(),
+            format!("runner={}", ceiling.display()),
+        ]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut daemon = Daemon::start(&flags);
+        let line = daemon.wait_for("cell: listening on tls:");
+        let port = line
+            .trim_end_matches(" (mutual TLS)")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        Node { daemon, port }
+    }
+
+    fn remote(&self, name: &str) -> String {
+        format!("{name}=tls://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's jobs now (over its unix socket).
+    fn jobs(&self) -> usize {
+        self.daemon
+            .ps()
+            .iter()
+            .filter(|r| r["parent"].is_null() && r["service"].is_null())
+            .count()
+    }
+}
+
+/// `cell run --remote …` of remote-pid0 as the client `runner`.
+fn run_with(ca: &Ca, me: &Pair, remotes: &[String], args: &[&str]) -> Cell {
+    let mut cell = Cell::run("remote-pid0");
+    for r in remotes {
+        cell = cell.flags(&["--remote", r]);
+    }
+    cell.flags(&[
+        "--remote-ca",
+        &ca.pem.display().to_string(),
+        "--remote-cert",
+        &me.cert.display().to_string(),
+        "--remote-key",
+        &me.key.display().to_string(),
+    ])
+    .args(args)
+}
+
+#[test]
+fn remote_children_behave_like_local_ones_across_three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet");
+    let me = ca.client("runner", "runner", &[]);
+    let (b, c) = (
+        Node::start(&ca, dir.path(), "b"),
+        Node::start(&ca, dir.path(), "c"),
+    );
+    let both = [b.remote("b"), c.remote("c")];
+    let run = |args: &[&str]| run_with(&ca, &me, &both, args).finish();
+    run(&["list", "b,c"]).assert_code(0);
+    run(&["exit", "b", "7"]).assert_code(0);
+    run(&["exit", "c", "3"]).assert_code(0);
+    run(&["leaf", "c"]).assert_code(0);
+    run(&["cat", "b"]).assert_code(0);
+    run(&["kill", "b"]).assert_code(0);
+    run(&["echo", "c", "50"]).assert_code(0);
+    // The Network is narrowed by the node's ceiling for this client: port 2000 is allowed
+    // here, not there (decided by the policy there, no socket opened).
+    run_with(&ca, &me, &both, &["net", "b", "2000"])
+        .flags(&["--net", "connect=127.0.0.1:*"])
+        .finish()
+        .assert_code(0);
+    let grant = tempfile::tempdir().unwrap();
+    run_with(&ca, &me, &both, &["refused", "b"])
+        .flags(&["--dir", &format!("{}::/g", grant.path().display())])
+        .finish()
+        .assert_code(0);
+    // Nothing is left on either node: every job ended with its child.
+    for node in [&b, &c] {
+        wait_until(|| node.jobs() == 0, "a remote job outlived its run");
+    }
+}
+
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_child_outlives_neither_its_parent_nor_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet");
+    let me = ca.client("runner", "runner", &[]);
+    let b = Node::start(&ca, dir.path(), "b");
+    // The parent ends without waiting: the node kills the child (the cascade).
+    let out = run_with(&ca, &me, &[b.remote("b")], &["orphan", "b"]).finish();
+    out.assert_code(0).assert_stderr_has("holding pid");
+    wait_until(|| b.jobs() == 0, "an orphaned remote child still runs");
+    // The node dies under a waiting parent: the child ends `killed: link-lost`, and the
+    // parent's wait returns (the run does not hang).
+    let mut running = run_with(&ca, &me, &[b.remote("b")], &["hold", "b"]).spawn();
+    running.wait_for("remote-pid0: holding pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &b.daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let out = running.finish();
+    out.assert_code(0).assert_stderr_has("link-lost");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "link loss took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn remotes_that_cannot_be_trusted_or_reached_stop_the_run_before_pid0() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet");
+    let other = Ca::new(dir.path(), "other");
+    let me = ca.client("runner", "runner", &[]);
+    let stranger = other.client("stranger", "runner", &[]);
+    let b = Node::start(&ca, dir.path(), "b");
+    let remotes = [b.remote("b")];
+    // A certificate of another CA, under the same name.
+    run_with(&ca, &stranger, &remotes, &["list", "b"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("remote b");
+    // The node's certificate is checked too.
+    run_with(&other, &me, &remotes, &["list", "b"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("TLS");
+    // Nobody listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    run_with(
+        &ca,
+        &me,
+        &[format!("b=tls://127.0.0.1:{port}")],
+        &["list", "b"],
+    )
+    .finish()
+    .assert_code(125)
+    .assert_stderr_has("cannot connect");
+    // Without the TLS flags, twice the same name, a plain pid0, through the daemon.
+    Cell::run("remote-pid0")
+        .flags(&["--remote", &remotes[0]])
+        .args(&["list", "b"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("--remote needs --remote-ca");
+    run_with(
+        &ca,
+        &me,
+        &[remotes[0].clone(), remotes[0].clone()],
+        &["list", "b"],
+    )
+    .finish()
+    .assert_code(125)
+    .assert_stderr_has("two remotes are named");
+    let mut plain = Cell::run("hello");
+    for flag in [
+        "--remote",
+        &remotes[0],
+        "--remote-ca",
+        &ca.pem.display().to_string(),
+    ] {
+        plain = plain.flag(flag);
+    }
+    plain
+        .flags(&["--remote-cert", &me.cert.display().to_string()])
+        .flags(&["--remote-key", &me.key.display().to_string()])
+        .args(&["exit", "0"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("Session.remotes");
+    b.daemon
+        .exec("remote-pid0")
+        .flags(&["--remote", &remotes[0]])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("--remote is not available through the daemon");
+}
