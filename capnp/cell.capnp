@@ -4,12 +4,13 @@
 # side and bootstraps a `Session`. Everything a guest may do beyond pure computation comes through
 # that Session, and only if the guest's parent (or, for pid0, the operator) granted it.
 #
-# Schema version 3 (version 1 plus the items marked "(version 2)": Executor.load, Component,
+# Schema version 5 (version 1 plus the items marked "(version 2)": Executor.load, Component,
 # Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
 # Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
 # the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event; and "(version 5)":
-# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping). Changes are additive only (new fields, methods, enumerants and interfaces get
-# new ordinals; nothing is renumbered or removed), so old guests keep working with new hosts. The
+# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services). Changes are
+# additive only (new fields, methods, enumerants and interfaces get new ordinals; nothing is
+# renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
 #
 # Errors: a call fails with a Cap'n Proto exception whose text is "REASON: DETAIL". REASON is one
@@ -92,7 +93,8 @@ struct Remote {
   # stdin, stdout), is killed when its parent ends, and ends `killed: linkLost` when the link
   # to the node is lost. Grants: a Network is re-issued there as the intersection of its
   # policy and that node's ceiling; directories, sockets and the terminal never cross
-  # ("bad-grant: …"), nor, for now, components and services.
+  # ("bad-grant: …"), nor, for now, components; services cross by reference (the child's
+  # calls are proxied back over the link, counted against its parent's call bounds here).
   # `Executor.load` fails with "unsupported: …".
   name @0 :Text;
   executor @1 :Executor;
@@ -382,6 +384,11 @@ struct JobRequest {
   limits @9 :JobLimits;
   mode @10 :JobMode;
   attached @11 :Bool;           # kill the job when this client's connection ends
+  services @12 :List(ServiceGrant);
+  # (version 5) Capabilities of the client's own that pid0 may call (its `Session.services`):
+  # a `cell run --remote` host passes the services its child was granted. Each is proxied by
+  # the daemon under pid0's call bounds; calls fail with "dead: …" once the client's
+  # connection has ended. At most 64.
 }
 
 struct JobDir {

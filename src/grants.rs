@@ -50,15 +50,34 @@ pub struct GuestService {
     pub name: String,
     /// The serving process's bootstrap, on its RPC connection.
     pub target: capnp::capability::Client,
-    /// The process serving it: calls fail with `dead` once it has ended.
-    pub owner: u32,
-    /// Whether the serving process's connection is over (it may not be reaped yet).
+    /// Who serves it: calls fail with `dead` once it has ended.
+    pub owner: ServiceOwner,
+    /// Whether the serving side's connection is over (a process may not be reaped yet).
     pub gone: Rc<dyn Fn() -> bool>,
+}
+
+/// Who serves a [`GuestService`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceOwner {
+    /// A process of this host, by pid.
+    Process(u32),
+    /// A daemon client, over its connection (`JobRequest.services`: a `cell run --remote`
+    /// host passing on a service its child was granted), named by its identity.
+    Client(Arc<str>),
+}
+
+impl std::fmt::Display for ServiceOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceOwner::Process(pid) => write!(f, "process {pid}"),
+            ServiceOwner::Client(who) => write!(f, "the connection of client {who}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for GuestService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "service {:?} of pid {}", self.name, self.owner)
+        write!(f, "service {:?} of {}", self.name, self.owner)
     }
 }
 

@@ -95,6 +95,9 @@ fn remote_children_behave_like_local_ones_across_three_nodes() {
     run(&["cat", "b"]).assert_code(0);
     run(&["kill", "b"]).assert_code(0);
     run(&["echo", "c", "50"]).assert_code(0);
+    // A service here, used by children there: both directions of each call cross the link.
+    run(&["kv", "c"]).assert_code(0);
+    run(&["kv", "b"]).assert_code(0);
     // The Network is narrowed by the node's ceiling for this client: port 2000 is allowed
     // here, not there (decided by the policy there, no socket opened).
     run_with(&ca, &me, &both, &["net", "b", "2000"])

@@ -3,7 +3,9 @@
 
 use crate::cell_capnp::{component, job_dir, job_limits, job_request, JobMode};
 use crate::rule::{read_rules, write_rules, NetRule};
-use crate::spawn::{cut, list_len, read_args_env, text, write_args, write_env, ReadBounds};
+use crate::spawn::{
+    cut, list_len, read_args_env, text, write_args, write_env, ReadBounds, ServiceGrant,
+};
 use crate::{CellError, Reason, MAX_NAMED_GRANTS};
 
 /// Where a job's code comes from. `W` holds the wasm (see [`crate::SpawnRequest`]).
@@ -101,6 +103,8 @@ pub struct JobRequest<W> {
     pub mode: JobMode,
     /// Kill the job when the connection that started it ends.
     pub attached: bool,
+    /// Capabilities of the client's own that pid0 may call (`Session.services`; version 5).
+    pub services: Vec<ServiceGrant>,
 }
 
 impl<W> JobRequest<W> {
@@ -117,6 +121,7 @@ impl<W> JobRequest<W> {
             limits: JobLimits::default(),
             mode: JobMode::Auto,
             attached: false,
+            services: Vec::new(),
         }
     }
 }
@@ -160,6 +165,12 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
         self.limits.write(b.reborrow().init_limits());
         b.set_mode(self.mode);
         b.set_attached(self.attached);
+        if !self.services.is_empty() {
+            let mut list = b.init_services(list_len(self.services.len(), "services")?);
+            for (i, s) in self.services.iter().enumerate() {
+                s.write(list.reborrow().get(i as u32));
+            }
+        }
         Ok(())
     }
 }
@@ -224,6 +235,22 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
                 writable: d.get_writable(),
             });
         }
+        let mut services = Vec::new();
+        if r.has_services() {
+            let list = r.get_services().map_err(bad)?;
+            if list.len() as usize > MAX_NAMED_GRANTS {
+                return Err(CellError::new(
+                    Reason::Limit,
+                    format!(
+                        "{} services (at most {MAX_NAMED_GRANTS} per job)",
+                        list.len()
+                    ),
+                ));
+            }
+            for s in list.iter() {
+                services.push(ServiceGrant::read(s).map_err(CellError::from)?);
+            }
+        }
         let cwd = path_text(r.get_cwd().map_err(bad)?)?;
         let name = r.get_name().map_err(bad)?;
         Ok(JobRequest {
@@ -237,6 +264,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
             limits: JobLimits::read(r.get_limits().map_err(bad)?),
             mode: r.get_mode().map_err(|e| bad(e.into()))?,
             attached: r.get_attached(),
+            services,
         })
     }
 }
@@ -312,5 +340,18 @@ mod tests {
         req.dirs.clear();
         req.args = (0..17).map(|i| i.to_string()).collect();
         assert_eq!(roundtrip(&req).err().unwrap().reason, Reason::Limit);
+    }
+
+    #[test]
+    fn too_many_services_are_refused_before_any_is_read() {
+        let mut msg = capnp::message::Builder::new_default();
+        {
+            let mut b = msg.init_root::<job_request::Builder<'_>>();
+            b.reborrow().init_code().set_wasm(&[]);
+            b.init_services(MAX_NAMED_GRANTS as u32 + 1);
+        }
+        let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
+        let e = JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap();
+        assert_eq!(e.reason, Reason::Limit, "{e}");
     }
 }

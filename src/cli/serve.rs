@@ -104,6 +104,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Let --metrics use a non-loopback address (its plain, unauthenticated HTTP then leaves
+    /// the machine: guard the port, e.g. with a Kubernetes NetworkPolicy).
+    #[arg(long, requires = "metrics")]
+    pub metrics_public: bool,
+
     /// Read the daemon's flags and `[[service]]` tables from FILE (TOML; see the README).
     /// Flags on the command line win. SIGHUP re-reads its services.
     #[arg(long, value_name = "FILE")]
@@ -266,6 +271,7 @@ impl ServeArgs {
             services,
             reload,
             metrics: self.metrics,
+            metrics_public: self.metrics_public,
             http,
             tls: self
                 .tls_cert

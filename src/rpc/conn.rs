@@ -368,11 +368,7 @@ impl Conn {
                 )
             })?;
             // A service never outlives its process: one already gone cannot be passed on.
-            let owner = server.service().owner;
-            self.0
-                .host
-                .ensure_running(owner)
-                .map_err(|e| failed(e.reason(), e))?;
+            server.ensure_serving()?;
             services.push(GuestService {
                 name: grant.name,
                 ..server.service().clone()

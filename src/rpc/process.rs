@@ -6,7 +6,7 @@ use std::rc::Rc as StdRc;
 use capnp::capability::Rc;
 
 use crate::cell_capnp::{byte_stream, process};
-use crate::grants::GuestService;
+use crate::grants::{GuestService, ServiceOwner};
 use crate::handle::ProcessHandle;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
@@ -166,7 +166,7 @@ impl process::Server for ProcessServer {
             *slot = Some(self.conn.service(GuestService {
                 name: String::new(),
                 target,
-                owner: pid,
+                owner: ServiceOwner::Process(pid),
                 gone,
             }));
         }

@@ -6,9 +6,12 @@
 //! connection ends), so the child is the pid0 of a job there, within the node's ceiling for
 //! this host's certificate. Grants: the child's Network is the policy of a Network this process
 //! holds, re-issued by the node as its intersection with the node's ceiling (sockets are opened
-//! where the child runs); directories, sockets, components and services are refused with
-//! `bad-grant: …` — a directory or socket is this machine's, and would have to be proxied
-//! byte by byte.
+//! where the child runs). Services cross by reference: each is re-issued as a proxy of this
+//! process's (`JobRequest.services`), so the child's calls come back over the link and count
+//! against this process's call bounds, and the node proxies them again under the child's.
+//! Directories, sockets and components are refused with `bad-grant: …` — a directory or
+//! socket is this machine's and would have to be proxied byte by byte; a component would
+//! have to be spawned here or copied there, and neither is what its holder asked for.
 //!
 //! Limits are the node's: a value asked above its ceiling is refused there (`limit: …`),
 //! zero means its ceiling's; this host's `max-procs` and fuel do not count remote children
@@ -21,7 +24,7 @@ use std::cell::RefCell;
 use std::rc::Rc as StdRc;
 
 use capnp::capability::Rc;
-use cell_proto::{JobCode, JobLimits, JobRequest, Reason};
+use cell_proto::{JobCode, JobLimits, JobRequest, Reason, ServiceGrant};
 
 use crate::budget::Budget;
 use crate::cell_capnp::{executor, job, JobMode};
@@ -134,9 +137,6 @@ impl executor::Server for RemoteExecutor {
         if !grants.components.is_empty() {
             return Err(refuse("components", node));
         }
-        if !grants.services.is_empty() {
-            return Err(refuse("services", node));
-        }
         // The Network must be one this process holds; its policy is what the node narrows.
         let resolved = self.conn.resolve_grants(request.grants).await?;
         let mut job = JobRequest::new(JobCode::Wasm(request.wasm));
@@ -144,6 +144,16 @@ impl executor::Server for RemoteExecutor {
         job.args = spec.args;
         job.env = spec.env;
         job.network = resolved.network.map(|p| p.rules().to_vec());
+        // Services cross by reference: the node calls back through a proxy of this
+        // process's, so the remote child's calls count against this process's call bounds.
+        job.services = resolved
+            .services
+            .into_iter()
+            .map(|service| ServiceGrant {
+                name: service.name.clone(),
+                service: self.conn.service(service),
+            })
+            .collect();
         job.limits = JobLimits {
             max_memory: request.limits.max_memory,
             timeout_ms: request

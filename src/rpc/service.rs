@@ -24,7 +24,7 @@ use capnp::capability::{
 use capnp::private::capability::ClientHook;
 use cell_proto::Reason;
 
-use crate::grants::GuestService;
+use crate::grants::{GuestService, ServiceOwner};
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
 
@@ -45,12 +45,30 @@ impl ServiceProxy {
         &self.service
     }
 
-    /// `dead: …` unless the serving process still runs.
-    fn ensure_serving(&self) -> Result<(), capnp::Error> {
-        self.caller
-            .host()
-            .ensure_running(self.service.owner)
-            .map_err(|e| failed(e.reason(), e))
+    /// `dead: …` unless the serving process (or client connection) still runs.
+    pub(crate) fn ensure_serving(&self) -> Result<(), capnp::Error> {
+        match &self.service.owner {
+            ServiceOwner::Process(pid) => self
+                .caller
+                .host()
+                .ensure_running(*pid)
+                .map_err(|e| failed(e.reason(), e)),
+            ServiceOwner::Client(_) if (self.service.gone)() => Err(self.ended()),
+            ServiceOwner::Client(_) => Ok(()),
+        }
+    }
+
+    fn ended(&self) -> capnp::Error {
+        failed(Reason::Dead, format!("{} has ended", self.service.owner))
+    }
+
+    /// Resolves when the serving process ends; a client's connection ending fails the call
+    /// in progress by itself (capnp-rpc's `disconnected`).
+    fn serving_ended(&self) -> futures::future::LocalBoxFuture<'static, ()> {
+        match &self.service.owner {
+            ServiceOwner::Process(pid) => self.caller.host().ended(*pid),
+            ServiceOwner::Client(_) => Box::pin(std::future::pending()),
+        }
     }
 
     /// What a failed call means to the caller: the service's own error, or `dead`/`unsupported`
@@ -59,16 +77,13 @@ impl ServiceProxy {
         if let Err(dead) = self.ensure_serving() {
             return dead;
         }
-        if (self.service.gone)() {
-            return failed(
-                Reason::Dead,
-                format!("process {} has ended", self.service.owner),
-            );
+        if (self.service.gone)() || e.kind == capnp::ErrorKind::Disconnected {
+            return self.ended();
         }
         if e.extra.contains("no bootstrap capability") {
             return failed(
                 Reason::Unsupported,
-                format!("process {} serves no capability", self.service.owner),
+                format!("{} serves no capability", self.service.owner),
             );
         }
         e
@@ -94,16 +109,11 @@ impl ServiceProxy {
         // The caller's message is released before waiting for the service.
         drop(params);
         // A service that ends mid-call fails the call now, whatever its connection does.
-        let ended = self.caller.host().ended(self.service.owner);
+        let ended = self.serving_ended();
         let call = request.send().promise;
         let response = match futures::future::select(call, ended).await {
             futures::future::Either::Left((r, _)) => r.map_err(|e| self.call_error(e))?,
-            futures::future::Either::Right(((), _)) => {
-                return Err(failed(
-                    Reason::Dead,
-                    format!("process {} has ended", self.service.owner),
-                ))
-            }
+            futures::future::Either::Right(((), _)) => return Err(self.ended()),
         };
         let content = response.get()?;
         results.get().set_as(content)?;

@@ -3,19 +3,18 @@
 //! servers; what a client may hold is bounded per connection ([`MAX_JOBS_HELD`] jobs,
 //! [`MAX_COMPONENTS_HELD`] components, [`MAX_SUBSCRIPTIONS`] event subscriptions).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc as StdRc;
 use std::sync::Arc;
 
 use capnp::capability::Rc;
 use capnp_rpc::CapabilityServerSet;
-use cell_proto::{CellError, JobCode, JobMode, JobRequest, ReadBounds, Reason};
-use tokio::sync::{broadcast, oneshot};
+use cell_proto::{CellError, JobCode, JobMode, JobRequest, ReadBounds, Reason, ServiceGrant};
 
 use crate::budget::{Budget, ByteBudget, Taken};
-use crate::cell_capnp::{component, daemon, event, event_sink, job, subscription};
+use crate::cell_capnp::{component, daemon, job};
 use crate::engine::LoadedComponent;
-use crate::events::{Event, EventKind};
+use crate::grants::{GuestService, ServiceOwner};
 use crate::handle::ProcessHandle;
 use crate::limits::{
     JOB_HISTORY, JOB_HISTORY_BYTES, MAX_ARGV_ENV_BYTES, MAX_ARGV_ENV_ENTRIES, MAX_COMPONENTS_HELD,
@@ -30,6 +29,7 @@ use crate::serve::ceiling::{Ask, Ceiling};
 use crate::serve::identity::Peer;
 use crate::serve::job::{Job, JobOrigin, JobServer};
 use crate::serve::shards::{self, ShardLink};
+use crate::serve::subscribe;
 use crate::serve::DaemonCore;
 use crate::shard::place_from;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
@@ -56,6 +56,8 @@ pub(crate) struct ClientState {
     components_held: Budget,
     subscriptions: Budget,
     attached: RefCell<Vec<StdRc<ProcessHandle>>>,
+    /// Set when the connection ends: the client's services its jobs hold are dead then.
+    closed: StdRc<Cell<bool>>,
 }
 
 impl ClientState {
@@ -78,6 +80,7 @@ impl ClientState {
             components_held: Budget::new(MAX_COMPONENTS_HELD),
             subscriptions: Budget::new(MAX_SUBSCRIPTIONS),
             attached: RefCell::default(),
+            closed: StdRc::default(),
         }
     }
 
@@ -97,6 +100,7 @@ impl ClientState {
     /// The connection ended: kill the jobs it started `attached`, here and (by closing the
     /// links, whose far sides do the same) on every other shard.
     pub(crate) fn detach_all(&self) {
+        self.closed.set(true);
         for handle in self.attached.borrow_mut().drain(..) {
             handle.kill(KilledBy::Operator);
         }
@@ -110,6 +114,28 @@ impl ClientState {
             return core.shard;
         }
         place_from(&core.shards, core.shard)
+    }
+
+    /// The client's own capabilities a job's pid0 may call (`JobRequest.services`), each
+    /// proxied on pid0's connection like any guest service (see `rpc::service`).
+    fn services(&self, granted: Vec<ServiceGrant>) -> Vec<GuestService> {
+        let who = self
+            .peer
+            .identity
+            .clone()
+            .unwrap_or_else(|| "(local)".into());
+        granted
+            .into_iter()
+            .map(|grant| {
+                let closed = self.closed.clone();
+                GuestService {
+                    name: grant.name,
+                    target: grant.service,
+                    owner: ServiceOwner::Client(who.clone()),
+                    gone: StdRc::new(move || closed.get()),
+                }
+            })
+            .collect()
     }
 
     fn attach(&self, handle: StdRc<ProcessHandle>) {
@@ -281,14 +307,10 @@ impl daemon::Server for DaemonServer {
             .ok_or_else(|| limit("event subscriptions", MAX_SUBSCRIPTIONS))?;
         let sink = params.get()?.get_sink()?;
         drop(params);
-        let (stop, stopped) = oneshot::channel();
         let rx = self.client.daemon.sup.events().subscribe();
-        tokio::task::spawn_local(pump(rx, sink, stopped));
-        let sub: subscription::Client = capnp_rpc::new_client(SubscriptionServer {
-            _stop: stop,
-            _permit: permit,
-        });
-        results.get().set_subscription(sub);
+        results
+            .get()
+            .set_subscription(subscribe::start(rx, sink, permit));
         Ok(())
     }
 }
@@ -347,6 +369,13 @@ async fn start_job(
         .map_err(|e| failed(Reason::BadRequest, e))?;
     let name = job_name(&request.name, shown.as_deref());
     grants.executor = !plain;
+    if plain && !request.services.is_empty() {
+        return Err(failed(
+            Reason::BadRequest,
+            "a plain job has no Session to call services from: run it as a cell guest",
+        ));
+    }
+    grants.services = client.services(request.services);
     let dirs = grants.dirs.clone();
     let spec = ProcessSpec {
         name: name.clone(),
@@ -508,72 +537,5 @@ impl component::Server for LoadedServer {
     ) -> Result<(), capnp::Error> {
         results.get().set_sha256(self.loaded.hash.to_string());
         Ok(())
-    }
-}
-
-/// Holding it keeps the events flowing; dropping it stops the pump.
-struct SubscriptionServer {
-    _stop: oneshot::Sender<()>,
-    _permit: Taken,
-}
-
-impl subscription::Server for SubscriptionServer {}
-
-/// Sends events to `sink`, one push in flight at a time, until the subscription is dropped or
-/// the sink fails. Events published while a push is in flight wait in the daemon's ring;
-/// those the ring no longer holds are lost and counted in the next event's `lost`.
-async fn pump(
-    mut rx: broadcast::Receiver<Arc<Event>>,
-    sink: event_sink::Client,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut lost = 0u64;
-    loop {
-        let next = tokio::select! {
-            _ = &mut stopped => return,
-            next = rx.recv() => next,
-        };
-        let event = match next {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                lost += n;
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let mut push = sink.push_request();
-        write_event(push.get().init_event(), &event, lost);
-        lost = 0;
-        tokio::select! {
-            _ = &mut stopped => return,
-            sent = push.send().promise => if sent.is_err() { return },
-        }
-    }
-}
-
-fn write_event(mut b: event::Builder<'_>, e: &Event, lost: u64) {
-    b.set_seq(e.seq);
-    b.set_lost(lost);
-    b.set_unix_ms(e.unix_ms);
-    b.set_pid(e.pid);
-    match &e.kind {
-        EventKind::Spawn {
-            parent,
-            name,
-            sha256,
-        } => {
-            let mut s = b.init_spawn();
-            s.set_parent(parent.unwrap_or(0));
-            s.set_has_parent(parent.is_some());
-            s.set_name(name.as_str());
-            s.set_sha256(sha256.as_deref().unwrap_or(""));
-        }
-        EventKind::Exit(status) => status.write(b.init_exit()),
-        EventKind::Deny { op, target, detail } => {
-            let mut d = b.init_deny();
-            d.set_op(op.as_str());
-            d.set_target(target.as_str());
-            d.set_detail(detail.as_str());
-        }
     }
 }

@@ -31,14 +31,21 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long a scraper may take to send its request and read the answer.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds the metrics listener (loopback only: the numbers are not secret, but nothing
-/// unauthenticated is offered beyond the machine).
+/// Binds the metrics listener: loopback only (the numbers are not secret, but nothing
+/// unauthenticated is offered beyond the machine) unless the operator says `public` — in a
+/// container, where the scraper is on another pod and a network policy guards the port.
 ///
 /// # Errors
-/// A non-loopback address, or the bind failing.
-pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    if !addr.ip().is_loopback() {
-        anyhow::bail!("--metrics {addr}: only a loopback address may serve metrics");
+/// A non-loopback address without `public`, or the bind failing.
+pub(crate) async fn bind(
+    addr: SocketAddr,
+    public: bool,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() && !public {
+        anyhow::bail!(
+            "--metrics {addr}: only a loopback address may serve metrics (unauthenticated \
+             plain HTTP); add --metrics-public to serve them beyond this machine"
+        );
     }
     tokio::net::TcpListener::bind(addr)
         .await

@@ -25,6 +25,7 @@ pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod services;
 pub(crate) mod shards;
+pub(crate) mod subscribe;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -66,6 +67,8 @@ pub struct ServeConfig {
     pub reload: Option<Reload>,
     /// `--metrics ADDR`: serve Prometheus metrics there.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--metrics-public`: a non-loopback `--metrics` address is allowed.
+    pub metrics_public: bool,
     /// `--http ADDR FILE` and `[[http]]`: proxy components to serve.
     pub http: Vec<http::HttpSpec>,
     /// `--tls-cert` and `--tls-key`: TCP listeners speak TLS (and may be non-loopback).
@@ -268,7 +271,7 @@ async fn open_listeners(config: &ServeConfig, core: &Rc<DaemonCore>) -> anyhow::
         }
     }
     if let Some(addr) = config.metrics {
-        let listener = metrics::bind(addr).await?;
+        let listener = metrics::bind(addr, config.metrics_public).await?;
         eprintln!("cell: metrics on http://{}/metrics", listener.local_addr()?);
         accepting.push(tokio::task::spawn_local(metrics::serve(
             listener,

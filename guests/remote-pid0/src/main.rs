@@ -17,17 +17,23 @@
 //! - `refused NODE`     granting a directory is refused with bad-grant; Executor.load with
 //!   unsupported; a child above the node's memory ceiling with limit
 //! - `echo NODE N`      N `Executor.echo` round trips to the node
+//! - `kv NODE`          a kv-service child here, granted to kv-client children on NODE: they
+//!   store and read keys through it (proxied over the link both ways); once it is killed,
+//!   granting it across is refused with dead
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use cell_guest::{log, ExitStatus, KilledBy, ProcessMode, Reason, StderrMode};
 use cell_testkit::Report;
+use kv_service::kv_capnp::kv;
 
 static HELLO: &[u8] = cell_testkit::embed!("hello");
 static HOSTILE: &[u8] = cell_testkit::embed!("hostile");
 static LEAF: &[u8] = cell_testkit::embed!("child-leaf");
 static NET_PROBE: &[u8] = cell_testkit::embed!("net-probe");
+static KV_SERVICE: &[u8] = cell_testkit::embed!("kv-service");
+static KV_CLIENT: &[u8] = cell_testkit::embed!("kv-client");
 
 /// No wait may take longer than this: a hang is a failure.
 const WAIT: Duration = Duration::from_secs(60);
@@ -177,10 +183,68 @@ fn main() {
                 }
                 report.ok(format!("{n} echoes over the link"));
             }
+            "kv" => kv_across(&caps, &remote, &node, &mut report).await?,
             other => return Err(anyhow!("unknown command {other:?}")),
         }
         report.finish();
     })
+}
+
+/// A local service used by children on `remote`: both directions of a call cross the link.
+async fn kv_across(
+    caps: &cell_guest::Caps,
+    remote: &cell_guest::Executor,
+    node: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let local = caps.executor().await?;
+    let service = local.spawn(KV_SERVICE).name("kv-service").start().await?;
+    let kv = service.service::<kv::Client>();
+    let mut put = kv.put_request();
+    put.get().set_key("home");
+    put.get().set_value("local");
+    put.send().promise.await.context("kv.put here")?;
+    let steps = ["expect", "home=local", "put", &format!("from={node}")];
+    let status = kv_client(remote, &kv, &steps).await;
+    report.check(
+        matches!(status, Ok(ExitStatus::Exited(0))),
+        format!("a child on {node} used the service here: {status:?}"),
+    );
+    let mut get = kv.get_request();
+    get.get().set_key("from");
+    let answer = get.send().promise.await.context("kv.get here")?;
+    let value = answer.get()?.get_value()?.to_string()?;
+    report.check(
+        value == node,
+        format!("what it stored is here: from={value}"),
+    );
+    service.kill().await?;
+    wait(&service).await?;
+    let late = kv_client(remote, &kv, &["absent", "x"]).await;
+    report.check(
+        cell_testkit::failed_with(&late, Reason::Dead),
+        format!(
+            "a dead service is not granted across: {}",
+            cell_testkit::err_text(&late)
+        ),
+    );
+    Ok(())
+}
+
+/// A kv-client child on `remote` with `kv` granted, run to its end.
+async fn kv_client(
+    remote: &cell_guest::Executor,
+    kv: &kv::Client,
+    steps: &[&str],
+) -> Result<ExitStatus> {
+    let child = remote
+        .spawn(KV_CLIENT)
+        .name("kv-client")
+        .args(steps.iter().copied())
+        .grant_service("kv", kv)
+        .start()
+        .await?;
+    wait(&child).await
 }
 
 /// A plain child on `remote` that sleeps until killed.
