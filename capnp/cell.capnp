@@ -8,7 +8,8 @@
 # Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
 # Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
 # the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event; and "(version 5)":
-# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services). Changes are
+# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services, JobRequest.remotes).
+# Changes are
 # additive only (new fields, methods, enumerants and interfaces get new ordinals; nothing is
 # renumbered or removed), so old guests keep working with new hosts. The
 # Rust bindings are checked in as `proto/src/cell_capnp.rs` (`make proto` regenerates them).
@@ -389,6 +390,11 @@ struct JobRequest {
   # a `cell run --remote` host passes the services its child was granted. Each is proxied by
   # the daemon under pid0's call bounds; calls fail with "dead: …" once the client's
   # connection has ended. At most 64.
+  remotes @13 :List(Text);
+  # (version 5) Names of the daemon's own remote nodes (`cell serve --remote NAME=tls://…`)
+  # pid0 gets in `Session.remotes`, in this order. Each must be one the client's ceiling
+  # lists ("denied: …" otherwise); the daemon connects to it (or reuses its link) itself, as
+  # whoever its --remote-cert says. At most 64.
 }
 
 struct JobDir {

@@ -9,7 +9,8 @@
 //! would not notice a stopped process whose kernel still answers). Then the RPC system is
 //! dropped, so every call in flight on the link fails at once, and [`RemoteLink::lost`]
 //! resolves with the reason: each remote child's `wait` reports `killed: link-lost`, never
-//! hangs. Reconnecting is the operator's choice (run again); a lost link stays lost.
+//! hangs. A lost link stays lost: `cell run` does not reconnect (run again); a daemon's
+//! `--remote` pool (`serve/remotes.rs`) makes a new link for the next job that asks.
 //!
 //! Ownership and bounds: a link is shard-local (`Rc`, on the run's one thread), held by pid0's
 //! grants; its task (RPC system + heartbeat) is aborted when the last holder drops it. What the
@@ -61,16 +62,7 @@ impl std::str::FromStr for RemoteSpec {
         let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port: u16 = port.parse().map_err(|_| bad())?;
-        let name_ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !name_ok {
-            return Err(format!(
-                "remote name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-            ));
-        }
+        check_name(name)?;
         if host.is_empty() || port == 0 {
             return Err(bad());
         }
@@ -79,6 +71,25 @@ impl std::str::FromStr for RemoteSpec {
             host: host.to_string(),
             port,
         })
+    }
+}
+
+/// Checks a remote's name: 1 to 64 letters, digits, `-`, `_` or `.`.
+///
+/// # Errors
+/// The name is empty, too long, or has another character.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "remote name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
     }
 }
 
@@ -182,6 +193,11 @@ impl RemoteLink {
             Some(why) => Err(why.clone()),
             None => Ok(self.daemon.clone()),
         }
+    }
+
+    /// Whether the link is lost (for good: a new one must be made).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.borrow().is_some() || self.task.is_finished()
     }
 
     /// Resolves, with the reason, once the link is lost (at once if it already is).

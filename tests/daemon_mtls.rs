@@ -97,6 +97,14 @@ fn only_certificates_of_the_client_ca_get_in_and_each_client_gets_its_own_ceilin
     out.assert_code(4);
     assert_eq!(out.report()["client"], "ci.example");
 
+    // A client may name the host instead of its IP: the name (`localhost`, from /etc/hosts)
+    // is resolved when connecting and is what the daemon's certificate must carry.
+    let by_name = addr.replacen("127.0.0.1", "localhost", 1);
+    exec_as(&by_name, &ca, Some(&ci), "hello")
+        .args(&["exit", "7"])
+        .finish()
+        .assert_code(7);
+
     // Another client of the same CA gets the daemon's own ceiling: no network at all.
     exec_as(&addr, &ca, Some(&stranger), "hello")
         .flags(&["--net", "connect=127.0.0.1:80"])

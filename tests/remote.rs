@@ -18,6 +18,11 @@ struct Node {
 
 impl Node {
     fn start(ca: &Ca, dir: &std::path::Path, name: &str) -> Node {
+        Node::start_on(ca, dir, name, "0")
+    }
+
+    /// A node listening on `port` of 127.0.0.1 (`0`: any).
+    fn start_on(ca: &Ca, dir: &std::path::Path, name: &str, port: &str) -> Node {
         let server = ca.server(&format!("{name}-server"));
         let ceiling = dir.join(format!("{name}-runner.toml"));
         std::fs::write(
@@ -28,7 +33,7 @@ impl Node {
         let mut flags = server.flags();
         flags.extend([
             "--listen".to_string(),
-            "tls:127.0.0.1:0".into(),
+            format!("tls:127.0.0.1:{port}"),
             "--client-ca".into(),
             ca.pem.display().to_string(),
             "--ceiling".into(),
@@ -221,5 +226,82 @@ fn remotes_that_cannot_be_trusted_or_reached_stop_the_run_before_pid0() {
         .flags(&["--remote", &remotes[0]])
         .finish()
         .assert_code(125)
-        .assert_stderr_has("--remote is not available through the daemon");
+        .assert_stderr_has("the daemon connects to no other address");
+}
+
+/// `cell serve --remote`: a daemon lends its own nodes to the jobs whose client's ceiling
+/// lists them, linking as itself (its `--remote-cert`) when a job first asks, and again after
+/// the link is lost.
+#[test]
+fn a_daemon_lends_its_remotes_to_the_jobs_its_ceilings_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet");
+    let b = Node::start(&ca, dir.path(), "b");
+    // The front daemon shows b the name `runner`: b's ceiling for it applies to its children.
+    let front_id = ca.client("front", "runner", &[]);
+    let server = ca.server("front-server");
+    let (ci, guest) = (ca.client("ci", "ci", &[]), ca.client("guest", "guest", &[]));
+    let ceiling = |name: &str, text: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        format!("{name}={}", path.display())
+    };
+    let mut flags = server.flags();
+    flags.extend([
+        "--listen".to_string(),
+        "tls:127.0.0.1:0".into(),
+        "--client-ca".into(),
+        ca.pem.display().to_string(),
+        "--ceiling".into(),
+        ceiling("ci", "remote = [\"b\"]\n"),
+        "--ceiling".into(),
+        ceiling("guest", "max_memory = \"256M\"\n"),
+        "--remote".into(),
+        b.remote("b"),
+        "--remote-ca".into(),
+        ca.pem.display().to_string(),
+        "--remote-cert".into(),
+        front_id.cert.display().to_string(),
+        "--remote-key".into(),
+        front_id.key.display().to_string(),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut front = Daemon::start(&flags);
+    let line = front.wait_for("cell: listening on tls:");
+    let addr = format!("tls:{}", line.trim_end_matches(" (mutual TLS)"));
+    let as_client = |who: &Pair| {
+        Cell::run("remote-pid0")
+            .via(&addr)
+            .flags(&["--tls-ca", &ca.pem.display().to_string()])
+            .flags(&who.flags())
+            .flags(&["--remote", "b"])
+    };
+    // The daemon's own ceiling (its unix socket) lists every --remote; `ci`'s lists b.
+    let own = || front.exec("remote-pid0").flags(&["--remote", "b"]);
+    own().args(&["list", "b"]).finish().assert_code(0);
+    own().args(&["exit", "b", "7"]).finish().assert_code(0);
+    as_client(&ci).args(&["cat", "b"]).finish().assert_code(0);
+    // `guest`'s ceiling lists none: refused before anything runs.
+    as_client(&guest)
+        .args(&["list", "b"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("not in this client's ceiling");
+    // A job may not name a node the daemon lacks, nor an address of its own choosing.
+    front
+        .exec("remote-pid0")
+        .flags(&["--remote", "zz"])
+        .args(&["list", "zz"])
+        .finish()
+        .assert_code(125)
+        .assert_stderr_has("denied");
+    wait_until(|| b.jobs() == 0, "a remote job outlived its parent");
+
+    // The node goes away and comes back on the same port: the next job links again.
+    let port = b.port.clone();
+    drop(b);
+    let b = Node::start_on(&ca, dir.path(), "b", &port);
+    own().args(&["exit", "b", "3"]).finish().assert_code(0);
+    wait_until(|| b.jobs() == 0, "a remote job outlived its parent");
+    front.stop().assert_code(0);
 }

@@ -15,6 +15,7 @@
 mod daemon;
 mod env;
 mod http;
+mod remote;
 mod report;
 mod rpc;
 mod scale;
@@ -44,6 +45,7 @@ const SECTIONS: &[(&str, Benchmark)] = &[
     ("scale", scale::run),
     ("daemon", daemon::run),
     ("http", http::run),
+    ("remote", remote::run),
 ];
 
 fn main() -> std::process::ExitCode {

@@ -105,6 +105,8 @@ pub struct JobRequest<W> {
     pub attached: bool,
     /// Capabilities of the client's own that pid0 may call (`Session.services`; version 5).
     pub services: Vec<ServiceGrant>,
+    /// The daemon's remote nodes pid0 gets, by name (`Session.remotes`; version 5).
+    pub remotes: Vec<String>,
 }
 
 impl<W> JobRequest<W> {
@@ -122,6 +124,7 @@ impl<W> JobRequest<W> {
             mode: JobMode::Auto,
             attached: false,
             services: Vec::new(),
+            remotes: Vec::new(),
         }
     }
 }
@@ -166,10 +169,18 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
         b.set_mode(self.mode);
         b.set_attached(self.attached);
         if !self.services.is_empty() {
-            let mut list = b.init_services(list_len(self.services.len(), "services")?);
+            let mut list = b
+                .reborrow()
+                .init_services(list_len(self.services.len(), "services")?);
             for (i, s) in self.services.iter().enumerate() {
                 s.write(list.reborrow().get(i as u32));
             }
+        }
+        if !self.remotes.is_empty() {
+            write_args(
+                &self.remotes,
+                b.init_remotes(list_len(self.remotes.len(), "remotes")?),
+            );
         }
         Ok(())
     }
@@ -251,6 +262,22 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
                 services.push(ServiceGrant::read(s).map_err(CellError::from)?);
             }
         }
+        let mut remotes = Vec::new();
+        if r.has_remotes() {
+            let list = r.get_remotes().map_err(bad)?;
+            if list.len() as usize > MAX_NAMED_GRANTS {
+                return Err(CellError::new(
+                    Reason::Limit,
+                    format!(
+                        "{} remotes (at most {MAX_NAMED_GRANTS} per job)",
+                        list.len()
+                    ),
+                ));
+            }
+            for name in list.iter() {
+                remotes.push(path_text(name.map_err(bad)?)?);
+            }
+        }
         let cwd = path_text(r.get_cwd().map_err(bad)?)?;
         let name = r.get_name().map_err(bad)?;
         Ok(JobRequest {
@@ -265,6 +292,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
             mode: r.get_mode().map_err(|e| bad(e.into()))?,
             attached: r.get_attached(),
             services,
+            remotes,
         })
     }
 }
@@ -305,6 +333,7 @@ mod tests {
         req.limits.max_sockets = Some(3);
         req.mode = JobMode::Plain;
         req.attached = true;
+        req.remotes = vec!["b".into(), "gpu-node".into()];
         let back = roundtrip(&req).unwrap();
         assert!(matches!(&back.code, JobCode::Wasm(w) if w == b"\0asm"));
         assert_eq!(back.name, "app");
@@ -316,6 +345,7 @@ mod tests {
         assert_eq!(back.limits, req.limits);
         assert_eq!(back.mode, JobMode::Plain);
         assert!(back.attached);
+        assert_eq!(back.remotes, req.remotes);
         let mut none = JobRequest::new(JobCode::Path("/srv/a.wasm".into()));
         none.network = None;
         let back = roundtrip(&none).unwrap();
@@ -338,6 +368,11 @@ mod tests {
             .collect();
         assert_eq!(roundtrip(&req).err().unwrap().reason, Reason::Limit);
         req.dirs.clear();
+        req.remotes = (0..=MAX_NAMED_GRANTS).map(|i| format!("r{i}")).collect();
+        assert_eq!(roundtrip(&req).err().unwrap().reason, Reason::Limit);
+        req.remotes = vec!["r".repeat(65)];
+        assert_eq!(roundtrip(&req).err().unwrap().reason, Reason::Limit);
+        req.remotes.clear();
         req.args = (0..17).map(|i| i.to_string()).collect();
         assert_eq!(roundtrip(&req).err().unwrap().reason, Reason::Limit);
     }

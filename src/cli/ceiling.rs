@@ -2,7 +2,8 @@
 //! certificates carry NAME (`serve/identity.rs`), instead of the daemon's own.
 //!
 //! FILE is TOML whose keys are the daemon's ceiling flags, written as in `--config`
-//! (`net`, `dir`, `dir_rw` and the limit flags: `max_memory`, `timeout`, `fuel`, …); a key
+//! (`net`, `dir`, `dir_rw`, the limit flags: `max_memory`, `timeout`, `fuel`, …, and
+//! `remote`: names of the daemon's `--remote` nodes these clients' jobs may get); a key
 //! left out takes the default of its flag, *not* the daemon's own value — the file is the
 //! whole ceiling of those clients, so what it says is all they may get:
 //!
@@ -37,6 +38,13 @@ struct CeilingFileArgs {
     dirs_rw: Vec<DirGrant>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[arg(long = "remote", value_parser = parse_remote_name)]
+    remotes: Vec<String>,
+}
+
+/// A name of one of the daemon's `--remote` nodes.
+fn parse_remote_name(s: &str) -> Result<String, String> {
+    crate::remote::check_name(s).map(|()| s.to_string())
 }
 
 /// `NAME=FILE`: a name a client certificate may carry, and its ceiling file.
@@ -86,6 +94,7 @@ pub(crate) fn read(name: &str, path: &Path) -> anyhow::Result<CeilingConfig> {
         net: args.net,
         dirs,
         limits: args.limits.into_limits(),
+        remotes: args.remotes,
     })
 }
 

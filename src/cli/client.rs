@@ -7,19 +7,20 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::RunArgs;
+use crate::client::addr::ConnectAddr;
 use crate::client::exec::ExecConfig;
 use crate::client::ps::PsFormat;
 use crate::run::RunError;
-use crate::serve::listen::ListenAddr;
 use cell_proto::{JobCode, JobDir, JobLimits, JobMode, JobRequest};
 
 /// Where the daemon is.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Daemon")]
 pub struct ConnectArgs {
-    /// The daemon's address: unix:PATH or tcp:IP:PORT.
+    /// The daemon's address: unix:PATH, tcp:HOST:PORT or tls:HOST:PORT (HOST an IP or a
+    /// name, e.g. tls:cell.cell.svc:7443).
     #[arg(long, value_name = "ADDR", env = "CELL_CONNECT")]
-    pub connect: ListenAddr,
+    pub connect: ConnectAddr,
 
     /// The token of a TCP daemon (a file holding it).
     #[arg(long, value_name = "FILE", env = "CELL_TOKEN_FILE")]
@@ -29,7 +30,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "FILE", env = "CELL_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
-    /// The name the daemon's certificate must carry [default: the address's IP].
+    /// The name the daemon's certificate must carry [default: the address's host].
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_name: Option<String>,
 
@@ -100,18 +101,13 @@ impl ExecArgs {
                 "the audit log is the daemon's (cell serve --audit)",
             );
         }
-        if run.remote.any() {
-            return refuse(
-                "--remote",
-                "a daemon job cannot be granted remote nodes; run pid0 with cell run --remote",
-            );
-        }
         if !run.grants.resolve.is_empty() {
             return refuse(
                 "--resolve",
                 "names are pinned by the daemon (cell serve --resolve)",
             );
         }
+        let remotes = run.remote.into_names().map_err(RunError::Host)?;
         let env = run.grants.env_vars();
         let mut dirs = Vec::new();
         for d in run.grants.dirs.iter().chain(&run.grants.dirs_rw) {
@@ -152,6 +148,7 @@ impl ExecArgs {
             _ => JobMode::Auto,
         };
         request.attached = self.attached;
+        request.remotes = remotes;
         Ok(ExecConfig {
             connect: self.connect.endpoint(),
             wasm: run.wasm,

@@ -122,6 +122,27 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub cache: CacheArgs,
+
+    #[command(flatten)]
+    pub remote: ServeRemoteArgs,
+}
+
+/// Other machines' daemons the jobs may spawn on.
+#[derive(Debug, Args)]
+#[command(
+    next_help_heading = "Remote nodes (jobs may spawn children there: cell exec --remote NAME)"
+)]
+pub struct ServeRemoteArgs {
+    /// The `cell serve` at HOST:PORT (mutual TLS), under NAME (repeatable): a job that asks
+    /// for NAME (`cell exec --remote NAME`) finds it in its pid0's Session.remotes, if its
+    /// client's ceiling lists it (the daemon's own ceiling lists every --remote; a --ceiling
+    /// file lists its own, `remote = ["NAME"]`). Connected when a job first asks for it, and
+    /// again after its link is lost; this daemon shows --remote-cert.
+    #[arg(long = "remote", value_name = "NAME=tls://HOST:PORT")]
+    pub remotes: Vec<crate::remote::RemoteSpec>,
+
+    #[command(flatten)]
+    pub tls: super::remote::RemoteTlsArgs,
 }
 
 /// The most a job may get: a client's request is narrowed to it, never widened.
@@ -229,9 +250,21 @@ impl ServeArgs {
             }
             None => None,
         };
+        let (remotes, remote_tls) = super::remote::checked(self.remote.remotes, self.remote.tls)?;
         let mut ceilings = Vec::with_capacity(self.ceilings.len());
         for (name, path) in &self.ceilings {
-            ceilings.push((name.clone(), super::ceiling::read(name, path)?));
+            let ceiling = super::ceiling::read(name, path)?;
+            if let Some(unknown) = ceiling
+                .remotes
+                .iter()
+                .find(|r| !remotes.iter().any(|s| &s.name == *r))
+            {
+                anyhow::bail!(
+                    "--ceiling {name}={}: remote {unknown:?} is not one of this daemon's --remote nodes",
+                    path.display()
+                );
+            }
+            ceilings.push((name.clone(), ceiling));
         }
         // Every directory some job may get writable, whichever ceiling it came through.
         let mut any_dirs = dirs.clone();
@@ -264,6 +297,7 @@ impl ServeArgs {
                 net: self.ceiling.net,
                 dirs,
                 limits,
+                remotes: remotes.iter().map(|r| r.name.clone()).collect(),
             },
             audit: files.audit.take(),
             resolve: self.ceiling.resolve.into_iter().collect(),
@@ -282,6 +316,8 @@ impl ServeArgs {
             shards: self
                 .shards
                 .map_or_else(crate::shard::default_count, usize::from),
+            remotes,
+            remote_tls,
         })
     }
 }

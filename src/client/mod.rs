@@ -3,6 +3,7 @@
 //! daemon's socket, like any other client (the Python example in `examples/python` speaks the
 //! same schema).
 
+pub(crate) mod addr;
 pub(crate) mod exec;
 pub(crate) mod logs;
 pub(crate) mod ps;
@@ -13,16 +14,17 @@ use capnp_rpc::{twoparty, RpcSystem};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::cell_capnp::{daemon, login};
-use crate::serve::listen::ListenAddr;
+use addr::ConnectAddr;
 
 /// Where a client connects, and how.
 pub(crate) struct Endpoint {
-    pub addr: ListenAddr,
+    pub addr: ConnectAddr,
     /// The token of a TCP daemon.
     pub token_file: Option<std::path::PathBuf>,
     /// `--tls-ca`: speak TLS, trusting these certificates.
     pub tls_ca: Option<std::path::PathBuf>,
-    /// `--tls-name`: the name the daemon's certificate must carry (default: the address).
+    /// `--tls-name`: the name the daemon's certificate must carry (default: the address's
+    /// host, a DNS name or an IP).
     pub tls_name: Option<String>,
     /// `--tls-cert`/`--tls-key`: the certificate this client shows (mutual TLS).
     pub tls_cert: Option<crate::tls::CertPair>,
@@ -37,18 +39,19 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
         Box<dyn futures::io::AsyncRead + Unpin>,
         Box<dyn futures::io::AsyncWrite + Unpin>,
     ) = match addr {
-        ListenAddr::Unix(path) => {
+        ConnectAddr::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
             let (r, w) = stream.into_split();
             (Box::new(r.compat()), Box::new(w.compat_write()))
         }
-        ListenAddr::Tcp(sock) | ListenAddr::Tls(sock) => {
-            if matches!(addr, ListenAddr::Tls(_)) && end.tls_ca.is_none() {
+        ConnectAddr::Tcp(hp) | ConnectAddr::Tls(hp) => {
+            if matches!(addr, ConnectAddr::Tls(_)) && end.tls_ca.is_none() {
                 anyhow::bail!("{addr}: TLS needs --tls-ca FILE (the certificate(s) to trust)");
             }
-            let stream = tokio::net::TcpStream::connect(sock)
+            // A name is resolved by the system resolver, like any client's would be.
+            let stream = tokio::net::TcpStream::connect((hp.host.as_str(), hp.port))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e} ({hint})"))?;
             let _ = stream.set_nodelay(true);
@@ -59,8 +62,8 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
                 }
                 Some(ca) => {
                     let connector = crate::tls::connector(ca, end.tls_cert.as_ref())?;
-                    let ip = sock.ip().to_string();
-                    let name = crate::tls::server_name(end.tls_name.as_deref().unwrap_or(&ip))?;
+                    let name = end.tls_name.as_deref().unwrap_or(&hp.host);
+                    let name = crate::tls::server_name(name)?;
                     let tls = connector
                         .connect(name, stream)
                         .await
@@ -84,7 +87,7 @@ pub(crate) async fn connect(end: &Endpoint) -> anyhow::Result<daemon::Client> {
     // A unix socket, and a mutual-TLS daemon to which no token is shown, answer a `Daemon`
     // at once; otherwise the daemon wants the token first.
     match (addr, token_file) {
-        (ListenAddr::Unix(_), _) => Ok(daemon::Client { client: bootstrap }),
+        (ConnectAddr::Unix(_), _) => Ok(daemon::Client { client: bootstrap }),
         (_, None) if end.tls_cert.is_some() => Ok(daemon::Client { client: bootstrap }),
         (_, None) => anyhow::bail!(
             "{addr}: a TCP daemon needs --token-file FILE (its token), or --tls-cert and \

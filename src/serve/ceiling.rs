@@ -29,6 +29,8 @@ pub(crate) struct Ceiling {
     pub network: Option<NetPolicy>,
     pub dirs: Vec<CeilingDir>,
     pub limits: Limits,
+    /// The daemon's `--remote` nodes its jobs may get, by name.
+    pub remotes: Vec<String>,
 }
 
 fn denied(detail: String) -> CellError {
@@ -64,6 +66,24 @@ impl Ceiling {
             ..Grants::default()
         };
         Ok((grants, limits))
+    }
+
+    /// Checks that a job may get the remote node `name`.
+    ///
+    /// # Errors
+    /// `denied: …` when the ceiling does not list it.
+    pub(crate) fn remote(&self, name: &str) -> Result<(), CellError> {
+        if self.remotes.iter().any(|r| r == name) {
+            return Ok(());
+        }
+        let listed = if self.remotes.is_empty() {
+            "none".to_string()
+        } else {
+            self.remotes.join(", ")
+        };
+        Err(denied(format!(
+            "remote {name:?} is not in this client's ceiling (its remotes: {listed})"
+        )))
     }
 
     /// The policy a job gets for `asked`: none, or the intersection with the ceiling's.
@@ -270,7 +290,18 @@ mod tests {
                 timeout: Some(Duration::from_secs(10)),
                 ..Limits::default()
             },
+            remotes: vec!["b".into()],
         }
+    }
+
+    #[test]
+    fn only_listed_remotes_are_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ceiling(dir.path(), false);
+        assert!(c.remote("b").is_ok());
+        let e = c.remote("c").unwrap_err();
+        assert_eq!(e.reason, Reason::Denied);
+        assert!(e.detail.contains("its remotes: b"), "{e}");
     }
 
     #[test]

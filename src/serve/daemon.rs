@@ -376,6 +376,13 @@ async fn start_job(
         ));
     }
     grants.services = client.services(request.services);
+    if plain && !request.remotes.is_empty() {
+        return Err(failed(
+            Reason::BadRequest,
+            "a plain job has no Session to find remotes in: run it as a cell guest",
+        ));
+    }
+    grants.remotes = job_remotes(client, &request.remotes).await?;
     let dirs = grants.dirs.clone();
     let spec = ProcessSpec {
         name: name.clone(),
@@ -436,6 +443,20 @@ async fn start_job(
     let job = Job::new(handle, tree, captured, origin, sup);
     tokio::task::spawn_local(job.clone().watch(permit));
     Ok(job)
+}
+
+/// The daemon's remote nodes a job asked for: each in its client's ceiling, linked by this
+/// shard's pool (connecting now if it has no live link).
+async fn job_remotes(
+    client: &ClientState,
+    names: &[String],
+) -> Result<Vec<StdRc<crate::remote::RemoteLink>>, capnp::Error> {
+    let mut links = Vec::with_capacity(names.len());
+    for name in names {
+        client.ceiling.remote(name).map_err(cell)?;
+        links.push(client.daemon.remotes.link(name).await.map_err(cell)?);
+    }
+    Ok(links)
 }
 
 /// A job's code, loaded (with whether it is a cell guest), and the path it came from.

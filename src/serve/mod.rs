@@ -23,6 +23,7 @@ pub(crate) mod identity;
 pub(crate) mod job;
 pub(crate) mod listen;
 pub(crate) mod metrics;
+pub(crate) mod remotes;
 pub(crate) mod services;
 pub(crate) mod shards;
 pub(crate) mod subscribe;
@@ -79,6 +80,10 @@ pub struct ServeConfig {
     pub ceilings: Vec<(String, CeilingConfig)>,
     /// `--shards N`: the threads jobs run on.
     pub shards: usize,
+    /// `--remote NAME=tls://HOST:PORT`: nodes jobs may spawn on (linked per shard on demand).
+    pub remotes: Vec<crate::remote::RemoteSpec>,
+    /// `--remote-ca`, `--remote-cert`, `--remote-key` (set whenever `remotes` is not empty).
+    pub remote_tls: Option<crate::remote::RemoteTls>,
 }
 
 /// How SIGHUP gets the new set of services.
@@ -91,6 +96,8 @@ pub struct CeilingConfig {
     pub net: Vec<crate::net::policy::NetRule>,
     pub dirs: Vec<crate::grants::DirGrant>,
     pub limits: crate::limits::Limits,
+    /// Names of the daemon's `--remote` nodes its jobs may get.
+    pub remotes: Vec<String>,
 }
 
 /// What every client connection of the daemon shares, one per shard (shard-local).
@@ -109,6 +116,8 @@ pub(crate) struct DaemonCore {
     pub http: std::cell::RefCell<Vec<Rc<http::HttpStats>>>,
     /// Every front's time to a response head, labelled by front.
     pub http_latency: http::LatencyFamily,
+    /// This shard's links to the daemon's `--remote` nodes.
+    pub remotes: remotes::RemotePool,
 }
 
 /// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT), then stops every job
@@ -184,6 +193,7 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
     let clients = SharedBudget::new(MAX_CLIENTS);
     let ceiling = config.ceiling.clone();
     let named = config.ceilings.clone();
+    let (remote_specs, remote_tls) = (config.remotes.clone(), config.remote_tls.clone());
     ShardSet::start(config.shards, move |index, shards| {
         let mut ceilings = identity::Ceilings {
             default: Rc::new(open_ceiling(&ceiling)?),
@@ -207,6 +217,7 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
             clients: clients.clone(),
             http: std::cell::RefCell::default(),
             http_latency: http::latency_family(),
+            remotes: remotes::RemotePool::new(remote_specs.clone(), remote_tls.clone()),
         });
         Ok(ShardCore {
             core,
@@ -349,6 +360,7 @@ fn open_ceiling(config: &CeilingConfig) -> anyhow::Result<Ceiling> {
         network,
         dirs,
         limits: config.limits.clone(),
+        remotes: config.remotes.clone(),
     })
 }
 

@@ -588,7 +588,8 @@ pub fn finish(cmd: Command) -> Finished {
 }
 
 /// A `cell serve` on a unix socket in a private temporary directory, for the daemon tests:
-/// `cell serve --listen unix:DIR/cell.sock --cache-dir <shared> FLAGS`. Stopped (SIGTERM) when
+/// `cell serve --listen unix:DIR/cell.sock --cache-dir <shared> FLAGS` (the shared cache
+/// unless `flags` name one). Stopped (SIGTERM) when
 /// dropped, if [`Daemon::stop`] was not called.
 pub struct Daemon {
     running: Option<Running>,
@@ -604,10 +605,11 @@ impl Daemon {
         let mut cmd = cell();
         cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .arg("--cache-dir")
-            .arg(cache_dir())
-            .args(flags);
+            .arg(format!("unix:{}", sock.display()));
+        if !flags.contains(&"--cache-dir") {
+            cmd.arg("--cache-dir").arg(cache_dir());
+        }
+        cmd.args(flags);
         // `make test` runs the daemon tests with one shard and with two.
         if let Some(n) = shards_from_env() {
             if !flags.contains(&"--shards") {

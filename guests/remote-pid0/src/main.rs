@@ -17,6 +17,9 @@
 //! - `refused NODE`     granting a directory is refused with bad-grant; Executor.load with
 //!   unsupported; a child above the node's memory ceiling with limit
 //! - `echo NODE N`      N `Executor.echo` round trips to the node
+//! - `bench NODE N`     for `make bench`: N spawn→exit of a plain hello and 10×N echoes, here
+//!   and on NODE, each logged as `bench: kind=remote where=local|remote op=spawn|echo n=…
+//!   p50_ns=… p99_ns=… mean_ns=…` (after a warm-up of each)
 //! - `kv NODE`          a kv-service child here, granted to kv-client children on NODE: they
 //!   store and read keys through it (proxied over the link both ways); once it is killed,
 //!   granting it across is refused with dead
@@ -184,6 +187,13 @@ fn main() {
                 report.ok(format!("{n} echoes over the link"));
             }
             "kv" => kv_across(&caps, &remote, &node, &mut report).await?,
+            "bench" => {
+                let n: usize = arg(2).parse().context("bench N")?;
+                let local = caps.executor().await?;
+                for (place, executor) in [("local", &local), ("remote", &remote)] {
+                    bench(place, executor, n, &mut report).await?;
+                }
+            }
             other => return Err(anyhow!("unknown command {other:?}")),
         }
         report.finish();
@@ -245,6 +255,63 @@ async fn kv_client(
         .start()
         .await?;
     wait(&child).await
+}
+
+/// Spawn→exit and echo latency through `executor`, logged for the bench harness.
+async fn bench(
+    place: &str,
+    executor: &cell_guest::Executor,
+    n: usize,
+    report: &mut Report,
+) -> Result<()> {
+    let spawn_exit = || async {
+        let child = executor
+            .spawn(HELLO)
+            .name("hello")
+            .args(["exit", "0"])
+            .mode(ProcessMode::Plain)
+            .start()
+            .await?;
+        wait(&child).await
+    };
+    // The first spawn compiles (there) and the first echoes warm the connection.
+    let first = spawn_exit().await?;
+    report.check(first == ExitStatus::Exited(0), format!("{place}: {first}"));
+    for _ in 0..100 {
+        executor.echo("e").await?;
+    }
+    let mut spawns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let status = spawn_exit().await?;
+        spawns.push(t.elapsed().as_nanos() as u64);
+        if status != ExitStatus::Exited(0) {
+            report.fail(format!("{place}: a child ended {status}"));
+        }
+    }
+    let mut echoes = Vec::with_capacity(n * 10);
+    for _ in 0..n * 10 {
+        let t = std::time::Instant::now();
+        executor.echo("e").await?;
+        echoes.push(t.elapsed().as_nanos() as u64);
+    }
+    for (op, samples) in [("spawn", spawns), ("echo", echoes)] {
+        let n = samples.len();
+        let (p50, p99, mean) = summary(samples);
+        log!("bench: kind=remote where={place} op={op} n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean}");
+    }
+    Ok(())
+}
+
+/// Samples → (p50, p99, mean), in nanoseconds (nearest rank).
+fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
+    if samples.is_empty() {
+        return (0, 0, 0);
+    }
+    samples.sort_unstable();
+    let at = |pct: usize| samples[(samples.len() * pct / 100).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<u64>() / samples.len() as u64;
+    (at(50), at(99), mean)
 }
 
 /// A plain child on `remote` that sleeps until killed.
