@@ -8,7 +8,8 @@
 # Grants.components, Session.components; and "(version 3)": Directory, DirGrant, Grants.dirs,
 # Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
 # the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event; and "(version 5)":
-# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services, JobRequest.remotes).
+# Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services,
+# .remotes, .components and .withoutExecutor).
 # Changes are
 # additive only (new fields, methods, enumerants and interfaces get new ordinals; nothing is
 # renumbered or removed), so old guests keep working with new hosts. The
@@ -94,8 +95,9 @@ struct Remote {
   # stdin, stdout), is killed when its parent ends, and ends `killed: linkLost` when the link
   # to the node is lost. Grants: a Network is re-issued there as the intersection of its
   # policy and that node's ceiling; directories, sockets and the terminal never cross
-  # ("bad-grant: …"), nor, for now, components; services cross by reference (the child's
-  # calls are proxied back over the link, counted against its parent's call bounds here).
+  # ("bad-grant: …"); services and components cross by reference (the child's
+  # calls are proxied back over the link, counted against its parent's call bounds here; a
+  # child spawned from such a component runs here, as a child of the granting process).
   # `Executor.load` fails with "unsupported: …".
   name @0 :Text;
   executor @1 :Executor;
@@ -395,6 +397,15 @@ struct JobRequest {
   # pid0 gets in `Session.remotes`, in this order. Each must be one the client's ceiling
   # lists ("denied: …" otherwise); the daemon connects to it (or reuses its link) itself, as
   # whoever its --remote-cert says. At most 64.
+  components @14 :List(Component);
+  # (version 5) Components of the client's own pid0 may spawn from (its `Session.components`,
+  # after any of the daemon's): they cross by reference, so spawning from one is a call back
+  # to the client — the child runs where the component is, a child of the process that granted
+  # it there (a `cell run --remote` host passes the components its remote child was granted).
+  # Spawning fails with "dead: …" once the client's connection has ended. At most 64.
+  withoutExecutor @15 :Bool;
+  # (version 5) A cell guest pid0 gets no Executor (it always gets one otherwise): a
+  # `cell run --remote` host starting a child whose parent granted it none.
 }
 
 struct JobDir {

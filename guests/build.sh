@@ -18,7 +18,8 @@
 #            hostile-pid0                            (embeds hostile, hostile-parent, child-garbage)
 #            bench-pid0                              (embeds bench-nop, bench-idle)
 #   stage 4: scenarios                                          (embeds the leaves and relay)
-#            remote-pid0     (embeds hello, hostile, child-leaf, net-probe, kv-service, kv-client)
+#            remote-pid0     (embeds hello, hostile, child-leaf, net-probe, kv-service, kv-client,
+#                             spawner)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"

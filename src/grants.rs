@@ -35,6 +35,12 @@ pub struct Grants {
     /// Loaded components it may spawn (`Session.components`), even without an Executor: each
     /// is re-issued on its own connection. Default: none.
     pub components: Vec<Arc<LoadedComponent>>,
+    /// Components of a daemon client, by reference (`JobRequest.components`: a `cell run
+    /// --remote` host passing on those its child was granted), listed after `components`:
+    /// spawning from one is a call proxied back to the client, so the child runs there.
+    /// They cannot be passed on in `Grants.components` (they are not this host's). Default:
+    /// none.
+    pub proxied_components: Vec<GuestService>,
     /// Services of other guests it may call (`Session.services`), each re-issued on its own
     /// connection. Default: none.
     pub services: Vec<GuestService>,
@@ -100,7 +106,7 @@ impl Grants {
         if !self.dirs.is_empty() {
             names.push("dirs");
         }
-        if !self.components.is_empty() {
+        if !self.components.is_empty() || !self.proxied_components.is_empty() {
             names.push("components");
         }
         if !self.services.is_empty() {

@@ -107,6 +107,10 @@ pub struct JobRequest<W> {
     pub services: Vec<ServiceGrant>,
     /// The daemon's remote nodes pid0 gets, by name (`Session.remotes`; version 5).
     pub remotes: Vec<String>,
+    /// Components of the client's own pid0 may spawn from, by reference (version 5).
+    pub components: Vec<crate::cell_capnp::component::Client>,
+    /// A cell guest pid0 gets no Executor (version 5).
+    pub without_executor: bool,
 }
 
 impl<W> JobRequest<W> {
@@ -125,6 +129,8 @@ impl<W> JobRequest<W> {
             attached: false,
             services: Vec::new(),
             remotes: Vec::new(),
+            components: Vec::new(),
+            without_executor: false,
         }
     }
 }
@@ -168,6 +174,7 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
         self.limits.write(b.reborrow().init_limits());
         b.set_mode(self.mode);
         b.set_attached(self.attached);
+        b.set_without_executor(self.without_executor);
         if !self.services.is_empty() {
             let mut list = b
                 .reborrow()
@@ -179,8 +186,15 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
         if !self.remotes.is_empty() {
             write_args(
                 &self.remotes,
-                b.init_remotes(list_len(self.remotes.len(), "remotes")?),
+                b.reborrow()
+                    .init_remotes(list_len(self.remotes.len(), "remotes")?),
             );
+        }
+        if !self.components.is_empty() {
+            let mut list = b.init_components(list_len(self.components.len(), "components")?);
+            for (i, c) in self.components.iter().enumerate() {
+                list.set(i as u32, c.client.hook.add_ref());
+            }
         }
         Ok(())
     }
@@ -278,6 +292,22 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
                 remotes.push(path_text(name.map_err(bad)?)?);
             }
         }
+        let mut components = Vec::new();
+        if r.has_components() {
+            let list = r.get_components().map_err(bad)?;
+            if list.len() as usize > MAX_NAMED_GRANTS {
+                return Err(CellError::new(
+                    Reason::Limit,
+                    format!(
+                        "{} components (at most {MAX_NAMED_GRANTS} per job)",
+                        list.len()
+                    ),
+                ));
+            }
+            for c in list.iter() {
+                components.push(c.map_err(bad)?);
+            }
+        }
         let cwd = path_text(r.get_cwd().map_err(bad)?)?;
         let name = r.get_name().map_err(bad)?;
         Ok(JobRequest {
@@ -293,6 +323,8 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
             attached: r.get_attached(),
             services,
             remotes,
+            components,
+            without_executor: r.get_without_executor(),
         })
     }
 }
@@ -334,6 +366,7 @@ mod tests {
         req.mode = JobMode::Plain;
         req.attached = true;
         req.remotes = vec!["b".into(), "gpu-node".into()];
+        req.without_executor = true;
         let back = roundtrip(&req).unwrap();
         assert!(matches!(&back.code, JobCode::Wasm(w) if w == b"\0asm"));
         assert_eq!(back.name, "app");
@@ -346,6 +379,7 @@ mod tests {
         assert_eq!(back.mode, JobMode::Plain);
         assert!(back.attached);
         assert_eq!(back.remotes, req.remotes);
+        assert!(back.without_executor);
         let mut none = JobRequest::new(JobCode::Path("/srv/a.wasm".into()));
         none.network = None;
         let back = roundtrip(&none).unwrap();
@@ -384,6 +418,15 @@ mod tests {
             let mut b = msg.init_root::<job_request::Builder<'_>>();
             b.reborrow().init_code().set_wasm(&[]);
             b.init_services(MAX_NAMED_GRANTS as u32 + 1);
+        }
+        let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
+        let e = JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap();
+        assert_eq!(e.reason, Reason::Limit, "{e}");
+        let mut msg = capnp::message::Builder::new_default();
+        {
+            let mut b = msg.init_root::<job_request::Builder<'_>>();
+            b.reborrow().init_code().set_wasm(&[]);
+            b.init_components(MAX_NAMED_GRANTS as u32 + 1);
         }
         let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
         let e = JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap();

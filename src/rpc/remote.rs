@@ -9,9 +9,13 @@
 //! where the child runs). Services cross by reference: each is re-issued as a proxy of this
 //! process's (`JobRequest.services`), so the child's calls come back over the link and count
 //! against this process's call bounds, and the node proxies them again under the child's.
-//! Directories, sockets and components are refused with `bad-grant: …` — a directory or
-//! socket is this machine's and would have to be proxied byte by byte; a component would
-//! have to be spawned here or copied there, and neither is what its holder asked for.
+//! Components cross by reference as well (`JobRequest.components`): each is a `Component`
+//! issued on this process's connection (one of its `MAX_COMPONENTS_HELD` slots while the node
+//! holds it), so a child the remote child spawns from it is a call back over the link and
+//! runs *here*, a child of this process, within its limits — where the component is. (To run
+//! code there, a child is granted that node's Executor instead.) Directories and sockets are
+//! refused with `bad-grant: …`: they are this machine's and would have to be proxied byte by
+//! byte.
 //!
 //! Limits are the node's: a value asked above its ceiling is refused there (`limit: …`),
 //! zero means its ceiling's; this host's `max-procs` and fuel do not count remote children
@@ -134,16 +138,16 @@ impl executor::Server for RemoteExecutor {
         if !grants.sockets.is_empty() {
             return Err(refuse("sockets", node));
         }
-        if !grants.components.is_empty() {
-            return Err(refuse("components", node));
-        }
         // The Network must be one this process holds; its policy is what the node narrows.
+        // Exactly what the parent granted: no Executor there unless it gave one.
+        let executor = request.grants.executor;
         let resolved = self.conn.resolve_grants(request.grants).await?;
         let mut job = JobRequest::new(JobCode::Wasm(request.wasm));
         job.name = spec.name.clone();
         job.args = spec.args;
         job.env = spec.env;
         job.network = resolved.network.map(|p| p.rules().to_vec());
+        job.without_executor = !executor;
         // Services cross by reference: the node calls back through a proxy of this
         // process's, so the remote child's calls count against this process's call bounds.
         job.services = resolved
@@ -154,6 +158,13 @@ impl executor::Server for RemoteExecutor {
                 service: self.conn.service(service),
             })
             .collect();
+        // Components cross by reference too: spawning from one there is a call back to a
+        // `Component` of this process (one of its held slots each), so the child runs here.
+        job.components = resolved
+            .components
+            .into_iter()
+            .map(|c| self.conn.component(c))
+            .collect::<Result<_, _>>()?;
         job.limits = JobLimits {
             max_memory: request.limits.max_memory,
             timeout_ms: request

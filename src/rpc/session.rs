@@ -152,10 +152,16 @@ impl session::Server for SessionServer {
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
         let clients = once_try(&self.issued.components, || {
+            let proxied = self.grants.proxied_components.iter().map(|c| {
+                Ok(component::Client {
+                    client: self.conn.service(c.clone()),
+                })
+            });
             self.grants
                 .components
                 .iter()
                 .map(|c| self.conn.component(c.clone()))
+                .chain(proxied)
                 .collect()
         })?;
         let mut list = results.get().init_components(clients.len() as u32);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use capnp::capability::Rc;
 use capnp_rpc::CapabilityServerSet;
-use cell_proto::{CellError, JobCode, JobMode, JobRequest, ReadBounds, Reason, ServiceGrant};
+use cell_proto::{CellError, JobCode, JobMode, JobRequest, ReadBounds, Reason};
 
 use crate::budget::{Budget, ByteBudget, Taken};
 use crate::cell_capnp::{component, daemon, job};
@@ -116,9 +116,10 @@ impl ClientState {
         place_from(&core.shards, core.shard)
     }
 
-    /// The client's own capabilities a job's pid0 may call (`JobRequest.services`), each
-    /// proxied on pid0's connection like any guest service (see `rpc::service`).
-    fn services(&self, granted: Vec<ServiceGrant>) -> Vec<GuestService> {
+    /// The client's own capabilities a job's pid0 may call (`JobRequest.services` and
+    /// `.components`), each proxied on pid0's connection like any guest service (see
+    /// `rpc::service`): calls fail with `dead` once this connection has ended.
+    fn by_reference(&self, granted: Vec<(String, capnp::capability::Client)>) -> Vec<GuestService> {
         let who = self
             .peer
             .identity
@@ -126,11 +127,11 @@ impl ClientState {
             .unwrap_or_else(|| "(local)".into());
         granted
             .into_iter()
-            .map(|grant| {
+            .map(|(name, target)| {
                 let closed = self.closed.clone();
                 GuestService {
-                    name: grant.name,
-                    target: grant.service,
+                    name,
+                    target,
                     owner: ServiceOwner::Client(who.clone()),
                     gone: StdRc::new(move || closed.get()),
                 }
@@ -368,14 +369,20 @@ async fn start_job(
         .decide(&path, sdk_guest)
         .map_err(|e| failed(Reason::BadRequest, e))?;
     let name = job_name(&request.name, shown.as_deref());
-    grants.executor = !plain;
+    grants.executor = !plain && !request.without_executor;
     if plain && !request.services.is_empty() {
         return Err(failed(
             Reason::BadRequest,
             "a plain job has no Session to call services from: run it as a cell guest",
         ));
     }
-    grants.services = client.services(request.services);
+    grants.services = client.by_reference(
+        request
+            .services
+            .into_iter()
+            .map(|g| (g.name, g.service))
+            .collect(),
+    );
     if plain && !request.remotes.is_empty() {
         return Err(failed(
             Reason::BadRequest,
@@ -383,6 +390,19 @@ async fn start_job(
         ));
     }
     grants.remotes = job_remotes(client, &request.remotes).await?;
+    if plain && !request.components.is_empty() {
+        return Err(failed(
+            Reason::BadRequest,
+            "a plain job has no Session to find components in: run it as a cell guest",
+        ));
+    }
+    grants.proxied_components = client.by_reference(
+        request
+            .components
+            .into_iter()
+            .map(|c| ("component".to_string(), c.client))
+            .collect(),
+    );
     let dirs = grants.dirs.clone();
     let spec = ProcessSpec {
         name: name.clone(),

@@ -17,6 +17,8 @@
 //! - `refused NODE`     granting a directory is refused with bad-grant; Executor.load with
 //!   unsupported; a child above the node's memory ceiling with limit
 //! - `echo NODE N`      N `Executor.echo` round trips to the node
+//! - `component NODE`  a Component loaded here, granted to a spawner child on NODE: the
+//!   children it spawns from it run here, as children of this process (by reference)
 //! - `bench NODE N`     for `make bench`: N spawn→exit of a plain hello and 10×N echoes, here
 //!   and on NODE, each logged as `bench: kind=remote where=local|remote op=spawn|echo n=…
 //!   p50_ns=… p99_ns=… mean_ns=…` (after a warm-up of each)
@@ -37,6 +39,7 @@ static LEAF: &[u8] = cell_testkit::embed!("child-leaf");
 static NET_PROBE: &[u8] = cell_testkit::embed!("net-probe");
 static KV_SERVICE: &[u8] = cell_testkit::embed!("kv-service");
 static KV_CLIENT: &[u8] = cell_testkit::embed!("kv-client");
+static SPAWNER: &[u8] = cell_testkit::embed!("spawner");
 
 /// No wait may take longer than this: a hang is a failure.
 const WAIT: Duration = Duration::from_secs(60);
@@ -187,6 +190,27 @@ fn main() {
                 report.ok(format!("{n} echoes over the link"));
             }
             "kv" => kv_across(&caps, &remote, &node, &mut report).await?,
+            "component" => {
+                let me = caps.info().await?.pid;
+                let leaf = caps.executor().await?.load(LEAF).await?;
+                let spawner = remote
+                    .spawn(SPAWNER)
+                    .name("spawner")
+                    .args(["--count", "2", "--children-parent", &me.to_string()])
+                    .grant_component(&leaf)
+                    .stderr(StderrMode::Capture)
+                    .start()
+                    .await?;
+                let status = wait(&spawner).await?;
+                let log = spawner.read_stderr_to_end().await.unwrap_or_default();
+                report.check(
+                    status == ExitStatus::Exited(0),
+                    format!(
+                        "the spawner on {node} spawned here from the component: {status}: {}",
+                        String::from_utf8_lossy(&log).trim()
+                    ),
+                );
+            }
             "bench" => {
                 let n: usize = arg(2).parse().context("bench N")?;
                 let local = caps.executor().await?;

@@ -1,7 +1,9 @@
 //! spawner: a child that holds no Executor, only the components its parent granted it
 //! (`Session.components`). It spawns each of them `--count N` times (default 3) with
 //! `--no-echo --expect-parent <its own pid>`, requires every child to exit 0, and checks that it
-//! cannot spawn anything else (`Session.executor` is not granted).
+//! cannot spawn anything else (`Session.executor` is not granted). `--children-parent P`
+//! expects P as the children's parent instead: a component granted across nodes is spawned
+//! where it is, as a child of the process that granted it (P, on the other machine).
 
 use anyhow::{ensure, Context as _};
 use cell_guest::{log, Reason};
@@ -10,6 +12,7 @@ fn main() {
     cell_guest::run(|caps| async move {
         let info = caps.info().await?;
         let count = cell_guest::arg::<u32>("--count")?.unwrap_or(3);
+        let parent = cell_guest::arg::<u32>("--children-parent")?.unwrap_or(info.pid);
         let executor = caps.executor().await;
         ensure!(
             cell_guest_reason(&executor) == Some(Reason::NotGranted),
@@ -23,7 +26,7 @@ fn main() {
                 let child = component
                     .spawn()
                     .name("leaf")
-                    .args(["--no-echo", "--expect-parent", &info.pid.to_string()])
+                    .args(["--no-echo", "--expect-parent", &parent.to_string()])
                     .start()
                     .await
                     .context("spawner: spawning from a component")?;
