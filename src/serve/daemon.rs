@@ -370,39 +370,22 @@ async fn start_job(
         .map_err(|e| failed(Reason::BadRequest, e))?;
     let name = job_name(&request.name, shown.as_deref());
     grants.executor = !plain && !request.without_executor;
-    if plain && !request.services.is_empty() {
+    let by_reference = !request.services.is_empty() || !request.components.is_empty();
+    if plain && (by_reference || !request.remotes.is_empty()) {
         return Err(failed(
             Reason::BadRequest,
-            "a plain job has no Session to call services from: run it as a cell guest",
+            "a plain job has no Session to find services, components or remotes in: run it \
+             as a cell guest",
         ));
     }
-    grants.services = client.by_reference(
-        request
-            .services
-            .into_iter()
-            .map(|g| (g.name, g.service))
-            .collect(),
-    );
-    if plain && !request.remotes.is_empty() {
-        return Err(failed(
-            Reason::BadRequest,
-            "a plain job has no Session to find remotes in: run it as a cell guest",
-        ));
-    }
+    let services = request.services.into_iter().map(|g| (g.name, g.service));
+    grants.services = client.by_reference(services.collect());
+    let components = request
+        .components
+        .into_iter()
+        .map(|c| ("component".into(), c.client));
+    grants.proxied_components = client.by_reference(components.collect());
     grants.remotes = job_remotes(client, &request.remotes).await?;
-    if plain && !request.components.is_empty() {
-        return Err(failed(
-            Reason::BadRequest,
-            "a plain job has no Session to find components in: run it as a cell guest",
-        ));
-    }
-    grants.proxied_components = client.by_reference(
-        request
-            .components
-            .into_iter()
-            .map(|c| ("component".to_string(), c.client))
-            .collect(),
-    );
     let dirs = grants.dirs.clone();
     let spec = ProcessSpec {
         name: name.clone(),
