@@ -34,7 +34,7 @@ run: build
 ## Formatting, lints (host and guests), unit and integration tests (host, cell-proto, and the
 ## check that cell-proto's checked-in bindings match capnp/cell.capnp). Every daemon of the
 ## tests runs with two shards, then the daemon tests run again with one (`CELL_SHARDS`).
-DAEMON_TESTS = --test daemon --test daemon_load --test daemon_mtls --test remote --test http_serve --test python_client
+DAEMON_TESTS = --test daemon --test daemon_load --test daemon_mtls --test remote --test deploy --test http_serve --test python_client
 test: build lint
 	CELL_SHARDS=2 $(CARGO) test --workspace --all-targets
 	CELL_SHARDS=1 $(CARGO) test $(DAEMON_TESTS)

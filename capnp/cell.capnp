@@ -9,7 +9,7 @@
 # Session.dirs, Process.service, ServiceGrant, Grants.services, Session.services; and "(version 4)":
 # the daemon's Login, Daemon, JobRequest, Job, ProcessEntry, EventSink, Event; and "(version 5)":
 # Session.remotes, Remote, KilledBy.linkLost, Daemon.ping, JobRequest.services,
-# .remotes, .components and .withoutExecutor).
+# .remotes, .components and .withoutExecutor, Job.service).
 # Changes are
 # additive only (new fields, methods, enumerants and interfaces get new ordinals; nothing is
 # renumbered or removed), so old guests keep working with new hosts. The
@@ -459,6 +459,11 @@ interface Job {
   report @6 () -> (json :Text);
   # The `cell-report/1` JSON of this job (as `cell run --report`), once its whole tree has
   # ended: waits until then.
+
+  service @7 () -> (service :Capability);
+  # (version 5) What pid0 serves on its RPC connection (as `Process.service`), proxied by the
+  # daemon under this client's call bounds: a `cell run --remote` host uses it for a remote
+  # child's `Process.service`. "not-plain: …" for a plain job, "dead: …" once pid0 has ended.
 }
 
 struct ProcessEntry {

@@ -70,6 +70,8 @@ pub enum ServiceOwner {
     /// A daemon client, over its connection (`JobRequest.services`: a `cell run --remote`
     /// host passing on a service its child was granted), named by its identity.
     Client(Arc<str>),
+    /// A process on a remote node (`Process.service` of a remote child), over the link.
+    Remote { node: Arc<str>, pid: u32 },
 }
 
 impl std::fmt::Display for ServiceOwner {
@@ -77,6 +79,7 @@ impl std::fmt::Display for ServiceOwner {
         match self {
             ServiceOwner::Process(pid) => write!(f, "process {pid}"),
             ServiceOwner::Client(who) => write!(f, "the connection of client {who}"),
+            ServiceOwner::Remote { node, pid } => write!(f, "process {pid} on remote {node}"),
         }
     }
 }

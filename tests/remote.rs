@@ -103,6 +103,8 @@ fn remote_children_behave_like_local_ones_across_three_nodes() {
     // A service here, used by children there: both directions of each call cross the link.
     run(&["kv", "c"]).assert_code(0);
     run(&["kv", "b"]).assert_code(0);
+    // A service there, used here (and by a child here it is granted to).
+    run(&["served", "b"]).assert_code(0);
     // A component here, granted to a child there: what that child spawns from it runs here.
     run(&["component", "c"]).assert_code(0);
     // The Network is narrowed by the node's ceiling for this client: port 2000 is allowed

@@ -243,15 +243,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
             None
         };
         let list = r.get_dirs().map_err(bad)?;
-        if list.len() as usize > MAX_NAMED_GRANTS {
-            return Err(CellError::new(
-                Reason::Limit,
-                format!(
-                    "{} directories (at most {MAX_NAMED_GRANTS} per job)",
-                    list.len()
-                ),
-            ));
-        }
+        at_most(list.len(), "directories")?;
         let mut dirs = Vec::with_capacity(list.len() as usize);
         for d in list.iter() {
             dirs.push(JobDir {
@@ -263,15 +255,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
         let mut services = Vec::new();
         if r.has_services() {
             let list = r.get_services().map_err(bad)?;
-            if list.len() as usize > MAX_NAMED_GRANTS {
-                return Err(CellError::new(
-                    Reason::Limit,
-                    format!(
-                        "{} services (at most {MAX_NAMED_GRANTS} per job)",
-                        list.len()
-                    ),
-                ));
-            }
+            at_most(list.len(), "services")?;
             for s in list.iter() {
                 services.push(ServiceGrant::read(s).map_err(CellError::from)?);
             }
@@ -279,15 +263,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
         let mut remotes = Vec::new();
         if r.has_remotes() {
             let list = r.get_remotes().map_err(bad)?;
-            if list.len() as usize > MAX_NAMED_GRANTS {
-                return Err(CellError::new(
-                    Reason::Limit,
-                    format!(
-                        "{} remotes (at most {MAX_NAMED_GRANTS} per job)",
-                        list.len()
-                    ),
-                ));
-            }
+            at_most(list.len(), "remotes")?;
             for name in list.iter() {
                 remotes.push(path_text(name.map_err(bad)?)?);
             }
@@ -295,15 +271,7 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
         let mut components = Vec::new();
         if r.has_components() {
             let list = r.get_components().map_err(bad)?;
-            if list.len() as usize > MAX_NAMED_GRANTS {
-                return Err(CellError::new(
-                    Reason::Limit,
-                    format!(
-                        "{} components (at most {MAX_NAMED_GRANTS} per job)",
-                        list.len()
-                    ),
-                ));
-            }
+            at_most(list.len(), "components")?;
             for c in list.iter() {
                 components.push(c.map_err(bad)?);
             }
@@ -327,6 +295,17 @@ impl<W: for<'a> From<&'a [u8]>> JobRequest<W> {
             without_executor: r.get_without_executor(),
         })
     }
+}
+
+/// Refuses a list of more than [`MAX_NAMED_GRANTS`] entries before any is read.
+fn at_most(len: u32, what: &str) -> Result<(), CellError> {
+    if len as usize > MAX_NAMED_GRANTS {
+        return Err(CellError::new(
+            Reason::Limit,
+            format!("{len} {what} (at most {MAX_NAMED_GRANTS} per job)"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -276,8 +276,16 @@ impl Conn {
     pub(crate) fn service(&self, service: GuestService) -> capnp::capability::Client {
         self.0
             .services
-            .issue(ServiceProxy::new(service, self.clone()))
+            .issue(ServiceProxy::new(service, self.caller()))
             .client
+    }
+
+    /// This connection's process as the maker of proxied calls.
+    pub(crate) fn caller(&self) -> crate::rpc::service::Caller {
+        crate::rpc::service::Caller {
+            gate: self.0.gate.clone(),
+            host: self.0.host.clone(),
+        }
     }
 
     /// The capability for a socket handed to this process.

@@ -12,7 +12,9 @@
 //! by [`RemoteStream`]: every call enters the parent's call gate, so a guest cannot pipeline
 //! more calls onto the link than its `max-outstanding-calls`, and each message stays under
 //! its own connection's size bound. A forwarded stderr is read by one task and written line by
-//! line, escaped, as `[NODE:pid N] …` on the host's stderr.
+//! line, escaped, as `[NODE:pid N] …` on the host's stderr. Its service (`Process.service`)
+//! is the node's proxy of it (`Job.service`), proxied again here under the parent's call
+//! gate, failing with `dead` once the child has ended or the link is lost.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc as StdRc;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::budget::Taken;
 use crate::cell_capnp::{byte_stream, job, process};
+use crate::grants::{GuestService, ServiceOwner};
 use crate::remote::RemoteLink;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
@@ -176,6 +179,8 @@ pub(crate) struct RemoteProcessServer {
     conn: Conn,
     /// Spawned with `stderr = capture`.
     captured: bool,
+    /// The proxy of the child's service, made on first use.
+    service: RefCell<Option<capnp::capability::Client>>,
 }
 
 impl RemoteProcessServer {
@@ -184,6 +189,7 @@ impl RemoteProcessServer {
             child,
             conn,
             captured,
+            service: RefCell::default(),
         }
     }
 
@@ -280,16 +286,47 @@ impl process::Server for RemoteProcessServer {
     async fn service(
         self: Rc<Self>,
         _: process::ServiceParams,
-        _: process::ServiceResults,
+        mut results: process::ServiceResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        Err(failed(
-            Reason::Unsupported,
-            format!(
-                "Process.service of remote pid {}: services do not cross nodes yet",
-                self.child.pid
-            ),
-        ))
+        let child = &self.child;
+        if child.ended() {
+            return Err(failed(
+                Reason::Dead,
+                format!("remote pid {} has exited", child.pid),
+            ));
+        }
+        let cached = self.service.borrow().clone();
+        let client = match cached {
+            Some(client) => client,
+            None => {
+                // The node's proxy of the child's service (under this host's connection
+                // there), proxied again here under this process's call gate.
+                let reply = child.job.service_request().send().promise.await;
+                let target = reply
+                    .and_then(|r| r.get()?.get_service().get_as_capability())
+                    .map_err(|e| self.node_error(e))?;
+                let weak = StdRc::downgrade(child);
+                let client = self.conn.service(GuestService {
+                    name: String::new(),
+                    target,
+                    owner: ServiceOwner::Remote {
+                        node: child.link.name.as_str().into(),
+                        pid: child.pid,
+                    },
+                    gone: StdRc::new(move || {
+                        weak.upgrade().is_none_or(|c| c.ended() || c.link.is_lost())
+                    }),
+                });
+                *self.service.borrow_mut() = Some(client.clone());
+                client
+            }
+        };
+        results
+            .get()
+            .init_service()
+            .set_as_capability(client.hook.add_ref());
+        Ok(())
     }
 }
 

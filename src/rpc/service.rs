@@ -25,18 +25,27 @@ use capnp::private::capability::ClientHook;
 use cell_proto::Reason;
 
 use crate::grants::{GuestService, ServiceOwner};
-use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
+use crate::rpc::gate::CallGate;
+use crate::rpc::host::Host;
 
-/// The host's stand-in for one guest service, issued on the connection of the process that
-/// holds it (`caller`).
+/// Who makes a proxy's calls: the call gate they enter (a process's connection, or a daemon
+/// client's) and the host that says whether a serving process still runs.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub gate: CallGate,
+    pub host: Rc<dyn Host>,
+}
+
+/// The host's stand-in for one guest service, issued on the connection of the process (or
+/// daemon client) that holds it (`caller`).
 pub(crate) struct ServiceProxy {
     service: GuestService,
-    caller: Conn,
+    caller: Caller,
 }
 
 impl ServiceProxy {
-    pub(crate) fn new(service: GuestService, caller: Conn) -> Self {
+    pub(crate) fn new(service: GuestService, caller: Caller) -> Self {
         ServiceProxy { service, caller }
     }
 
@@ -50,11 +59,11 @@ impl ServiceProxy {
         match &self.service.owner {
             ServiceOwner::Process(pid) => self
                 .caller
-                .host()
+                .host
                 .ensure_running(*pid)
                 .map_err(|e| failed(e.reason(), e)),
-            ServiceOwner::Client(_) if (self.service.gone)() => Err(self.ended()),
-            ServiceOwner::Client(_) => Ok(()),
+            _ if (self.service.gone)() => Err(self.ended()),
+            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } => Ok(()),
         }
     }
 
@@ -66,8 +75,10 @@ impl ServiceProxy {
     /// in progress by itself (capnp-rpc's `disconnected`).
     fn serving_ended(&self) -> futures::future::LocalBoxFuture<'static, ()> {
         match &self.service.owner {
-            ServiceOwner::Process(pid) => self.caller.host().ended(*pid),
-            ServiceOwner::Client(_) => Box::pin(std::future::pending()),
+            ServiceOwner::Process(pid) => self.caller.host.ended(*pid),
+            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } => {
+                Box::pin(std::future::pending())
+            }
         }
     }
 
@@ -96,7 +107,7 @@ impl ServiceProxy {
         params: Params<any_pointer::Owned>,
         mut results: Results<any_pointer::Owned>,
     ) -> Result<(), capnp::Error> {
-        let _call = self.caller.gate().enter()?;
+        let _call = self.caller.gate.enter()?;
         self.ensure_serving()?;
         let mut request = self
             .service

@@ -15,11 +15,13 @@ use tokio::sync::watch;
 
 use crate::budget::{ByteBudget, SharedTaken, Taken};
 use crate::cell_capnp::{byte_stream, job};
+use crate::grants::{GuestService, ServiceOwner};
 use crate::handle::ProcessHandle;
 use crate::limits::TEARDOWN_GRACE;
 use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
+use crate::rpc::service::{Caller, ProxyClient, ServiceProxy};
 use crate::rpc::stream::ByteStreamServer;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
@@ -127,6 +129,8 @@ pub(crate) struct JobServer {
     /// This client's count of `Job`s held, given back when the capability goes.
     _held: Taken,
     streams: RefCell<[Option<byte_stream::Client>; 3]>,
+    /// The proxy of pid0's service, made on first use.
+    service: RefCell<Option<capnp::capability::Client>>,
 }
 
 impl JobServer {
@@ -137,6 +141,7 @@ impl JobServer {
             budget,
             _held: held,
             streams: RefCell::default(),
+            service: RefCell::default(),
         }
     }
 
@@ -239,6 +244,49 @@ impl job::Server for JobServer {
         let _call = self.gate.enter()?;
         let report = self.job.report().await;
         results.get().set_json(report.as_str());
+        Ok(())
+    }
+
+    async fn service(
+        self: Rc<Self>,
+        _: job::ServiceParams,
+        mut results: job::ServiceResults,
+    ) -> Result<(), capnp::Error> {
+        let _call = self.gate.enter()?;
+        let handle = &self.job.handle;
+        let pid = handle.pid;
+        if handle.plain.is_some() {
+            return Err(failed(
+                Reason::NotPlain,
+                format!("job {pid} is a plain program: it serves no capability"),
+            ));
+        }
+        let dead = || failed(Reason::Dead, format!("job {pid} has ended"));
+        if handle.status().is_some() {
+            return Err(dead());
+        }
+        let mut slot = self.service.borrow_mut();
+        if slot.is_none() {
+            let (target, gone) = handle.service.as_ref().and_then(|f| f()).ok_or_else(dead)?;
+            let service = GuestService {
+                name: String::new(),
+                target,
+                owner: ServiceOwner::Process(pid),
+                gone,
+            };
+            let caller = Caller {
+                gate: self.gate.clone(),
+                host: StdRc::new(self.job.sup.clone()),
+            };
+            let proxy: ProxyClient = capnp_rpc::new_client(ServiceProxy::new(service, caller));
+            *slot = Some(proxy.client);
+        }
+        if let Some(client) = slot.as_ref() {
+            results
+                .get()
+                .init_service()
+                .set_as_capability(client.hook.add_ref());
+        }
         Ok(())
     }
 }

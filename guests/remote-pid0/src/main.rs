@@ -17,6 +17,8 @@
 //! - `refused NODE`     granting a directory is refused with bad-grant; Executor.load with
 //!   unsupported; a child above the node's memory ceiling with limit
 //! - `echo NODE N`      N `Executor.echo` round trips to the node
+//! - `served NODE`     a kv-service child on NODE, called from here (its `Process.service`)
+//!   and from a kv-client child here it is granted to; once it is killed, calls fail with dead
 //! - `component NODE`  a Component loaded here, granted to a spawner child on NODE: the
 //!   children it spawns from it run here, as children of this process (by reference)
 //! - `bench NODE N`     for `make bench`: N spawn→exit of a plain hello and 10×N echoes, here
@@ -190,6 +192,7 @@ fn main() {
                 report.ok(format!("{n} echoes over the link"));
             }
             "kv" => kv_across(&caps, &remote, &node, &mut report).await?,
+            "served" => served_there(&caps, &remote, &node, &mut report).await?,
             "component" => {
                 let me = caps.info().await?.pid;
                 let leaf = caps.executor().await?.load(LEAF).await?;
@@ -259,6 +262,60 @@ async fn kv_across(
         cell_testkit::failed_with(&late, Reason::Dead),
         format!(
             "a dead service is not granted across: {}",
+            cell_testkit::err_text(&late)
+        ),
+    );
+    Ok(())
+}
+
+/// A service served by a child on `remote`, used here: each call crosses the link.
+async fn served_there(
+    caps: &cell_guest::Caps,
+    remote: &cell_guest::Executor,
+    node: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let service = remote.spawn(KV_SERVICE).name("kv-service").start().await?;
+    let kv = service.service::<kv::Client>();
+    let mut put = kv.put_request();
+    put.get().set_key("where");
+    put.get().set_value(node);
+    put.send()
+        .promise
+        .await
+        .context("kv.put to the service there")?;
+    let local = caps.executor().await?;
+    let steps = ["expect", &format!("where={node}"), "put", "back=here"];
+    let status = kv_client(&local, &kv, &steps).await;
+    report.check(
+        matches!(status, Ok(ExitStatus::Exited(0))),
+        format!("a child here used the service on {node}: {status:?}"),
+    );
+    let mut get = kv.get_request();
+    get.get().set_key("back");
+    let answer = get
+        .send()
+        .promise
+        .await
+        .context("kv.get from the service there")?;
+    let value = answer.get()?.get_value()?.to_string()?;
+    report.check(
+        value == "here",
+        format!("the service there holds back={value:?}"),
+    );
+    service.kill().await?;
+    let mut late = kv.get_request();
+    late.get().set_key("where");
+    let late = late
+        .send()
+        .promise
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::from);
+    report.check(
+        cell_testkit::failed_with(&late, Reason::Dead),
+        format!(
+            "the service of a killed remote child is dead: {}",
             cell_testkit::err_text(&late)
         ),
     );
