@@ -93,13 +93,31 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// How this host proves itself to its remotes and checks them.
-#[derive(Clone, Debug)]
+/// How this host proves itself to its remotes and checks them: the rustls client config built
+/// from `--remote-ca`, `--remote-cert` and `--remote-key` when the flags are read — the files
+/// are read once, before any guest runs, so a guest with a writable grant over them cannot
+/// change who this host is to its nodes (nor make a later link fail).
+#[derive(Clone)]
 pub struct RemoteTls {
-    /// `--remote-ca`: the CA(s) the nodes' certificates must chain to.
-    pub ca: std::path::PathBuf,
-    /// `--remote-cert`/`--remote-key`: this host's client certificate.
-    pub mine: CertPair,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for RemoteTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteTls")
+    }
+}
+
+impl RemoteTls {
+    /// Reads the CA and this host's certificate and key.
+    ///
+    /// # Errors
+    /// A file cannot be read or holds no usable certificate or key.
+    pub fn load(ca: &std::path::Path, mine: &CertPair) -> anyhow::Result<Self> {
+        Ok(RemoteTls {
+            connector: crate::tls::connector(ca, Some(mine))?,
+        })
+    }
 }
 
 /// A live (or lost) link to one node.
@@ -134,8 +152,7 @@ impl RemoteLink {
     pub(crate) async fn connect(spec: &RemoteSpec, tls: &RemoteTls) -> anyhow::Result<Rc<Self>> {
         let addr = format!("tls://{}:{}", spec.host, spec.port);
         let what = |e: String| anyhow::anyhow!("remote {} ({addr}): {e}", spec.name);
-        let connector =
-            crate::tls::connector(&tls.ca, Some(&tls.mine)).map_err(|e| what(format!("{e:#}")))?;
+        let connector = tls.connector.clone();
         let server = crate::tls::server_name(&spec.host).map_err(|e| what(format!("{e:#}")))?;
         let connecting = async {
             let stream = tokio::net::TcpStream::connect((spec.host.as_str(), spec.port))

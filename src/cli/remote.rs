@@ -91,10 +91,8 @@ pub(crate) fn checked(
              clients with a certificate (cell serve --client-ca)"
         );
     };
-    let tls = RemoteTls {
-        ca,
-        mine: CertPair { cert, key },
-    };
+    let tls = RemoteTls::load(&ca, &CertPair { cert, key })
+        .map_err(|e| anyhow::anyhow!("--remote-ca/--remote-cert/--remote-key: {e:#}"))?;
     Ok((remotes, Some(tls)))
 }
 
@@ -160,8 +158,11 @@ mod tests {
                 remote_key: Some("me-key.pem".into()),
             },
         };
-        let (specs, tls) = args(&["b=tls://127.0.0.1:7443"]).into_remotes().unwrap();
-        assert_eq!((specs.len(), tls.is_some()), (1, true));
+        // The certificate files are read at once: these do not exist.
+        let missing = args(&["b=tls://127.0.0.1:7443"])
+            .into_remotes()
+            .unwrap_err();
+        assert!(missing.to_string().contains("--remote-ca"), "{missing}");
         assert!(args(&["b"]).into_remotes().is_err());
         assert!(args(&["b=tls://h:1", "b=tls://h:2"])
             .into_remotes()
