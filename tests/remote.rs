@@ -309,3 +309,53 @@ fn a_daemon_lends_its_remotes_to_the_jobs_its_ceilings_allow() {
     wait_until(|| b.jobs() == 0, "a remote job outlived its parent");
     front.stop().assert_code(0);
 }
+
+/// A client that keeps asking for a daemon's remote while the node is down: every job is
+/// refused with the reason (within the link's connect timeout), nothing runs, and the daemon
+/// holds no more descriptors or links afterwards than before — a failed link leaves nothing.
+#[test]
+fn a_remote_that_is_down_costs_the_daemon_nothing_per_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet");
+    let me = ca.client("front", "runner", &[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let remote = format!("b=tls://127.0.0.1:{port}");
+    let (ca_pem, cert, key) = (
+        ca.pem.display().to_string(),
+        me.cert.display().to_string(),
+        me.key.display().to_string(),
+    );
+    let front = Daemon::start(&[
+        "--remote",
+        &remote,
+        "--remote-ca",
+        &ca_pem,
+        "--remote-cert",
+        &cert,
+        "--remote-key",
+        &key,
+    ]);
+    let attempt = || {
+        front
+            .exec("remote-pid0")
+            .flags(&["--remote", "b"])
+            .args(&["list", "b"])
+            .finish()
+            .assert_code(125)
+            .assert_stderr_has("cannot connect");
+    };
+    attempt();
+    let (_, fds_before) = front.rss_and_fds();
+    for _ in 0..30 {
+        attempt();
+    }
+    let (_, fds_after) = front.rss_and_fds();
+    assert!(
+        fds_after <= fds_before + 2,
+        "descriptors grew from {fds_before} to {fds_after} over 30 failed links"
+    );
+    assert!(front.ps().is_empty(), "a job ran without its remote");
+    front.stop().assert_code(0);
+}

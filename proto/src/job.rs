@@ -4,7 +4,8 @@
 use crate::cell_capnp::{component, job_dir, job_limits, job_request, JobMode};
 use crate::rule::{read_rules, write_rules, NetRule};
 use crate::spawn::{
-    cut, list_len, read_args_env, text, write_args, write_env, ReadBounds, ServiceGrant,
+    cut, list_len, read_args_env, text, write_args, write_components, write_env, write_services,
+    ReadBounds, ServiceGrant,
 };
 use crate::{CellError, Reason, MAX_NAMED_GRANTS};
 
@@ -176,12 +177,8 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
         b.set_attached(self.attached);
         b.set_without_executor(self.without_executor);
         if !self.services.is_empty() {
-            let mut list = b
-                .reborrow()
-                .init_services(list_len(self.services.len(), "services")?);
-            for (i, s) in self.services.iter().enumerate() {
-                s.write(list.reborrow().get(i as u32));
-            }
+            let n = list_len(self.services.len(), "services")?;
+            write_services(&self.services, b.reborrow().init_services(n));
         }
         if !self.remotes.is_empty() {
             write_args(
@@ -191,10 +188,8 @@ impl<W: AsRef<[u8]>> JobRequest<W> {
             );
         }
         if !self.components.is_empty() {
-            let mut list = b.init_components(list_len(self.components.len(), "components")?);
-            for (i, c) in self.components.iter().enumerate() {
-                list.set(i as u32, c.client.hook.add_ref());
-            }
+            let n = list_len(self.components.len(), "components")?;
+            write_components(&self.components, b.init_components(n));
         }
         Ok(())
     }
@@ -392,23 +387,19 @@ mod tests {
 
     #[test]
     fn too_many_services_are_refused_before_any_is_read() {
-        let mut msg = capnp::message::Builder::new_default();
-        {
-            let mut b = msg.init_root::<job_request::Builder<'_>>();
-            b.reborrow().init_code().set_wasm(&[]);
-            b.init_services(MAX_NAMED_GRANTS as u32 + 1);
-        }
-        let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
-        let e = JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap();
+        let oversized = |init: fn(job_request::Builder<'_>)| {
+            let mut msg = capnp::message::Builder::new_default();
+            {
+                let mut b = msg.init_root::<job_request::Builder<'_>>();
+                b.reborrow().init_code().set_wasm(&[]);
+                init(b);
+            }
+            let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
+            JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap()
+        };
+        let e = oversized(|b| drop(b.init_services(MAX_NAMED_GRANTS as u32 + 1)));
         assert_eq!(e.reason, Reason::Limit, "{e}");
-        let mut msg = capnp::message::Builder::new_default();
-        {
-            let mut b = msg.init_root::<job_request::Builder<'_>>();
-            b.reborrow().init_code().set_wasm(&[]);
-            b.init_components(MAX_NAMED_GRANTS as u32 + 1);
-        }
-        let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
-        let e = JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap();
+        let e = oversized(|b| drop(b.init_components(MAX_NAMED_GRANTS as u32 + 1)));
         assert_eq!(e.reason, Reason::Limit, "{e}");
     }
 }

@@ -155,10 +155,7 @@ impl Grants {
         }
         if !self.components.is_empty() {
             let n = list_len(self.components.len(), "components")?;
-            let mut list = b.reborrow().init_components(n);
-            for (i, c) in self.components.iter().enumerate() {
-                list.set(i as u32, c.client.hook.add_ref());
-            }
+            write_components(&self.components, b.reborrow().init_components(n));
         }
         if !self.dirs.is_empty() {
             let mut list = b
@@ -169,12 +166,8 @@ impl Grants {
             }
         }
         if !self.services.is_empty() {
-            let mut list = b
-                .reborrow()
-                .init_services(list_len(self.services.len(), "services")?);
-            for (i, s) in self.services.iter().enumerate() {
-                s.write(list.reborrow().get(i as u32));
-            }
+            let n = list_len(self.services.len(), "services")?;
+            write_services(&self.services, b.reborrow().init_services(n));
         }
         Ok(())
     }
@@ -436,6 +429,26 @@ pub(crate) fn read_args_env(
 pub(crate) fn write_args(args: &[String], mut args_b: capnp::text_list::Builder<'_>) {
     for (i, arg) in args.iter().enumerate() {
         args_b.set(i as u32, arg.as_str());
+    }
+}
+
+/// Writes components into their list (shared by `Grants` and `JobRequest`).
+pub(crate) fn write_components(
+    components: &[component::Client],
+    mut list: capnp::capability_list::Builder<'_, component::Client>,
+) {
+    for (i, c) in components.iter().enumerate() {
+        list.set(i as u32, c.client.hook.add_ref());
+    }
+}
+
+/// Writes services into their list (shared by `Grants` and `JobRequest`).
+pub(crate) fn write_services(
+    services: &[ServiceGrant],
+    mut list: capnp::struct_list::Builder<'_, crate::cell_capnp::service_grant::Owned>,
+) {
+    for (i, s) in services.iter().enumerate() {
+        s.write(list.reborrow().get(i as u32));
     }
 }
 

@@ -6,10 +6,10 @@ use std::rc::Rc as StdRc;
 use capnp::capability::Rc;
 
 use crate::cell_capnp::{byte_stream, process};
-use crate::grants::{GuestService, ServiceOwner};
 use crate::handle::ProcessHandle;
 use crate::rpc::conn::Conn;
 use crate::rpc::fail::failed;
+use crate::rpc::service::{ensure_serves, served_by};
 use crate::rpc::stream::ByteStreamServer;
 use crate::status::KilledBy;
 use cell_proto::Reason;
@@ -144,31 +144,10 @@ impl process::Server for ProcessServer {
         mut results: process::ServiceResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        let pid = self.handle.pid;
-        if self.handle.plain.is_some() {
-            return Err(failed(
-                Reason::NotPlain,
-                format!("process {pid} is a plain program: it serves no capability"),
-            ));
-        }
-        let dead = || failed(Reason::Dead, format!("process {pid} has exited"));
-        if self.handle.status().is_some() {
-            return Err(dead());
-        }
+        ensure_serves(&self.handle, "process")?;
         let mut slot = self.streams.service.borrow_mut();
         if slot.is_none() {
-            let (target, gone) = self
-                .handle
-                .service
-                .as_ref()
-                .and_then(|f| f())
-                .ok_or_else(dead)?;
-            *slot = Some(self.conn.service(GuestService {
-                name: String::new(),
-                target,
-                owner: ServiceOwner::Process(pid),
-                gone,
-            }));
+            *slot = Some(self.conn.service(served_by(&self.handle, "process")?));
         }
         if let Some(client) = slot.as_ref() {
             results

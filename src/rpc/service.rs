@@ -25,6 +25,7 @@ use capnp::private::capability::ClientHook;
 use cell_proto::Reason;
 
 use crate::grants::{GuestService, ServiceOwner};
+use crate::handle::ProcessHandle;
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
 use crate::rpc::host::Host;
@@ -130,6 +131,49 @@ impl ServiceProxy {
         results.get().set_as(content)?;
         Ok(())
     }
+}
+
+/// Checks that `handle` is an RPC guest still running, before its service is handed out
+/// (`Process.service`, `Job.service`); `what` names it in errors ("process", "job").
+///
+/// # Errors
+/// `not-plain: …` for a plain program; `dead: …` once it has ended.
+pub(crate) fn ensure_serves(handle: &ProcessHandle, what: &str) -> Result<(), capnp::Error> {
+    if handle.plain.is_some() {
+        return Err(failed(
+            Reason::NotPlain,
+            format!(
+                "{what} {} is a plain program: it serves no capability",
+                handle.pid
+            ),
+        ));
+    }
+    if handle.status().is_some() {
+        return Err(dead(handle, what));
+    }
+    Ok(())
+}
+
+/// What `handle` serves (its bootstrap on its connection), as a service to proxy.
+///
+/// # Errors
+/// `dead: …` when its connection is gone.
+pub(crate) fn served_by(handle: &ProcessHandle, what: &str) -> Result<GuestService, capnp::Error> {
+    let (target, gone) = handle
+        .service
+        .as_ref()
+        .and_then(|f| f())
+        .ok_or_else(|| dead(handle, what))?;
+    Ok(GuestService {
+        name: String::new(),
+        target,
+        owner: ServiceOwner::Process(handle.pid),
+        gone,
+    })
+}
+
+fn dead(handle: &ProcessHandle, what: &str) -> capnp::Error {
+    failed(Reason::Dead, format!("{what} {} has exited", handle.pid))
 }
 
 /// The client type of a [`ServiceProxy`]: an untyped capability (the caller casts it).

@@ -15,13 +15,12 @@ use tokio::sync::watch;
 
 use crate::budget::{ByteBudget, SharedTaken, Taken};
 use crate::cell_capnp::{byte_stream, job};
-use crate::grants::{GuestService, ServiceOwner};
 use crate::handle::ProcessHandle;
 use crate::limits::TEARDOWN_GRACE;
 use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
 use crate::rpc::fail::failed;
 use crate::rpc::gate::CallGate;
-use crate::rpc::service::{Caller, ProxyClient, ServiceProxy};
+use crate::rpc::service::{ensure_serves, served_by, Caller, ProxyClient, ServiceProxy};
 use crate::rpc::stream::ByteStreamServer;
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
@@ -253,27 +252,10 @@ impl job::Server for JobServer {
         mut results: job::ServiceResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.gate.enter()?;
-        let handle = &self.job.handle;
-        let pid = handle.pid;
-        if handle.plain.is_some() {
-            return Err(failed(
-                Reason::NotPlain,
-                format!("job {pid} is a plain program: it serves no capability"),
-            ));
-        }
-        let dead = || failed(Reason::Dead, format!("job {pid} has ended"));
-        if handle.status().is_some() {
-            return Err(dead());
-        }
+        ensure_serves(&self.job.handle, "job")?;
         let mut slot = self.service.borrow_mut();
         if slot.is_none() {
-            let (target, gone) = handle.service.as_ref().and_then(|f| f()).ok_or_else(dead)?;
-            let service = GuestService {
-                name: String::new(),
-                target,
-                owner: ServiceOwner::Process(pid),
-                gone,
-            };
+            let service = served_by(&self.job.handle, "job")?;
             let caller = Caller {
                 gate: self.gate.clone(),
                 host: StdRc::new(self.job.sup.clone()),

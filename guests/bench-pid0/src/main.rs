@@ -91,17 +91,6 @@ fn now() -> u64 {
     monotonic_clock::now()
 }
 
-/// Sorted samples → (p50, p99, mean), in nanoseconds.
-fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
-    if samples.is_empty() {
-        return (0, 0, 0);
-    }
-    samples.sort_unstable();
-    let at = |pct: usize| samples[(samples.len() * pct / 100).min(samples.len() - 1)];
-    let mean = samples.iter().sum::<u64>() / samples.len() as u64;
-    (at(50), at(99), mean)
-}
-
 async fn echo(executor: &Executor, n: usize, size: usize) -> anyhow::Result<()> {
     let message = "x".repeat(size);
     for _ in 0..(n / 10).max(100) {
@@ -114,7 +103,7 @@ async fn echo(executor: &Executor, n: usize, size: usize) -> anyhow::Result<()> 
         samples.push(now() - t0);
         ensure!(reply.len() == size, "echo returned {} bytes", reply.len());
     }
-    let (p50, p99, mean) = summary(samples);
+    let (p50, p99, mean) = cell_testkit::summary(samples);
     log!("bench: kind=echo size={size} n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean}");
     Ok(())
 }
@@ -131,7 +120,7 @@ async fn fairness(executor: &Executor, n: usize, spinners: usize) -> anyhow::Res
                 executor.echo(&message).await?;
                 samples.push(now() - t0);
             }
-            anyhow::Ok(summary(samples))
+            anyhow::Ok(cell_testkit::summary(samples))
         }
     };
     sample(100).await?; // warm
@@ -208,7 +197,7 @@ async fn spawn_sequential(executor: &Executor, n: usize) -> anyhow::Result<()> {
     }
     let elapsed = (now() - t0).max(1);
     let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
-    let (p50, p99, mean) = summary(samples);
+    let (p50, p99, mean) = cell_testkit::summary(samples);
     log!("bench: kind=spawn n={n} cold_ns={cold} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s} wasm_bytes={}", NOP.len());
     Ok(())
 }
@@ -226,7 +215,7 @@ async fn spawn_component(executor: &Executor, n: usize) -> anyhow::Result<()> {
     }
     let elapsed = (now() - t0).max(1);
     let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
-    let (p50, p99, mean) = summary(samples);
+    let (p50, p99, mean) = cell_testkit::summary(samples);
     log!("bench: kind=spawn-component n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
     Ok(())
 }
@@ -248,7 +237,7 @@ async fn spawn_concurrent(executor: &Executor, n: usize, concurrency: usize) -> 
     }
     let elapsed = (now() - t0).max(1);
     let per_s = n as u64 * 1_000_000_000 / elapsed;
-    let (p50, p99, mean) = summary(samples);
+    let (p50, p99, mean) = cell_testkit::summary(samples);
     log!("bench: kind=spawn-concurrent n={n} concurrency={concurrency} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
     Ok(())
 }

@@ -378,21 +378,10 @@ async fn bench(
     }
     for (op, samples) in [("spawn", spawns), ("echo", echoes)] {
         let n = samples.len();
-        let (p50, p99, mean) = summary(samples);
+        let (p50, p99, mean) = cell_testkit::summary(samples);
         log!("bench: kind=remote where={place} op={op} n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean}");
     }
     Ok(())
-}
-
-/// Samples → (p50, p99, mean), in nanoseconds (nearest rank).
-fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
-    if samples.is_empty() {
-        return (0, 0, 0);
-    }
-    samples.sort_unstable();
-    let at = |pct: usize| samples[(samples.len() * pct / 100).min(samples.len() - 1)];
-    let mean = samples.iter().sum::<u64>() / samples.len() as u64;
-    (at(50), at(99), mean)
 }
 
 /// A plain child on `remote` that sleeps until killed.

@@ -9,6 +9,7 @@
 //!   SDK's RPC system because they break the protocol on purpose.
 //! - [`err_text`], [`failed_with`], [`cell_error`]: outcomes for check lines, and the host's
 //!   typed reason of a failure (match on `Reason`, never on the text).
+//! - [`summary`]: latency samples as the bench harness reads them (p50, p99, mean).
 //! - [`embed!`]: another guest's wasm, included at compile time (see `build.sh` for the stages).
 //!
 //! The demo guest `pid0` deliberately does not use this crate: it is meant to be read as an
@@ -21,6 +22,17 @@ pub mod tree;
 pub use report::Report;
 
 use cell_guest::{CellError, Reason};
+
+/// Samples → (p50, p99, mean), in their unit (nearest rank; zeros for none).
+pub fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
+    if samples.is_empty() {
+        return (0, 0, 0);
+    }
+    samples.sort_unstable();
+    let at = |pct: usize| samples[(samples.len() * pct / 100).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<u64>() / samples.len() as u64;
+    (at(50), at(99), mean)
+}
 
 /// An outcome as text for a check line: `succeeded`, or the error with its causes.
 pub fn err_text<T>(r: &anyhow::Result<T>) -> String {
