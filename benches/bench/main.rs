@@ -15,6 +15,8 @@
 mod daemon;
 mod env;
 mod http;
+#[path = "../../tests/common/pki.rs"]
+mod pki;
 mod remote;
 mod report;
 mod rpc;

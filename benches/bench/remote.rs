@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context as _;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 use crate::env::{args, Env, Fields};
+use crate::pki::{Ca, Pair};
 use crate::report::{Row, Section};
 use crate::stats::{p50_p99, ratio, Summary};
 
@@ -19,34 +19,6 @@ const BASELINE: &str = "the same pid0 through its local Executor, same run";
 
 pub fn run(env: &Env) -> Section {
     measure(env).unwrap_or_else(|e| Section::failed(TITLE, format!("{e:#}")))
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`:
-/// `ca.pem`, `server.pem`/`server-key.pem`, `client.pem`/`client-key.pem`.
-fn certificates(dir: &Path) -> anyhow::Result<()> {
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "bench-ca");
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem())?;
-    for (file, sans, usage) in [
-        (
-            "server",
-            vec!["127.0.0.1".to_string()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        ("client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
-    ] {
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name.push(DnType::CommonName, file);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-        std::fs::write(dir.join(format!("{file}.pem")), cert.pem())?;
-        std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem())?;
-    }
-    Ok(())
 }
 
 /// The node: a `cell serve` on a loopback TLS port, killed on drop.
@@ -62,17 +34,13 @@ impl Drop for Node {
     }
 }
 
-fn node(env: &Env, dir: &Path, cache: &str) -> anyhow::Result<Node> {
-    let file = |f: &str| dir.join(f).display().to_string();
+fn node(env: &Env, ca: &Ca, server: &Pair, cache: &str) -> anyhow::Result<Node> {
     let mut child = Command::new(&env.cell)
         .args(["serve", "--listen", "tls:127.0.0.1:0", "--shards", "1"])
-        .args([
-            "--tls-cert",
-            &file("server.pem"),
-            "--tls-key",
-            &file("server-key.pem"),
-        ])
-        .args(["--client-ca", &file("ca.pem"), "--cache-dir", cache])
+        .args(server.flags())
+        .arg("--client-ca")
+        .arg(&ca.pem)
+        .args(["--cache-dir", cache])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -110,23 +78,25 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     let mut s = Section::new(TITLE, BASELINE);
     let dir = env.scratch.path().join("remote");
     std::fs::create_dir_all(&dir)?;
-    certificates(&dir)?;
+    // The same certificates the tests make (`tests/common/pki.rs`).
+    let ca = Ca::new(&dir, "bench");
+    let (server, client) = (ca.server("server"), ca.client("client", "bench", &[]));
     let node_cache = env.fresh_cache("remote-node");
-    let node = node(env, &dir, &node_cache)?;
+    let node = node(env, &ca, &server, &node_cache)?;
     let cache = env.fresh_cache("remote-run");
-    let file = |f: &str| dir.join(f).display().to_string();
+    let file = |p: &Path| p.display().to_string();
     let n = env.n(300, 30);
     let mut a = args(["--cache-dir", &cache]);
     a.extend([
         "--remote".into(),
         format!("n=tls://127.0.0.1:{}", node.port),
     ]);
-    a.extend(args(["--remote-ca", &file("ca.pem")]));
+    a.extend(args(["--remote-ca", &file(&ca.pem)]));
     a.extend(args([
         "--remote-cert",
-        &file("client.pem"),
+        &file(&client.cert),
         "--remote-key",
-        &file("client-key.pem"),
+        &file(&client.key),
     ]));
     a.push(env.guest("remote-pid0").to_string_lossy().into_owned());
     a.extend(args(["bench", "n"]));
