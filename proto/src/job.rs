@@ -397,9 +397,13 @@ mod tests {
             let r = msg.get_root_as_reader::<job_request::Reader<'_>>().unwrap();
             JobRequest::<Vec<u8>>::read(r, BOUNDS, 64).err().unwrap()
         };
-        let e = oversized(|b| drop(b.init_services(MAX_NAMED_GRANTS as u32 + 1)));
+        let e = oversized(|b| {
+            b.init_services(MAX_NAMED_GRANTS as u32 + 1);
+        });
         assert_eq!(e.reason, Reason::Limit, "{e}");
-        let e = oversized(|b| drop(b.init_components(MAX_NAMED_GRANTS as u32 + 1)));
+        let e = oversized(|b| {
+            b.init_components(MAX_NAMED_GRANTS as u32 + 1);
+        });
         assert_eq!(e.reason, Reason::Limit, "{e}");
     }
 }
