@@ -7,7 +7,7 @@ GUEST_OUT := guests/target/wasm32-wasip2/release
 CELL := target/debug/cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps guests build run test lint unit bench bench-tools compat fuzz proto install clean
+.PHONY: all deps guests build run test lint unit bench bench-tools compat fuzz stress proto install clean
 
 all: build
 
@@ -32,12 +32,21 @@ run: build
 	$(CELL) run $(GUEST_OUT)/pid0.wasm
 
 ## Formatting, lints (host and guests), unit and integration tests (host, cell-proto, and the
-## check that cell-proto's checked-in bindings match capnp/cell.capnp). Every daemon of the
-## tests runs with two shards, then the daemon tests run again with one (`CELL_SHARDS`).
+## check that cell-proto's checked-in bindings match capnp/cell.capnp). Everything runs with two
+## shards (every daemon, and every `cell run` tree: `CELL_SHARDS`); then the daemon tests run
+## again with one, and the process-tree tests with one and with every child placed on another
+## shard than its parent's (`CELL_PLACEMENT=spread`).
 DAEMON_TESTS = --test daemon --test daemon_load --test daemon_mtls --test remote --test deploy --test http_serve --test python_client
+TREE_TESTS = --test run --test nesting --test hostile --test network --test escape --test sharing --test servers --test shards
 test: build lint
 	CELL_SHARDS=2 $(CARGO) test --workspace --all-targets
-	CELL_SHARDS=1 $(CARGO) test $(DAEMON_TESTS)
+	CELL_SHARDS=1 $(CARGO) test $(DAEMON_TESTS) $(TREE_TESTS)
+	CELL_SHARDS=2 CELL_PLACEMENT=spread $(CARGO) test $(TREE_TESTS)
+
+## A longer run of the process-tree stress than `make test` does (tests/shards.rs).
+STRESS_ROUNDS ?= 100
+stress: guests
+	CELL_STRESS_ROUNDS=$(STRESS_ROUNDS) $(CARGO) test --release --test shards a_random_tree
 
 ## Regenerate cell-proto's checked-in bindings from capnp/cell.capnp (needs `capnp`: `make deps`).
 proto: deps

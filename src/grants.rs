@@ -72,12 +72,17 @@ pub enum ServiceOwner {
     Client(Arc<str>),
     /// A process on a remote node (`Process.service` of a remote child), over the link.
     Remote { node: Arc<str>, pid: u32 },
+    /// A process on another shard of this run (`cell run --shards N`), over a service link
+    /// from that shard: it has ended once the link is gone.
+    OtherShard(u32),
 }
 
 impl std::fmt::Display for ServiceOwner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServiceOwner::Process(pid) => write!(f, "process {pid}"),
+            ServiceOwner::Process(pid) | ServiceOwner::OtherShard(pid) => {
+                write!(f, "process {pid}")
+            }
             ServiceOwner::Client(who) => write!(f, "the connection of client {who}"),
             ServiceOwner::Remote { node, pid } => write!(f, "process {pid} on remote {node}"),
         }

@@ -71,7 +71,7 @@ pub struct ProcessHandle {
     /// The capability it serves, for an RPC guest (see `Process.service`).
     pub service: Option<ServiceFn>,
     /// The tree it belongs to (its job's, for a daemon): shared with its whole tree.
-    pub(crate) tree: std::rc::Rc<Tree>,
+    pub(crate) tree: std::sync::Arc<Tree>,
     /// Its memory use now.
     pub(crate) memory: MemoryGauge,
 }
@@ -90,7 +90,7 @@ pub struct HandleParts {
     /// How to reach what it serves, for an RPC guest.
     pub service: Option<ServiceFn>,
     /// The tree it joins (its parent's; a new one for a root). `None`: a tree of its own.
-    pub(crate) tree: Option<std::rc::Rc<Tree>>,
+    pub(crate) tree: Option<std::sync::Arc<Tree>>,
     /// Its store's memory gauge.
     pub(crate) memory: MemoryGauge,
 }

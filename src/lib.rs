@@ -27,6 +27,7 @@ pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod remote;
 pub(crate) mod report;
+pub(crate) mod room;
 pub(crate) mod rpc;
 pub(crate) mod run;
 pub(crate) mod sched;

@@ -13,9 +13,10 @@ use crate::grants::Grants;
 use crate::limits::{Limits, TEARDOWN_GRACE};
 use crate::net::audit::{Audit, AuditEvent};
 use crate::report::{NetworkStats, Pid0Status, Report, SCHEMA};
+use crate::shard::ShardSet;
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{ChildPlacement, ShardPlace, SharedParts, Supervisor};
 use crate::tree::{Tree, TreeSpec};
 
 /// Exit codes of `cell` itself. Any other code is pid0's own exit code, passed through.
@@ -62,6 +63,10 @@ pub struct RunConfig {
     pub remotes: Vec<crate::remote::RemoteSpec>,
     /// How this host shows itself to them (set whenever `remotes` is not empty).
     pub remote_tls: Option<crate::remote::RemoteTls>,
+    /// `--shards`: threads the tree runs on (1: all of it on this one).
+    pub shards: usize,
+    /// `--placement`: which shard a new child goes to.
+    pub placement: ChildPlacement,
 }
 
 /// `cell run`'s mode: a cell guest speaks RPC on its stdio; an ordinary WASI program gets the
@@ -205,7 +210,10 @@ pub(crate) async fn run(
         Some(file) => Audit::to_writer(file),
         None => Audit::tracing_only(),
     };
-    let sup = Supervisor::with_audit(engine, audit).with_pinned_names(config.resolve.clone());
+    let mut shared = SharedParts::new(engine, audit);
+    shared.pinned = Arc::new(config.resolve.clone());
+    let shards = start_shards(config.shards, config.placement, shared)?;
+    let sup = shards.home();
     let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
     let plain = config.mode.decide(&path, sdk_guest)?;
     if plain && config.grants.terminal {
@@ -261,7 +269,7 @@ pub(crate) async fn run(
         Ok(pid0) => tokio::select! {
             status = pid0.wait() => (status, None),
             sig = &mut shutdown => {
-                sup.kill_all(KilledBy::Operator);
+                shards.kill_all(KilledBy::Operator).await;
                 (pid0.wait().await, Some(sig))
             }
         },
@@ -275,7 +283,7 @@ pub(crate) async fn run(
         }
     };
     // pid0's exit takes its subtree with it (cascade); wait for the tree to unwind.
-    if !sup.wait_all_reaped(TEARDOWN_GRACE).await {
+    if !shards.wait_all_reaped(TEARDOWN_GRACE).await {
         tracing::warn!("some processes did not stop within {TEARDOWN_GRACE:?}");
     }
     // Everything pid0 wrote to the host's stdout is out before cell says anything more.
@@ -309,6 +317,91 @@ pub(crate) async fn run(
     };
     outcome.report.exit_code = outcome.exit_code();
     Ok(outcome)
+}
+
+/// The threads of one run: shard 0 is this one (pid0's); with one shard, only it.
+enum RunShards {
+    One(Supervisor),
+    Many(ShardSet<Supervisor>),
+}
+
+/// Starts `n` shards over `shared`, each supervisor placing children on the others.
+///
+/// # Errors
+/// A shard's thread or runtime cannot be started.
+fn start_shards(
+    n: usize,
+    placement: ChildPlacement,
+    shared: SharedParts,
+) -> Result<RunShards, RunError> {
+    if n <= 1 {
+        let place = ShardPlace {
+            index: 0,
+            of: 1,
+            load: Arc::default(),
+            pids: None,
+        };
+        return Ok(RunShards::One(Supervisor::for_shard(&shared, place)));
+    }
+    let pids = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let set = ShardSet::start(n, move |index, all| {
+        let place = ShardPlace {
+            index,
+            of: n,
+            load: all[index].procs(),
+            pids: Some(pids.clone()),
+        };
+        Ok(Supervisor::for_shard(&shared, place).with_peers(index, all, placement))
+    })?;
+    Ok(RunShards::Many(set))
+}
+
+impl RunShards {
+    /// Shard 0's supervisor (pid0's).
+    fn home(&self) -> Supervisor {
+        match self {
+            RunShards::One(sup) => sup.clone(),
+            RunShards::Many(set) => Supervisor::clone(set.local()),
+        }
+    }
+
+    /// Kills every running process of every shard.
+    async fn kill_all(&self, by: KilledBy) {
+        match self {
+            RunShards::One(sup) => sup.kill_all(by),
+            RunShards::Many(set) => {
+                for shard in set.shards().iter() {
+                    let _ = shard.call(move |sup| async move { sup.kill_all(by) }).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every shard's table is empty, or `grace` has passed; whether they are.
+    /// Passes over the shards until one finds them all empty: a process being torn down on
+    /// one shard may still have had a child start on another.
+    async fn wait_all_reaped(&self, grace: std::time::Duration) -> bool {
+        let set = match self {
+            RunShards::One(sup) => return sup.wait_all_reaped(grace).await,
+            RunShards::Many(set) => set,
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let empty = set
+                .shards()
+                .iter()
+                .all(|s| s.procs().load(std::sync::atomic::Ordering::Relaxed) == 0);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if empty || left.is_zero() {
+                return empty;
+            }
+            for shard in set.shards().iter() {
+                let _ = shard
+                    .call(move |sup| async move { sup.wait_all_reaped(left).await })
+                    .await;
+            }
+        }
+    }
 }
 
 /// argv[0] for pid0: the file name, as a shell would pass it.

@@ -4,22 +4,45 @@
 //! Lifecycle of an entry: inserted when a process starts (`Running`); marked `Exited` when its
 //! task ends; removed ("reaped") once it has exited *and* all its children have been reaped.
 //! Keeping an exited parent until its subtree is gone keeps every subtree count exact.
+//!
+//! Subtree counts are [`Seat`]s in `room.rs`'s atomic rooms, not numbers in this table: a
+//! `cell run --shards N` child may live in another shard's table than its parent, and its
+//! parent's `max-procs` still counts it (and its descendants) exactly. A child on another
+//! shard shows in its parent's table as a *shadow* entry (no seat: the real entry on the
+//! child's shard holds it), so the cascade reaches it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub(crate) use crate::handle::Pid;
 use crate::handle::ProcessHandle;
-use crate::limits::{LimitError, Limits};
+use crate::limits::{FuelGauge, LimitError, Limits};
+use crate::room::{Room, Seat};
 
 /// One row of the table.
 pub(crate) struct Entry {
     pub handle: Rc<ProcessHandle>,
     pub limits: Limits,
     children: BTreeSet<Pid>,
-    /// Unreaped processes in this subtree, this one included.
-    subtree: u32,
+    /// Its place in every ancestor's count (`None`: a shadow of a process on another shard).
+    seat: Option<Seat>,
+    /// Whom its unused fuel goes back to when it ends (its parent's gauge, wherever the
+    /// parent runs).
+    pub lender: Option<FuelGauge>,
     exited: bool,
+}
+
+/// What a new entry is: its handle and limits, where it counts, whose fuel it runs on.
+pub(crate) struct Admit {
+    pub handle: Rc<ProcessHandle>,
+    pub limits: Limits,
+    /// The parent's room (`None` for a root). Taken from the parent's entry when the parent
+    /// is in this table; given by the parent's shard when it is not.
+    pub above: Option<Arc<Room>>,
+    pub lender: Option<FuelGauge>,
+    /// A shadow: the process runs on another shard (see the module docs).
+    pub shadow: bool,
 }
 
 pub(crate) struct ProcessTable {
@@ -29,6 +52,10 @@ pub(crate) struct ProcessTable {
     /// pids are unique across shards by construction (no shared counter to contend on) and
     /// `pid % stride` names the shard that owns a process.
     pids: PidPlan,
+    /// Instead of `pids`, one sequence shared by every shard of a `cell run --shards N`:
+    /// one tree spans them, and its pids read as they always have (pid0's first child is
+    /// pid 1). One atomic add per spawn.
+    shared: Option<Arc<std::sync::atomic::AtomicU32>>,
 }
 
 /// The residue class of pids one table hands out (see [`ProcessTable::next_pid`]).
@@ -69,7 +96,23 @@ impl ProcessTable {
             entries: HashMap::new(),
             next_pid: plan.first,
             pids: plan,
+            shared: None,
         }
+    }
+
+    /// A table giving out pids from `sequence`, shared with the other shards' tables.
+    pub(crate) fn with_shared_pids(sequence: Arc<std::sync::atomic::AtomicU32>) -> Self {
+        ProcessTable {
+            shared: Some(sequence),
+            ..ProcessTable::default()
+        }
+    }
+
+    /// Whether `pid` is in this table (a pid chosen by another shard for a child placed
+    /// here is checked against it: after the 32-bit space wrapped, an old process may
+    /// still hold it).
+    pub(crate) fn holds(&self, pid: Pid) -> bool {
+        self.entries.contains_key(&pid)
     }
 
     /// The pid the next process (or `cell serve --http` request) will get: the next of this
@@ -77,6 +120,14 @@ impl ProcessTable {
     /// (a daemon serving 10,000 requests a second wraps in about five days), and never while
     /// its holder is still in the table.
     pub(crate) fn next_pid(&mut self) -> Pid {
+        if let Some(sequence) = &self.shared {
+            loop {
+                let pid = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !self.entries.contains_key(&pid) {
+                    return pid;
+                }
+            }
+        }
         let PidPlan { first, stride } = self.pids;
         loop {
             let pid = self.next_pid;
@@ -109,33 +160,48 @@ impl ProcessTable {
     /// # Errors
     /// [`LimitError::Procs`] naming the ancestor whose subtree is full.
     pub(crate) fn check_room(&self, parent: Pid) -> Result<(), LimitError> {
-        let mut at = Some(parent);
-        while let Some(pid) = at {
-            let Some(e) = self.entries.get(&pid) else {
-                break;
-            };
-            if e.subtree >= e.limits.max_procs {
-                return Err(LimitError::Procs {
-                    pid,
-                    limit: e.limits.max_procs,
-                });
-            }
-            at = e.handle.parent;
+        match self.room_of(parent) {
+            Some(room) => room.check(),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Adds a started process under its parent (if any).
-    pub(crate) fn insert(&mut self, handle: Rc<ProcessHandle>, limits: Limits) {
+    /// The room `pid`'s children take seats in (`None` for a shadow or an unknown pid).
+    pub(crate) fn room_of(&self, pid: Pid) -> Option<Arc<Room>> {
+        let seat = self.entries.get(&pid)?.seat.as_ref()?;
+        Some(seat.room().clone())
+    }
+
+    /// Adds a started process under its parent (if any), taking its seat in every
+    /// ancestor's room (none for a shadow).
+    ///
+    /// # Errors
+    /// [`LimitError::Procs`]: an ancestor's subtree filled up since it was checked (another
+    /// shard's spawn took the last place); nothing was added.
+    pub(crate) fn insert(&mut self, admit: Admit) -> Result<(), LimitError> {
+        let Admit {
+            handle,
+            limits,
+            above,
+            lender,
+            shadow,
+        } = admit;
         let pid = handle.pid;
         let parent = handle.parent;
+        let seat = if shadow {
+            None
+        } else {
+            let above = above.or_else(|| parent.and_then(|p| self.room_of(p)));
+            Some(Seat::take(pid, limits.max_procs, above)?)
+        };
         self.entries.insert(
             pid,
             Entry {
                 handle,
                 limits,
                 children: BTreeSet::new(),
-                subtree: 1,
+                seat,
+                lender,
                 exited: false,
             },
         );
@@ -144,7 +210,7 @@ impl ProcessTable {
                 e.children.insert(pid);
             }
         }
-        self.adjust_ancestors(parent, 1);
+        Ok(())
     }
 
     /// Marks `pid` exited; returns its children, which the caller must terminate.
@@ -181,7 +247,6 @@ impl ProcessTable {
                     pe.children.remove(&p);
                 }
             }
-            self.adjust_ancestors(parent, -1);
             at = parent;
         }
         reaped
@@ -206,16 +271,6 @@ impl ProcessTable {
             .filter(|e| !e.exited)
             .map(|e| e.handle.clone())
             .collect()
-    }
-
-    fn adjust_ancestors(&mut self, mut at: Option<Pid>, delta: i32) {
-        while let Some(pid) = at {
-            let Some(e) = self.entries.get_mut(&pid) else {
-                return;
-            };
-            e.subtree = e.subtree.saturating_add_signed(delta);
-            at = e.handle.parent;
-        }
     }
 }
 
@@ -260,7 +315,14 @@ mod tests {
             max_procs,
             ..Limits::default()
         };
-        t.insert(Rc::new(ProcessHandle::new(info)), limits);
+        t.insert(Admit {
+            handle: Rc::new(ProcessHandle::new(info)),
+            limits,
+            above: None,
+            lender: None,
+            shadow: false,
+        })
+        .unwrap();
         pid
     }
 

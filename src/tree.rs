@@ -4,11 +4,12 @@
 //!
 //! Ownership: every [`crate::handle::ProcessHandle`] of the tree holds an `Rc<Tree>` (a child
 //! inherits its parent's); the job that started the root holds one to wait for the tree to
-//! unwind and to build its report. Shard-local (`Rc`, `RefCell`), like everything it describes.
+//! unwind and to build its report. `Send + Sync` (`Arc`, short `Mutex` sections, none held
+//! across an await): a `cell run --shards N` tree spans shards, a child on another shard
+//! recording into its parent's tree. Each lock is taken once per process start or end.
 
-use std::cell::{Cell, Ref, RefCell};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -34,6 +35,8 @@ pub(crate) struct ProcessSummary {
     pub end_ms: u64,
     pub peak_memory_bytes: u64,
     pub fuel_used: Option<u64>,
+    /// The shard (thread) it ran on: 0 unless the run has several (`--shards`).
+    pub shard: u32,
 }
 
 /// Network decisions made by the host for the whole tree.
@@ -127,11 +130,11 @@ pub(crate) struct TreeSpec {
 
 /// One process tree's shared record (see the module documentation).
 pub(crate) struct Tree {
-    root: Cell<Option<Pid>>,
-    history: RefCell<RunStats>,
+    root: Mutex<Option<Pid>>,
+    history: Mutex<RunStats>,
     /// Processes of this tree in the process table (running, or exited and not yet reaped).
     live: watch::Sender<u32>,
-    stderr: RefCell<Option<CaptureSink>>,
+    stderr: Mutex<Option<CaptureSink>>,
     service: Option<(String, u32)>,
     client: Option<std::sync::Arc<str>>,
     /// Its network decisions (for its report).
@@ -139,16 +142,16 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
-    pub(crate) fn new(spec: TreeSpec) -> std::rc::Rc<Self> {
+    pub(crate) fn new(spec: TreeSpec) -> Arc<Self> {
         let history = match spec.history {
             Some((entries, bytes)) => RunStats::bounded(entries, bytes),
             None => RunStats::default(),
         };
-        std::rc::Rc::new(Tree {
-            root: Cell::new(None),
-            history: RefCell::new(history),
+        Arc::new(Tree {
+            root: Mutex::new(None),
+            history: Mutex::new(history),
             live: watch::channel(0).0,
-            stderr: RefCell::new(spec.stderr),
+            stderr: Mutex::new(spec.stderr),
             service: spec.service,
             client: spec.client,
             decisions: Arc::default(),
@@ -157,7 +160,7 @@ impl Tree {
 
     /// The pid of the tree's root, once it has one.
     pub(crate) fn root(&self) -> Option<Pid> {
-        self.root.get()
+        *lock(&self.root)
     }
 
     /// The service this tree runs, with its restart count.
@@ -167,9 +170,7 @@ impl Tree {
 
     /// A process of the tree entered the table (the first one is its root).
     pub(crate) fn entered(&self, pid: Pid) {
-        if self.root.get().is_none() {
-            self.root.set(Some(pid));
-        }
+        lock(&self.root).get_or_insert(pid);
         self.live.send_modify(|n| *n += 1);
     }
 
@@ -178,7 +179,7 @@ impl Tree {
     pub(crate) fn left(&self) {
         self.live.send_modify(|n| *n = n.saturating_sub(1));
         if *self.live.borrow() == 0 {
-            self.stderr.borrow_mut().take();
+            lock(&self.stderr).take();
         }
     }
 
@@ -191,7 +192,7 @@ impl Tree {
 
     /// Where a descendant's forwarded stderr goes (`None`: the host's stderr).
     pub(crate) fn stderr_tap(&self) -> Option<CaptureSink> {
-        self.stderr.borrow().clone()
+        lock(&self.stderr).clone()
     }
 
     /// The identity of the client that started it, if it showed a certificate.
@@ -206,13 +207,19 @@ impl Tree {
 
     /// Records an ended process of the tree.
     pub(crate) fn record(&self, summary: ProcessSummary) {
-        self.history.borrow_mut().record(summary);
+        lock(&self.history).record(summary);
     }
 
     /// What was recorded so far.
-    pub(crate) fn history(&self) -> Ref<'_, RunStats> {
-        self.history.borrow()
+    pub(crate) fn history(&self) -> MutexGuard<'_, RunStats> {
+        lock(&self.history)
     }
+}
+
+/// Locks `m`; a panic elsewhere while it was held leaves data that is still whole (every
+/// section is a plain update), so a poisoned lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -231,6 +238,7 @@ mod tests {
             end_ms: 0,
             peak_memory_bytes: 0,
             fuel_used: None,
+            shard: 0,
         }
     }
 

@@ -21,6 +21,7 @@ mod remote;
 mod report;
 mod rpc;
 mod scale;
+mod shards;
 mod sockets;
 mod spawn;
 mod startup;
@@ -48,6 +49,7 @@ const SECTIONS: &[(&str, Benchmark)] = &[
     ("daemon", daemon::run),
     ("http", http::run),
     ("remote", remote::run),
+    ("shards", shards::run),
 ];
 
 fn main() -> std::process::ExitCode {

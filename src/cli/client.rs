@@ -83,7 +83,7 @@ impl ExecArgs {
     /// The job to ask for.
     ///
     /// # Errors
-    /// A flag only the daemon can set (`--tty`, `--audit`, `--resolve`), or a `--dir` that
+    /// A flag only the daemon can set (`--tty`, `--audit`, `--resolve`, `--shards`), or a `--dir` that
     /// cannot be resolved to an absolute host path.
     pub(crate) fn into_config(self) -> Result<ExecConfig, RunError> {
         let run = self.run;
@@ -105,6 +105,17 @@ impl ExecArgs {
             return refuse(
                 "--resolve",
                 "names are pinned by the daemon (cell serve --resolve)",
+            );
+        }
+        // `CELL_SHARDS` in the environment is `cell run`'s default, not a request: only a
+        // `--shards` on this command line is refused.
+        let from_env = std::env::var("CELL_SHARDS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        if run.shards.is_some() && run.shards != from_env {
+            return refuse(
+                "--shards",
+                "a job runs on the daemon's shards (cell serve --shards)",
             );
         }
         let remotes = run.remote.into_names().map_err(RunError::Host)?;

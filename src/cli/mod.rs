@@ -137,6 +137,28 @@ pub struct RunArgs {
     #[command(flatten)]
     pub remote: remote::RemoteArgs,
 
+    /// Threads the tree runs on, each with its own runtime and process table: a process's
+    /// store and RPC stay on one; a new child goes to the least loaded unless its parent's is
+    /// within a margin of it [default: one per core; 1 runs everything on one thread].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "CELL_SHARDS",
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub shards: Option<u16>,
+
+    /// Which shard a new child goes to: `load` (the least loaded, unless its parent's is
+    /// within a margin of it) or `spread` (always another than its parent's, round-robin).
+    /// A child granted the terminal, remotes or proxied components stays with its parent.
+    #[arg(
+        long,
+        value_name = "HOW",
+        env = "CELL_PLACEMENT",
+        default_value = "load"
+    )]
+    pub placement: crate::supervisor::ChildPlacement,
+
     /// The component to run as pid0 (a WASI 0.2 command component).
     #[arg(value_name = "WASM")]
     pub wasm: PathBuf,
@@ -172,6 +194,10 @@ impl RunArgs {
             dirs,
             resolve,
             argv0: self.argv0,
+            shards: self
+                .shards
+                .map_or_else(crate::shard::default_count, usize::from),
+            placement: self.placement,
             cwd: self.cwd,
             wasm: self.wasm,
             args: self.args,

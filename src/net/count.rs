@@ -42,6 +42,16 @@ pub struct SocketTally {
 #[must_use = "the slot is given back as soon as the permit is dropped"]
 pub struct SocketPermit(Arc<SocketTally>);
 
+impl SocketPermit {
+    /// One more permit of the same process (a second descriptor for the same socket).
+    ///
+    /// # Errors
+    /// Its `max-sockets` is reached, or the host's descriptor reserve is.
+    pub fn another(&self) -> Result<SocketPermit, SocketLimit> {
+        self.0.acquire()
+    }
+}
+
 impl Drop for SocketPermit {
     fn drop(&mut self) {
         self.0.rpc.fetch_sub(1, Ordering::Relaxed);

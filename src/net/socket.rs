@@ -23,7 +23,8 @@ use crate::limits::{UDP_MAX_DATAGRAM, UDP_RECV_QUEUE};
 /// An open TCP connection.
 pub struct StreamInner {
     pub(crate) reader: Mutex<OwnedReadHalf>,
-    pub(crate) writer: Mutex<OwnedWriteHalf>,
+    /// `None` only while dropping (see the `Drop` impl).
+    pub(crate) writer: Mutex<Option<OwnedWriteHalf>>,
     pub(crate) local: SocketAddr,
     pub(crate) peer: SocketAddr,
     _permit: SocketPermit,
@@ -41,7 +42,7 @@ impl StreamInner {
         let (reader, writer) = stream.into_split();
         Ok(StreamInner {
             reader: Mutex::new(reader),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
             local,
             peer,
             _permit: permit,
@@ -50,6 +51,18 @@ impl StreamInner {
 }
 
 /// A listening TCP socket.
+/// Dropping a stream closes its descriptor, nothing more: tokio's write half would shut the
+/// socket's sending side down on drop, which would cut off another holder of a duplicate of
+/// it (a child on another shard, see [`SendSocket`]). The peer still sees the end of stream
+/// once the last descriptor closes.
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.get_mut().take() {
+            writer.forget();
+        }
+    }
+}
+
 pub struct ListenerInner {
     pub(crate) listener: TcpListener,
     pub(crate) local: SocketAddr,
@@ -121,7 +134,16 @@ impl UdpInner {
         policy: Rc<NetPolicy>,
         permit: SocketPermit,
     ) -> std::io::Result<Rc<Self>> {
-        let socket = Rc::new(super::bind::udp_socket(addr)?);
+        Self::with_socket(super::bind::udp_socket(addr)?, policy, permit)
+    }
+
+    /// A bound socket with its own receive queue and reader task (on this thread).
+    fn with_socket(
+        socket: UdpSocket,
+        policy: Rc<NetPolicy>,
+        permit: SocketPermit,
+    ) -> std::io::Result<Rc<Self>> {
+        let socket = Rc::new(socket);
         let local = socket.local_addr()?;
         let queue = Rc::new(RecvQueue::default());
         let reader = tokio::task::spawn_local(receive(socket.clone(), queue.clone()));
@@ -170,5 +192,78 @@ impl std::fmt::Debug for SocketGrant {
             SocketGrant::TcpListener(l) => write!(f, "TcpListener({})", l.local),
             SocketGrant::UdpSocket(u) => write!(f, "UdpSocket({})", u.local),
         }
+    }
+}
+
+/// A granted socket on its way to another shard (`cell run --shards N`): a duplicate of its
+/// descriptor — the same open socket, registered anew with that shard's reactor — holding a
+/// permit of its own from the same process's `max-sockets` (the host then holds two
+/// descriptors for it, and both are counted). Its data is shared the way a socket shared by
+/// two processes' handles is: whichever reads first gets the bytes or the datagram.
+pub(crate) enum SendSocket {
+    TcpStream(std::net::TcpStream, SocketPermit),
+    TcpListener(std::net::TcpListener, SocketPermit),
+    Udp(std::net::UdpSocket, NetPolicy, SocketPermit),
+}
+
+impl SocketGrant {
+    /// A duplicate for another shard, or `None` when one cannot be made now: a read or
+    /// write of the stream is in progress, the process's `max-sockets` has no room for the
+    /// second descriptor, or the host has none to spare. (The child then stays on its
+    /// parent's shard, sharing this very socket.)
+    pub(crate) fn to_send(&self) -> Option<SendSocket> {
+        use std::os::fd::AsFd;
+        match self {
+            SocketGrant::TcpStream(s) => {
+                let reader = s.reader.try_lock().ok()?;
+                let _writer = s.writer.try_lock().ok()?;
+                let fd = reader.as_ref().as_fd().try_clone_to_owned().ok()?;
+                Some(SendSocket::TcpStream(fd.into(), s._permit.another().ok()?))
+            }
+            SocketGrant::TcpListener(l) => {
+                let fd = l.listener.as_fd().try_clone_to_owned().ok()?;
+                Some(SendSocket::TcpListener(
+                    fd.into(),
+                    l._permit.another().ok()?,
+                ))
+            }
+            SocketGrant::UdpSocket(u) => {
+                let fd = u.socket.as_fd().try_clone_to_owned().ok()?;
+                let policy = NetPolicy::clone(&u.policy);
+                Some(SendSocket::Udp(
+                    fd.into(),
+                    policy,
+                    u._permit.another().ok()?,
+                ))
+            }
+        }
+    }
+}
+
+impl SendSocket {
+    /// The grant on this shard (inside its runtime: the descriptor joins its reactor).
+    ///
+    /// # Errors
+    /// The reactor refuses the descriptor.
+    pub(crate) fn into_grant(self) -> std::io::Result<SocketGrant> {
+        Ok(match self {
+            SendSocket::TcpStream(std, permit) => {
+                let stream = TcpStream::from_std(std)?;
+                SocketGrant::TcpStream(Rc::new(StreamInner::new(stream, permit)?))
+            }
+            SendSocket::TcpListener(std, permit) => {
+                let listener = TcpListener::from_std(std)?;
+                let local = listener.local_addr()?;
+                SocketGrant::TcpListener(Rc::new(ListenerInner {
+                    listener,
+                    local,
+                    _permit: permit,
+                }))
+            }
+            SendSocket::Udp(std, policy, permit) => {
+                let socket = UdpSocket::from_std(std)?;
+                SocketGrant::UdpSocket(UdpInner::with_socket(socket, Rc::new(policy), permit)?)
+            }
+        })
     }
 }

@@ -64,7 +64,9 @@ impl ServiceProxy {
                 .ensure_running(*pid)
                 .map_err(|e| failed(e.reason(), e)),
             _ if (self.service.gone)() => Err(self.ended()),
-            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } => Ok(()),
+            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } | ServiceOwner::OtherShard(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -77,7 +79,7 @@ impl ServiceProxy {
     fn serving_ended(&self) -> futures::future::LocalBoxFuture<'static, ()> {
         match &self.service.owner {
             ServiceOwner::Process(pid) => self.caller.host.ended(*pid),
-            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } => {
+            ServiceOwner::Client(_) | ServiceOwner::Remote { .. } | ServiceOwner::OtherShard(_) => {
                 Box::pin(std::future::pending())
             }
         }

@@ -70,10 +70,11 @@ impl byte_stream::Server for TcpStreamServer {
         let _bytes = self.conn.in_flight().reserve(data.len())?;
         // The call's message stays held while the write waits: it is charged to the
         // connection by `rpc::flow`, and its bytes to the in-flight budget above.
-        self.inner
-            .writer
-            .lock()
-            .await
+        let mut writer = self.inner.writer.lock().await;
+        let writer = writer
+            .as_mut()
+            .ok_or_else(|| failed(Reason::Closed, "closed"))?;
+        writer
             .write_all(data)
             .await
             .map_err(|e| failed(Reason::Closed, e))
@@ -85,13 +86,11 @@ impl byte_stream::Server for TcpStreamServer {
         _: byte_stream::CloseResults,
     ) -> Result<(), capnp::Error> {
         let _call = self.conn.gate().enter()?;
-        self.inner
-            .writer
-            .lock()
-            .await
-            .shutdown()
-            .await
-            .map_err(|e| failed(Reason::Io, e))
+        let mut writer = self.inner.writer.lock().await;
+        let writer = writer
+            .as_mut()
+            .ok_or_else(|| failed(Reason::Closed, "closed"))?;
+        writer.shutdown().await.map_err(|e| failed(Reason::Io, e))
     }
 }
 

@@ -503,7 +503,10 @@ fn job_name(asked: &str, path: Option<&str>) -> String {
 
 /// The handle of a job whose pid0 ended while it started (its own code ended it: a trap, out
 /// of fuel): it ran, like `cell run` says, and its report has its status.
-fn ended_root(tree: &StdRc<Tree>, status: crate::status::ExitStatus) -> StdRc<ProcessHandle> {
+fn ended_root(
+    tree: &std::sync::Arc<Tree>,
+    status: crate::status::ExitStatus,
+) -> StdRc<ProcessHandle> {
     let info = crate::handle::ProcessInfo {
         pid: tree.root().unwrap_or(0),
         parent: None,

@@ -39,7 +39,7 @@ pub(crate) struct JobOrigin {
 /// One job (see the module documentation).
 pub(crate) struct Job {
     pub handle: StdRc<ProcessHandle>,
-    tree: StdRc<Tree>,
+    tree: std::sync::Arc<Tree>,
     stderr: CapturedStderr,
     origin: JobOrigin,
     started: Instant,
@@ -52,7 +52,7 @@ pub(crate) struct Job {
 impl Job {
     pub(crate) fn new(
         handle: StdRc<ProcessHandle>,
-        tree: StdRc<Tree>,
+        tree: std::sync::Arc<Tree>,
         stderr: CapturedStderr,
         origin: JobOrigin,
         sup: Supervisor,

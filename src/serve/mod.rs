@@ -208,6 +208,7 @@ fn start_shards(config: &mut ServeConfig) -> anyhow::Result<ShardSet<ShardCore>>
             index,
             of: shards.len(),
             load: shards[index].procs(),
+            pids: None,
         };
         let core = Rc::new(DaemonCore {
             sup: Supervisor::for_shard(&shared, place),

@@ -12,15 +12,19 @@
 //! store and RPC connection are dropped, its children are killed (cascade), and its entry is
 //! reaped once its subtree is gone.
 
+mod cross;
 mod host;
 mod ps;
 mod shared;
+mod stdio;
 mod task;
 
+pub(crate) use cross::ChildPlacement;
 use ps::status_word;
 pub(crate) use ps::{Counts, PsEntry};
 pub(crate) use shared::{ShardPlace, SharedParts};
 
+use stdio::GuestStdio;
 use task::ProcessTask;
 
 use std::cell::RefCell;
@@ -34,23 +38,20 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 use wasmtime::Store;
-use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 
 use crate::engine::{CellEngine, LoadedComponent};
 use crate::events::{EventBus, EventKind};
 use crate::handle::{HandleParts, PlainStdio, ProcessHandle, ProcessInfo};
 use crate::hoststdio::HostStdio;
-use crate::limits::{LimitError, LimitRequest, Limits, PIPE_CAPACITY};
+use crate::limits::{LimitError, LimitRequest, Limits};
 use crate::net::audit::Audit;
 use crate::net::count::SocketTally;
 use crate::process::{build_store, fuel_gauge, memory_gauge, StoreSpec, Usage};
 use crate::rpc;
-use crate::spec::{Code, ProcessSpec, SpawnError, StderrMode, StdioMode};
+use crate::spec::{Code, ProcessSpec, SpawnError, StdioMode};
 use crate::state::ProcState;
 use crate::status::{ExitStatus, KilledBy};
-use crate::stderr;
-use crate::table::{Pid, ProcessTable};
-use crate::transport::pipe;
+use crate::table::{Admit, Pid, ProcessTable};
 use crate::tree::{ProcessSummary, Tree};
 
 #[derive(Clone)]
@@ -73,6 +74,11 @@ struct Inner {
     host_stdio: HostStdio,
     /// `--resolve NAME=IP`: names answered without a query.
     pinned: RefCell<Arc<HashMap<String, IpAddr>>>,
+    /// The other shards of a sharded `cell run`, where children may be placed (unset: every
+    /// child on this shard, as for a daemon, whose jobs' trees stay whole on one shard).
+    peers: std::cell::OnceCell<cross::Peers>,
+    /// Which shard this is (0 for a single-threaded run).
+    shard: u32,
 }
 
 impl Supervisor {
@@ -145,12 +151,15 @@ impl Supervisor {
         component: Arc<LoadedComponent>,
         spec: ProcessSpec,
         limits: Limits,
-        tree: Rc<Tree>,
+        tree: Arc<Tree>,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
         let at = Placement {
+            pid: None,
             parent: None,
             depth: 0,
             tree,
+            above: None,
+            lender: None,
         };
         self.start(at, component, spec, limits).await
     }
@@ -199,14 +208,26 @@ impl Supervisor {
             return Err(SpawnError::Dead(parent));
         };
         let at = Placement {
+            pid: None,
             parent: Some(parent),
             depth,
             tree,
+            above: None,
+            lender: lender.clone(),
         };
-        let started = self.start(at, component, spec, limits).await;
-        // A child whose store could not be built never ran; one that failed to instantiate ran
-        // and was repaid by `finish`, like every process that ends.
-        if let (Err(SpawnError::Grant(_)), Some(fuel), Some(gauge)) = (&started, lent, &lender) {
+        let started = match self.elsewhere(&spec) {
+            Some((to, sockets)) => {
+                self.start_elsewhere(to, at, component, (spec, sockets), limits)
+                    .await
+            }
+            None => self.start(at, component, spec, limits).await,
+        };
+        // A child whose store could not be built, or who found its ancestors' rooms full,
+        // never ran; one that failed to instantiate ran and was repaid by `finish`, like every
+        // process that ends.
+        if let (Err(SpawnError::Grant(_) | SpawnError::Limit(_)), Some(fuel), Some(gauge)) =
+            (&started, lent, &lender)
+        {
             gauge.repay(fuel);
         }
         started
@@ -275,7 +296,10 @@ impl Supervisor {
         spec: ProcessSpec,
         limits: Limits,
     ) -> Result<Rc<ProcessHandle>, SpawnError> {
-        let pid = self.0.table.borrow_mut().next_pid();
+        let pid = match at.pid {
+            Some(pid) => pid,
+            None => self.0.table.borrow_mut().next_pid(),
+        };
         let info = ProcessInfo {
             pid,
             parent: at.parent,
@@ -301,7 +325,13 @@ impl Supervisor {
         };
         let handle = Rc::new(ProcessHandle::with(info, parts));
         let timeout = limits.timeout;
-        self.0.table.borrow_mut().insert(handle.clone(), limits);
+        self.0.table.borrow_mut().insert(Admit {
+            handle: handle.clone(),
+            limits,
+            above: at.above,
+            lender: at.lender,
+            shadow: false,
+        })?;
         at.tree.entered(pid);
         self.publish_live();
         let started = self
@@ -317,51 +347,6 @@ impl Supervisor {
             },
         );
         Ok(started)
-    }
-
-    /// The stdio of a new process: pipes to the host (or the host's own stdio for a plain
-    /// pid0) and its stderr sink.
-    fn stdio_for(&self, pid: Pid, spec: &ProcessSpec, limits: &Limits, tree: &Tree) -> NewStdio {
-        let (stdin_w, stdin_r) = pipe(PIPE_CAPACITY);
-        let (stdout_w, stdout_r) = pipe(PIPE_CAPACITY);
-        let mut captured = None;
-        let stderr = match spec.stderr {
-            StderrMode::Inherit => Box::new(wasmtime_wasi::cli::stderr()) as _,
-            StderrMode::Forward => stderr::forward(pid, tree.stderr_tap()),
-            StderrMode::Tree => match tree.stderr_tap() {
-                Some(tap) => tap.stream(),
-                None => Box::new(wasmtime_wasi::cli::stderr()) as _,
-            },
-            StderrMode::Discard => Box::new(tokio::io::empty()) as _,
-            StderrMode::Capture => {
-                let cap = usize::try_from(limits.stderr_capture_bytes).unwrap_or(usize::MAX);
-                let (sink, buffer) = stderr::capture(cap);
-                captured = Some(buffer);
-                sink
-            }
-        };
-        let (stdin, stdout): (Box<dyn StdinStream>, Box<dyn StdoutStream>) = match spec.stdio {
-            StdioMode::Host => (
-                Box::new(self.0.host_stdio.guest_stdin()),
-                Box::new(self.0.host_stdio.guest_stdout()),
-            ),
-            StdioMode::Rpc | StdioMode::Plain => (
-                Box::new(stdin_r.into_guest()),
-                Box::new(stdout_w.into_guest()),
-            ),
-        };
-        NewStdio {
-            guest: GuestStdio {
-                stdin,
-                stdout,
-                stderr,
-            },
-            host: PlainStdio {
-                stdin: stdin_w,
-                stdout: stdout_r,
-            },
-            captured,
-        }
     }
 
     /// The process's store: its WASI context built from its spec, grants and limits.
@@ -468,10 +453,14 @@ impl Supervisor {
     pub(super) fn finish(&self, handle: &ProcessHandle, status: ExitStatus, usage: Usage) {
         tracing::info!(target: "cell::proc", pid = handle.pid, %status, "process ended");
         // What the process did not use goes back to the parent it was lent from.
-        if let (Some(left), Some(parent)) = (usage.fuel_left, handle.parent) {
-            if let Some(gauge) = self.fuel_gauge(parent) {
-                gauge.repay(left);
-            }
+        let lender = self
+            .0
+            .table
+            .borrow()
+            .get(handle.pid)
+            .and_then(|e| e.lender.clone());
+        if let (Some(left), Some(gauge)) = (usage.fuel_left, lender) {
+            gauge.repay(left);
         }
         self.record(handle, &status, usage);
         *self
@@ -510,6 +499,7 @@ impl Supervisor {
             end_ms: stats.ms_since_start(std::time::Instant::now()),
             peak_memory_bytes: usage.peak_memory,
             fuel_used: usage.fuel_used,
+            shard: self.0.shard,
         };
         drop(stats);
         tree.record(summary);
@@ -545,23 +535,16 @@ impl Supervisor {
     }
 }
 
-/// Where a new process goes: under which parent, at what depth, in which tree.
+/// Where a new process goes: under which parent, at what depth, in which tree, counted in
+/// which room, on whose fuel.
 struct Placement {
+    /// Its pid, when its parent's shard chose it (else this table's next).
+    pid: Option<Pid>,
     parent: Option<Pid>,
     depth: u32,
-    tree: Rc<Tree>,
-}
-
-/// The guest's ends of a new process's stdio, for its store.
-struct GuestStdio {
-    stdin: Box<dyn StdinStream>,
-    stdout: Box<dyn StdoutStream>,
-    stderr: Box<dyn StdoutStream>,
-}
-
-/// Both ends of a new process's stdio, and its stderr capture buffer.
-struct NewStdio {
-    guest: GuestStdio,
-    host: PlainStdio,
-    captured: Option<crate::stderr::CapturedStderr>,
+    tree: Arc<Tree>,
+    /// The parent's room when the parent is on another shard (else found in the table).
+    above: Option<Arc<crate::room::Room>>,
+    /// The gauge its fuel was lent from (its parent's).
+    lender: Option<crate::limits::FuelGauge>,
 }

@@ -46,6 +46,9 @@ pub(crate) struct ShardPlace {
     pub index: usize,
     pub of: usize,
     pub load: Arc<AtomicUsize>,
+    /// One pid sequence for every shard (`cell run`: one tree over all of them), instead of
+    /// a residue class per shard (a daemon, whose `kill PID` finds the shard by the pid).
+    pub pids: Option<Arc<std::sync::atomic::AtomicU32>>,
 }
 
 impl Supervisor {
@@ -55,6 +58,7 @@ impl Supervisor {
             index: 0,
             of: 1,
             load: Arc::default(),
+            pids: None,
         };
         Supervisor::for_shard(&SharedParts::new(engine, audit), place)
     }
@@ -69,7 +73,10 @@ impl Supervisor {
         };
         Supervisor(Rc::new(Inner {
             engine: shared.engine.clone(),
-            table: RefCell::new(ProcessTable::with_pids(pids)),
+            table: RefCell::new(match place.pids {
+                Some(sequence) => ProcessTable::with_shared_pids(sequence),
+                None => ProcessTable::with_pids(pids),
+            }),
             live: watch::channel(0).0,
             load: place.load,
             audit: shared.audit.clone(),
@@ -77,6 +84,8 @@ impl Supervisor {
             counts: RefCell::default(),
             host_stdio: HostStdio::default(),
             pinned: RefCell::new(shared.pinned.clone()),
+            peers: std::cell::OnceCell::new(),
+            shard: u32::try_from(place.index).unwrap_or(u32::MAX),
         }))
     }
 }

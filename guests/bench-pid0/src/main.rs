@@ -21,6 +21,9 @@
 //!   siblings burning CPU (each an own process), then kills them.
 //! - `idle-sdk-children N HOLD_MS`: the same with bench-idle, an SDK guest whose RPC session
 //!   is up (what an idle real guest costs).
+//! - `busy-children K N INFLIGHT`: K bench-echo children at once, each pipelining N echo
+//!   calls INFLIGHT in flight on its own connection: `bench: kind=busy calls_per_s=...`, all
+//!   their calls over the wall time from the first spawn to the last exit.
 //! - `tcp HOST PORT MIB INFLIGHT CHUNK_KIB`: `Network.connect` to HOST:PORT (the harness's
 //!   loopback sink; needs `--net connect=HOST:PORT`), write MIB MiB as CHUNK_KIB KiB
 //!   `ByteStream.write` calls keeping INFLIGHT in flight, close, wait for the sink to close:
@@ -38,6 +41,12 @@ use wasip2::clocks::monotonic_clock;
 static NOP: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/wasm32-wasip2/release/bench-nop.wasm"
+));
+
+/// A busy child: pipelines echo calls on its own connection.
+static ECHO: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/wasm32-wasip2/release/bench-echo.wasm"
 ));
 
 /// An SDK guest that connects its session and waits, embedded the same way.
@@ -68,6 +77,7 @@ fn main() {
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
             "spawn-component" => spawn_component(&executor(&caps).await?, n(1)?).await,
             "fairness" => fairness(&executor(&caps).await?, n(1)?, n(2)?).await,
+            "busy-children" => busy_children(&executor(&caps).await?, n(1)?, n(2)?, n(3)?).await,
             "idle-children" => idle_children(&executor(&caps).await?, NOP, n(1)?, n(2)?).await,
             "idle-sdk-children" => idle_children(&executor(&caps).await?, IDLE, n(1)?, n(2)?).await,
             "tcp" => {
@@ -217,6 +227,36 @@ async fn spawn_component(executor: &Executor, n: usize) -> anyhow::Result<()> {
     let per_s = (n as u64 - 1) * 1_000_000_000 / elapsed;
     let (p50, p99, mean) = cell_testkit::summary(samples);
     log!("bench: kind=spawn-component n={n} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
+    Ok(())
+}
+
+/// `k` bench-echo children at once, each pipelining `n` calls: all calls over the wall time.
+async fn busy_children(
+    executor: &Executor,
+    k: usize,
+    n: usize,
+    inflight: usize,
+) -> anyhow::Result<()> {
+    let component = executor.load(ECHO).await?;
+    let t0 = now();
+    let mut children = Vec::with_capacity(k);
+    for _ in 0..k {
+        let child = component
+            .spawn()
+            .name("bench-echo")
+            .args([n.to_string(), inflight.to_string()])
+            .grant_executor(true)
+            .start()
+            .await?;
+        children.push(child);
+    }
+    for child in children {
+        let status = child.wait().await?;
+        ensure!(status.success(), "bench-echo {status}");
+    }
+    let elapsed = (now() - t0).max(1);
+    let per_s = (k * n) as u64 * 1_000_000_000 / elapsed;
+    log!("bench: kind=busy children={k} n={n} calls_per_s={per_s}");
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //!   SDK's RPC system because they break the protocol on purpose.
 //! - [`err_text`], [`failed_with`], [`cell_error`]: outcomes for check lines, and the host's
 //!   typed reason of a failure (match on `Reason`, never on the text).
+//! - [`stress`]: one node of the process-tree stress (`stress-pid0`, `stress-node`).
 //! - [`summary`]: latency samples as the bench harness reads them (p50, p99, mean).
 //! - [`embed!`]: another guest's wasm, included at compile time (see `build.sh` for the stages).
 //!
@@ -17,6 +18,7 @@
 
 pub mod raw;
 mod report;
+pub mod stress;
 pub mod tree;
 
 pub use report::Report;
