@@ -85,8 +85,7 @@ impl Seat {
             count: AtomicU32::new(1),
             parent,
         });
-        let mut taken = 0usize;
-        for ancestor in room.ancestors() {
+        for (taken, ancestor) in room.ancestors().enumerate() {
             let got = ancestor
                 .count
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -99,7 +98,6 @@ impl Seat {
                 }
                 return Err(refusal);
             }
-            taken += 1;
         }
         Ok(Seat(room))
     }

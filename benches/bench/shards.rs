@@ -98,17 +98,20 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
     })?;
     latency_row(&mut s, "cached spawn → exit, sequential", cores, one, many);
 
-    let mode = args(["spawn-concurrent", &n.to_string(), &IN_FLIGHT.to_string()]);
-    let (one, many) = run.both(cores, &mode, "spawn-concurrent", |f| {
-        Ok(as_rate(f.u64("spawns_per_s")?))
-    })?;
-    rate_row(
-        &mut s,
-        format!("spawn → exit/s, {n} bench-nop children {IN_FLIGHT} in flight"),
-        cores,
-        one,
-        many,
-    );
+    for (kind, how) in [
+        ("spawn-concurrent", "from bytes"),
+        ("spawn-concurrent-component", "through one Component"),
+    ] {
+        let mode = args([kind, &n.to_string(), &IN_FLIGHT.to_string()]);
+        let (one, many) = run.both(cores, &mode, kind, |f| Ok(as_rate(f.u64("spawns_per_s")?)))?;
+        rate_row(
+            &mut s,
+            format!("spawn → exit/s, {n} bench-nop children {IN_FLIGHT} in flight, {how}"),
+            cores,
+            one,
+            many,
+        );
+    }
     let per = env.n(50_000, 5_000);
     let mode = args([
         "busy-children",
@@ -125,6 +128,16 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         cores,
         one,
         many,
+    );
+    let per = env.n(2_000, 200);
+    let mode = args(["busy-children", "64", &per.to_string(), "16"]);
+    let (one, many) = run.both(cores, &mode, "busy", |f| Ok(as_rate(f.u64("calls_per_s")?)))?;
+    s.row(
+        Row::new(
+            format!("echo calls/s of 64 busy children started one after another, {per} calls 16 in flight each, `--shards {cores}`"),
+            rate(many.p50 as f64),
+        )
+        .baseline(rate(one.p50 as f64), ratio(many.p50 as f64, one.p50 as f64)),
     );
 
     let f = run.result(

@@ -29,38 +29,31 @@
 //! differs.
 //!
 //! Bounds: one shadow per child (within `max-procs`), two relay tasks per crossed child, one
-//! service link per crossed child whose service is asked for (`LINK_BUFFER` each way; the
+//! service link per crossed child whose service is asked for (`links.rs`; the
 //! calls on it are bounded by the callers' call gates).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use capnp_rpc::rpc_twoparty_capnp::Side;
-use capnp_rpc::{twoparty, RpcSystem};
 use tokio::sync::oneshot;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
+use super::links::{import_service, link_bounds, service_across, spawn_links};
+use super::links::{ExportedService, ServiceLink};
 use super::{Placement, Supervisor};
 use crate::engine::LoadedComponent;
 use crate::grants::{GrantedDir, Grants};
-use crate::grants::{GuestService, ServiceOwner};
-use crate::handle::{HandleParts, PlainStdio, ProcessHandle, ProcessInfo, ServiceFn};
+use crate::handle::{HandleParts, PlainStdio, ProcessHandle, ProcessInfo};
 use crate::limits::{FuelGauge, Limits, MemoryGauge};
 use crate::net::policy::NetPolicy;
 use crate::net::socket::SendSocket;
 use crate::room::Room;
-use crate::rpc::service::{Caller, ProxyClient, ServiceProxy};
-use crate::rpc::{Link, LinkBounds};
 use crate::shard::{Shard, Shards};
 use crate::spec::{ProcessSpec, SpawnError, StderrMode, StdioMode};
 use crate::status::{ExitStatus, KilledBy};
 use crate::stderr::CapturedStderr;
 use crate::table::{Admit, Pid};
 use crate::tree::Tree;
-
-/// Bytes buffered each way on a service link between two shards.
-const LINK_BUFFER: usize = 64 * 1024;
 
 /// The other shards of a sharded `cell run`, which one this supervisor is, and how it
 /// places children.
@@ -115,14 +108,6 @@ struct CrossSpec {
     components: Vec<Arc<LoadedComponent>>,
     services: Vec<ExportedService>,
     sockets: Vec<SendSocket>,
-}
-
-/// A guest service granted to a child on another shard: the far end of a service link whose
-/// near end serves it (through the parent shard's proxy of it) on the parent's shard.
-struct ExportedService {
-    name: String,
-    owner: ServiceOwner,
-    far: tokio::io::DuplexStream,
 }
 
 /// Whether everything `spec` grants can cross to another shard (else it stays home).
@@ -208,54 +193,6 @@ impl CrossSpec {
     }
 }
 
-/// The client side of a service link on the child's shard: its RPC system, and the flag
-/// its `GuestService` reads to know the service has gone.
-struct ServiceLink {
-    system: RpcSystem<Side>,
-    gone: Rc<Cell<bool>>,
-}
-
-/// On the child's shard: the granted service over its link.
-fn import_service(e: ExportedService) -> (GuestService, ServiceLink) {
-    let (read, write) = tokio::io::split(e.far);
-    let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(None);
-    let network =
-        twoparty::VatNetwork::new(read.compat(), write.compat_write(), Side::Client, options);
-    let mut system = RpcSystem::new(Box::new(network), None);
-    let target = system.bootstrap(Side::Server);
-    let gone = Rc::new(Cell::new(false));
-    let flag = gone.clone();
-    let owner = match e.owner {
-        ServiceOwner::Process(pid) => ServiceOwner::OtherShard(pid),
-        other => other,
-    };
-    let service = GuestService {
-        name: e.name,
-        target,
-        owner,
-        gone: Rc::new(move || flag.get()),
-    };
-    (service, ServiceLink { system, gone })
-}
-
-/// Runs a child's service links until each ends (its service is gone) or the child does:
-/// nothing of a link outlives the child it was made for.
-fn spawn_links(links: Vec<ServiceLink>, child: &Rc<ProcessHandle>) {
-    for link in links {
-        let child = child.clone();
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                r = link.system => if let Err(e) = r {
-                    tracing::debug!("service link ended: {e}");
-                },
-                _ = child.wait() => {}
-            }
-            link.gone.set(true);
-        });
-    }
-}
-
 /// A child on its way to another shard.
 struct Crossing {
     pid: Pid,
@@ -302,11 +239,10 @@ impl Supervisor {
         self
     }
 
-    /// The shard a new child of a process of this shard goes to, when not this one: the
-    /// least loaded, unless this one is within a margin of it (`shard::place_from`), and
-    /// only when everything it is granted can cross.
-    /// With it come the duplicates of the sockets it is granted: a child whose sockets
-    /// cannot be duplicated now stays home.
+    /// The shard a new child of a process of this shard goes to, when not this one (by
+    /// `--placement`), and only when everything it is granted can cross; with it, the
+    /// duplicates of the sockets it is granted (a child whose sockets cannot be duplicated
+    /// now stays home).
     pub(super) fn elsewhere(
         &self,
         spec: &ProcessSpec,
@@ -452,84 +388,6 @@ impl Supervisor {
         }
         self.publish_live();
     }
-
-    /// On the parent's shard: serves `service` on the near end of a new service link, through
-    /// this shard's proxy of it (so a call reaching a process that ended fails with `dead`
-    /// here), until the serving process ends or the child's side closes the link.
-    fn export_service(&self, service: GuestService, bounds: LinkBounds) -> ExportedService {
-        let (near, far) = tokio::io::duplex(LINK_BUFFER);
-        let (read, write) = tokio::io::split(near);
-        let link = Link::new(read.compat(), write.compat_write(), bounds);
-        let caller = Caller {
-            gate: link.gate(),
-            host: Rc::new(self.clone()),
-        };
-        let (name, owner) = (service.name.clone(), service.owner.clone());
-        let ended = match owner {
-            ServiceOwner::Process(pid) => crate::rpc::host::Host::ended(self, pid),
-            _ => Box::pin(std::future::pending()),
-        };
-        let proxy: ProxyClient = capnp_rpc::new_client(ServiceProxy::new(service, caller));
-        let system = link.serve(proxy.client);
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                r = system => if let Err(e) = r {
-                    tracing::debug!("service link ended: {e}");
-                },
-                () = ended => {}
-            }
-        });
-        ExportedService { name, owner, far }
-    }
-
-    /// On the child's shard: serves `pid`'s bootstrap on one end of a service link (the
-    /// stream is dropped, so the other side sees a disconnect, when it serves nothing now).
-    fn serve_service(&self, pid: Pid, far: tokio::io::DuplexStream) {
-        let found = {
-            let table = self.0.table.borrow();
-            table.running(pid).and_then(|e| {
-                let target = e.handle.service.as_ref().and_then(|f| f())?;
-                Some((e.handle.clone(), target, link_bounds(&e.limits)))
-            })
-        };
-        let Some((handle, target, bounds)) = found else {
-            return;
-        };
-        let (read, write) = tokio::io::split(far);
-        let link = Link::new(read.compat(), write.compat_write(), bounds);
-        // Served through this shard's proxy of it, which knows first when the child ends (a
-        // call it breaks fails with `dead` here, before the shadow has heard of it).
-        let caller = Caller {
-            gate: link.gate(),
-            host: Rc::new(self.clone()),
-        };
-        let service = GuestService {
-            name: String::new(),
-            target: target.0,
-            owner: ServiceOwner::Process(pid),
-            gone: target.1,
-        };
-        let proxy: ProxyClient = capnp_rpc::new_client(ServiceProxy::new(service, caller));
-        let system = link.serve(proxy.client);
-        // The link ends with the child (its end of the pipe dropped, the shadow's side sees
-        // the disconnect): nothing of it outlives the process it reaches.
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                r = system => if let Err(e) = r {
-                    tracing::debug!("service link ended: {e}");
-                },
-                _ = handle.wait() => {}
-            }
-        });
-    }
-}
-
-/// A service link's bounds: the child's own message and call bounds.
-fn link_bounds(limits: &Limits) -> LinkBounds {
-    LinkBounds {
-        max_message_bytes: limits.max_message_bytes,
-        max_outstanding_calls: limits.max_outstanding_calls,
-    }
 }
 
 /// On the child's shard: waits for the child to end, killing it when its shadow is killed
@@ -575,51 +433,4 @@ async fn relay_here(
         &shadow,
         got.unwrap_or(ExitStatus::Killed(KilledBy::Cascade)),
     );
-}
-
-/// `Process.service` of a crossed child: on first use, a Cap'n Proto connection over an
-/// in-memory pipe to the child's shard, which serves the child's bootstrap on it; the
-/// connection lives as long as the shadow's handle.
-fn service_across(
-    to: Shard<Supervisor>,
-    pid: Pid,
-    max_message_bytes: u64,
-    ended: Rc<Cell<bool>>,
-) -> ServiceFn {
-    let cached: RefCell<Option<capnp::capability::Client>> = RefCell::default();
-    let gone: Rc<dyn Fn() -> bool> = Rc::new(move || ended.get());
-    Box::new(move || {
-        if gone() {
-            return None;
-        }
-        let mut cached = cached.borrow_mut();
-        if cached.is_none() {
-            let (near, far) = tokio::io::duplex(LINK_BUFFER);
-            let shard = to.clone();
-            tokio::task::spawn_local(async move {
-                let _ = shard
-                    .call(move |sup| async move { sup.serve_service(pid, far) })
-                    .await;
-            });
-            let (read, write) = tokio::io::split(near);
-            let mut options = capnp::message::ReaderOptions::new();
-            options.traversal_limit_in_words(Some(
-                usize::try_from(max_message_bytes / 8).unwrap_or(usize::MAX),
-            ));
-            let network = twoparty::VatNetwork::new(
-                read.compat(),
-                write.compat_write(),
-                Side::Client,
-                options,
-            );
-            let mut system = RpcSystem::new(Box::new(network), None);
-            *cached = Some(system.bootstrap(Side::Server));
-            tokio::task::spawn_local(async move {
-                if let Err(e) = system.await {
-                    tracing::debug!("service link ended: {e}");
-                }
-            });
-        }
-        Some((cached.clone()?, gone.clone()))
-    })
 }

@@ -14,6 +14,7 @@
 
 mod cross;
 mod host;
+mod links;
 mod ps;
 mod shared;
 mod stdio;

@@ -14,6 +14,7 @@
 //! - `spawn N`: N sequential spawn → wait of bench-nop: the first (cold) and the rest (cached).
 //! - `spawn-concurrent N C`: N spawn → wait of bench-nop, C at a time (after one warm-up).
 //! - `spawn-component N`: N sequential spawn → wait of bench-nop through one `Component`.
+//! - `spawn-concurrent-component N C`: `spawn-concurrent` through one `Component`.
 //! - `idle-children N HOLD_MS`: start N bench-nop children that block forever, print
 //!   `bench: kind=idle ...` once all have started, hold them for HOLD_MS (the harness samples
 //!   the host's memory meanwhile), then exit; the cascade kills the children.
@@ -76,6 +77,9 @@ fn main() {
             "spawn" => spawn_sequential(&executor(&caps).await?, n(1)?).await,
             "spawn-concurrent" => spawn_concurrent(&executor(&caps).await?, n(1)?, n(2)?).await,
             "spawn-component" => spawn_component(&executor(&caps).await?, n(1)?).await,
+            "spawn-concurrent-component" => {
+                spawn_concurrent_component(&executor(&caps).await?, n(1)?, n(2)?).await
+            }
             "fairness" => fairness(&executor(&caps).await?, n(1)?, n(2)?).await,
             "busy-children" => busy_children(&executor(&caps).await?, n(1)?, n(2)?, n(3)?).await,
             "idle-children" => idle_children(&executor(&caps).await?, NOP, n(1)?, n(2)?).await,
@@ -262,13 +266,43 @@ async fn busy_children(
 
 async fn spawn_concurrent(executor: &Executor, n: usize, concurrency: usize) -> anyhow::Result<()> {
     spawn_one(executor).await?; // compile once: this mode measures cached spawns
+    concurrently(n, concurrency, "spawn-concurrent", || spawn_one(executor)).await?;
+    Ok(())
+}
+
+/// The same through one `Component` (loaded once: no bytes sent per spawn).
+async fn spawn_concurrent_component(
+    executor: &Executor,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let component = executor.load(NOP).await?;
+    timed_spawn(component.spawn()).await?; // warm
+    concurrently(n, concurrency, "spawn-concurrent-component", || {
+        timed_spawn(component.spawn())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs `n` timed spawns `concurrency` at a time and logs `kind`'s line; spawns per second.
+async fn concurrently<F, Fut>(
+    n: usize,
+    concurrency: usize,
+    kind: &str,
+    spawn: F,
+) -> anyhow::Result<u64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
     let t0 = now();
     let mut pending = FuturesUnordered::new();
     let mut samples = Vec::with_capacity(n);
     let mut started = 0;
     while samples.len() < n {
         while started < n && pending.len() < concurrency {
-            pending.push(spawn_one(executor));
+            pending.push(spawn());
             started += 1;
         }
         if let Some(took) = pending.next().await {
@@ -278,8 +312,8 @@ async fn spawn_concurrent(executor: &Executor, n: usize, concurrency: usize) -> 
     let elapsed = (now() - t0).max(1);
     let per_s = n as u64 * 1_000_000_000 / elapsed;
     let (p50, p99, mean) = cell_testkit::summary(samples);
-    log!("bench: kind=spawn-concurrent n={n} concurrency={concurrency} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
-    Ok(())
+    log!("bench: kind={kind} n={n} concurrency={concurrency} p50_ns={p50} p99_ns={p99} mean_ns={mean} spawns_per_s={per_s}");
+    Ok(per_s)
 }
 
 /// Starts `n` children of `wasm` (bench-nop blocked on its stdin, or bench-idle with its
