@@ -1,8 +1,9 @@
 //! The supervisor: starts processes, runs each on the shared single-threaded runtime, and
 //! ends them — by themselves, by kill, by deadline, by protocol violation or by cascade.
 //!
-//! Threading: everything here lives on one current-thread tokio runtime inside a `LocalSet`
-//! (`Rc`/`RefCell`, no locks). Wasmtime's async stdio streams would hop threads on a
+//! Threading: a supervisor and everything it runs live on one current-thread tokio runtime
+//! inside a `LocalSet` (`Rc`/`RefCell`, no locks): one per shard. A child placed on another
+//! shard (`cross.rs`) is run by that shard's supervisor; only `Send` parts cross. Wasmtime's async stdio streams would hop threads on a
 //! multi-threaded runtime, which a spike measured at ~10x slower per call. Compilation is the one
 //! thing pushed to a blocking thread. Guests yield every epoch tick, so one spinning guest cannot
 //! starve the others.
