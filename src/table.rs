@@ -359,4 +359,50 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert!(t.check_room(root).is_ok());
     }
+
+    #[test]
+    fn a_child_on_another_shard_counts_there_and_its_shadow_does_not_count_twice() {
+        let sequence = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut home = ProcessTable::with_shared_pids(sequence.clone());
+        let mut other = ProcessTable::with_shared_pids(sequence);
+        let root = add(&mut home, None, 3);
+        // The child runs on the other shard: its real entry there takes the seat under
+        // root's room; home holds a shadow of it under root.
+        let pid = home.next_pid();
+        let child = |pid| Rc::new(ProcessHandle::new(ProcessInfo::test(pid, Some(root))));
+        other
+            .insert(Admit {
+                handle: child(pid),
+                limits: Limits::default(),
+                above: home.room_of(root),
+                lender: None,
+                shadow: false,
+            })
+            .unwrap();
+        home.insert(Admit {
+            handle: child(pid),
+            limits: Limits::default(),
+            above: None,
+            lender: None,
+            shadow: true,
+        })
+        .unwrap();
+        assert_eq!(
+            other.next_pid(),
+            pid + 1,
+            "one pid sequence for both tables"
+        );
+        assert!(home.room_of(pid).is_none(), "a shadow has no room");
+        // root, its child elsewhere, and one more: root's max-procs 3 is full.
+        add(&mut other, Some(pid), 10);
+        assert_eq!(
+            home.check_room(root),
+            Err(LimitError::Procs {
+                pid: root,
+                limit: 3
+            })
+        );
+        let orphans = home.mark_exited(root);
+        assert_eq!(orphans.len(), 1, "the cascade reaches the shadow");
+    }
 }

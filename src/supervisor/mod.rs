@@ -1,11 +1,11 @@
-//! The supervisor: starts processes, runs each on the shared single-threaded runtime, and
+//! The supervisor: starts processes, runs each on its shard's single-threaded runtime, and
 //! ends them — by themselves, by kill, by deadline, by protocol violation or by cascade.
 //!
 //! Threading: a supervisor and everything it runs live on one current-thread tokio runtime
 //! inside a `LocalSet` (`Rc`/`RefCell`, no locks): one per shard. A child placed on another
-//! shard (`cross.rs`) is run by that shard's supervisor; only `Send` parts cross. Wasmtime's async stdio streams would hop threads on a
-//! multi-threaded runtime, which a spike measured at ~10x slower per call. Compilation is the one
-//! thing pushed to a blocking thread. Guests yield every epoch tick, so one spinning guest cannot
+//! shard (`cross.rs`) is run by that shard's supervisor; only `Send` parts cross. Wasmtime's
+//! async stdio streams would hop threads on a multi-threaded runtime, which a spike measured
+//! at ~10x slower per call. Compilation is the one thing pushed to a blocking thread. Guests yield every epoch tick, so one spinning guest cannot
 //! starve the others.
 //!
 //! Ownership: the table owns a `ProcessHandle` per live process; each process's task owns its
