@@ -61,6 +61,26 @@ impl Runner<'_> {
     }
 }
 
+impl Runner<'_> {
+    /// `spawns_per_s` of one `cell run --shards 1` alone, and the sum of `cores` of them
+    /// running at once as separate processes (no shared address space: what the machine
+    /// itself allows).
+    fn apart(&self, cores: usize, mode: &[String], kind: &str) -> anyhow::Result<(f64, f64)> {
+        let rate =
+            |f: crate::env::Fields| -> anyhow::Result<f64> { Ok(f.u64("spawns_per_s")? as f64) };
+        let alone = rate(self.result(1, mode, kind)?)?;
+        let together: anyhow::Result<Vec<f64>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..cores)
+                .map(|_| scope.spawn(|| rate(self.result(1, mode, kind)?)))
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().map_err(|_| anyhow::anyhow!("a run panicked"))?)
+                .collect()
+        });
+        Ok((alone, together?.iter().sum()))
+    }
+}
+
 /// A rate carried in a `Summary`'s p50 (so that `both` can take medians of either).
 fn as_rate(value: u64) -> Summary {
     Summary {
@@ -130,6 +150,41 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         many,
     );
     let per = env.n(2_000, 200);
+    let mode = args([
+        "spawner-children",
+        &cores.to_string(),
+        &(n / 2).to_string(),
+        &IN_FLIGHT.to_string(),
+    ]);
+    let (one, many) = run.both(cores, &mode, "spawners", |f| {
+        Ok(as_rate(f.u64("spawns_per_s")?))
+    })?;
+    rate_row(
+        &mut s,
+        format!(
+            "spawn → exit/s of {cores} spawner children, each {} bench-nop {IN_FLIGHT} in flight through a Component",
+            n / 2
+        ),
+        cores,
+        one,
+        many,
+    );
+    let mode = args([
+        "spawn-concurrent-component",
+        &(n / 2).to_string(),
+        &IN_FLIGHT.to_string(),
+    ]);
+    let apart = run.apart(cores, &mode, "spawn-concurrent-component")?;
+    s.row(
+        Row::new(
+            format!(
+                "the machine's own limit: {cores} separate `cell run --shards 1` at once, each {} bench-nop {IN_FLIGHT} in flight through a Component",
+                n / 2
+            ),
+            rate(apart.1),
+        )
+        .baseline(rate(apart.0), ratio(apart.1, apart.0)),
+    );
     let mode = args(["busy-children", "64", &per.to_string(), "16"]);
     let (one, many) = run.both(cores, &mode, "busy", |f| Ok(as_rate(f.u64("calls_per_s")?)))?;
     s.row(
@@ -178,8 +233,10 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
          one child at a time, which stays on pid0's shard. Throughput: pid0 keeps \
          {IN_FLIGHT} spawns in flight (the children spread over the shards as their load \
          says), or starts {cores} bench-echo children at once, each pipelining its own calls \
-         (one per shard); the rate is all the calls over the wall time from the first spawn \
-         to the last exit.",
+         (one per shard), or {cores} bench-spawner children, each spawning its own \
+         bench-nop children; the rate is all the calls (or spawns) over the wall time from \
+         the first spawn to the last exit. The machine's own limit: the same spawns in \
+         {cores} separate `cell` processes at once, against one alone.",
         env.n(ROUNDS, 1)
     ));
     Ok(s)

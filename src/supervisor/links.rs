@@ -36,6 +36,9 @@ pub(super) struct ExportedService {
     name: String,
     owner: ServiceOwner,
     far: tokio::io::DuplexStream,
+    /// The largest answer the child's side reads: the serving process's own message bound
+    /// (its connection's framing check already held each answer to it), else the child's.
+    max_message_bytes: u64,
 }
 
 /// The client side of a service link on the child's shard: its RPC system, and the flag
@@ -49,7 +52,9 @@ pub(super) struct ServiceLink {
 pub(super) fn import_service(e: ExportedService) -> (GuestService, ServiceLink) {
     let (read, write) = tokio::io::split(e.far);
     let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(None);
+    options.traversal_limit_in_words(Some(
+        usize::try_from(e.max_message_bytes / 8).unwrap_or(usize::MAX),
+    ));
     let network =
         twoparty::VatNetwork::new(read.compat(), write.compat_write(), Side::Client, options);
     let mut system = RpcSystem::new(Box::new(network), None);
@@ -103,6 +108,16 @@ impl Supervisor {
             host: Rc::new(self.clone()),
         };
         let (name, owner) = (service.name.clone(), service.owner.clone());
+        let served = match owner {
+            ServiceOwner::Process(pid) => self
+                .0
+                .table
+                .borrow()
+                .get(pid)
+                .map(|e| e.limits.max_message_bytes),
+            _ => None,
+        };
+        let max_message_bytes = served.unwrap_or(0).max(bounds.max_message_bytes);
         let ended = match owner {
             ServiceOwner::Process(pid) => crate::rpc::host::Host::ended(self, pid),
             _ => Box::pin(std::future::pending()),
@@ -117,7 +132,12 @@ impl Supervisor {
                 () = ended => {}
             }
         });
-        ExportedService { name, owner, far }
+        ExportedService {
+            name,
+            owner,
+            far,
+            max_message_bytes,
+        }
     }
 
     /// On the child's shard: serves `pid`'s bootstrap on one end of a service link (the

@@ -25,6 +25,9 @@
 //! - `busy-children K N INFLIGHT`: K bench-echo children at once, each pipelining N echo
 //!   calls INFLIGHT in flight on its own connection: `bench: kind=busy calls_per_s=...`, all
 //!   their calls over the wall time from the first spawn to the last exit.
+//! - `spawner-children K N INFLIGHT`: K bench-spawner children at once, each spawning N
+//!   bench-nop INFLIGHT at a time: `bench: kind=spawners spawns_per_s=...`, all their
+//!   spawns over the wall time from the first spawn to the last exit.
 //! - `tcp HOST PORT MIB INFLIGHT CHUNK_KIB`: `Network.connect` to HOST:PORT (the harness's
 //!   loopback sink; needs `--net connect=HOST:PORT`), write MIB MiB as CHUNK_KIB KiB
 //!   `ByteStream.write` calls keeping INFLIGHT in flight, close, wait for the sink to close:
@@ -48,6 +51,12 @@ static NOP: &[u8] = include_bytes!(concat!(
 static ECHO: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/wasm32-wasip2/release/bench-echo.wasm"
+));
+
+/// A spawning child: spawns bench-nop through a Component, many in flight.
+static SPAWNER: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/wasm32-wasip2/release/bench-spawner.wasm"
 ));
 
 /// An SDK guest that connects its session and waits, embedded the same way.
@@ -82,6 +91,17 @@ fn main() {
             }
             "fairness" => fairness(&executor(&caps).await?, n(1)?, n(2)?).await,
             "busy-children" => busy_children(&executor(&caps).await?, n(1)?, n(2)?, n(3)?).await,
+            "spawner-children" => {
+                fan_out(
+                    &executor(&caps).await?,
+                    SPAWNER,
+                    "spawners",
+                    n(1)?,
+                    n(2)?,
+                    n(3)?,
+                )
+                .await
+            }
             "idle-children" => idle_children(&executor(&caps).await?, NOP, n(1)?, n(2)?).await,
             "idle-sdk-children" => idle_children(&executor(&caps).await?, IDLE, n(1)?, n(2)?).await,
             "tcp" => {
@@ -241,13 +261,31 @@ async fn busy_children(
     n: usize,
     inflight: usize,
 ) -> anyhow::Result<()> {
-    let component = executor.load(ECHO).await?;
+    fan_out(executor, ECHO, "busy", k, n, inflight).await
+}
+
+/// `k` children of `wasm` at once, each given `n inflight`: `n × k` over the wall time, as
+/// `calls_per_s` (bench-echo) or `spawns_per_s` (bench-spawner).
+async fn fan_out(
+    executor: &Executor,
+    wasm: &[u8],
+    kind: &str,
+    k: usize,
+    n: usize,
+    inflight: usize,
+) -> anyhow::Result<()> {
+    let component = executor.load(wasm).await?;
+    let name = if kind == "busy" {
+        "bench-echo"
+    } else {
+        "bench-spawner"
+    };
     let t0 = now();
     let mut children = Vec::with_capacity(k);
     for _ in 0..k {
         let child = component
             .spawn()
-            .name("bench-echo")
+            .name(name)
             .args([n.to_string(), inflight.to_string()])
             .grant_executor(true)
             .start()
@@ -256,11 +294,11 @@ async fn busy_children(
     }
     for child in children {
         let status = child.wait().await?;
-        ensure!(status.success(), "bench-echo {status}");
+        ensure!(status.success(), "{kind} child {status}");
     }
     let elapsed = (now() - t0).max(1);
     let per_s = (k * n) as u64 * 1_000_000_000 / elapsed;
-    log!("bench: kind=busy children={k} n={n} calls_per_s={per_s}");
+    log!("bench: kind={kind} children={k} n={n} calls_per_s={per_s} spawns_per_s={per_s}");
     Ok(())
 }
 
