@@ -163,7 +163,10 @@ impl CellEngine {
             // processes fit under Linux's default vm.max_map_count (65,530). Measured: no
             // slower for cached spawns, same RSS (see BENCHMARKS.md, "Scale").
             .memory_init_cow(false)
-            .consume_fuel(cfg.fuel);
+            .consume_fuel(cfg.fuel)
+            // Fiber stacks reused between stores, not mapped and unmapped per process (see
+            // `stacks.rs`: each unmap shoots down the other shards' TLBs).
+            .with_host_stack(std::sync::Arc::new(crate::stacks::StackPool::default()));
         let mut disk_cache = None;
         if let Some(dir) = &cfg.cache_dir {
             crate::hostfiles::prepare_cache_dir(dir)?;

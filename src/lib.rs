@@ -34,6 +34,7 @@ pub(crate) mod sched;
 pub(crate) mod serve;
 pub(crate) mod shard;
 pub(crate) mod spec;
+pub(crate) mod stacks;
 pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod stderr;
