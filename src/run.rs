@@ -210,12 +210,14 @@ pub(crate) async fn run(
         Some(file) => Audit::to_writer(file),
         None => Audit::tracing_only(),
     };
-    let mut shared = SharedParts::new(engine, audit);
-    shared.pinned = Arc::new(config.resolve.clone());
-    let shards = start_shards(config.shards, config.placement, shared)?;
-    let sup = shards.home();
     let sdk_guest = crate::inspect::has_sdk_marker(&bytes);
     let plain = config.mode.decide(&path, sdk_guest)?;
+    let mut shared = SharedParts::new(engine, audit);
+    shared.pinned = Arc::new(config.resolve.clone());
+    // A plain pid0 has no Executor: its tree is itself, one thread is all it can use.
+    let shard_count = if plain { 1 } else { config.shards };
+    let shards = start_shards(shard_count, config.placement, shared)?;
+    let sup = shards.home();
     if plain && config.grants.terminal {
         return Err(RunError::WrongMode(format!(
             "--tty lends the terminal to a cell guest through Session.terminal; {} is an \

@@ -194,6 +194,9 @@ impl<C: 'static> ShardSet<C> {
             local,
             stops: vec![stop],
         };
+        // Every thread starts at once and the set waits for all of them: start-up costs one
+        // runtime's set-up, not N of them in a row (a 64-core default must not add 64).
+        let mut ready = Vec::with_capacity(n.saturating_sub(1));
         for (index, rx) in (1..n).zip(receivers) {
             let stop = Arc::new(Notify::new());
             set.stops.push(stop.clone());
@@ -203,6 +206,9 @@ impl<C: 'static> ShardSet<C> {
                 .name(format!("cell-shard-{index}"))
                 .spawn(move || run_shard(index, rx, stop, ready_tx, move || make(index, shards)))
                 .map_err(|e| anyhow::anyhow!("cannot start shard {index}: {e}"))?;
+            ready.push((index, ready_rx));
+        }
+        for (index, ready_rx) in ready {
             // Startup only, before anything is served: waiting here blocks nobody.
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
