@@ -377,16 +377,7 @@ impl Supervisor {
     /// any process (the child's own bookkeeping — history, fuel, its subtree — was done on
     /// its shard).
     fn shadow_ended(&self, shadow: &ProcessHandle, status: ExitStatus) {
-        shadow.set_status(status);
-        let orphans = self.0.table.borrow_mut().mark_exited(shadow.pid);
-        for child in orphans {
-            child.kill(KilledBy::Cascade);
-        }
-        let reaped = self.0.table.borrow_mut().reap(shadow.pid);
-        for gone in reaped {
-            gone.tree.left();
-        }
-        self.publish_live();
+        self.ended_in_table(shadow, status);
     }
 }
 

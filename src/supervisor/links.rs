@@ -122,16 +122,7 @@ impl Supervisor {
             ServiceOwner::Process(pid) => crate::rpc::host::Host::ended(self, pid),
             _ => Box::pin(std::future::pending()),
         };
-        let proxy: ProxyClient = capnp_rpc::new_client(ServiceProxy::new(service, caller));
-        let system = link.serve(proxy.client);
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                r = system => if let Err(e) = r {
-                    tracing::debug!("service link ended: {e}");
-                },
-                () = ended => {}
-            }
-        });
+        serve_proxied(link, ServiceProxy::new(service, caller), ended);
         ExportedService {
             name,
             owner,
@@ -167,19 +158,31 @@ impl Supervisor {
             owner: ServiceOwner::Process(pid),
             gone: target.1,
         };
-        let proxy: ProxyClient = capnp_rpc::new_client(ServiceProxy::new(service, caller));
-        let system = link.serve(proxy.client);
         // The link ends with the child (its end of the pipe dropped, the shadow's side sees
         // the disconnect): nothing of it outlives the process it reaches.
-        tokio::task::spawn_local(async move {
-            tokio::select! {
-                r = system => if let Err(e) = r {
-                    tracing::debug!("service link ended: {e}");
-                },
-                _ = handle.wait() => {}
-            }
+        serve_proxied(link, ServiceProxy::new(service, caller), async move {
+            handle.wait().await;
         });
     }
+}
+
+/// Serves `proxy` on `link` as a local task until the link ends or `until` resolves (then
+/// the link's end is dropped and the other side sees the disconnect).
+fn serve_proxied(
+    link: Link,
+    proxy: ServiceProxy,
+    until: impl std::future::Future<Output = ()> + 'static,
+) {
+    let proxy: ProxyClient = capnp_rpc::new_client(proxy);
+    let system = link.serve(proxy.client);
+    tokio::task::spawn_local(async move {
+        tokio::select! {
+            r = system => if let Err(e) = r {
+                tracing::debug!("service link ended: {e}");
+            },
+            () = until => {}
+        }
+    });
 }
 
 /// A service link's bounds: the child's own message and call bounds.

@@ -475,6 +475,12 @@ impl Supervisor {
         self.0
             .events
             .publish(handle.pid, EventKind::Exit(status.clone()));
+        self.ended_in_table(handle, status);
+    }
+
+    /// Sets the final status of `handle`, terminates its children (cascade) and reaps what
+    /// can be reaped: the table's side of an ending, for a process or a shadow alike.
+    fn ended_in_table(&self, handle: &ProcessHandle, status: ExitStatus) {
         handle.set_status(status);
         let orphans = self.0.table.borrow_mut().mark_exited(handle.pid);
         for child in orphans {
