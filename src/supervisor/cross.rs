@@ -65,16 +65,17 @@ pub(crate) struct Peers {
     placed: Cell<usize>,
 }
 
-/// Where a new child goes (`cell run --placement`).
+/// Where a new child goes (`cell run --placement`). The variants' doc lines are what
+/// `cell run --help` shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChildPlacement {
-    /// The least loaded shard, unless its parent's is within a margin of it
-    /// (`shard::place_from`): a lone child or a sequence of them stays with its parent (no
-    /// hop), a burst spreads.
+    /// The least loaded shard, unless its parent's is within a margin of it: a lone child
+    /// or one spawned after another stays with its parent, children that live on spread
+    // (`shard::place_from` from the parent's shard; load = live processes + placements in
+    // flight)
     #[default]
     Load,
-    /// Every child that can cross goes to another shard than its parent's, round-robin
-    /// (for tests, and to measure the hop).
+    /// Always another shard than its parent's, round-robin (to test, or to measure the hop)
     Spread,
 }
 
