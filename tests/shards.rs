@@ -3,8 +3,9 @@
 //! every process checking its children's statuses; here the report is checked against what
 //! the guests say they did: every process listed, every orphan killed by the cascade, both
 //! shards used, children on another shard than their parent's (sockets handed across
-//! included), and the tables empty at the end. The rest of the suite runs sharded too
-//! (`make test`: `CELL_SHARDS`, `CELL_PLACEMENT`).
+//! included), and the tables empty at the end; and forty rounds of it leave the host's peak
+//! memory where four left it. The rest of the suite runs sharded too (`make test`:
+//! `CELL_SHARDS`, `CELL_PLACEMENT`).
 
 mod common;
 
@@ -154,4 +155,37 @@ fn cell_exec_refuses_shards_of_its_own() {
         .finish()
         .assert_code(125)
         .assert_stderr_has("--shards is not available through the daemon");
+}
+
+/// What the host holds for children on other shards (shadows, relays, service links,
+/// duplicated sockets, stores) is given back as they end: forty rounds of the stress, every
+/// child across a thread boundary, peak no higher than four rounds' (each round's tree is
+/// about as large as the last; a leak of each crossed child's store, memory or links would
+/// grow with the rounds).
+#[test]
+fn crossing_again_and_again_does_not_grow_the_host() {
+    let peak = |rounds: &str| {
+        let (out, kib) = Cell::run("stress-pid0")
+            .flags(&[
+                "--shards",
+                "2",
+                "--placement",
+                "spread",
+                "--timeout",
+                "100s",
+            ])
+            .net(&["listen=127.0.0.1:0", "connect=127.0.0.1:1-65535"])
+            .args(&["--rounds", rounds, "--depth", "2", "--actions", "16"])
+            .finish_with_peak_rss();
+        out.assert_code(0)
+            .assert_stderr_has(&format!("stress: done, {rounds} rounds"));
+        kib
+    };
+    let few = peak("4");
+    let many = peak("40");
+    eprintln!("peak RSS: {few} KiB after 4 rounds, {many} KiB after 40");
+    assert!(
+        many <= few + 32 * 1024,
+        "peak RSS {many} KiB after 40 rounds against {few} KiB after 4"
+    );
 }
