@@ -189,3 +189,35 @@ fn crossing_again_and_again_does_not_grow_the_host() {
         "peak RSS {many} KiB after 40 rounds against {few} KiB after 4"
     );
 }
+
+/// A socket handed to many children at once: each child on another shard holds a duplicate
+/// descriptor, counted in the granting process's `max-sockets`, so with a few slots only a
+/// few go across and the rest share the socket on their parent's shard — every spawn
+/// succeeds and the host's descriptors stay within the limit.
+#[test]
+fn one_socket_handed_to_many_children_stays_within_max_sockets() {
+    let out = Cell::run("stress-pid0")
+        .flags(&[
+            "--shards",
+            "2",
+            "--placement",
+            "spread",
+            "--max-sockets",
+            "5",
+        ])
+        .net(&["listen=127.0.0.1:0", "connect=127.0.0.1:1-65535"])
+        .args(&["--share-socket", "40"])
+        .report()
+        .finish();
+    out.assert_code(0)
+        .assert_stderr_has("stress: shared one socket with 40 children");
+    let idle: Vec<u64> = processes(&out)
+        .iter()
+        .filter(|p| p["name"] == "idle")
+        .map(|p| p["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idle.len(), 40);
+    let across = idle.iter().filter(|s| **s == 1).count();
+    // pid0 holds the listener, both ends of the connection: 2 slots left for duplicates.
+    assert_eq!(across, 2, "children across: {idle:?}");
+}

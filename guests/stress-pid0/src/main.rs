@@ -2,7 +2,9 @@
 //! `tests/shards.rs`): `cell run --net listen=127.0.0.1:0 --net connect=127.0.0.1:1-65535
 //! stress-pid0.wasm [--rounds R] [--depth D] [--actions N] [--seed S]`. It loads the four
 //! components (stress-node, child-leaf, bench-idle, inetd-echo) and runs R rounds of a node's
-//! work itself, each with its own seed, then logs `stress: done, R rounds`.
+//! work itself, each with its own seed, then logs `stress: done, R rounds`. With
+//! `--share-socket K` it instead hands one accepted connection to K idle children at once
+//! (`stress::share_socket`).
 
 use anyhow::Context as _;
 use cell_testkit::embed;
@@ -19,6 +21,9 @@ fn main() {
             idle: executor.load(embed!("bench-idle")).await?,
             echo: executor.load(embed!("inetd-echo")).await?,
         };
+        if let Some(k) = cell_guest::arg::<u32>("--share-socket")? {
+            return stress::share_socket(&kinds, &network, k).await;
+        }
         let rounds: u32 = cell_guest::arg("--rounds")?.unwrap_or(4);
         let plan = Plan::from_args()?;
         for round in 0..rounds {

@@ -178,6 +178,43 @@ pub async fn node(pid: u32, kinds: &Kinds, network: &Network, plan: Plan) -> Res
     Ok(())
 }
 
+/// Hands the accepted end of one loopback connection to `k` idle children alive at once,
+/// then kills them: every spawn must succeed however few `max-sockets` slots pid0 has (a
+/// child that cannot get a duplicate of the socket on another shard stays on its parent's,
+/// sharing it). Logs `stress: shared one socket with K children`.
+pub async fn share_socket(kinds: &Kinds, network: &Network, k: u32) -> Result<()> {
+    let listener = network.listen("127.0.0.1", 0, 4).await?;
+    let address = listener.local_address().await?;
+    let port = port_of(&address)?;
+    let _client = network.connect("127.0.0.1", port).await?;
+    let (accepted, _) = listener.accept().await?;
+    let mut children = Vec::new();
+    for _ in 0..k {
+        let child = kinds
+            .idle
+            .spawn()
+            .name("idle")
+            .grant_socket(&accepted)
+            .start()
+            .await?;
+        children.push(child);
+    }
+    for child in &children {
+        child.kill().await?;
+        check(child, Expect::Killed { or: None }).await?;
+    }
+    log!("stress: shared one socket with {k} children");
+    Ok(())
+}
+
+fn port_of(address: &str) -> Result<u16> {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("stress: listening address {address}"))
+}
+
 async fn spawn_node(kinds: &Kinds, network: &Network, plan: Plan, seed: u64) -> Result<Process> {
     kinds
         .node
@@ -200,11 +237,7 @@ async fn spawn_node(kinds: &Kinds, network: &Network, plan: Plan, seed: u64) -> 
 async fn hand_off(kinds: &Kinds, network: &Network, token: &str) -> Result<Process> {
     let listener = network.listen("127.0.0.1", 0, 4).await?;
     let address = listener.local_address().await?;
-    let port: u16 = address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("stress: listening address {address}"))?;
+    let port = port_of(&address)?;
     let client = network.connect("127.0.0.1", port).await?;
     let (accepted, _) = listener.accept().await?;
     let child = kinds
