@@ -59,6 +59,17 @@ impl Runner<'_> {
         let many = median_by(many, |s| s.p50).unwrap_or_default();
         Ok((one, many))
     }
+
+    /// [`Runner::both`] of a rate field (`spawns_per_s`, `calls_per_s`).
+    fn rates(
+        &self,
+        cores: usize,
+        mode: &[String],
+        kind: &str,
+        field: &str,
+    ) -> anyhow::Result<(Summary, Summary)> {
+        self.both(cores, mode, kind, |f| Ok(as_rate(f.u64(field)?)))
+    }
 }
 
 impl Runner<'_> {
@@ -123,7 +134,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         ("spawn-concurrent-component", "through one Component"),
     ] {
         let mode = args([kind, &n.to_string(), &IN_FLIGHT.to_string()]);
-        let (one, many) = run.both(cores, &mode, kind, |f| Ok(as_rate(f.u64("spawns_per_s")?)))?;
+        let (one, many) = run.rates(cores, &mode, kind, "spawns_per_s")?;
         rate_row(
             &mut s,
             format!("spawn → exit/s, {n} bench-nop children {IN_FLIGHT} in flight, {how}"),
@@ -139,7 +150,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         &per.to_string(),
         &IN_FLIGHT.to_string(),
     ]);
-    let (one, many) = run.both(cores, &mode, "busy", |f| Ok(as_rate(f.u64("calls_per_s")?)))?;
+    let (one, many) = run.rates(cores, &mode, "busy", "calls_per_s")?;
     rate_row(
         &mut s,
         format!(
@@ -156,9 +167,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         &(n / 2).to_string(),
         &IN_FLIGHT.to_string(),
     ]);
-    let (one, many) = run.both(cores, &mode, "spawners", |f| {
-        Ok(as_rate(f.u64("spawns_per_s")?))
-    })?;
+    let (one, many) = run.rates(cores, &mode, "spawners", "spawns_per_s")?;
     rate_row(
         &mut s,
         format!(
@@ -186,7 +195,7 @@ fn measure(env: &Env) -> anyhow::Result<Section> {
         .baseline(rate(apart.0), ratio(apart.1, apart.0)),
     );
     let mode = args(["busy-children", "64", &per.to_string(), "16"]);
-    let (one, many) = run.both(cores, &mode, "busy", |f| Ok(as_rate(f.u64("calls_per_s")?)))?;
+    let (one, many) = run.rates(cores, &mode, "busy", "calls_per_s")?;
     s.row(
         Row::new(
             format!("echo calls/s of 64 busy children started one after another, {per} calls 16 in flight each, `--shards {cores}`"),

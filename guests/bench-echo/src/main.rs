@@ -3,7 +3,6 @@
 //! connection, then exit 0 (its parent times the whole fan-out).
 
 use anyhow::{ensure, Context as _};
-use futures::stream::{FuturesUnordered, StreamExt as _};
 
 fn main() {
     cell_guest::run(|caps| async move {
@@ -13,18 +12,12 @@ fn main() {
         };
         let (n, inflight) = (arg(1)?, arg(2)?.max(1));
         let executor = caps.executor().await?;
-        let mut pending = FuturesUnordered::new();
-        let (mut sent, mut done) = (0, 0);
-        while done < n {
-            while sent < n && pending.len() < inflight {
-                pending.push(executor.echo("0123456789abcdef"));
-                sent += 1;
-            }
-            if let Some(reply) = pending.next().await {
-                ensure!(reply?.len() == 16, "bench-echo: a short reply");
-                done += 1;
-            }
-        }
+        cell_testkit::in_flight(n, inflight, || async {
+            let reply = executor.echo("0123456789abcdef").await?;
+            ensure!(reply.len() == 16, "bench-echo: a short reply");
+            Ok(())
+        })
+        .await?;
         Ok(())
     })
 }

@@ -335,18 +335,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<u64>>,
 {
     let t0 = now();
-    let mut pending = FuturesUnordered::new();
-    let mut samples = Vec::with_capacity(n);
-    let mut started = 0;
-    while samples.len() < n {
-        while started < n && pending.len() < concurrency {
-            pending.push(spawn());
-            started += 1;
-        }
-        if let Some(took) = pending.next().await {
-            samples.push(took?);
-        }
-    }
+    let samples = cell_testkit::in_flight(n, concurrency, spawn).await?;
     let elapsed = (now() - t0).max(1);
     let per_s = n as u64 * 1_000_000_000 / elapsed;
     let (p50, p99, mean) = cell_testkit::summary(samples);

@@ -4,7 +4,6 @@
 
 use anyhow::{ensure, Context as _};
 use cell_guest::StderrMode;
-use futures::stream::{FuturesUnordered, StreamExt as _};
 
 static NOP: &[u8] = cell_testkit::embed!("bench-nop");
 
@@ -29,18 +28,7 @@ fn main() {
             ensure!(status.success(), "bench-nop {status}");
             anyhow::Ok(())
         };
-        let mut pending = FuturesUnordered::new();
-        let (mut started, mut done) = (0, 0);
-        while done < n {
-            while started < n && pending.len() < inflight {
-                pending.push(one());
-                started += 1;
-            }
-            if let Some(r) = pending.next().await {
-                r?;
-                done += 1;
-            }
-        }
+        cell_testkit::in_flight(n, inflight, one).await?;
         Ok(())
     })
 }

@@ -10,6 +10,7 @@
 //! - [`err_text`], [`failed_with`], [`cell_error`]: outcomes for check lines, and the host's
 //!   typed reason of a failure (match on `Reason`, never on the text).
 //! - [`stress`]: one node of the process-tree stress (`stress-pid0`, `stress-node`).
+//! - [`in_flight`]: N jobs, K at a time (the bench guests' pipelines and fan-outs).
 //! - [`summary`]: latency samples as the bench harness reads them (p50, p99, mean).
 //! - [`embed!`]: another guest's wasm, included at compile time (see `build.sh` for the stages).
 //!
@@ -24,6 +25,30 @@ pub mod tree;
 pub use report::Report;
 
 use cell_guest::{CellError, Reason};
+
+/// Runs `n` jobs made by `job`, at most `inflight` at a time (at least one), and returns
+/// their results in the order they finished; the first error ends it.
+pub async fn in_flight<F, Fut, T>(n: usize, inflight: usize, mut job: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+    let mut pending = FuturesUnordered::new();
+    let mut done = Vec::with_capacity(n);
+    let mut started = 0;
+    while done.len() < n {
+        while started < n && pending.len() < inflight.max(1) {
+            pending.push(job());
+            started += 1;
+        }
+        match pending.next().await {
+            Some(r) => done.push(r?),
+            None => break,
+        }
+    }
+    Ok(done)
+}
 
 /// Samples → (p50, p99, mean), in their unit (nearest rank; zeros for none).
 pub fn summary(mut samples: Vec<u64>) -> (u64, u64, u64) {
